@@ -1,0 +1,377 @@
+"""The plugin host: stevedore decides which modules are imported, pluggy how they are called.
+
+Core code talks to plugins only through :class:`PluginHost`'s typed methods. Each plugin's
+hook implementation is called on its own, so one broken plugin is logged and skipped
+instead of failing the call for every other plugin.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import pluggy
+from stevedore import ExtensionManager
+
+from . import hookspecs
+from ._version import __version__
+from .errors import PluginLoadError
+from .models import (
+    Admission,
+    JobView,
+    PoolView,
+    RouteDecision,
+    SessionInfo,
+    SessionOutcome,
+    TenantContext,
+)
+
+if TYPE_CHECKING:
+    import typer
+    from livekit.agents import AgentServer, AgentSession, JobProcess
+
+    from .isolation import IsolationBackend
+    from .pool import AgentPool
+
+logger = logging.getLogger("openrtc.plugins")
+
+ENTRY_POINT_GROUP = "openrtc.plugins"
+STRICT_ENV = "OPENRTC_STRICT_PLUGINS"
+DISABLE_ENV = "OPENRTC_DISABLE_PLUGINS"
+TRACE_ENV = "OPENRTC_TRACE_HOOKS"
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def disabled_from_env() -> frozenset[str]:
+    raw = os.environ.get(DISABLE_ENV, "")
+    return frozenset(part.strip() for part in raw.split(",") if part.strip())
+
+
+@attrs.frozen(kw_only=True)
+class PluginRecord:
+    """One plugin the host saw: loaded, failed or disabled."""
+
+    name: str
+    status: str  # "loaded" | "failed" | "disabled"
+    source: str  # "builtin" | "entry-point" | "explicit"
+    module: str = ""
+    distribution: str = ""
+    version: str = ""
+    hooks: tuple[str, ...] = ()
+    error: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+
+def _builtin_plugins() -> list[tuple[str, object]]:
+    # Imported here: the built-ins import the host's models, not the other way round.
+    from .builtin import isolation, prewarm, routing
+
+    return [
+        *routing.STRATEGIES,
+        ("openrtc.isolation", isolation),
+        ("openrtc.prewarm", prewarm),
+    ]
+
+
+@attrs.define
+class PluginHost:
+    """Loads plugins and calls their hooks through one typed method per hook."""
+
+    strict: bool = attrs.field(factory=lambda: _env_flag(STRICT_ENV))
+    disabled: frozenset[str] = attrs.field(factory=disabled_from_env, converter=frozenset)
+    _pm: pluggy.PluginManager = attrs.field(init=False)
+    _records: list[PluginRecord] = attrs.field(init=False, factory=list)
+    _loaded_entry_points: bool = attrs.field(init=False, default=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self._pm.add_hookspecs(hookspecs)
+        if _env_flag(TRACE_ENV):
+            self._pm.trace.root.setwriter(lambda text: logger.info("hook %s", text.rstrip()))
+            self._pm.enable_tracing()
+        for name, plugin in _builtin_plugins():
+            self._register(name, plugin, source="builtin")
+
+    # -- loading ---------------------------------------------------------------------------
+
+    @property
+    def records(self) -> list[PluginRecord]:
+        return list(self._records)
+
+    @property
+    def manager(self) -> pluggy.PluginManager:
+        return self._pm
+
+    def register(self, plugin: object, name: str | None = None) -> str:
+        """Register a plugin object or module given in code (``AgentPool(plugins=[...])``)."""
+        plugin_name = name or _plugin_name(plugin)
+        self._register(plugin_name, plugin, source="explicit")
+        return plugin_name
+
+    def load_entry_points(self, group: str = ENTRY_POINT_GROUP) -> None:
+        """Import and register every plugin installed under `group`, once.
+
+        A plugin that fails to import is skipped with one warning, unless strict loading is on
+        (``OPENRTC_STRICT_PLUGINS=1``), where it raises :class:`PluginLoadError`.
+        """
+        if self._loaded_entry_points:
+            return
+        self._loaded_entry_points = True
+        failures: list[tuple[importlib.metadata.EntryPoint, BaseException]] = []
+
+        def on_failure(
+            _manager: ExtensionManager[Any],
+            entry_point: importlib.metadata.EntryPoint,
+            exc: BaseException,
+        ) -> None:
+            failures.append((entry_point, exc))
+
+        manager: ExtensionManager[Any] = ExtensionManager(
+            namespace=group,
+            invoke_on_load=False,
+            on_load_failure_callback=on_failure,
+        )
+        # stevedore loads everything it finds; disabled names are dropped before registering.
+        for ext in sorted(manager.extensions, key=lambda e: e.name):
+            if ext.name in self.disabled:
+                self._records.append(
+                    PluginRecord(
+                        name=ext.name,
+                        status="disabled",
+                        source="entry-point",
+                        module=ext.entry_point.value,
+                        **_dist_info(ext.entry_point),
+                    )
+                )
+                continue
+            self._register(ext.name, ext.plugin, source="entry-point", entry_point=ext.entry_point)
+        for entry_point, exc in failures:
+            self._fail(entry_point.name, entry_point, exc)
+
+    def _register(
+        self,
+        name: str,
+        plugin: object,
+        *,
+        source: str,
+        entry_point: importlib.metadata.EntryPoint | None = None,
+    ) -> None:
+        dist = _dist_info(entry_point) if entry_point is not None else {}
+        if source == "builtin":
+            dist = {"distribution": "openrtc-core", "version": __version__}
+        module = entry_point.value if entry_point is not None else _module_of(plugin)
+        if name in self.disabled:
+            self._records.append(
+                PluginRecord(name=name, status="disabled", source=source, module=module, **dist)
+            )
+            logger.info("plugin %s disabled by %s", name, DISABLE_ENV)
+            return
+        try:
+            self._pm.register(plugin, name=name)
+            self._pm.check_pending()
+        except Exception as exc:
+            if self._pm.is_registered(plugin):
+                self._pm.unregister(plugin)
+            self._fail(name, entry_point, exc, source=source, module=module)
+            return
+        hooks = tuple(sorted(c.name for c in self._pm.get_hookcallers(plugin) or ()))
+        self._records.append(
+            PluginRecord(
+                name=name, status="loaded", source=source, module=module, hooks=hooks, **dist
+            )
+        )
+
+    def _fail(
+        self,
+        name: str,
+        entry_point: importlib.metadata.EntryPoint | None,
+        exc: BaseException,
+        *,
+        source: str = "entry-point",
+        module: str = "",
+    ) -> None:
+        reason = f"{type(exc).__name__}: {exc}"
+        dist = _dist_info(entry_point) if entry_point is not None else {}
+        where = module or (entry_point.value if entry_point is not None else "")
+        self._records.append(
+            PluginRecord(
+                name=name, status="failed", source=source, module=where, error=reason, **dist
+            )
+        )
+        if self.strict:
+            raise PluginLoadError(
+                f"plugin {name!r} ({where}) failed to load: {reason}. "
+                f"Fix or uninstall it, or block it with {DISABLE_ENV}={name}."
+            ) from exc
+        logger.warning(
+            "skipping plugin %s (%s): %s; set %s=1 to make this fatal",
+            name,
+            where,
+            reason,
+            STRICT_ENV,
+        )
+
+    # -- calling ---------------------------------------------------------------------------
+
+    def _each(self, hook_name: str, **kwargs: Any) -> Iterator[tuple[str, Any]]:
+        """Call each implementation of a hook in pluggy's order, containing failures."""
+        caller = getattr(self._pm.hook, hook_name)
+        for impl in reversed(caller.get_hookimpls()):
+            args = {name: kwargs[name] for name in impl.argnames}
+            try:
+                result = impl.function(**args)
+            except Exception:
+                logger.exception(
+                    "plugin %s failed in %s; skipping it for this call", impl.plugin_name, hook_name
+                )
+                continue
+            yield impl.plugin_name, result
+
+    def route_job(self, job: JobView, pool: PoolView) -> RouteDecision | None:
+        for plugin, result in self._each("openrtc_route_job", job=job, pool=pool):
+            if result is None:
+                continue
+            if not isinstance(result, RouteDecision):
+                logger.error(
+                    "plugin %s returned %r from openrtc_route_job; expected a RouteDecision",
+                    plugin,
+                    result,
+                    extra={"job_id": job.job_id},
+                )
+                continue
+            return result
+        return None
+
+    def resolve_tenant(self, job: JobView) -> TenantContext | None:
+        for plugin, result in self._each("openrtc_resolve_tenant", job=job):
+            if isinstance(result, TenantContext):
+                return result
+            if result is not None:
+                logger.error(
+                    "plugin %s returned %r from openrtc_resolve_tenant; expected a TenantContext",
+                    plugin,
+                    result,
+                )
+        return None
+
+    def admit_job(
+        self, job: JobView, decision: RouteDecision, tenant: TenantContext | None
+    ) -> Admission:
+        caller = self._pm.hook.openrtc_admit_job
+        for impl in reversed(caller.get_hookimpls()):
+            kwargs = {"job": job, "decision": decision, "tenant": tenant}
+            try:
+                result = impl.function(**{n: kwargs[n] for n in impl.argnames})
+            except Exception as exc:
+                # Fail closed: an admission plugin guards caps and breakers.
+                logger.exception(
+                    "plugin %s failed in openrtc_admit_job; refusing the job so another worker "
+                    "can take it",
+                    impl.plugin_name,
+                    extra={"job_id": job.job_id},
+                )
+                return Admission.reject(
+                    f"admission plugin {impl.plugin_name} failed: {type(exc).__name__}",
+                    source=impl.plugin_name,
+                )
+            if isinstance(result, Admission) and not result.admitted:
+                return attrs.evolve(result, source=result.source or impl.plugin_name)
+        return Admission(admitted=True)
+
+    def session_options(
+        self, agent: str, tenant: TenantContext | None, job: JobView
+    ) -> dict[str, Any]:
+        merged: dict[str, Any] = {}
+        contributions = list(
+            self._each("openrtc_session_options", agent=agent, tenant=tenant, job=job)
+        )
+        # The earliest-called plugin wins on a shared key, so apply in reverse call order.
+        for plugin, result in reversed(contributions):
+            if result is None:
+                continue
+            if not isinstance(result, Mapping):
+                logger.error(
+                    "plugin %s returned %r from openrtc_session_options; expected a mapping",
+                    plugin,
+                    type(result).__name__,
+                )
+                continue
+            merged.update(result)
+        return merged
+
+    def isolation_backends(self) -> dict[str, Callable[[], IsolationBackend]]:
+        return self._collect_registry("openrtc_register_isolation_backends")
+
+    def reload_strategies(self) -> dict[str, Callable[..., Any]]:
+        return self._collect_registry("openrtc_register_reload_strategies")
+
+    def _collect_registry(self, hook_name: str) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+
+        def register(name: str, factory: Any) -> None:
+            if not name or not isinstance(name, str):
+                raise ValueError(f"{hook_name}: a registered name must be a non-empty string")
+            found[name] = factory
+
+        for _plugin, _result in self._each(hook_name, register=register):
+            pass
+        return found
+
+    def worker_started(self, pool: AgentPool, server: AgentServer) -> None:
+        _drain(self._each("openrtc_worker_started", pool=pool, server=server))
+
+    def session_started(self, info: SessionInfo, session: AgentSession[Any]) -> None:
+        _drain(self._each("openrtc_session_started", info=info, session=session))
+
+    def session_ended(self, info: SessionInfo, outcome: SessionOutcome) -> None:
+        _drain(self._each("openrtc_session_ended", info=info, outcome=outcome))
+
+    def drain_started(self, pool: AgentPool) -> None:
+        _drain(self._each("openrtc_drain_started", pool=pool))
+
+    def prewarm(self, proc: JobProcess, pool: AgentPool) -> None:
+        # Prewarm failures are not contained: a worker without its shared models is broken.
+        for impl in reversed(self._pm.hook.openrtc_prewarm.get_hookimpls()):
+            kwargs = {"proc": proc, "pool": pool}
+            impl.function(**{n: kwargs[n] for n in impl.argnames})
+
+    def register_commands(self, app: typer.Typer) -> None:
+        self._pm.hook.openrtc_register_commands.call_historic(kwargs={"app": app})
+
+
+def _drain(results: Iterable[tuple[str, Any]]) -> None:
+    for _ in results:
+        pass
+
+
+def _plugin_name(plugin: object) -> str:
+    if isinstance(plugin, ModuleType):
+        return plugin.__name__
+    return f"{type(plugin).__module__}.{type(plugin).__qualname__}"
+
+
+def _module_of(plugin: object) -> str:
+    if isinstance(plugin, ModuleType):
+        return plugin.__name__
+    return type(plugin).__module__
+
+
+def _dist_info(entry_point: importlib.metadata.EntryPoint | None) -> dict[str, Any]:
+    dist = getattr(entry_point, "dist", None) if entry_point is not None else None
+    if dist is None:
+        return {}
+    return {"distribution": str(dist.metadata["Name"]), "version": str(dist.version)}
+
+
+def plugin_names(records: Sequence[PluginRecord], status: str) -> list[str]:
+    return [r.name for r in records if r.status == status]

@@ -1,0 +1,202 @@
+"""Simulated calls: a scripted caller drives a real AgentSession in text mode, with no room.
+
+Only a worker built with ``AgentPool.create_server(simulate=True)`` runs them (tests and
+``openrtc simulate``); a production worker ignores the script and joins the room as usual.
+The job metadata carries the script::
+
+    {"agent": "support", "openrtc.simulate": {"turns": ["hi", "bye"], "hold_s": 2.0}}
+
+When the call ends, the transcript and outcome are posted to the LiveKit URL the job came
+from, at ``/openrtc/simulation/report`` (the loopback dispatch server stores them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import attrs
+from livekit.agents import Agent, AgentSession, JobContext, llm
+
+from . import _livekit
+from .models import SessionInfo
+
+if TYPE_CHECKING:
+    from livekit.agents.voice.run_result import RunEvent, RunResult
+
+logger = logging.getLogger("openrtc.simulation")
+
+SIMULATE_KEY = "openrtc.simulate"
+REPORT_PATH = "/openrtc/simulation/report"
+MAX_TURNS = 1000
+MAX_HOLD_S = 3600.0
+
+
+class ScriptError(ValueError):
+    """The caller script in the job metadata is not usable."""
+
+
+@attrs.frozen(kw_only=True)
+class CallerScript:
+    turns: tuple[str, ...] = ()
+    hold_s: float = 0.0
+
+    @classmethod
+    def parse(cls, raw: object) -> CallerScript:
+        if not isinstance(raw, Mapping):
+            raise ScriptError(
+                f'{SIMULATE_KEY} must be an object like {{"turns": ["hi"], "hold_s": 1}}, '
+                f"got {type(raw).__name__}"
+            )
+        turns = raw.get("turns", [])
+        if not isinstance(turns, Sequence) or isinstance(turns, str):
+            raise ScriptError(f"{SIMULATE_KEY}.turns must be a list of strings")
+        if not all(isinstance(t, str) for t in turns):
+            raise ScriptError(f"{SIMULATE_KEY}.turns must contain only strings")
+        if len(turns) > MAX_TURNS:
+            raise ScriptError(f"{SIMULATE_KEY}.turns has {len(turns)} turns; at most {MAX_TURNS}")
+        hold = raw.get("hold_s", 0.0)
+        if (
+            isinstance(hold, bool)
+            or not isinstance(hold, int | float)
+            or not 0 <= hold <= MAX_HOLD_S
+        ):
+            raise ScriptError(f"{SIMULATE_KEY}.hold_s must be a number from 0 to {MAX_HOLD_S:g}")
+        return cls(turns=tuple(turns), hold_s=float(hold))
+
+
+def _item_dict(item: llm.ChatItem) -> dict[str, Any]:
+    if isinstance(item, llm.ChatMessage):
+        return {"type": "message", "role": item.role, "text": item.text_content or ""}
+    if isinstance(item, llm.FunctionCall):
+        return {"type": "function_call", "name": item.name, "arguments": item.arguments}
+    if isinstance(item, llm.FunctionCallOutput):
+        return {
+            "type": "function_call_output",
+            "name": item.name,
+            "output": item.output,
+            "is_error": item.is_error,
+        }
+    return {"type": getattr(item, "type", type(item).__name__)}
+
+
+def _event_dicts(events: Sequence[RunEvent]) -> list[dict[str, Any]]:
+    return [_item_dict(ev.item) for ev in events]
+
+
+def _provider_label(value: object) -> str:
+    if value is None:
+        return ""
+    model = getattr(value, "model", None)
+    return str(model) if model else type(value).__name__
+
+
+def report_url(server_url: str) -> str:
+    url = server_url.rstrip("/")
+    if url.startswith("ws://"):
+        url = "http://" + url[len("ws://") :]
+    elif url.startswith("wss://"):
+        url = "https://" + url[len("wss://") :]
+    return url + REPORT_PATH
+
+
+async def run_simulated_call(
+    ctx: JobContext,
+    session: AgentSession[Any],
+    agent: Agent,
+    *,
+    info: SessionInfo,
+    script: object,
+    greeting: str | None,
+    on_started: Callable[[], None],
+) -> None:
+    """Run one scripted call to the end, post its report, then shut the job down."""
+    report: dict[str, Any] = {
+        "job_id": info.job_id,
+        "agent": info.agent,
+        "room": info.room_name,
+        "tenant": info.tenant.tenant_id if info.tenant else None,
+        "outcome": "completed",
+        "error": "",
+        "greeting": [],
+        "turns": [],
+        "providers": {},
+        "pid": os.getpid(),
+    }
+    started = time.monotonic()
+    try:
+        parsed = CallerScript.parse(script)
+        await session.start(agent)
+        report["providers"] = {
+            "llm": _provider_label(session.llm),
+            "stt": _provider_label(session.stt),
+            "tts": _provider_label(session.tts),
+            "vad": _provider_label(session.vad),
+        }
+        report["start_latency_s"] = time.monotonic() - started
+        on_started()
+        if greeting:
+            await session.generate_reply(instructions=greeting)
+        report["greeting"] = [
+            _item_dict(item) for item in session.history.items if _is_agent_output(item)
+        ]
+        for text in parsed.turns:
+            turn_started = time.monotonic()
+            result: RunResult[None] = await session.run(user_input=text)
+            report["turns"].append(
+                {
+                    "user": text,
+                    "events": _event_dicts(result.events),
+                    "latency_s": time.monotonic() - turn_started,
+                }
+            )
+        if parsed.hold_s:
+            await asyncio.sleep(parsed.hold_s)
+    except Exception as exc:
+        report["outcome"] = "failed"
+        report["error"] = f"{type(exc).__name__}: {exc}"
+        logger.warning(
+            "simulated call failed: %s",
+            report["error"],
+            extra={"job_id": info.job_id, "agent": info.agent},
+        )
+    finally:
+        report["duration_s"] = time.monotonic() - started
+        await _post_report(ctx, report)
+        ctx.shutdown(reason=f"simulated call {report['outcome']}")
+    if report["outcome"] == "failed":
+        raise SimulatedCallFailed(report["error"])
+
+
+class SimulatedCallFailed(RuntimeError):
+    """Raised after the report is sent, so the job ends with a failed status."""
+
+
+def _is_agent_output(item: llm.ChatItem) -> bool:
+    if isinstance(item, llm.ChatMessage):
+        return item.role == "assistant"
+    return isinstance(item, llm.FunctionCall | llm.FunctionCallOutput)
+
+
+async def _post_report(ctx: JobContext, report: dict[str, Any]) -> None:
+    url = report_url(_livekit.server_url(ctx))
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http,
+            http.post(url, json=report) as resp,
+        ):
+            if resp.status >= 300:
+                logger.warning(
+                    "simulation report was refused (HTTP %s)",
+                    resp.status,
+                    extra={"job_id": report["job_id"]},
+                )
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        logger.warning(
+            "could not post the simulation report: %s", exc, extra={"job_id": report["job_id"]}
+        )

@@ -1,0 +1,190 @@
+"""Turning what the user points the CLI at into a pool.
+
+TARGET is one of:
+- ``package.module:pool`` (or ``package.module``, when it defines exactly one pool);
+- ``path/to/app.py`` (or ``path/to/app.py:pool``), a file that defines a pool;
+- ``path/to/agents/``, a directory with one agent module per file: each module's Agent
+  subclass is registered under the file name, unless ``@openrtc_core.agent(...)`` says
+  otherwise.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any, TypeVar
+
+from livekit.agents import Agent
+
+from .errors import PoolConfigError, TargetError
+from .pool import UNSET, AgentPool, CallOrigin, _Unset
+
+AGENT_MARK = "__openrtc_agent__"
+
+A = TypeVar("A", bound=type[Agent])
+
+
+def agent(
+    name: str | None = None,
+    *,
+    default: bool = False,
+    greeting: str | _Unset | None = UNSET,
+    **overrides: Any,
+) -> Callable[[A], A]:
+    """Mark an Agent class for directory and entry-point discovery. Only sets an attribute.
+
+    ``@agent("billing", llm="openai/gpt-4.1-mini")`` registers the class as ``billing``
+    with that override; with no name the file (or entry point) name is used.
+    """
+
+    def mark(cls: A) -> A:
+        if not (isinstance(cls, type) and issubclass(cls, Agent)):
+            raise PoolConfigError(
+                f"@openrtc_core.agent decorates livekit Agent subclasses, not {cls!r}"
+            )
+        setattr(
+            cls,
+            AGENT_MARK,
+            {"name": name, "default": default, "greeting": greeting, "overrides": overrides},
+        )
+        return cls
+
+    return mark
+
+
+def register_agent_object(pool: AgentPool, obj: object, *, default_name: str) -> None:
+    """Register an Agent subclass (honouring its mark) or call a ``register(pool)`` function."""
+    if isinstance(obj, type) and issubclass(obj, Agent):
+        mark: dict[str, Any] = dict(obj.__dict__.get(AGENT_MARK) or {})
+        pool.add(
+            mark.get("name") or default_name,
+            obj,
+            default=bool(mark.get("default", False)),
+            greeting=mark.get("greeting", UNSET),
+            **dict(mark.get("overrides") or {}),
+        )
+        return
+    if callable(obj):
+        obj(pool)
+        return
+    raise PoolConfigError(
+        f"{default_name!r} exposes {obj!r}: expected an Agent subclass or a function register(pool)"
+    )
+
+
+def _module_name_for(path: Path, prefix: str) -> str:
+    stem = re.sub(r"\W", "_", path.stem)
+    return f"{prefix}{stem}"
+
+
+def import_file(path: Path, module_name: str) -> ModuleType:
+    """Import a Python file as `module_name`, with its folder on sys.path like ``python file``."""
+    folder = str(path.parent.resolve())
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise TargetError(f"cannot import {path}: not a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception:
+        sys.modules.pop(module_name, None)
+        raise
+    return module
+
+
+def _pick_pool(module: ModuleType, attr: str | None, target: str) -> AgentPool:
+    if attr:
+        value = getattr(module, attr, None)
+        if not isinstance(value, AgentPool):
+            raise TargetError(
+                f"{target}: {attr!r} is {'missing' if value is None else type(value).__name__}, "
+                "not an AgentPool"
+            )
+        return value
+    pools = {k: v for k, v in vars(module).items() if isinstance(v, AgentPool)}
+    if len(pools) == 1:
+        return next(iter(pools.values()))
+    if not pools:
+        raise TargetError(
+            f"{target} defines no AgentPool at module level; create one "
+            "(pool = AgentPool(...)) or point at a directory of agent modules"
+        )
+    raise TargetError(
+        f"{target} defines several pools ({', '.join(sorted(pools))}); "
+        f"choose one with {target}:NAME"
+    )
+
+
+def load_target(target: str) -> AgentPool:
+    """Resolve a CLI TARGET to a pool; raise :class:`TargetError` saying what to fix."""
+    path_part, attr = target, ""
+    if ":" in target and not Path(target).exists():
+        path_part, _, attr = target.rpartition(":")
+    path = Path(path_part)
+    if path.is_dir():
+        if attr:
+            raise TargetError(f"{target}: a directory target takes no ':NAME'")
+        return pool_from_directory(str(path.resolve()))
+    if path_part.endswith(".py") or path.is_file():
+        if not path.is_file():
+            raise TargetError(f"{target}: no such file {path_part!r}")
+        module = import_file(path.resolve(), _module_name_for(path, "openrtc_app_"))
+        return _pick_pool(module, attr or None, target)
+    if not re.fullmatch(r"[A-Za-z_][\w.]*", path_part):
+        raise TargetError(
+            f"{target!r} is not a module path, a .py file or a directory; "
+            "use package.module:pool, app.py or agents/"
+        )
+    if "" not in sys.path and str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
+    try:
+        module = importlib.import_module(path_part)
+    except ModuleNotFoundError as exc:
+        raise TargetError(f"{target}: cannot import module {path_part!r} ({exc})") from None
+    return _pick_pool(module, attr or None, target)
+
+
+def _agent_classes(module: ModuleType) -> list[type[Agent]]:
+    return [
+        obj
+        for _, obj in inspect.getmembers(module, inspect.isclass)
+        if issubclass(obj, Agent) and obj is not Agent and obj.__module__ == module.__name__
+    ]
+
+
+def pool_from_directory(directory: str) -> AgentPool:
+    """A pool with one agent per module file in `directory` (files starting with _ skipped)."""
+    folder = Path(directory)
+    files = sorted(p for p in folder.glob("*.py") if not p.name.startswith("_"))
+    if not files:
+        raise TargetError(f"{directory}: no agent modules (*.py) found")
+    pool = AgentPool()
+    pool._set_origin(CallOrigin("openrtc_core.targets:pool_from_directory", (directory,)))
+    for file in files:
+        module = import_file(file, _module_name_for(file, "openrtc_agents_"))
+        classes = _agent_classes(module)
+        marked = [c for c in classes if AGENT_MARK in c.__dict__]
+        chosen = marked or classes
+        if not chosen:
+            raise TargetError(f"{file}: defines no livekit Agent subclass")
+        if len(chosen) > 1 and not marked:
+            names = ", ".join(c.__qualname__ for c in chosen)
+            raise TargetError(
+                f"{file}: defines several Agent subclasses ({names}); mark the ones to serve "
+                "with @openrtc_core.agent(...) or keep one per file"
+            )
+        for cls in chosen:
+            try:
+                register_agent_object(pool, cls, default_name=file.stem)
+            except PoolConfigError as exc:
+                raise TargetError(f"{file}: {exc}") from None
+    return pool
