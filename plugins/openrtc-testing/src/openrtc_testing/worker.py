@@ -1,0 +1,96 @@
+"""Run a pool's real worker against a loopback dispatch server, inside a test's event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+
+from livekit.agents import AgentServer
+
+from openrtc_core import AgentPool
+
+from .dispatch import Dispatch, LoopbackDispatchServer
+
+SIMULATE_KEY = "openrtc.simulate"
+
+
+def simulated_call_metadata(
+    agent: str | None = None,
+    *,
+    turns: Sequence[str] = (),
+    hold_s: float = 0.0,
+    extra: Mapping[str, Any] | None = None,
+) -> str:
+    """Job metadata for a simulated call: ``{"agent": ..., "openrtc.simulate": {...}}``."""
+    meta: dict[str, Any] = dict(extra or {})
+    if agent is not None:
+        meta["agent"] = agent
+    meta[SIMULATE_KEY] = {"turns": list(turns), "hold_s": hold_s}
+    return json.dumps(meta)
+
+
+@contextlib.asynccontextmanager
+async def running_worker(
+    pool: AgentPool,
+    dispatch: LoopbackDispatchServer,
+    *,
+    simulate: bool = True,
+    register_timeout: float = 60,
+    **server_kwargs: Any,
+) -> AsyncIterator[AgentServer]:
+    """Start the pool's ``AgentServer`` against `dispatch` and wait until it registered.
+
+    The worker runs in dev mode on an ephemeral health port. On exit it is closed, and an
+    exception from its run task (a failed start) is raised here rather than lost.
+    """
+    options: dict[str, Any] = {
+        "ws_url": dispatch.url,
+        "api_key": dispatch.api_key,
+        "api_secret": dispatch.api_secret,
+        "port": 0,
+        **server_kwargs,
+    }
+    server = pool.create_server(simulate=simulate, **options)
+    task = asyncio.create_task(server.run(devmode=True), name="openrtc-test-worker")
+    try:
+        waiter = asyncio.create_task(
+            dispatch.wait_for_worker(agent_name=pool.settings.agent_name, timeout=register_timeout)
+        )
+        done, _ = await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            waiter.cancel()
+            task.result()
+            raise RuntimeError("the worker stopped before it registered")
+        waiter.result()
+        yield server
+    finally:
+        await server.aclose()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def simulate_call(
+    dispatch: LoopbackDispatchServer,
+    room: str,
+    *,
+    agent: str | None = None,
+    turns: Sequence[str] = (),
+    hold_s: float = 0.0,
+    agent_name: str = "",
+    room_metadata: str = "",
+    timeout: float = 60,
+) -> tuple[Dispatch, dict[str, Any]]:
+    """Dispatch one simulated call and wait for its report."""
+    d = await dispatch.dispatch(
+        room,
+        agent_name=agent_name,
+        job_metadata=simulated_call_metadata(agent, turns=turns, hold_s=hold_s),
+        room_metadata=room_metadata,
+    )
+    if not d.accepted:
+        raise AssertionError(f"the simulated call in {room!r} was not accepted: {d.error}")
+    report = await dispatch.wait_for_report(d.job_id, timeout=timeout)
+    return d, report

@@ -1,0 +1,76 @@
+"""Pools the end-to-end tests run. A module, so job processes can import the same pools."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from livekit.agents import Agent, RunContext, function_tool
+
+from openrtc_core import AgentContext, AgentPool
+from openrtc_testing import Rule, ScriptedLLM
+
+# What the agents saw, for tests whose jobs run in this process (thread isolation).
+EVENTS: list[tuple[str, ...]] = []
+
+RULES = [
+    Rule(when="order", call="lookup_order", args={"order_id": "42"}, after_tool="Found: {output}"),
+    Rule(when="hello", reply="Hi, {user}!"),
+]
+
+POOL_LLM = ScriptedLLM(name="pool-llm", rules=RULES)
+SALES_LLM = ScriptedLLM(name="sales-llm", rules=RULES, default_reply="Buy now.")
+
+
+class SupportAgent(Agent):
+    def __init__(self) -> None:
+        super().__init__(instructions="Help callers with support questions.")
+
+    async def on_enter(self) -> None:
+        EVENTS.append(("enter", "support", os.getpid().__str__()))
+
+    async def on_exit(self) -> None:
+        EVENTS.append(("exit", "support"))
+
+    @function_tool
+    async def lookup_order(self, context: RunContext, order_id: str) -> str:
+        """Look up an order by its id."""
+        EVENTS.append(("tool", "lookup_order", order_id))
+        return f"order {order_id} ships tomorrow"
+
+
+class SalesAgent(SupportAgent):
+    def __init__(self) -> None:
+        Agent.__init__(self, instructions="Sell things.")
+
+
+class BookingAgent(Agent):
+    def __init__(self, lang: str) -> None:
+        super().__init__(instructions=f"Book appointments. Speak {lang}.")
+        self.lang = lang
+
+
+def booking_factory(ctx: AgentContext) -> Agent:
+    lang = str(ctx.metadata.get("lang", "en"))
+    EVENTS.append(("factory", ctx.agent, ctx.job_id, ctx.room_name, lang))
+    return BookingAgent(lang=lang)
+
+
+def make_pool(**settings: Any) -> AgentPool:
+    pool = AgentPool(llm=POOL_LLM, vad=None, greeting="Greet the caller.", **settings)
+    pool.add("support", SupportAgent, default=True)
+    pool.add("sales", SalesAgent, llm=SALES_LLM, greeting=None)
+    pool.add("booking", booking_factory)
+    pool.add("sales-eu", SalesAgent, llm=SALES_LLM, greeting=None)
+    return pool
+
+
+# Thread isolation: jobs run in this process, so tests can read EVENTS.
+THREAD_POOL = make_pool(isolation="thread")
+
+# No default agent and an explicit dispatch name: unmatched jobs are rejected.
+STRICT_POOL = AgentPool(llm=POOL_LLM, vad=None, isolation="thread", agent_name="strict")
+STRICT_POOL.add("support", SupportAgent)
+
+# livekit's process per job: the job process rebuilds this pool by importing this module.
+PROCESS_POOL = make_pool(isolation="process", job_memory_warn_mb=500)
