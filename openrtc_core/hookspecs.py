@@ -55,8 +55,8 @@ def openrtc_route_job(job: JobView, pool: PoolView) -> RouteDecision | None:
 
     Stops at the first non-None result. Built-in strategies, in call order: job metadata
     ``{"agent": ...}``, room metadata ``{"agent": ...}``, room-name prefix, then the pool's
-    default agent (``trylast``). A plugin's own strategy runs before the built-ins unless it
-    marks itself ``trylast``.
+    default agent, which always stays last. A plugin's own strategy runs before the built-ins;
+    marked ``trylast`` it runs after them but still before the default agent.
     """
 
 

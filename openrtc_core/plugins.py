@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 import pluggy
-from stevedore import ExtensionManager
+from stevedore import ExtensionManager, NamedExtensionManager
+from stevedore.extension import Extension
 
 from . import hookspecs
 from ._version import __version__
@@ -92,6 +93,8 @@ class PluginHost:
     _pm: pluggy.PluginManager = attrs.field(init=False)
     _records: list[PluginRecord] = attrs.field(init=False, factory=list)
     _loaded_entry_points: bool = attrs.field(init=False, default=False)
+    _dists: dict[tuple[str, str], dict[str, str]] | None = attrs.field(init=False, default=None)
+    _deferring: bool = attrs.field(init=False, default=False)
 
     def __attrs_post_init__(self) -> None:
         self._pm = pluggy.PluginManager(hookspecs.PROJECT)
@@ -122,41 +125,42 @@ class PluginHost:
         """Import and register every plugin installed under `group`, once.
 
         A plugin that fails to import is skipped with one warning, unless strict loading is on
-        (``OPENRTC_STRICT_PLUGINS=1``), where it raises :class:`PluginLoadError`.
+        (``OPENRTC_STRICT_PLUGINS=1``), where it raises :class:`PluginLoadError`. Disabled
+        plugins are never imported.
         """
         if self._loaded_entry_points:
             return
         self._loaded_entry_points = True
-        failures: list[tuple[importlib.metadata.EntryPoint, BaseException]] = []
-
-        def on_failure(
-            _manager: ExtensionManager[Any],
-            entry_point: importlib.metadata.EntryPoint,
-            exc: BaseException,
-        ) -> None:
-            failures.append((entry_point, exc))
-
-        manager: ExtensionManager[Any] = ExtensionManager(
-            namespace=group,
-            invoke_on_load=False,
-            on_load_failure_callback=on_failure,
-        )
-        # stevedore loads everything it finds; disabled names are dropped before registering.
-        for ext in sorted(manager.extensions, key=lambda e: e.name):
-            if ext.name in self.disabled:
+        installed = sorted({ep.name for ep in importlib.metadata.entry_points(group=group)})
+        for name in installed:
+            if name in self.disabled:
                 self._records.append(
-                    PluginRecord(
-                        name=ext.name,
-                        status="disabled",
-                        source="entry-point",
-                        module=ext.entry_point.value,
-                        **_dist_info(ext.entry_point),
-                    )
+                    PluginRecord(name=name, status="disabled", source="entry-point")
                 )
-                continue
-            self._register(ext.name, ext.plugin, source="entry-point", entry_point=ext.entry_point)
-        for entry_point, exc in failures:
-            self._fail(entry_point.name, entry_point, exc)
+        loaded, failures, first_time = _import_entry_points(
+            group, tuple(n for n in installed if n not in self.disabled)
+        )
+        for ext in loaded:
+            self._deferring = True
+            try:
+                self._register(
+                    ext.name,
+                    ext.plugin,
+                    source="entry-point",
+                    entry_point=ext.entry_point,
+                    warn=first_time,
+                )
+            finally:
+                self._deferring = False
+        self._deferring = True
+        try:
+            for entry_point, exc in failures:
+                self._fail(entry_point.name, entry_point, exc, warn=first_time)
+        finally:
+            self._deferring = False
+        failed = [r for r in self._records if r.status == "failed" and r.source == "entry-point"]
+        if self.strict and failed:
+            raise PluginLoadError(_strict_message([(r.name, r.module, r.error) for r in failed]))
 
     def _register(
         self,
@@ -165,8 +169,9 @@ class PluginHost:
         *,
         source: str,
         entry_point: importlib.metadata.EntryPoint | None = None,
+        warn: bool = True,
     ) -> None:
-        dist = _dist_info(entry_point) if entry_point is not None else {}
+        dist = self._dist_info(entry_point)
         if source == "builtin":
             dist = {"distribution": "openrtc-core", "version": __version__}
         module = entry_point.value if entry_point is not None else _module_of(plugin)
@@ -182,14 +187,30 @@ class PluginHost:
         except Exception as exc:
             if self._pm.is_registered(plugin):
                 self._pm.unregister(plugin)
-            self._fail(name, entry_point, exc, source=source, module=module)
+            self._fail(name, entry_point, exc, source=source, module=module, warn=warn)
             return
+        self._keep_fallbacks_last()
         hooks = tuple(sorted(c.name for c in self._pm.get_hookcallers(plugin) or ()))
         self._records.append(
             PluginRecord(
                 name=name, status="loaded", source=source, module=module, hooks=hooks, **dist
             )
         )
+
+    def _keep_fallbacks_last(self) -> None:
+        # pluggy calls the earliest-registered trylast implementation last of all; the
+        # default-agent rule must stay the last resort, so it is registered again after
+        # every plugin that arrives later.
+        from .builtin.routing import FALLBACK_STRATEGY
+
+        plugin = self._pm.get_plugin(FALLBACK_STRATEGY)
+        if plugin is None:
+            return
+        callers = self._pm.hook.openrtc_route_job.get_hookimpls()
+        if callers and callers[0].plugin_name == FALLBACK_STRATEGY:
+            return
+        self._pm.unregister(plugin)
+        self._pm.register(plugin, name=FALLBACK_STRATEGY)
 
     def _fail(
         self,
@@ -199,20 +220,20 @@ class PluginHost:
         *,
         source: str = "entry-point",
         module: str = "",
+        warn: bool = True,
     ) -> None:
         reason = f"{type(exc).__name__}: {exc}"
-        dist = _dist_info(entry_point) if entry_point is not None else {}
+        dist = self._dist_info(entry_point)
         where = module or (entry_point.value if entry_point is not None else "")
         self._records.append(
             PluginRecord(
                 name=name, status="failed", source=source, module=where, error=reason, **dist
             )
         )
-        if self.strict:
-            raise PluginLoadError(
-                f"plugin {name!r} ({where}) failed to load: {reason}. "
-                f"Fix or uninstall it, or block it with {DISABLE_ENV}={name}."
-            ) from exc
+        if self.strict and not self._deferring:
+            raise PluginLoadError(_strict_message([(name, where, reason)])) from exc
+        if not warn or self.strict:
+            return
         logger.warning(
             "skipping plugin %s (%s): %s; set %s=1 to make this fatal",
             name,
@@ -220,6 +241,21 @@ class PluginHost:
             reason,
             STRICT_ENV,
         )
+
+    def _dist_info(self, entry_point: importlib.metadata.EntryPoint | None) -> dict[str, Any]:
+        # stevedore's cached entry points carry no distribution; look it up by entry point.
+        if entry_point is None:
+            return {}
+        if self._dists is None:
+            self._dists = {}
+            for dist in importlib.metadata.distributions():
+                for ep in dist.entry_points:
+                    if ep.group == ENTRY_POINT_GROUP:
+                        self._dists[(ep.name, ep.value)] = {
+                            "distribution": str(dist.metadata["Name"]),
+                            "version": str(dist.version),
+                        }
+        return dict(self._dists.get((entry_point.name, entry_point.value), {}))
 
     # -- calling ---------------------------------------------------------------------------
 
@@ -349,6 +385,53 @@ class PluginHost:
         self._pm.hook.openrtc_register_commands.call_historic(kwargs={"app": app})
 
 
+def _strict_message(failed: Sequence[tuple[str, str, str]]) -> str:
+    lines = [f"  {name} ({where}): {reason}" for name, where, reason in failed]
+    names = ",".join(name for name, _, _ in failed)
+    return (
+        f"{len(failed)} plugin(s) failed to load and strict loading is on:\n"
+        + "\n".join(lines)
+        + f"\nFix or uninstall them, or block them with {DISABLE_ENV}={names}."
+    )
+
+
+_Failures = list[tuple[importlib.metadata.EntryPoint, BaseException]]
+_IMPORTED: dict[tuple[str, tuple[str, ...]], tuple[list[Extension[Any]], _Failures]] = {}
+
+
+def _import_entry_points(
+    group: str, names: tuple[str, ...]
+) -> tuple[list[Extension[Any]], _Failures, bool]:
+    """Import the named plugins of `group` once per process (every pool shares the result).
+
+    Returns the loaded extensions, the failures, and whether this call did the importing
+    (so each failure is warned about once, however many pools there are).
+    """
+    key = (group, names)
+    if key in _IMPORTED:
+        cached, cached_failures = _IMPORTED[key]
+        return cached, cached_failures, False
+    failures: _Failures = []
+
+    def on_failure(
+        _manager: ExtensionManager[Any],
+        entry_point: importlib.metadata.EntryPoint,
+        exc: BaseException,
+    ) -> None:
+        failures.append((entry_point, exc))
+
+    manager: NamedExtensionManager[Any] = NamedExtensionManager(
+        namespace=group,
+        names=list(names),
+        name_order=True,
+        invoke_on_load=False,
+        on_load_failure_callback=on_failure,
+        on_missing_entrypoints_callback=lambda missing: None,
+    )
+    _IMPORTED[key] = (list(manager.extensions), failures)
+    return list(manager.extensions), failures, True
+
+
 def _drain(results: Iterable[tuple[str, Any]]) -> None:
     for _ in results:
         pass
@@ -364,13 +447,6 @@ def _module_of(plugin: object) -> str:
     if isinstance(plugin, ModuleType):
         return plugin.__name__
     return type(plugin).__module__
-
-
-def _dist_info(entry_point: importlib.metadata.EntryPoint | None) -> dict[str, Any]:
-    dist = getattr(entry_point, "dist", None) if entry_point is not None else None
-    if dist is None:
-        return {}
-    return {"distribution": str(dist.metadata["Name"]), "version": str(dist.version)}
 
 
 def plugin_names(records: Sequence[PluginRecord], status: str) -> list[str]:

@@ -91,9 +91,7 @@ async def test_factory_gets_the_job_context(lk: LoopbackDispatchServer) -> None:
     EVENTS.clear()
     d = await lk.dispatch(
         "booking-1",
-        job_metadata=simulated_call_metadata(
-            "booking", turns=["hello"], extra={"lang": "fr"}
-        ),
+        job_metadata=simulated_call_metadata("booking", turns=["hello"], extra={"lang": "fr"}),
     )
     report = await lk.wait_for_report(d.job_id)
     assert report["outcome"] == "completed"

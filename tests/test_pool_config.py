@@ -109,7 +109,7 @@ def test_overrides_and_greeting_resolution() -> None:
 def test_pool_pickles_by_reference_for_job_processes() -> None:
     restored = pickle.loads(pickle.dumps(POOL))
     assert restored is POOL
-    func, args = POOL.__reduce__()
+    func, _ = POOL.__reduce__()
     assert func is _restore_pool
 
 

@@ -83,9 +83,11 @@ class DefaultAgentStrategy:
         )
 
 
+FALLBACK_STRATEGY = "openrtc.routing.default-agent"
+
 # Registration order matters within one tier: pluggy calls the last registered first.
 STRATEGIES: list[tuple[str, object]] = [
-    ("openrtc.routing.default-agent", DefaultAgentStrategy()),
+    (FALLBACK_STRATEGY, DefaultAgentStrategy()),
     ("openrtc.routing.room-prefix", RoomPrefixStrategy()),
     ("openrtc.routing.room-metadata", RoomMetadataStrategy()),
     ("openrtc.routing.job-metadata", JobMetadataStrategy()),
