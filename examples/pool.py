@@ -1,7 +1,7 @@
 """Three agents, one worker: the support/sales/booking pool from the README.
 
-    openrtc simulate examples/pool.py --calls 20     # no LiveKit server, no keys
-    python examples/pool.py dev                      # against your LiveKit server
+openrtc simulate examples/pool.py --calls 20     # no LiveKit server, no keys
+python examples/pool.py dev                      # against your LiveKit server
 """
 
 from __future__ import annotations

@@ -88,7 +88,7 @@ class Worker:
         if self.task is not None:
             await asyncio.wait_for(asyncio.gather(self.task, return_exceptions=True), 10)
 
-    async def wait_for_record(self, job_id: str, timeout: float = 10) -> dict[str, Any]:  # noqa: ASYNC109
+    async def wait_for_record(self, job_id: str, timeout: float = 10) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self._lock:
@@ -120,7 +120,7 @@ async def workers(lk: LoopbackDispatchServer) -> AsyncIterator[Callable[..., Wor
         await w.aclose()
 
 
-async def eventually(check: Callable[[], bool], timeout: float = 5) -> None:  # noqa: ASYNC109
+async def eventually(check: Callable[[], bool], timeout: float = 5) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:

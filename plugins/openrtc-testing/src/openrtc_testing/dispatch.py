@@ -88,7 +88,7 @@ class _Signal:
         self,
         predicate: Callable[[], bool],
         *,
-        timeout: float,  # noqa: ASYNC109
+        timeout: float,
         describe: Callable[[], str],
     ) -> None:
         """Return once ``predicate()`` holds; raise ``TimeoutError(describe())`` after
@@ -162,7 +162,7 @@ class WorkerConnection:
         async with self._send_lock:
             await self._ws.send_bytes(data)
 
-    async def wait_for_status(self, status: int, timeout: float = 30) -> None:  # noqa: ASYNC109
+    async def wait_for_status(self, status: int, timeout: float = 30) -> None:
         """Wait until the worker's latest reported status is ``status`` (an
         ``agent.WorkerStatus`` value such as ``agent.WS_FULL``)."""
         await self._signal.wait_until(
@@ -176,7 +176,7 @@ class WorkerConnection:
             ),
         )
 
-    async def wait_closed(self, timeout: float = 30) -> None:  # noqa: ASYNC109
+    async def wait_closed(self, timeout: float = 30) -> None:
         """Wait until the worker's WebSocket connection is gone."""
         await self._signal.wait_until(
             lambda: self.closed,
@@ -244,7 +244,7 @@ class Dispatch:
         """The latest reported job status, or None before the worker reported any."""
         return self.statuses[-1] if self.statuses else None
 
-    async def wait_for_status(self, *statuses: int, timeout: float = 60) -> int:  # noqa: ASYNC109
+    async def wait_for_status(self, *statuses: int, timeout: float = 60) -> int:
         """Wait for the job to report one of ``statuses`` and return it.
 
         With no arguments, waits for a terminal status (``JS_SUCCESS`` or ``JS_FAILED``).
@@ -433,7 +433,7 @@ class LoopbackDispatchServer:
         self,
         *,
         agent_name: str | None = None,
-        timeout: float = 30,  # noqa: ASYNC109
+        timeout: float = 30,
     ) -> WorkerConnection:
         """Wait for a registered worker (with ``agent_name``, when given) and return it."""
         await self._signal.wait_until(
@@ -472,7 +472,7 @@ class LoopbackDispatchServer:
         room_metadata: str = "",
         participant_identity: str | None = None,
         job_type: int = agent.JT_ROOM,
-        timeout: float = 30,  # noqa: ASYNC109
+        timeout: float = 30,
     ) -> Dispatch:
         """Offer a new job for ``room`` to the workers registered as ``agent_name``.
 
@@ -614,7 +614,7 @@ class LoopbackDispatchServer:
         d.termination_requested = True
         await worker.send(agent.ServerMessage(termination=agent.JobTermination(job_id=job_id)))
 
-    async def wait_for_report(self, job_id: str, timeout: float = 60) -> dict[str, Any]:  # noqa: ASYNC109
+    async def wait_for_report(self, job_id: str, timeout: float = 60) -> dict[str, Any]:
         """Wait until a report for ``job_id`` was POSTed and return it."""
         await self._signal.wait_until(
             lambda: job_id in self.reports,
