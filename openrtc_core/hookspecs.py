@@ -106,13 +106,15 @@ def openrtc_admit_job(
 
 @hookspec
 def openrtc_session_options(
-    agent: str, tenant: TenantContext | None, job: JobView
+    agent: str, tenant: TenantContext | None, job: JobView, pool: AgentPool
 ) -> Mapping[str, Any] | None:
     """Contribute ``AgentSession`` keyword arguments for one session (provider keys, ...).
 
     :param agent: the agent name the session runs.
     :param tenant: the resolved tenant, if any.
-    :param job: the job.
+    :param job: the job (``job.simulated`` is True for a scripted call in a simulation).
+    :param pool: the pool, to read its defaults (``pool.session_defaults``) and the agent's
+        overrides (``pool.get(agent).overrides``).
     :return: keyword arguments to apply over the pool defaults and the agent's overrides,
         or None. Contributions are applied in call order, so an earlier-called plugin wins
         on the same key.

@@ -38,6 +38,8 @@ class JobView:
     job_metadata: Mapping[str, Any] = attrs.field(default=EMPTY, converter=_frozen_mapping)
     room_metadata: Mapping[str, Any] = attrs.field(default=EMPTY, converter=_frozen_mapping)
     dispatch_attributes: Mapping[str, str] = attrs.field(default=EMPTY, converter=_frozen_mapping)
+    simulated: bool = False
+    """True only in a worker started with simulation on, for a job carrying a caller script."""
 
 
 @attrs.frozen(kw_only=True)

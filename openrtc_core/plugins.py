@@ -325,11 +325,11 @@ class PluginHost:
         return Admission(admitted=True)
 
     def session_options(
-        self, agent: str, tenant: TenantContext | None, job: JobView
+        self, agent: str, tenant: TenantContext | None, job: JobView, pool: AgentPool
     ) -> dict[str, Any]:
         merged: dict[str, Any] = {}
         contributions = list(
-            self._each("openrtc_session_options", agent=agent, tenant=tenant, job=job)
+            self._each("openrtc_session_options", agent=agent, tenant=tenant, job=job, pool=pool)
         )
         # The earliest-called plugin wins on a shared key, so apply in reverse call order.
         for plugin, result in reversed(contributions):

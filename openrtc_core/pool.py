@@ -431,7 +431,7 @@ class AgentPool:
         server.rtc_session(
             PoolEntrypoint(self, simulate=simulate),
             agent_name=self.settings.agent_name,
-            on_request=PoolRequestHandler(self),
+            on_request=PoolRequestHandler(self, simulate=simulate),
         )
         backend.install(server, self)
 

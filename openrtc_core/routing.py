@@ -11,14 +11,21 @@ from livekit.protocol import agent as agent_pb
 from .metadata import parse_metadata
 from .models import JobView, RouteDecision
 
+SIMULATE_KEY = "openrtc.simulate"
+
 if TYPE_CHECKING:
     from .pool import AgentPool
 
 logger = logging.getLogger("openrtc.router")
 
 
-def job_view(job: agent_pb.Job) -> JobView:
-    """Read what a livekit job carries into a frozen view, parsing metadata safely."""
+def job_view(job: agent_pb.Job, *, simulation: bool = False) -> JobView:
+    """Read what a livekit job carries into a frozen view, parsing metadata safely.
+
+    `simulation` says the worker runs simulated jobs; the view is marked ``simulated`` when
+    the job also carries a caller script.
+    """
+    job_metadata = parse_metadata(job.metadata, source="job metadata", job_id=job.id)
     return JobView(
         job_id=job.id,
         room_name=job.room.name,
@@ -26,9 +33,10 @@ def job_view(job: agent_pb.Job) -> JobView:
         dispatch_agent_name=job.agent_name,
         job_metadata_raw=job.metadata,
         room_metadata_raw=job.room.metadata,
-        job_metadata=parse_metadata(job.metadata, source="job metadata", job_id=job.id),
+        job_metadata=job_metadata,
         room_metadata=parse_metadata(job.room.metadata, source="room metadata", job_id=job.id),
         dispatch_attributes=dict(job.attributes),
+        simulated=simulation and SIMULATE_KEY in job_metadata,
     )
 
 

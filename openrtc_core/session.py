@@ -33,7 +33,7 @@ def session_options(
     shared: dict[str, Any] = {}
     if VAD_KEY in userdata:
         shared["vad"] = userdata[VAD_KEY]
-    contributed = pool.plugins.session_options(spec.name, tenant, job)
+    contributed = pool.plugins.session_options(spec.name, tenant, job, pool)
     check_session_options(contributed, where=f"plugins' session options for {spec.name!r}")
     return merge_options(shared, pool.session_defaults, spec.overrides, contributed)
 

@@ -25,13 +25,13 @@ from livekit.agents import Agent, AgentSession, JobContext, llm
 
 from . import _livekit
 from .models import SessionInfo
+from .routing import SIMULATE_KEY
 
 if TYPE_CHECKING:
     from livekit.agents.voice.run_result import RunEvent, RunResult
 
 logger = logging.getLogger("openrtc.simulation")
 
-SIMULATE_KEY = "openrtc.simulate"
 REPORT_PATH = "/openrtc/simulation/report"
 MAX_TURNS = 1000
 MAX_HOLD_S = 3600.0

@@ -24,9 +24,9 @@ from .models import (
     TenantContext,
 )
 from .pool import AGENT_ATTRIBUTE, AgentPool, AgentSpec
-from .routing import Rejection, job_view
+from .routing import SIMULATE_KEY, Rejection, job_view
 from .session import build_agent, build_session, session_options
-from .simulation import SIMULATE_KEY, run_simulated_call
+from .simulation import run_simulated_call
 
 logger = logging.getLogger("openrtc.worker")
 
@@ -34,12 +34,13 @@ logger = logging.getLogger("openrtc.worker")
 class PoolRequestHandler:
     """livekit's ``on_request``: route, admit, then accept naming the agent."""
 
-    def __init__(self, pool: AgentPool) -> None:
+    def __init__(self, pool: AgentPool, *, simulate: bool = False) -> None:
         self.pool = pool
+        self.simulate = simulate
 
     async def __call__(self, req: JobRequest) -> None:
         try:
-            job = job_view(req.job)
+            job = job_view(req.job, simulation=self.simulate)
             routed = self.pool.router.route(job)
         except Exception:
             logger.exception("routing failed", extra={"job_id": req.id, "room": req.room.name})
@@ -113,7 +114,7 @@ class PoolEntrypoint:
 
     async def __call__(self, ctx: JobContext) -> None:
         pool = self.pool
-        job = job_view(ctx.job)
+        job = job_view(ctx.job, simulation=self.simulate)
         spec = self._agent_for(ctx, job)
         tenant = pool.plugins.resolve_tenant(job)
         extra = _extra(job, spec.name, tenant)
@@ -156,14 +157,13 @@ class PoolEntrypoint:
             )
             session = build_session(options)
             greeting = spec.greeting_or(pool.settings.greeting)
-            script = job.job_metadata.get(SIMULATE_KEY) if self.simulate else None
-            if script is not None:
+            if job.simulated:
                 await run_simulated_call(
                     ctx,
                     session,
                     agent,
                     info=info,
-                    script=script,
+                    script=job.job_metadata[SIMULATE_KEY],
                     greeting=greeting,
                     on_started=lambda: pool.plugins.session_started(info, session),
                 )

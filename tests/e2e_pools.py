@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-from livekit.agents import Agent, RunContext, function_tool
+from livekit.agents import Agent, RunContext, function_tool, get_job_context
 
 from openrtc_core import AgentContext, AgentPool
 from openrtc_testing import Rule, ScriptedLLM
@@ -27,10 +26,10 @@ class SupportAgent(Agent):
         super().__init__(instructions="Help callers with support questions.")
 
     async def on_enter(self) -> None:
-        EVENTS.append(("enter", "support", os.getpid().__str__()))
+        EVENTS.append(("enter", get_job_context().job.id))
 
     async def on_exit(self) -> None:
-        EVENTS.append(("exit", "support"))
+        EVENTS.append(("exit", get_job_context().job.id))
 
     @function_tool
     async def lookup_order(self, context: RunContext, order_id: str) -> str:

@@ -78,10 +78,9 @@ async def test_function_tool_runs_through_the_scripted_llm(lk: LoopbackDispatchS
 
 
 async def test_on_enter_and_on_exit_run(lk: LoopbackDispatchServer) -> None:
-    EVENTS.clear()
     d, _ = await simulate_call(lk, "r6", agent="support", turns=["hello"])
     await d.wait_for_status(agent_pb.JS_SUCCESS, agent_pb.JS_FAILED)
-    kinds = [e[0] for e in EVENTS]
+    kinds = [e[0] for e in EVENTS if e[1:] == (d.job_id,)]
     assert kinds.count("enter") == 1
     assert kinds.count("exit") == 1
     assert kinds.index("enter") < kinds.index("exit")
