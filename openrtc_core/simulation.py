@@ -138,7 +138,7 @@ async def run_simulated_call(
             "tts": _provider_label(session.tts),
             "vad": _provider_label(session.vad),
         }
-        report["start_latency_s"] = time.monotonic() - started
+        report["session_started_at"] = time.time()
         on_started()
         if greeting:
             await session.generate_reply(instructions=greeting)

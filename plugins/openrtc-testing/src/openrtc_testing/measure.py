@@ -1,0 +1,116 @@
+"""Measurements shared by ``openrtc simulate`` and the benchmarks: PSS and event-loop lag."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+import attrs
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            text = (task / "children").read_text()
+        except OSError:
+            continue
+        found.extend(int(p) for p in text.split())
+    return found
+
+
+def process_tree(pid: int | None = None) -> list[int]:
+    """`pid` (default: this process) and all its descendants."""
+    root = os.getpid() if pid is None else pid
+    tree, todo = [], [root]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo.extend(_children(current))
+    return tree
+
+
+def pss_mb(pid: int) -> float:
+    """Proportional set size of one process in MiB (shared pages split between sharers)."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0.0
+
+
+def tree_pss_mb(pid: int | None = None) -> float:
+    """PSS of a process and its descendants, in MiB: what the worker really costs."""
+    return sum(pss_mb(p) for p in process_tree(pid))
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0-100) by linear interpolation; 0.0 for no values."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+@attrs.define
+class LoopLagMonitor:
+    """Samples how late the event loop wakes a sleeping task (the lag every task feels)."""
+
+    interval_s: float = 0.05
+    samples: list[float] = attrs.field(factory=list)
+    _task: asyncio.Task[None] | None = attrs.field(default=None, init=False)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="loop-lag")
+
+    async def _run(self) -> None:
+        while True:
+            before = time.perf_counter()
+            await asyncio.sleep(self.interval_s)
+            self.samples.append(max(0.0, time.perf_counter() - before - self.interval_s))
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+
+@attrs.define
+class PeakMemory:
+    """Samples the PSS of this process tree and keeps the peak."""
+
+    interval_s: float = 0.25
+    baseline_mb: float = 0.0
+    peak_mb: float = 0.0
+    _task: asyncio.Task[None] | None = attrs.field(default=None, init=False)
+
+    def start(self) -> None:
+        self.baseline_mb = tree_pss_mb()
+        self.peak_mb = self.baseline_mb
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="peak-memory")
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            # Reading smaps of many processes takes milliseconds: keep it off the loop.
+            self.peak_mb = max(self.peak_mb, await loop.run_in_executor(None, tree_pss_mb))
+            await asyncio.sleep(self.interval_s)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        self.peak_mb = max(self.peak_mb, tree_pss_mb())

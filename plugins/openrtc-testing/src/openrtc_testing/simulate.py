@@ -1,0 +1,291 @@
+"""``openrtc simulate``: run a pool for real against the embedded loopback dispatch server.
+
+Simulated callers (scripted text turns) are dispatched across the pool's agents through the
+routing rules; the real worker accepts them, builds each session with the pool's factory and
+runs it. Providers that need keys or a network are swapped for scripted ones (and said so).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import attrs
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from openrtc_core import AgentPool, OpenRTCError
+
+from . import offline
+from .dispatch import LoopbackDispatchServer
+from .measure import LoopLagMonitor, PeakMemory, percentile
+from .worker import running_worker, simulated_call_metadata
+
+CALLER_LINES = (
+    "Hi, I need some help.",
+    "I have a question about my order.",
+    "Can you check order 42 for me?",
+    "What are your opening hours?",
+    "Thanks, that helps.",
+    "Goodbye.",
+)
+
+
+@attrs.define
+class CallResult:
+    agent: str
+    room: str
+    ok: bool
+    error: str = ""
+    start_latency_s: float | None = None
+    turn_latencies_s: list[float] = attrs.field(factory=list)
+
+
+@attrs.define
+class SimulationResult:
+    calls: list[CallResult]
+    wall_s: float
+    baseline_pss_mb: float
+    peak_pss_mb: float
+    loop_lag_p99_s: float
+    isolation: str
+    swapped: dict[str, dict[str, str]]
+
+    def per_agent(self) -> dict[str, dict[str, Any]]:
+        grouped: dict[str, list[CallResult]] = defaultdict(list)
+        for call in self.calls:
+            grouped[call.agent].append(call)
+        figures: dict[str, dict[str, Any]] = {}
+        for agent, calls in sorted(grouped.items()):
+            starts = [c.start_latency_s for c in calls if c.start_latency_s is not None]
+            turns = [t for c in calls for t in c.turn_latencies_s]
+            figures[agent] = {
+                "calls": len(calls),
+                "turns": len(turns),
+                "start_latency_p50_s": percentile(starts, 50),
+                "start_latency_p95_s": percentile(starts, 95),
+                "turn_latency_p50_s": percentile(turns, 50),
+                "turn_latency_p95_s": percentile(turns, 95),
+                "failures": sum(not c.ok for c in calls),
+                "errors": sorted({c.error for c in calls if c.error})[:5],
+            }
+        return figures
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "isolation": self.isolation,
+            "calls": len(self.calls),
+            "failures": sum(not c.ok for c in self.calls),
+            "wall_s": self.wall_s,
+            "worker_baseline_pss_mb": self.baseline_pss_mb,
+            "worker_peak_pss_mb": self.peak_pss_mb,
+            "loop_lag_p99_s": self.loop_lag_p99_s,
+            "swapped_providers": self.swapped,
+            "agents": self.per_agent(),
+        }
+
+
+def planned_swaps(pool: AgentPool) -> dict[str, dict[str, str]]:
+    """Per agent, which providers a simulation replaces and what they were."""
+    swaps = {}
+    for name, spec in pool.agents.items():
+        found = offline.unreachable({**pool.session_defaults, **spec.overrides})
+        if found:
+            swaps[name] = found
+    return swaps
+
+
+async def run_simulation(
+    pool: AgentPool,
+    *,
+    calls: int,
+    concurrency: int,
+    turns: int,
+    hold_s: float = 0.0,
+    call_timeout_s: float = 120.0,
+    on_call_done: Callable[[CallResult], None] | None = None,
+) -> SimulationResult:
+    """Dispatch `calls` simulated calls, `concurrency` at a time, round-robin over agents."""
+    agents = list(pool.agents)
+    script = [CALLER_LINES[i % len(CALLER_LINES)] for i in range(turns)]
+    lag = LoopLagMonitor()
+    memory = PeakMemory()
+    results: list[CallResult] = []
+    async with LoopbackDispatchServer() as lk, running_worker(pool, lk):
+        memory.start()
+        lag.start()
+        gate = asyncio.Semaphore(concurrency)
+        started = time.monotonic()
+
+        async def one(index: int) -> None:
+            agent = agents[index % len(agents)]
+            room = f"sim-{index}"
+            async with gate:
+                result = await _call(lk, agent, room, script, hold_s, call_timeout_s)
+            results.append(result)
+            if on_call_done is not None:
+                on_call_done(result)
+
+        await asyncio.gather(*(one(i) for i in range(calls)))
+        wall = time.monotonic() - started
+        await lag.stop()
+        await memory.stop()
+    return SimulationResult(
+        calls=results,
+        wall_s=wall,
+        baseline_pss_mb=memory.baseline_mb,
+        peak_pss_mb=memory.peak_mb,
+        loop_lag_p99_s=percentile(lag.samples, 99),
+        isolation=pool.settings.isolation,
+        swapped=planned_swaps(pool),
+    )
+
+
+async def _call(
+    lk: LoopbackDispatchServer,
+    agent: str,
+    room: str,
+    script: Sequence[str],
+    hold_s: float,
+    timeout_s: float,
+) -> CallResult:
+    dispatched_at = time.time()
+    try:
+        d = await lk.dispatch(
+            room, job_metadata=simulated_call_metadata(agent, turns=script, hold_s=hold_s)
+        )
+        if not d.accepted:
+            return CallResult(agent, room, ok=False, error=f"not accepted: {d.error}")
+        report = await lk.wait_for_report(d.job_id, timeout=timeout_s)
+    except (TimeoutError, ConnectionError, RuntimeError) as exc:
+        return CallResult(agent, room, ok=False, error=f"{type(exc).__name__}: {exc}")
+    started_at = report.get("session_started_at")
+    return CallResult(
+        agent=str(report.get("agent", agent)),
+        room=room,
+        ok=report.get("outcome") == "completed",
+        error=str(report.get("error") or ""),
+        start_latency_s=started_at - dispatched_at if isinstance(started_at, float) else None,
+        turn_latencies_s=[float(t["latency_s"]) for t in report.get("turns", [])],
+    )
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms"
+
+
+def render(result: SimulationResult, console: Console) -> None:
+    table = Table(
+        title=f"openrtc simulate: {len(result.calls)} calls, isolation={result.isolation}"
+    )
+    for column in ("agent", "calls", "turns", "start p50", "start p95", "turn p50", "turn p95"):
+        table.add_column(column, justify="right" if column != "agent" else "left")
+    table.add_column("failures", justify="right")
+    for agent, f in result.per_agent().items():
+        table.add_row(
+            agent,
+            str(f["calls"]),
+            str(f["turns"]),
+            _ms(f["start_latency_p50_s"]),
+            _ms(f["start_latency_p95_s"]),
+            _ms(f["turn_latency_p50_s"]),
+            _ms(f["turn_latency_p95_s"]),
+            f"[red]{f['failures']}[/red]" if f["failures"] else "0",
+        )
+    console.print(table)
+    console.print(
+        f"worker PSS: {result.baseline_pss_mb:.0f} MiB idle, {result.peak_pss_mb:.0f} MiB peak; "
+        f"event-loop lag p99 {_ms(result.loop_lag_p99_s)}; wall {result.wall_s:.1f} s"
+    )
+    for agent, f in result.per_agent().items():
+        for error in f["errors"]:
+            console.print(f"[red]{agent}[/red]: {error}")
+
+
+def simulate_command(
+    target: Annotated[str, typer.Argument(help="The pool: module:pool, app.py or a directory.")],
+    calls: Annotated[int, typer.Option("--calls", min=1, help="How many calls.")] = 20,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", min=1, help="Calls in flight at once.")
+    ] = 10,
+    turns: Annotated[int, typer.Option("--turns", min=0, help="Caller turns per call.")] = 3,
+    hold_s: Annotated[
+        float, typer.Option("--hold", min=0, help="Seconds a call stays up after its last turn.")
+    ] = 0.0,
+    isolation: Annotated[
+        str | None, typer.Option("--isolation", help="Override the pool's isolation backend.")
+    ] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Also write the figures as JSON to this file.")
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", help="Show the worker's logs.")] = False,
+) -> None:
+    """Run a pool against an embedded LiveKit stand-in with scripted callers; print figures.
+
+    No LiveKit server and no provider keys are needed: providers that would need them are
+    replaced by scripted ones for the simulated calls, and listed.
+    """
+    from openrtc_core.targets import load_target
+
+    console = Console()
+    logging.basicConfig(level=logging.INFO if verbose else logging.ERROR)
+    if not verbose:
+        for name in ("livekit", "livekit.agents", "openrtc"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        pool = load_target(target)
+        if isolation:
+            pool.settings = attrs.evolve(pool.settings, isolation=isolation)
+        pool.isolation_backend()
+    except OpenRTCError as exc:
+        console.print(f"[bold red]error:[/bold red] {exc}")
+        raise typer.Exit(1) from None
+    os.environ.setdefault("LIVEKIT_API_KEY", "openrtc-simulation")
+    os.environ.setdefault("LIVEKIT_API_SECRET", "openrtc-simulation-secret-0123456789")
+    console.print(pool.describe())
+    for agent, swapped in planned_swaps(pool).items():
+        listed = ", ".join(f"{k}={v}" for k, v in swapped.items())
+        console.print(f"[yellow]scripted providers for {agent}[/yellow] (instead of {listed})")
+
+    with Progress(
+        TextColumn("calls"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[failed]} failed"),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("calls", total=calls, failed=0)
+        failed = 0
+
+        def done(call: CallResult) -> None:
+            nonlocal failed
+            failed += not call.ok
+            progress.update(task, advance=1, failed=failed)
+
+        result = asyncio.run(
+            run_simulation(
+                pool,
+                calls=calls,
+                concurrency=concurrency,
+                turns=turns,
+                hold_s=hold_s,
+                on_call_done=done,
+            )
+        )
+    render(result, console)
+    if json_path is not None:
+        json_path.write_text(json.dumps(result.as_dict(), indent=2))
+        console.print(f"figures written to {json_path}")
+    if failed:
+        raise typer.Exit(1)
