@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -59,6 +60,13 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
+async def _cancel(task: asyncio.Task[None] | None) -> None:
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 @attrs.define
 class LoopLagMonitor:
     """Samples how late the event loop wakes a sleeping task (the lag every task feels)."""
@@ -77,12 +85,7 @@ class LoopLagMonitor:
             self.samples.append(max(0.0, time.perf_counter() - before - self.interval_s))
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await _cancel(self._task)
 
 
 @attrs.define
@@ -107,10 +110,5 @@ class PeakMemory:
             await asyncio.sleep(self.interval_s)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await _cancel(self._task)
         self.peak_mb = max(self.peak_mb, tree_pss_mb())
