@@ -60,6 +60,20 @@ def _new_id(prefix: str) -> str:
     return prefix + uuid.uuid4().hex[:12]
 
 
+class _Named:
+    """``model`` and ``provider`` as livekit reports them, for every scripted provider."""
+
+    _name: str
+
+    @property
+    def model(self) -> str:
+        return self._name
+
+    @property
+    def provider(self) -> str:
+        return PROVIDER_NAME
+
+
 # --------------------------------------------------------------------------------------------
 # LLM
 # --------------------------------------------------------------------------------------------
@@ -149,7 +163,7 @@ def _fill(template: str, **values: str) -> str:
 _SKIPPED_ROLES = ("system", "developer")
 
 
-class ScriptedLLM(llm.LLM[Any]):
+class ScriptedLLM(_Named, llm.LLM[Any]):
     """An LLM that follows a script instead of a model.
 
     How a request is answered, from the chat context it is given:
@@ -190,14 +204,6 @@ class ScriptedLLM(llm.LLM[Any]):
         self.chunk_words = chunk_words
         self._name = name
         self.calls: list[ScriptedCall] = []
-
-    @property
-    def model(self) -> str:
-        return self._name
-
-    @property
-    def provider(self) -> str:
-        return PROVIDER_NAME
 
     def chat(
         self,
@@ -414,7 +420,7 @@ class ScriptedLLMStream(llm.LLMStream):
 # --------------------------------------------------------------------------------------------
 
 
-class ScriptedSTT(stt.STT[Any]):
+class ScriptedSTT(_Named, stt.STT[Any]):
     """A non-streaming STT returning ``transcripts`` in order, one per ``recognize()`` call.
 
     With a VAD in the session, livekit wraps it in ``stt.StreamAdapter``, which calls
@@ -445,14 +451,6 @@ class ScriptedSTT(stt.STT[Any]):
         """Every transcript handed out, in order."""
         self.audio_durations: list[float] = []
         """The duration of the audio given to each ``recognize()`` call."""
-
-    @property
-    def model(self) -> str:
-        return self._name
-
-    @property
-    def provider(self) -> str:
-        return PROVIDER_NAME
 
     @property
     def remaining(self) -> list[str]:
@@ -497,7 +495,7 @@ class ScriptedSTT(stt.STT[Any]):
 # --------------------------------------------------------------------------------------------
 
 
-class ScriptedTTS(tts.TTS[Any]):
+class ScriptedTTS(_Named, tts.TTS[Any]):
     """A non-streaming TTS that "speaks" a quiet sine tone.
 
     The tone lasts ``ms_per_char`` per character of text, clamped to
@@ -535,14 +533,6 @@ class ScriptedTTS(tts.TTS[Any]):
         self.realtime = realtime
         self.synthesized: list[str] = []
         """Every text synthesized, in order."""
-
-    @property
-    def model(self) -> str:
-        return self._name
-
-    @property
-    def provider(self) -> str:
-        return PROVIDER_NAME
 
     def duration_for(self, text: str) -> float:
         """Seconds of audio :meth:`synthesize` produces for ``text``."""
@@ -613,7 +603,7 @@ def _rms(frame: rtc.AudioFrame) -> float:
     return float(np.sqrt(np.mean(np.square(data.astype(np.float64) / 32768.0))))
 
 
-class ScriptedVAD(vad.VAD):
+class ScriptedVAD(_Named, vad.VAD):
     """An energy-threshold VAD.
 
     A frame is speech when its RMS (of samples scaled to [-1, 1]) exceeds ``threshold``.
