@@ -624,14 +624,7 @@ class ScriptedVAD(_Named, vad.VAD):
         self.threshold = threshold
         self.min_speech_s = min_speech_s
         self.min_silence_s = min_silence_s
-
-    @property
-    def model(self) -> str:
-        return "energy-threshold"
-
-    @property
-    def provider(self) -> str:
-        return PROVIDER_NAME
+        self._name = "energy-threshold"
 
     def stream(self) -> ScriptedVADStream:
         return ScriptedVADStream(self)
