@@ -25,6 +25,7 @@ from .isolation import IsolationBackend
 from .models import PoolView
 from .options import check_session_options
 from .plugins import PluginHost
+from .registry import SessionRegistry
 from .routing import Router
 
 if TYPE_CHECKING:
@@ -62,6 +63,7 @@ class PoolSettings:
     job_memory_limit_mb: float = 0
     job_memory_warn_mb: float = 1000
     server_options: Mapping[str, Any] = attrs.field(factory=dict)
+    version: str = ""
 
 
 @attrs.frozen(kw_only=True)
@@ -253,6 +255,7 @@ class AgentPool:
             session_defaults, where="AgentPool(...)"
         )
         self._agents: dict[str, AgentSpec] = {}
+        self.sessions = SessionRegistry()
         self._plugins = PluginHost()
         for plugin in plugins:
             self._plugins.register(plugin)

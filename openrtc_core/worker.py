@@ -11,7 +11,7 @@ import logging
 import time
 from typing import Any
 
-from livekit.agents import JobContext, JobProcess, JobRequest
+from livekit.agents import AgentSession, JobContext, JobProcess, JobRequest
 
 from . import _livekit
 from .models import (
@@ -21,12 +21,14 @@ from .models import (
     RouteDecision,
     SessionInfo,
     SessionOutcome,
+    SessionState,
     TenantContext,
 )
 from .pool import AGENT_ATTRIBUTE, AgentPool, AgentSpec
 from .routing import SIMULATE_KEY, Rejection, job_view
 from .session import build_agent, build_session, session_options
 from .simulation import run_simulated_call
+from .watchdog import CURRENT_SESSION, SessionTag
 
 logger = logging.getLogger("openrtc.worker")
 
@@ -113,81 +115,10 @@ class PoolEntrypoint:
         return (_rebuild_entrypoint, (self.pool, self.simulate))
 
     async def __call__(self, ctx: JobContext) -> None:
-        pool = self.pool
         job = job_view(ctx.job, simulation=self.simulate)
         spec = self._agent_for(ctx, job)
-        tenant = pool.plugins.resolve_tenant(job)
-        extra = _extra(job, spec.name, tenant)
-        info = SessionInfo(
-            job_id=job.job_id, room_name=job.room_name, agent=spec.name, tenant=tenant
-        )
-        started = time.monotonic()
-        outcome = SessionOutcome(outcome=Outcome.COMPLETED)
-        ended = False
-
-        def finish(result: SessionOutcome) -> None:
-            nonlocal ended
-            if not ended:
-                ended = True
-                pool.plugins.session_ended(info, result)
-
-        async def on_shutdown(reason: str) -> None:
-            finish(
-                SessionOutcome(
-                    outcome=outcome.outcome,
-                    error=outcome.error,
-                    duration_s=time.monotonic() - started,
-                )
-            )
-
-        ctx.add_shutdown_callback(on_shutdown)
-        try:
-            agent = build_agent(
-                spec,
-                AgentContext(
-                    job_id=job.job_id,
-                    room_name=job.room_name,
-                    agent=spec.name,
-                    metadata=job.job_metadata,
-                    tenant=tenant,
-                ),
-            )
-            options = session_options(
-                pool, spec, job=job, tenant=tenant, userdata=ctx.proc.userdata
-            )
-            session = build_session(options)
-            greeting = spec.greeting_or(pool.settings.greeting)
-            if job.simulated:
-                await run_simulated_call(
-                    ctx,
-                    session,
-                    agent,
-                    info=info,
-                    script=job.job_metadata[SIMULATE_KEY],
-                    greeting=greeting,
-                    on_started=lambda: pool.plugins.session_started(info, session),
-                )
-                return
-            await session.start(agent, room=ctx.room)
-            pool.plugins.session_started(info, session)
-            logger.info("session started", extra=extra)
-            if greeting:
-                session.generate_reply(instructions=greeting)
-        except asyncio.CancelledError:
-            outcome = SessionOutcome(outcome=Outcome.CANCELLED)
-            finish(SessionOutcome(outcome=Outcome.CANCELLED, duration_s=time.monotonic() - started))
-            raise
-        except Exception as exc:
-            outcome = SessionOutcome(outcome=Outcome.FAILED, error=f"{type(exc).__name__}: {exc}")
-            logger.exception("session for agent %s failed", spec.name, extra=extra)
-            finish(
-                SessionOutcome(
-                    outcome=Outcome.FAILED,
-                    error=outcome.error,
-                    duration_s=time.monotonic() - started,
-                )
-            )
-            raise
+        tenant = self.pool.plugins.resolve_tenant(job)
+        await SessionRun(self.pool, spec, job, tenant, ctx).run()
 
     def _agent_for(self, ctx: JobContext, job: JobView) -> AgentSpec:
         name = _livekit.accept_attributes(ctx).get(AGENT_ATTRIBUTE)
@@ -206,6 +137,105 @@ class PoolEntrypoint:
             f"{len(agents)} agents; mark one default=True so console and connect runs know "
             "which agent to start."
         )
+
+
+class SessionRun:
+    """One job's session, from building the agent to the session-ended notification."""
+
+    def __init__(
+        self,
+        pool: AgentPool,
+        spec: AgentSpec,
+        job: JobView,
+        tenant: TenantContext | None,
+        ctx: JobContext,
+    ) -> None:
+        self.pool = pool
+        self.spec = spec
+        self.job = job
+        self.tenant = tenant
+        self.ctx = ctx
+        self.info = SessionInfo(
+            job_id=job.job_id,
+            room_name=job.room_name,
+            agent=spec.name,
+            tenant=tenant,
+            version=pool.settings.version,
+        )
+        self.entry = pool.sessions.open(self.info)
+        self.extra = _extra(job, spec.name, tenant)
+        self.failure = ""
+        self._started = time.monotonic()
+        self._ended = False
+        ctx.add_shutdown_callback(self._on_shutdown)
+
+    def end(self, outcome: Outcome, error: str = "") -> None:
+        if self._ended:
+            return
+        self._ended = True
+        self.pool.sessions.close(self.job.job_id)
+        self.pool.plugins.session_ended(
+            self.info,
+            SessionOutcome(
+                outcome=outcome, error=error, duration_s=time.monotonic() - self._started
+            ),
+        )
+
+    async def _on_shutdown(self, reason: str) -> None:
+        self.end(Outcome.FAILED if self.failure else Outcome.COMPLETED, self.failure)
+
+    def _session_started(self, session: AgentSession[Any]) -> None:
+        self.entry.mark(SessionState.RUNNING)
+        self.pool.plugins.session_started(self.info, session)
+        logger.info("session started", extra=self.extra)
+
+    async def run(self) -> None:
+        tenant_id = self.tenant.tenant_id if self.tenant else ""
+        CURRENT_SESSION.set(SessionTag(self.job.job_id, self.spec.name, tenant_id))
+        try:
+            agent = build_agent(
+                self.spec,
+                AgentContext(
+                    job_id=self.job.job_id,
+                    room_name=self.job.room_name,
+                    agent=self.spec.name,
+                    metadata=self.job.job_metadata,
+                    tenant=self.tenant,
+                ),
+            )
+            options = session_options(
+                self.pool,
+                self.spec,
+                job=self.job,
+                tenant=self.tenant,
+                userdata=self.ctx.proc.userdata,
+            )
+            session = build_session(options)
+            self.entry.session = session
+            greeting = self.spec.greeting_or(self.pool.settings.greeting)
+            if self.job.simulated:
+                await run_simulated_call(
+                    self.ctx,
+                    session,
+                    agent,
+                    info=self.info,
+                    script=self.job.job_metadata[SIMULATE_KEY],
+                    greeting=greeting,
+                    on_started=lambda: self._session_started(session),
+                )
+                return
+            await session.start(agent, room=self.ctx.room)
+            self._session_started(session)
+            if greeting:
+                session.generate_reply(instructions=greeting)
+        except asyncio.CancelledError:
+            self.end(Outcome.CANCELLED)
+            raise
+        except Exception as exc:
+            self.failure = f"{type(exc).__name__}: {exc}"
+            logger.exception("session for agent %s failed", self.spec.name, extra=self.extra)
+            self.end(Outcome.FAILED, self.failure)
+            raise
 
 
 def _rebuild_entrypoint(pool: AgentPool, simulate: bool) -> PoolEntrypoint:

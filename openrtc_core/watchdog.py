@@ -1,0 +1,177 @@
+"""Event-loop watchdog: measures loop lag and names the session whose task blocked the loop.
+
+Coroutine isolation runs every session on one event loop, so one synchronous call in one
+agent (``time.sleep``, a blocking HTTP client in a tool) delays every other call. The watchdog
+finds it the way a profiler would, without patching asyncio:
+
+* a heartbeat scheduled on the loop records when it last ran;
+* a watchdog thread notices when the heartbeat is overdue, and while the loop is still stuck
+  asks which task is running; tasks are tagged with their session at creation through the
+  loop's task factory, so the running task names its job and agent;
+* when the late heartbeat finally runs, the incident is logged once, with its duration.
+
+The recent lag also feeds the load the worker reports to LiveKit, so new calls go elsewhere
+before the loop saturates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextvars
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Coroutine
+from typing import Any
+
+import attrs
+
+logger = logging.getLogger("openrtc.watchdog")
+
+
+@attrs.frozen
+class SessionTag:
+    """Who a task works for."""
+
+    job_id: str
+    agent: str
+    tenant: str = ""
+
+
+CURRENT_SESSION: contextvars.ContextVar[SessionTag | None] = contextvars.ContextVar(
+    "openrtc_current_session", default=None
+)
+
+_TAGS: weakref.WeakKeyDictionary[asyncio.Task[Any], SessionTag] = weakref.WeakKeyDictionary()
+
+
+def tag_of(task: asyncio.Task[Any] | None) -> SessionTag | None:
+    return _TAGS.get(task) if task is not None else None
+
+
+class _TaggingTaskFactory:
+    """Wraps the loop's task factory to remember which session created each task."""
+
+    def __init__(self, previous: Any) -> None:
+        self.previous = previous
+
+    def __call__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        coro: Coroutine[Any, Any, Any],
+        **kwargs: Any,
+    ) -> asyncio.Task[Any]:
+        context: contextvars.Context | None = kwargs.get("context")
+        tag = context.run(CURRENT_SESSION.get) if context is not None else CURRENT_SESSION.get()
+        if self.previous is not None:
+            task: asyncio.Task[Any] = self.previous(loop, coro, **kwargs)
+        else:
+            task = asyncio.Task(coro, loop=loop, **kwargs)
+        if tag is not None:
+            _TAGS[task] = tag
+        return task
+
+
+def install_task_tagging(loop: asyncio.AbstractEventLoop) -> None:
+    """Tag new tasks on `loop` with the session they belong to (idempotent)."""
+    current = loop.get_task_factory()
+    if isinstance(current, _TaggingTaskFactory):
+        return
+    # typeshed knows only the (loop, coro) form; 3.11 also passes context= when given.
+    factory: Any = _TaggingTaskFactory(current)
+    loop.set_task_factory(factory)
+
+
+@attrs.frozen
+class Incident:
+    """One stretch of time the loop could not run its timers."""
+
+    duration_s: float
+    session: SessionTag | None
+    task_name: str
+
+
+@attrs.define
+class LoopWatchdog:
+    """Heartbeat + watchdog thread over one loop. Start and stop it on that loop."""
+
+    threshold_s: float = 0.1
+    tick_s: float = 0.02
+    window: int = 500
+    lags: collections.deque[float] = attrs.field(init=False)
+    incidents: list[Incident] = attrs.field(init=False, factory=list)
+    _loop: asyncio.AbstractEventLoop | None = attrs.field(init=False, default=None)
+    _last_tick: float = attrs.field(init=False, default=0.0)
+    _handle: asyncio.TimerHandle | None = attrs.field(init=False, default=None)
+    _thread: threading.Thread | None = attrs.field(init=False, default=None)
+    _stop: threading.Event = attrs.field(init=False, factory=threading.Event)
+    _suspect: tuple[SessionTag | None, str] | None = attrs.field(init=False, default=None)
+
+    def __attrs_post_init__(self) -> None:
+        self.lags = collections.deque(maxlen=self.window)
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        install_task_tagging(self._loop)
+        self._last_tick = time.monotonic()
+        self._handle = self._loop.call_later(self.tick_s, self._tick)
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self._watch, name="openrtc-loop-watchdog", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._handle is not None:
+            self._handle.cancel()
+        if self._thread is not None:
+            self._thread.join(timeout=1)
+
+    def recent_lag_s(self, q: float = 0.99) -> float:
+        """A high quantile of recent heartbeat lag (0.0 before any sample)."""
+        if not self.lags:
+            return 0.0
+        ordered = sorted(self.lags)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        lag = max(0.0, now - self._last_tick - self.tick_s)
+        self.lags.append(lag)
+        if lag >= self.threshold_s:
+            self._report(lag)
+        self._suspect = None
+        self._last_tick = now
+        assert self._loop is not None
+        self._handle = self._loop.call_later(self.tick_s, self._tick)
+
+    def _watch(self) -> None:
+        # Sample the running task while the loop is still stuck; the loop thread reports.
+        while not self._stop.wait(self.tick_s):
+            overdue = time.monotonic() - self._last_tick - self.tick_s
+            if overdue >= self.threshold_s / 2 and self._suspect is None and self._loop:
+                task = asyncio.current_task(self._loop)
+                name = task.get_name() if task is not None else "a callback outside any task"
+                self._suspect = (tag_of(task), name)
+
+    def _report(self, lag: float) -> None:
+        tag, task_name = self._suspect or (None, "unknown")
+        self.incidents.append(Incident(duration_s=lag, session=tag, task_name=task_name))
+        if tag is not None:
+            logger.warning(
+                "event loop blocked for %.0f ms by agent %s (job %s); every session on this "
+                "worker waited. Move blocking calls off the loop (asyncio.to_thread).",
+                lag * 1000,
+                tag.agent,
+                tag.job_id,
+                extra={"job_id": tag.job_id, "agent": tag.agent, "tenant": tag.tenant},
+            )
+        else:
+            logger.warning(
+                "event loop blocked for %.0f ms outside any session (task %s)",
+                lag * 1000,
+                task_name,
+            )
