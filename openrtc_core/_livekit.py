@@ -7,11 +7,16 @@ moves any of them. Nothing outside this module reaches into livekit's underscore
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from livekit.agents import JobExecutorType
 
 if TYPE_CHECKING:
     import typer
-    from livekit.agents import AgentServer, JobContext
+    from livekit.agents import AgentServer, JobContext, JobProcess
     from livekit.agents.job import RunningJobInfo
 
 
@@ -40,3 +45,190 @@ def build_livekit_cli(server: AgentServer) -> typer.Typer:
     from livekit.agents.cli import _legacy
 
     return _legacy._build_cli(server)
+
+
+# ---------------------------------------------------------------------------------------------
+# Running jobs as tasks in the worker's own event loop (coroutine isolation)
+# ---------------------------------------------------------------------------------------------
+#
+# livekit's per-job lifecycle (job context, shutdown callbacks, session end, the job's root
+# span) lives in ipc/job_proc_lazy_main._JobProc, which talks to its executor through an object
+# with ``async send()`` and a message channel. The coroutine backend drives one _JobProc per
+# job in the worker's loop, with a shared JobProcess instead of a per-job initialize().
+
+
+def _ipc() -> Any:
+    from livekit.agents import ipc
+
+    return ipc
+
+
+def job_proc_class() -> type[Any]:
+    from livekit.agents.ipc.job_proc_lazy_main import _JobProc
+
+    class InLoopJobProc(_JobProc):
+        """_JobProc minus the per-job log filter on every root handler.
+
+        livekit adds one filter per job to each root handler (JobContext._on_setup); with
+        hundreds of jobs in one process every log record would run hundreds of filters.
+        One process-wide filter (:func:`install_job_log_fields`) does the same job.
+        """
+
+        def _start_job(self, msg: Any) -> None:
+            super()._start_job(msg)
+            self._job_ctx._on_setup = _no_setup  # type: ignore[method-assign]
+
+    return InLoopJobProc
+
+
+def _no_setup() -> None:
+    return None
+
+
+def new_job_proc(
+    *,
+    entrypoint: Callable[[JobContext], Awaitable[None]],
+    session_end_fnc: Callable[[JobContext], Awaitable[None]] | None,
+    simulation_end_fnc: Callable[[Any], Any] | None,
+    session_end_timeout: float,
+    shared_proc: JobProcess,
+    client: Any,
+) -> Any:
+    """A _JobProc bound to `client` (``async send(msg)``) and the shared `shared_proc`."""
+    from livekit.agents.ipc.job_proc_lazy_main import _InfClient
+
+    proc = job_proc_class()(
+        _unused_initialize,
+        entrypoint,
+        session_end_fnc,
+        session_end_timeout=session_end_timeout,
+        executor_type=JobExecutorType.THREAD,
+        simulation_end_fnc=simulation_end_fnc,
+    )
+    # What _JobProc.initialize() would set, minus running the prewarm again.
+    proc._client = client
+    proc._inf_client = _InfClient(client)
+    proc._job_proc = shared_proc
+    return proc
+
+
+def _unused_initialize(proc: JobProcess) -> None:
+    raise AssertionError("in-loop jobs share the worker's prewarmed JobProcess")
+
+
+def shared_job_process(http_proxy: str | None) -> JobProcess:
+    """The one JobProcess every in-loop job sees as ``ctx.proc`` (prewarm runs on it once)."""
+    from livekit.agents import JobProcess
+
+    # THREAD, not PROCESS: livekit's log filters then look up the current job per record.
+    return JobProcess(
+        executor_type=JobExecutorType.THREAD, user_arguments=None, http_proxy=http_proxy
+    )
+
+
+def warm_up_framework() -> None:
+    """What each job process does once before its first job (_JobProc.initialize)."""
+    from livekit.agents.ipc import _preload  # noqa: F401
+    from livekit.agents.telemetry.traces import _resource
+
+    _resource({})
+
+
+def start_job_message(info: RunningJobInfo) -> Any:
+    msg = _ipc().proto.StartJobRequest()
+    msg.running_job = info
+    return msg
+
+
+def shutdown_message(reason: str) -> Any:
+    return _ipc().proto.ShutdownRequest(reason=reason)
+
+
+def exiting_reason(msg: Any) -> str | None:
+    """The reason of an ``Exiting`` message from a job, or None for any other message."""
+    return msg.reason if isinstance(msg, _ipc().proto.Exiting) else None
+
+
+def inference_request(msg: Any) -> tuple[str, str, bytes] | None:
+    proto = _ipc().proto
+    if isinstance(msg, proto.InferenceRequest):
+        return msg.request_id, msg.method, msg.data
+    return None
+
+
+def deliver_inference(job_proc: Any, request_id: str, data: bytes | None, error: str) -> None:
+    job_proc._inf_client._on_inference_response(
+        _ipc().proto.InferenceResponse(request_id=request_id, data=data, error=error)
+    )
+
+
+def job_metrics(started: bool) -> None:
+    """livekit's process-wide running-jobs gauge, which only its process executor updates."""
+    from livekit.agents.telemetry import metrics
+
+    if started:
+        metrics.job_started()
+    else:
+        metrics.job_ended()
+
+
+def forget_loop_monitor_job(loop: asyncio.AbstractEventLoop) -> None:
+    """Each job points livekit's loop monitor at its own context; in a shared loop the last
+    job would take the blame for every stall (and be kept alive). Detach it."""
+    from livekit.agents.telemetry import loop_monitor
+
+    monitor = loop_monitor.get_monitor(loop)
+    if monitor is not None:
+        monitor.set_report_context(None)
+
+
+class _JobLogFields(logging.Filter):
+    """Adds the current job's log fields to records emitted inside a job (one for all jobs)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from livekit.agents import get_job_context
+
+        ctx = get_job_context(required=False)
+        if ctx is not None:
+            for key, value in ctx._log_fields.items():
+                if not hasattr(record, key):
+                    setattr(record, key, value)
+        return True
+
+
+_JOB_LOG_FIELDS = _JobLogFields()
+
+
+def install_job_log_fields() -> None:
+    for handler in logging.getLogger().handlers:
+        if _JOB_LOG_FIELDS not in handler.filters:
+            handler.addFilter(_JOB_LOG_FIELDS)
+
+
+class _JobPoolSelector:
+    """Stands in for ``ipc.proc_pool.ProcPool``: our entrypoints bring their own job pool.
+
+    A worker whose entrypoint has an ``openrtc_job_pool`` factory (a coroutine-isolated
+    OpenRTC pool) gets that; every other AgentServer in the process gets livekit's ProcPool.
+    """
+
+    def __init__(self, original: Any) -> None:
+        self.original = original
+
+    def __call__(self, **kwargs: Any) -> Any:
+        factory = getattr(kwargs.get("job_entrypoint_fnc"), "openrtc_job_pool", None)
+        if factory is None:
+            return self.original(**kwargs)
+        return factory(**kwargs)
+
+
+def install_job_pool_selector() -> None:
+    proc_pool = _ipc().proc_pool
+    if not isinstance(proc_pool.ProcPool, _JobPoolSelector):
+        proc_pool.ProcPool = _JobPoolSelector(proc_pool.ProcPool)
+
+
+def restore_job_pool() -> None:
+    proc_pool = _ipc().proc_pool
+    if isinstance(proc_pool.ProcPool, _JobPoolSelector):
+        proc_pool.ProcPool = proc_pool.ProcPool.original

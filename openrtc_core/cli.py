@@ -172,7 +172,19 @@ def build_app() -> typer.Typer:
         _set_plugin_env(strict_plugins, disable_plugins)
 
     for verb, summary in LIVEKIT_VERBS.items():
-        _make_verb(app, verb, summary)
+        if verb != "download-files":
+            _make_verb(app, verb, summary)
+
+    @app.command("download-files")
+    def download_files() -> None:
+        """Download the model files the installed livekit plugins need (no pool required)."""
+        from livekit.agents import AgentServer
+
+        # livekit's command only walks its registered plugins; any server will do.
+        _livekit.build_livekit_cli(AgentServer())(
+            args=["download-files"], prog_name="openrtc download-files"
+        )
+
     app.command("plugins")(plugins_command)
 
     @app.command("version")
@@ -187,7 +199,12 @@ def build_app() -> typer.Typer:
 
 def _pre_scan(argv: Sequence[str]) -> None:
     """Apply the plugin flags before plugins load (they add subcommands to the app itself)."""
-    args = list(argv)
+    # Only the options before the command are openrtc's own; the rest belong to the command.
+    args: list[str] = []
+    for arg in argv:
+        if not arg.startswith("-") and not (args and args[-1] == "--disable-plugins"):
+            break
+        args.append(arg)
     strict = "--strict-plugins" in args
     disable = None
     for i, arg in enumerate(args):

@@ -70,8 +70,9 @@ def openrtc_register_isolation_backends(register: RegisterBackend) -> None:
     """Offer isolation backends by name.
 
     :param register: call ``register(name, factory)``; ``factory()`` returns an
-        :class:`~openrtc_core.isolation.IsolationBackend`. A later registration of the same
-        name replaces an earlier one, so a plugin can override a built-in backend.
+        :class:`~openrtc_core.isolation.IsolationBackend`. The first registration of a name
+        in call order wins; the built-ins (``coroutine``, ``process``, ``thread``) register
+        last, so a plugin's backend of the same name replaces them.
     """
 
 

@@ -62,6 +62,7 @@ class ThreadBackend:
     """livekit's thread per job: one process, a thread and event loop per job."""
 
     name: str = "thread"
+    jobs_run_in_worker: bool = True
 
     def server_options(self, pool: AgentPool) -> Mapping[str, Any]:
         if pool.settings.job_memory_limit_mb:

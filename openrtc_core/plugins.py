@@ -7,10 +7,11 @@ instead of failing the call for every other plugin.
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import logging
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -189,6 +190,7 @@ class PluginHost:
                 self._pm.unregister(plugin)
             self._fail(name, entry_point, exc, source=source, module=module, warn=warn)
             return
+        contain_plugin_hooks(self._pm, plugin)
         self._keep_fallbacks_last()
         hooks = tuple(sorted(c.name for c in self._pm.get_hookcallers(plugin) or ()))
         self._records.append(
@@ -211,6 +213,7 @@ class PluginHost:
             return
         self._pm.unregister(plugin)
         self._pm.register(plugin, name=FALLBACK_STRATEGY)
+        contain_plugin_hooks(self._pm, plugin)
 
     def _fail(
         self,
@@ -258,131 +261,144 @@ class PluginHost:
         return dict(self._dists.get((entry_point.name, entry_point.value), {}))
 
     # -- calling ---------------------------------------------------------------------------
-
-    def _each(self, hook_name: str, **kwargs: Any) -> Iterator[tuple[str, Any]]:
-        """Call each implementation of a hook in pluggy's order, containing failures."""
-        caller = getattr(self._pm.hook, hook_name)
-        for impl in reversed(caller.get_hookimpls()):
-            args = {name: kwargs[name] for name in impl.argnames}
-            try:
-                result = impl.function(**args)
-            except Exception:
-                logger.exception(
-                    "plugin %s failed in %s; skipping it for this call", impl.plugin_name, hook_name
-                )
-                continue
-            yield impl.plugin_name, result
+    #
+    # Hooks are called through pluggy, so ordering, firstresult, wrappers and tracing behave as
+    # pluggy documents. Each plain implementation is wrapped once at registration (see
+    # _contain) so a plugin that raises, or returns the wrong type, is logged and skipped.
 
     def route_job(self, job: JobView, pool: PoolView) -> RouteDecision | None:
-        for plugin, result in self._each("openrtc_route_job", job=job, pool=pool):
-            if result is None:
-                continue
-            if not isinstance(result, RouteDecision):
-                logger.error(
-                    "plugin %s returned %r from openrtc_route_job; expected a RouteDecision",
-                    plugin,
-                    result,
-                    extra={"job_id": job.job_id},
-                )
-                continue
-            return result
-        return None
+        result: RouteDecision | None = self._pm.hook.openrtc_route_job(job=job, pool=pool)
+        return result
 
     def resolve_tenant(self, job: JobView) -> TenantContext | None:
-        for plugin, result in self._each("openrtc_resolve_tenant", job=job):
-            if isinstance(result, TenantContext):
-                return result
-            if result is not None:
-                logger.error(
-                    "plugin %s returned %r from openrtc_resolve_tenant; expected a TenantContext",
-                    plugin,
-                    result,
-                )
-        return None
+        result: TenantContext | None = self._pm.hook.openrtc_resolve_tenant(job=job)
+        return result
 
     def admit_job(
         self, job: JobView, decision: RouteDecision, tenant: TenantContext | None
     ) -> Admission:
-        caller = self._pm.hook.openrtc_admit_job
-        for impl in reversed(caller.get_hookimpls()):
-            kwargs = {"job": job, "decision": decision, "tenant": tenant}
-            try:
-                result = impl.function(**{n: kwargs[n] for n in impl.argnames})
-            except Exception as exc:
-                # Fail closed: an admission plugin guards caps and breakers.
-                logger.exception(
-                    "plugin %s failed in openrtc_admit_job; refusing the job so another worker "
-                    "can take it",
-                    impl.plugin_name,
-                    extra={"job_id": job.job_id},
-                )
-                return Admission.reject(
-                    f"admission plugin {impl.plugin_name} failed: {type(exc).__name__}",
-                    source=impl.plugin_name,
-                )
-            if isinstance(result, Admission) and not result.admitted:
-                return attrs.evolve(result, source=result.source or impl.plugin_name)
+        verdicts = self._pm.hook.openrtc_admit_job(job=job, decision=decision, tenant=tenant)
+        for verdict in verdicts:
+            if isinstance(verdict, Admission) and not verdict.admitted:
+                return verdict
         return Admission(admitted=True)
 
     def session_options(
         self, agent: str, tenant: TenantContext | None, job: JobView, pool: AgentPool
     ) -> dict[str, Any]:
-        merged: dict[str, Any] = {}
-        contributions = list(
-            self._each("openrtc_session_options", agent=agent, tenant=tenant, job=job, pool=pool)
+        contributions = self._pm.hook.openrtc_session_options(
+            agent=agent, tenant=tenant, job=job, pool=pool
         )
+        merged: dict[str, Any] = {}
         # The earliest-called plugin wins on a shared key, so apply in reverse call order.
-        for plugin, result in reversed(contributions):
-            if result is None:
-                continue
-            if not isinstance(result, Mapping):
-                logger.error(
-                    "plugin %s returned %r from openrtc_session_options; expected a mapping",
-                    plugin,
-                    type(result).__name__,
-                )
-                continue
-            merged.update(result)
+        for contribution in reversed(contributions):
+            merged.update(contribution)
         return merged
 
     def isolation_backends(self) -> dict[str, Callable[[], IsolationBackend]]:
-        return self._collect_registry("openrtc_register_isolation_backends")
+        return self._collect_registry(self._pm.hook.openrtc_register_isolation_backends)
 
     def reload_strategies(self) -> dict[str, Callable[..., Any]]:
-        return self._collect_registry("openrtc_register_reload_strategies")
+        return self._collect_registry(self._pm.hook.openrtc_register_reload_strategies)
 
-    def _collect_registry(self, hook_name: str) -> dict[str, Any]:
+    def _collect_registry(self, caller: Any) -> dict[str, Any]:
         found: dict[str, Any] = {}
 
         def register(name: str, factory: Any) -> None:
             if not name or not isinstance(name, str):
-                raise ValueError(f"{hook_name}: a registered name must be a non-empty string")
-            found[name] = factory
+                raise ValueError(f"{caller.name}: a registered name must be a non-empty string")
+            # The first registration in call order wins; built-ins register last of all.
+            found.setdefault(name, factory)
 
-        for _plugin, _result in self._each(hook_name, register=register):
-            pass
+        caller(register=register)
         return found
 
     def worker_started(self, pool: AgentPool, server: AgentServer) -> None:
-        _drain(self._each("openrtc_worker_started", pool=pool, server=server))
+        self._pm.hook.openrtc_worker_started(pool=pool, server=server)
 
     def session_started(self, info: SessionInfo, session: AgentSession[Any]) -> None:
-        _drain(self._each("openrtc_session_started", info=info, session=session))
+        self._pm.hook.openrtc_session_started(info=info, session=session)
 
     def session_ended(self, info: SessionInfo, outcome: SessionOutcome) -> None:
-        _drain(self._each("openrtc_session_ended", info=info, outcome=outcome))
+        self._pm.hook.openrtc_session_ended(info=info, outcome=outcome)
 
     def drain_started(self, pool: AgentPool) -> None:
-        _drain(self._each("openrtc_drain_started", pool=pool))
+        self._pm.hook.openrtc_drain_started(pool=pool)
 
     def prewarm(self, proc: JobProcess, pool: AgentPool) -> None:
-        # Prewarm failures are not contained: a worker without its shared models is broken.
-        for impl in reversed(self._pm.hook.openrtc_prewarm.get_hookimpls()):
-            kwargs = {"proc": proc, "pool": pool}
-            impl.function(**{n: kwargs[n] for n in impl.argnames})
+        # Not contained: a worker without its shared models is broken, and should say so.
+        self._pm.hook.openrtc_prewarm(proc=proc, pool=pool)
 
     def register_commands(self, app: typer.Typer) -> None:
         self._pm.hook.openrtc_register_commands.call_historic(kwargs={"app": app})
+
+
+# What each hook's implementations may return (None always means "no opinion"), and what a
+# failing implementation counts as. Admission fails closed: it guards caps and breakers.
+_RESULT_TYPES: dict[str, type | tuple[type, ...]] = {
+    "openrtc_route_job": RouteDecision,
+    "openrtc_resolve_tenant": TenantContext,
+    "openrtc_admit_job": Admission,
+    "openrtc_session_options": Mapping,
+}
+_UNCONTAINED = frozenset({"openrtc_prewarm"})
+
+
+def _on_failure(hook: str, plugin: str, exc: BaseException) -> Any:
+    if hook == "openrtc_admit_job":
+        logger.exception(
+            "plugin %s failed in %s; refusing the job so another worker can take it",
+            plugin,
+            hook,
+            exc_info=exc,
+        )
+        return Admission.reject(
+            f"admission plugin {plugin} failed: {type(exc).__name__}", source=plugin
+        )
+    logger.exception(
+        "plugin %s failed in %s; skipping it for this call", plugin, hook, exc_info=exc
+    )
+    return None
+
+
+def _contain(hook: str, plugin: str, function: Callable[..., Any]) -> Callable[..., Any]:
+    expected = _RESULT_TYPES.get(hook)
+
+    @functools.wraps(function)
+    def contained(*args: Any) -> Any:
+        try:
+            result = function(*args)
+        except Exception as exc:
+            return _on_failure(hook, plugin, exc)
+        if result is not None and expected is not None and not isinstance(result, expected):
+            logger.error(
+                "plugin %s returned %r from %s; expected %s or None; ignoring it",
+                plugin,
+                type(result).__name__,
+                hook,
+                getattr(expected, "__name__", expected),
+            )
+            return None
+        if hook == "openrtc_admit_job" and isinstance(result, Admission) and not result.source:
+            return attrs.evolve(result, source=plugin)
+        return result
+
+    contained.__openrtc_contained__ = True  # type: ignore[attr-defined]
+    return contained
+
+
+def contain_plugin_hooks(pm: pluggy.PluginManager, plugin: object) -> None:
+    """Wrap each plain hook implementation of `plugin` so its failures stay its own."""
+    for caller in pm.get_hookcallers(plugin) or ():
+        if caller.name in _UNCONTAINED:
+            continue
+        for impl in caller.get_hookimpls():
+            if impl.plugin is not plugin or impl.hookwrapper or impl.wrapper:
+                continue
+            if getattr(impl.function, "__openrtc_contained__", False):
+                continue
+            # HookImpl.function is Final in the stubs; rebinding it is how one impl is wrapped.
+            impl.function = _contain(caller.name, impl.plugin_name, impl.function)  # type: ignore[misc]
 
 
 def _strict_message(failed: Sequence[tuple[str, str, str]]) -> str:
@@ -430,11 +446,6 @@ def _import_entry_points(
     )
     _IMPORTED[key] = (list(manager.extensions), failures)
     return list(manager.extensions), failures, True
-
-
-def _drain(results: Iterable[tuple[str, Any]]) -> None:
-    for _ in results:
-        pass
 
 
 def _plugin_name(plugin: object) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import logging
+import os
 import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -22,19 +23,22 @@ from livekit.agents import Agent, AgentServer
 
 from .errors import PoolConfigError
 from .isolation import IsolationBackend
-from .models import PoolView
+from .models import PoolView, TenantContext
 from .options import check_session_options
 from .plugins import PluginHost
 from .registry import SessionRegistry
 from .routing import Router
 
 if TYPE_CHECKING:
+    from .coroutine import CoroutineJobPool
     from .models import AgentContext
 
 logger = logging.getLogger("openrtc.pool")
 
 AGENT_ATTRIBUTE: Final = "openrtc.agent"
 AGENTS_ENTRY_POINT_GROUP: Final = "openrtc.agents"
+HTTP_PORT_ENV: Final = "OPENRTC_HTTP_PORT"
+"""The worker's health/HTTP port (livekit's default is 8081 in production, 0 in dev)."""
 NAME_PATTERN: Final = re.compile(r"[a-z0-9][a-z0-9_-]*")
 
 AgentFactory = Callable[["AgentContext"], Agent]
@@ -49,7 +53,15 @@ class _Unset:
 UNSET: Final = _Unset()
 
 _SERVER_KEYWORDS_OWNED = frozenset(
-    {"setup_fnc", "job_executor_type", "job_memory_limit_mb", "job_memory_warn_mb"}
+    {
+        "setup_fnc",
+        "job_executor_type",
+        "job_memory_limit_mb",
+        "job_memory_warn_mb",
+        "load_fnc",
+        "load_threshold",
+        "num_idle_processes",
+    }
 )
 
 
@@ -58,7 +70,8 @@ class PoolSettings:
     """Worker-level settings of a pool (everything that is not a session option)."""
 
     agent_name: str = ""
-    isolation: str = "process"
+    isolation: str = "coroutine"
+    max_sessions: int | None = None
     greeting: str | None = None
     job_memory_limit_mb: float = 0
     job_memory_warn_mb: float = 1000
@@ -227,11 +240,13 @@ class AgentPool:
         self,
         *,
         agent_name: str = "",
-        isolation: str = "process",
+        isolation: str = "coroutine",
+        max_sessions: int | None = None,
         greeting: str | None = None,
         job_memory_limit_mb: float = 0,
         job_memory_warn_mb: float = 1000,
         server_options: Mapping[str, Any] | None = None,
+        version: str = "",
         plugins: Sequence[object] = (),
         load_plugins: bool = True,
         **session_defaults: Any,
@@ -243,19 +258,32 @@ class AgentPool:
                 "AgentPool(isolation=..., job_memory_limit_mb=..., job_memory_warn_mb=...) "
                 "and the prewarm hook instead."
             )
+        if max_sessions is not None and (
+            isinstance(max_sessions, bool) or not isinstance(max_sessions, int) or max_sessions < 1
+        ):
+            raise PoolConfigError(
+                f"max_sessions={max_sessions!r}: use a whole number of at least 1, or None for "
+                "the backend's default (50 for coroutine isolation)."
+            )
         self.settings = PoolSettings(
             agent_name=agent_name,
             isolation=isolation,
+            max_sessions=max_sessions,
             greeting=greeting,
             job_memory_limit_mb=job_memory_limit_mb,
             job_memory_warn_mb=job_memory_warn_mb,
             server_options=dict(server_options or {}),
+            version=version,
         )
         self.session_defaults: dict[str, Any] = check_session_options(
             session_defaults, where="AgentPool(...)"
         )
         self._agents: dict[str, AgentSpec] = {}
         self.sessions = SessionRegistry()
+        self.coroutine_pool: CoroutineJobPool | None = None
+        # job id -> tenant resolved at admission, for jobs that start in this process.
+        self.admitted_tenants: dict[str, TenantContext | None] = {}
+        self.jobs_run_here = False
         self._plugins = PluginHost()
         for plugin in plugins:
             self._plugins.register(plugin)
@@ -418,7 +446,7 @@ class AgentPool:
         ``openrtc simulate`` only, never in production. Other keyword arguments go to
         ``AgentServer`` (``ws_url``, ``api_key``, ``port``, ``drain_timeout``, ...).
         """
-        from .worker import PoolEntrypoint, PoolPrewarm, PoolRequestHandler
+        from .worker import PoolEntrypoint, PoolPrewarm, PoolRequestHandler, PoolServer
 
         if not self._agents:
             raise PoolConfigError(
@@ -429,14 +457,22 @@ class AgentPool:
         if owned:
             raise PoolConfigError(f"create_server: {', '.join(owned)} are set by the pool")
         options = {**self.settings.server_options, **server_kwargs}
+        if "port" not in options and os.environ.get(HTTP_PORT_ENV, "").strip():
+            options["port"] = _port_from_env()
         options.update(backend.server_options(self))
-        server = AgentServer(setup_fnc=PoolPrewarm(self), **options)
+        server = PoolServer(self, setup_fnc=PoolPrewarm(self), **options)
+        entrypoint = PoolEntrypoint(self, simulate=simulate)
+        job_pool = getattr(backend, "job_pool", None)
+        if job_pool is not None:
+            # The backend runs jobs itself instead of livekit's process pool (see _livekit).
+            entrypoint.openrtc_job_pool = job_pool(self)
         server.rtc_session(
-            PoolEntrypoint(self, simulate=simulate),
+            entrypoint,
             agent_name=self.settings.agent_name,
-            on_request=PoolRequestHandler(self, simulate=simulate),
+            on_request=PoolRequestHandler(self, server, simulate=simulate),
         )
         backend.install(server, self)
+        self.jobs_run_here = bool(getattr(backend, "jobs_run_in_worker", False))
 
         def _on_started() -> None:
             self.plugins.worker_started(self, server)
@@ -461,6 +497,16 @@ class AgentPool:
 
     def __repr__(self) -> str:
         return f"<{self.describe()}>"
+
+
+def _port_from_env() -> int:
+    raw = os.environ[HTTP_PORT_ENV].strip()
+    if not raw.isdigit() or int(raw) > 65535:
+        raise PoolConfigError(
+            f"{HTTP_PORT_ENV}={raw!r} is not a port: use a number from 0 to 65535 "
+            "(0 picks a free one)"
+        )
+    return int(raw)
 
 
 def _ep_name(entry_point: importlib.metadata.EntryPoint) -> str:

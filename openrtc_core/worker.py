@@ -9,11 +9,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
-from livekit.agents import AgentSession, JobContext, JobProcess, JobRequest
+from livekit.agents import AgentServer, AgentSession, JobContext, JobProcess, JobRequest
+from livekit.agents.types import NOT_GIVEN, NotGivenOr
+from livekit.agents.voice.events import CloseEvent, CloseReason
 
 from . import _livekit
+from .coroutine import FAILED_PREFIX
+from .faults import FAULTS
 from .models import (
     AgentContext,
     JobView,
@@ -33,12 +38,43 @@ from .watchdog import CURRENT_SESSION, SessionTag
 logger = logging.getLogger("openrtc.worker")
 
 
+class _Unresolved:
+    pass
+
+
+UNRESOLVED = _Unresolved()
+
+
+class PoolServer(AgentServer):
+    """livekit's AgentServer, telling plugins when the worker starts draining."""
+
+    def __init__(self, pool: AgentPool, **options: Any) -> None:
+        super().__init__(**options)
+        self.openrtc_pool = pool
+
+    async def drain(self, timeout: NotGivenOr[int | None] = NOT_GIVEN) -> None:
+        if not self.draining:
+            self.openrtc_pool.plugins.drain_started(self.openrtc_pool)
+        await super().drain(timeout)
+
+
 class PoolRequestHandler:
     """livekit's ``on_request``: route, admit, then accept naming the agent."""
 
-    def __init__(self, pool: AgentPool, *, simulate: bool = False) -> None:
+    def __init__(self, pool: AgentPool, server: AgentServer, *, simulate: bool = False) -> None:
         self.pool = pool
+        self.server = server
         self.simulate = simulate
+        # Jobs between our accept and their launch; with the running ones they fill the cap.
+        self._accepting: set[str] = set()
+
+    def _over_capacity(self) -> bool:
+        cap = self.pool.settings.max_sessions
+        if cap is None and self.pool.settings.isolation == "coroutine":
+            from .coroutine import DEFAULT_MAX_SESSIONS
+
+            cap = DEFAULT_MAX_SESSIONS
+        return cap is not None and len(self.server.active_jobs) + len(self._accepting) >= cap
 
     async def __call__(self, req: JobRequest) -> None:
         try:
@@ -63,13 +99,33 @@ class PoolRequestHandler:
             )
             await req.reject(terminate=admission.terminate)
             return
+        if self._over_capacity():
+            _log_rejection(
+                job,
+                f"the worker is at max_sessions ({len(self.server.active_jobs)} running)",
+                terminate=False,
+                agent=routed.agent,
+            )
+            await req.reject(terminate=False)
+            return
         logger.info(
             "accepting job for agent %s (%s)",
             routed.agent,
             routed.reason or routed.strategy,
             extra=_extra(job, routed.agent, tenant),
         )
-        await req.accept(attributes={AGENT_ATTRIBUTE: routed.agent})
+        # No await between the capacity check and this: two requests cannot both take the
+        # last slot.
+        self._accepting.add(job.job_id)
+        if self.pool.jobs_run_here:
+            self.pool.admitted_tenants[job.job_id] = tenant
+        try:
+            await req.accept(attributes={AGENT_ATTRIBUTE: routed.agent})
+        except BaseException:
+            self.pool.admitted_tenants.pop(job.job_id, None)
+            raise
+        finally:
+            self._accepting.discard(job.job_id)
 
 
 def _log_rejection(job: JobView, reason: str, *, terminate: bool, agent: str = "") -> None:
@@ -110,6 +166,8 @@ class PoolEntrypoint:
     def __init__(self, pool: AgentPool, *, simulate: bool = False) -> None:
         self.pool = pool
         self.simulate = simulate
+        # Set by backends that run jobs themselves (coroutine); livekit's ProcPool otherwise.
+        self.openrtc_job_pool: Callable[..., Any] | None = None
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild_entrypoint, (self.pool, self.simulate))
@@ -117,7 +175,12 @@ class PoolEntrypoint:
     async def __call__(self, ctx: JobContext) -> None:
         job = job_view(ctx.job, simulation=self.simulate)
         spec = self._agent_for(ctx, job)
-        tenant = self.pool.plugins.resolve_tenant(job)
+        # The tenant admission saw, when the request was handled in this process; a job process
+        # (process isolation) resolves it again from the same job.
+        tenant = self.pool.admitted_tenants.pop(job.job_id, UNRESOLVED)
+        if tenant is UNRESOLVED:
+            tenant = self.pool.plugins.resolve_tenant(job)
+        assert not isinstance(tenant, _Unresolved)
         await SessionRun(self.pool, spec, job, tenant, ctx).run()
 
     def _agent_for(self, ctx: JobContext, job: JobView) -> AgentSpec:
@@ -165,6 +228,7 @@ class SessionRun:
         self.entry = pool.sessions.open(self.info)
         self.extra = _extra(job, spec.name, tenant)
         self.failure = ""
+        self.user_modules = frozenset({getattr(spec.target, "__module__", "") or ""})
         self._started = time.monotonic()
         self._ended = False
         ctx.add_shutdown_callback(self._on_shutdown)
@@ -184,6 +248,24 @@ class SessionRun:
     async def _on_shutdown(self, reason: str) -> None:
         self.end(Outcome.FAILED if self.failure else Outcome.COMPLETED, self.failure)
 
+    def fail(self, error: str) -> None:
+        """End this session as failed (its job too); other sessions are not touched."""
+        if self.failure or self._ended:
+            return
+        self.failure = error
+        logger.error("session for agent %s failed: %s", self.spec.name, error, extra=self.extra)
+        self.ctx.shutdown(reason=f"{FAILED_PREFIX}: {error}")
+
+    def _watch(self, session: AgentSession[Any]) -> None:
+        def on_close(event: CloseEvent) -> None:
+            # A closed session does not end its job by itself; end it, failed on error.
+            if event.reason == CloseReason.ERROR:
+                self.fail(f"session closed on error: {event.error}")
+            elif not self._ended:
+                self.ctx.shutdown(reason=f"session closed: {event.reason.value}")
+
+        session.on("close", on_close)
+
     def _session_started(self, session: AgentSession[Any]) -> None:
         self.entry.mark(SessionState.RUNNING)
         self.pool.plugins.session_started(self.info, session)
@@ -192,6 +274,8 @@ class SessionRun:
     async def run(self) -> None:
         tenant_id = self.tenant.tenant_id if self.tenant else ""
         CURRENT_SESSION.set(SessionTag(self.job.job_id, self.spec.name, tenant_id))
+        _livekit.forget_loop_monitor_job(asyncio.get_running_loop())
+        FAULTS.watch(self)
         try:
             agent = build_agent(
                 self.spec,
@@ -203,6 +287,7 @@ class SessionRun:
                     tenant=self.tenant,
                 ),
             )
+            self.user_modules = self.user_modules | {type(agent).__module__}
             options = session_options(
                 self.pool,
                 self.spec,
@@ -212,6 +297,7 @@ class SessionRun:
             )
             session = build_session(options)
             self.entry.session = session
+            self._watch(session)
             greeting = self.spec.greeting_or(self.pool.settings.greeting)
             if self.job.simulated:
                 await run_simulated_call(
@@ -229,7 +315,9 @@ class SessionRun:
             if greeting:
                 session.generate_reply(instructions=greeting)
         except asyncio.CancelledError:
+            # A session that cancels itself would otherwise leave its job waiting forever.
             self.end(Outcome.CANCELLED)
+            self.ctx.shutdown(reason="session cancelled")
             raise
         except Exception as exc:
             self.failure = f"{type(exc).__name__}: {exc}"

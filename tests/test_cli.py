@@ -60,7 +60,7 @@ def test_version() -> None:
 
 async def _start_and_register(target: str, agent_name: str = "") -> None:
     async with LoopbackDispatchServer() as lk:
-        env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
+        env = {**os.environ, "PYTHONPATH": str(ROOT / "tests"), "OPENRTC_HTTP_PORT": "0"}
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",

@@ -92,7 +92,9 @@ def test_empty_pool_cannot_build_a_server() -> None:
 def test_unknown_isolation_backend_lists_the_available_ones() -> None:
     pool = AgentPool(isolation="coroutines", load_plugins=False)
     pool.add("a", SupportAgent)
-    with pytest.raises(PoolConfigError, match=r"'coroutines' is not .* available: process, thread"):
+    with pytest.raises(
+        PoolConfigError, match=r"'coroutines' is not .* available: coroutine, process, thread"
+    ):
         pool.create_server()
 
 

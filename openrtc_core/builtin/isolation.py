@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from ..coroutine import CoroutineBackend
 from ..hookspecs import RegisterBackend, hookimpl
 from ..isolation import ProcessBackend, ThreadBackend
 
 
-@hookimpl(tryfirst=True)
+@hookimpl(trylast=True)
 def openrtc_register_isolation_backends(register: RegisterBackend) -> None:
-    # tryfirst: registered first, so a plugin registering the same name replaces it.
+    # trylast: the first registration of a name wins, so any plugin's backend of the same
+    # name replaces the built-in one.
+    register("coroutine", CoroutineBackend)
     register("process", ProcessBackend)
     register("thread", ThreadBackend)

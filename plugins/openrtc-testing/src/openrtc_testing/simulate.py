@@ -30,6 +30,9 @@ from .dispatch import LoopbackDispatchServer
 from .measure import LoopLagMonitor, PeakMemory, percentile
 from .worker import running_worker, simulated_call_metadata
 
+REDISPATCH_FOR_S = 30.0
+REDISPATCH_DELAY_S = 0.25
+
 CALLER_LINES = (
     "Hi, I need some help.",
     "I have a question about my order.",
@@ -159,10 +162,16 @@ async def _call(
     timeout_s: float,
 ) -> CallResult:
     dispatched_at = time.time()
+    metadata = simulated_call_metadata(agent, turns=script, hold_s=hold_s)
     try:
-        d = await lk.dispatch(
-            room, job_metadata=simulated_call_metadata(agent, turns=script, hold_s=hold_s)
-        )
+        # Like LiveKit's dispatcher, offer a job again while every worker says "not now"
+        # (terminate=False): a full worker frees slots as calls end.
+        deadline = time.monotonic() + REDISPATCH_FOR_S
+        while True:
+            d = await lk.dispatch(room, job_metadata=metadata)
+            if d.accepted or d.terminate or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(REDISPATCH_DELAY_S)
         if not d.accepted:
             return CallResult(agent, room, ok=False, error=f"not accepted: {d.error}")
         report = await lk.wait_for_report(d.job_id, timeout=timeout_s)

@@ -1,0 +1,77 @@
+"""Fault containment: an exception in one agent's own code ends that session, and only it.
+
+livekit catches exceptions raised by agent code running inside a session (``on_enter``, a
+``*_node`` override, a tool) and logs them with their traceback; the call then goes on in an
+undefined state. A worker hosting many calls should instead end the one whose code failed,
+with a failed status and one line naming the job, the agent and the error.
+
+Errors inside livekit or a provider plugin (a network error after retries, say) are livekit's
+to handle and are left alone: only a traceback that passes through the agent's own code
+counts, that is, code outside the installed libraries and the standard library, or in the
+module that defines the agent.
+"""
+
+from __future__ import annotations
+
+import logging
+import sysconfig
+import weakref
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .worker import SessionRun
+
+LIBRARY_ROOTS = tuple(
+    str(Path(p).resolve())
+    for p in {
+        sysconfig.get_paths()["stdlib"],
+        sysconfig.get_paths()["purelib"],
+        sysconfig.get_paths()["platlib"],
+    }
+)
+_FRAMEWORK = ("livekit.", "openrtc_core.", "openrtc_testing.", "asyncio.", "opentelemetry.")
+
+
+def _user_frames(tb: TracebackType | None, user_modules: frozenset[str]) -> bool:
+    while tb is not None:
+        module = str(tb.tb_frame.f_globals.get("__name__", ""))
+        filename = str(Path(tb.tb_frame.f_code.co_filename).resolve())
+        if module in user_modules:
+            return True
+        if not module.startswith(_FRAMEWORK) and not filename.startswith(LIBRARY_ROOTS):
+            return True
+        tb = tb.tb_next
+    return False
+
+
+class SessionFaults(logging.Handler):
+    """Watches livekit's error logs for exceptions from agent code, per running session."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.ERROR)
+        self._runs: weakref.WeakValueDictionary[str, SessionRun] = weakref.WeakValueDictionary()
+        self._installed = False
+
+    def watch(self, run: SessionRun) -> None:
+        if not self._installed:
+            logging.getLogger("livekit.agents").addHandler(self)
+            self._installed = True
+        self._runs[run.job.job_id] = run
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not record.exc_info or record.exc_info[1] is None:
+            return
+        from livekit.agents import get_job_context
+
+        ctx = get_job_context(required=False)
+        run = self._runs.get(ctx.job.id) if ctx is not None else None
+        if run is None:
+            return
+        _, exc, tb = record.exc_info
+        if _user_frames(tb, run.user_modules):
+            run.fail(f"{type(exc).__name__}: {exc} ({record.getMessage()})")
+
+
+FAULTS = SessionFaults()
