@@ -51,7 +51,7 @@ class _Client:
     async def send(self, msg: Any) -> None:
         reason = _livekit.exiting_reason(msg)
         if reason is not None:
-            self.job.exit_reason = reason
+            self.job.exiting(reason)
             return
         request = _livekit.inference_request(msg)
         if request is not None:
@@ -179,6 +179,24 @@ class CoroutineJob:
         return extra
 
     # -- internals ------------------------------------------------------------------------
+
+    def exiting(self, reason: str) -> None:
+        """The job is past its session and runs its shutdown callbacks: bound that."""
+        self.exit_reason = reason
+        if self._task is not None and not self._task.done():
+            asyncio.get_running_loop().call_later(self._close_timeout, self._cut_off)
+
+    def _cut_off(self) -> None:
+        if self._task is None or self._task.done():
+            return
+        logger.error(
+            "job still shutting down %.1f s after its session ended; cancelling it",
+            self._close_timeout,
+            extra=self.logging_extra(),
+        )
+        if not self.exit_reason.startswith(FAILED_PREFIX):
+            self.exit_reason = f"{FAILED_PREFIX}: shutdown timed out ({self.exit_reason})"
+        self._task.cancel()
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         crashed = task.cancelled() or task.exception() is not None

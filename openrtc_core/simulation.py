@@ -13,6 +13,7 @@ from, at ``/openrtc/simulation/report`` (the loopback dispatch server stores the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -105,7 +106,100 @@ def report_url(server_url: str) -> str:
     return url + REPORT_PATH
 
 
-async def run_simulated_call(
+class SimulatedCall:
+    """One scripted caller driving a started session, as a task of the job.
+
+    The entrypoint returns once the session is up, as a real one does; the caller goes on in
+    the background. It ends the job when its script is done; if the job is shut down first
+    (terminated by the server, drained, failed), the report says so.
+    """
+
+    def __init__(
+        self,
+        ctx: JobContext,
+        session: AgentSession[Any],
+        *,
+        info: SessionInfo,
+        script: CallerScript,
+        greeting: str | None,
+        on_failed: Callable[[str], None],
+    ) -> None:
+        self.ctx = ctx
+        self.session = session
+        self.script = script
+        self.greeting = greeting
+        self.on_failed = on_failed
+        self.started = time.monotonic()
+        self.report: dict[str, Any] = {
+            "job_id": info.job_id,
+            "agent": info.agent,
+            "room": info.room_name,
+            "tenant": info.tenant.tenant_id if info.tenant else None,
+            "outcome": "running",
+            "error": "",
+            "greeting": [],
+            "turns": [],
+            "providers": {
+                "llm": _provider_label(session.llm),
+                "stt": _provider_label(session.stt),
+                "tts": _provider_label(session.tts),
+                "vad": _provider_label(session.vad),
+            },
+            "pid": os.getpid(),
+            "session_started_at": time.time(),
+        }
+        self._posted = False
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._converse(), name=f"caller-{self.ctx.job.id}")
+        self.ctx.add_shutdown_callback(self._on_job_shutdown)
+
+    async def _converse(self) -> None:
+        try:
+            if self.greeting:
+                await self.session.generate_reply(instructions=self.greeting)
+            self.report["greeting"] = [
+                _item_dict(item) for item in self.session.history.items if _is_agent_output(item)
+            ]
+            for text in self.script.turns:
+                turn_started = time.monotonic()
+                result: RunResult[None] = await self.session.run(user_input=text)
+                self.report["turns"].append(
+                    {
+                        "user": text,
+                        "events": _event_dicts(result.events),
+                        "latency_s": time.monotonic() - turn_started,
+                    }
+                )
+            if self.script.hold_s:
+                await asyncio.sleep(self.script.hold_s)
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            await self._finish("failed", error)
+            self.on_failed(error)
+            return
+        await self._finish("completed")
+        self.ctx.shutdown(reason="simulated call completed")
+
+    async def _finish(self, outcome: str, error: str = "") -> None:
+        if self._posted:
+            return
+        self._posted = True
+        self.report["outcome"] = outcome
+        self.report["error"] = error
+        self.report["duration_s"] = time.monotonic() - self.started
+        await _post_report(self.ctx, self.report)
+
+    async def _on_job_shutdown(self, reason: str) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+            await self._finish("ended", f"the job ended first: {reason}")
+
+
+async def start_simulated_call(
     ctx: JobContext,
     session: AgentSession[Any],
     agent: Agent,
@@ -113,68 +207,34 @@ async def run_simulated_call(
     info: SessionInfo,
     script: object,
     greeting: str | None,
-    on_started: Callable[[], None],
-) -> None:
-    """Run one scripted call to the end, post its report, then shut the job down."""
-    report: dict[str, Any] = {
-        "job_id": info.job_id,
-        "agent": info.agent,
-        "room": info.room_name,
-        "tenant": info.tenant.tenant_id if info.tenant else None,
-        "outcome": "completed",
-        "error": "",
-        "greeting": [],
-        "turns": [],
-        "providers": {},
-        "pid": os.getpid(),
-    }
-    started = time.monotonic()
-    try:
-        parsed = CallerScript.parse(script)
-        await session.start(agent)
-        report["providers"] = {
-            "llm": _provider_label(session.llm),
-            "stt": _provider_label(session.stt),
-            "tts": _provider_label(session.tts),
-            "vad": _provider_label(session.vad),
-        }
-        report["session_started_at"] = time.time()
-        on_started()
-        if greeting:
-            await session.generate_reply(instructions=greeting)
-        report["greeting"] = [
-            _item_dict(item) for item in session.history.items if _is_agent_output(item)
-        ]
-        for text in parsed.turns:
-            turn_started = time.monotonic()
-            result: RunResult[None] = await session.run(user_input=text)
-            report["turns"].append(
-                {
-                    "user": text,
-                    "events": _event_dicts(result.events),
-                    "latency_s": time.monotonic() - turn_started,
-                }
-            )
-        if parsed.hold_s:
-            await asyncio.sleep(parsed.hold_s)
-    except Exception as exc:
-        report["outcome"] = "failed"
-        report["error"] = f"{type(exc).__name__}: {exc}"
-        logger.warning(
-            "simulated call failed: %s",
-            report["error"],
-            extra={"job_id": info.job_id, "agent": info.agent},
-        )
-    finally:
-        report["duration_s"] = time.monotonic() - started
-        await _post_report(ctx, report)
-        ctx.shutdown(reason=f"simulated call {report['outcome']}")
-    if report["outcome"] == "failed":
-        raise SimulatedCallFailed(report["error"])
+    on_failed: Callable[[str], None],
+) -> SimulatedCall:
+    """Start the session with no room, then the scripted caller; raises ScriptError early."""
+    parsed = CallerScript.parse(script)
+    await session.start(agent)
+    call = SimulatedCall(
+        ctx, session, info=info, script=parsed, greeting=greeting, on_failed=on_failed
+    )
+    call.start()
+    return call
 
 
-class SimulatedCallFailed(RuntimeError):
-    """Raised after the report is sent, so the job ends with a failed status."""
+async def report_unstarted_call(ctx: JobContext, info: SessionInfo, error: str) -> None:
+    """A simulated call whose session never started still reports, so tests never wait."""
+    await _post_report(
+        ctx,
+        {
+            "job_id": info.job_id,
+            "agent": info.agent,
+            "room": info.room_name,
+            "outcome": "failed",
+            "error": error,
+            "greeting": [],
+            "turns": [],
+            "providers": {},
+            "pid": os.getpid(),
+        },
+    )
 
 
 def _is_agent_output(item: llm.ChatItem) -> bool:

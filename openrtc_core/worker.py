@@ -32,7 +32,7 @@ from .models import (
 from .pool import AGENT_ATTRIBUTE, AgentPool, AgentSpec
 from .routing import SIMULATE_KEY, Rejection, job_view
 from .session import build_agent, build_session, session_options
-from .simulation import run_simulated_call
+from .simulation import report_unstarted_call, start_simulated_call
 from .watchdog import CURRENT_SESSION, SessionTag
 
 logger = logging.getLogger("openrtc.worker")
@@ -300,15 +300,16 @@ class SessionRun:
             self._watch(session)
             greeting = self.spec.greeting_or(self.pool.settings.greeting)
             if self.job.simulated:
-                await run_simulated_call(
+                await start_simulated_call(
                     self.ctx,
                     session,
                     agent,
                     info=self.info,
                     script=self.job.job_metadata[SIMULATE_KEY],
                     greeting=greeting,
-                    on_started=lambda: self._session_started(session),
+                    on_failed=self.fail,
                 )
+                self._session_started(session)
                 return
             await session.start(agent, room=self.ctx.room)
             self._session_started(session)
@@ -323,6 +324,8 @@ class SessionRun:
             self.failure = f"{type(exc).__name__}: {exc}"
             logger.exception("session for agent %s failed", self.spec.name, extra=self.extra)
             self.end(Outcome.FAILED, self.failure)
+            if self.job.simulated:
+                await report_unstarted_call(self.ctx, self.info, self.failure)
             raise
 
 

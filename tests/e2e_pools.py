@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 from livekit.agents import Agent, RunContext, function_tool, get_job_context
@@ -73,3 +75,61 @@ STRICT_POOL.add("support", SupportAgent)
 
 # livekit's process per job: the job process rebuilds this pool by importing this module.
 PROCESS_POOL = make_pool(isolation="process", job_memory_warn_mb=500)
+
+
+# -- coroutine isolation: agents that misbehave, each in its own way ----------------------------
+
+
+class EnterBoomAgent(Agent):
+    def __init__(self) -> None:
+        super().__init__(instructions="Fails as it starts.")
+
+    async def on_enter(self) -> None:
+        raise RuntimeError("on_enter exploded")
+
+
+class NodeBoomAgent(Agent):
+    def __init__(self) -> None:
+        super().__init__(instructions="Fails mid-call.")
+
+    async def llm_node(self, chat_ctx: Any, tools: Any, model_settings: Any) -> Any:
+        if "explode" in (chat_ctx.items[-1].text_content or ""):
+            raise RuntimeError("llm_node exploded")
+        return Agent.default.llm_node(self, chat_ctx, tools, model_settings)
+
+
+class BlockingAgent(Agent):
+    def __init__(self) -> None:
+        super().__init__(instructions="Blocks the event loop.")
+
+    async def llm_node(self, chat_ctx: Any, tools: Any, model_settings: Any) -> Any:
+        if "block" in (chat_ctx.items[-1].text_content or ""):
+            # The bug under test: a synchronous call on the event loop.
+            time.sleep(0.5)  # noqa: ASYNC251
+        return Agent.default.llm_node(self, chat_ctx, tools, model_settings)
+
+
+class HangingExitAgent(Agent):
+    def __init__(self) -> None:
+        super().__init__(instructions="Never finishes shutting down.")
+
+    async def on_enter(self) -> None:
+        get_job_context().add_shutdown_callback(_hang_forever)
+
+
+async def _hang_forever(reason: str) -> None:
+    await asyncio.Event().wait()
+
+
+def make_coroutine_pool(**settings: Any) -> AgentPool:
+    pool = AgentPool(llm=POOL_LLM, vad=None, **settings)
+    pool.add("support", SupportAgent, default=True)
+    pool.add("enter-boom", EnterBoomAgent)
+    pool.add("node-boom", NodeBoomAgent)
+    pool.add("blocker", BlockingAgent)
+    pool.add("hanger", HangingExitAgent)
+    return pool
+
+
+COROUTINE_POOL = make_coroutine_pool(max_sessions=300)
+CAPPED_POOL = make_coroutine_pool(max_sessions=5, agent_name="capped")

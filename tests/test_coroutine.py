@@ -1,0 +1,215 @@
+"""Coroutine isolation through the real AgentServer: density, containment, caps, drain."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+from e2e_pools import CAPPED_POOL, COROUTINE_POOL
+from livekit.agents import AgentServer
+from livekit.protocol import agent as agent_pb
+
+from openrtc_core.coroutine import CoroutineJobPool
+from openrtc_testing import LoopbackDispatchServer
+from openrtc_testing.worker import running_worker, simulate_call, simulated_call_metadata
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+DONE = (agent_pb.JS_SUCCESS, agent_pb.JS_FAILED)
+
+
+SERVERS: dict[str, AgentServer] = {}
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def lk() -> AsyncIterator[LoopbackDispatchServer]:
+    async with (
+        LoopbackDispatchServer() as server,
+        running_worker(COROUTINE_POOL, server, shutdown_process_timeout=2.0) as worker,
+    ):
+        SERVERS["main"] = worker
+        yield server
+
+
+async def test_jobs_run_in_the_worker_process_with_one_prewarm(
+    lk: LoopbackDispatchServer,
+) -> None:
+    assert isinstance(COROUTINE_POOL.coroutine_pool, CoroutineJobPool)
+    d, report = await simulate_call(lk, "support-1", turns=["hello"])
+    assert report["outcome"] == "completed"
+    assert report["pid"] == os.getpid()
+    assert await d.wait_for_status(*DONE) == agent_pb.JS_SUCCESS
+
+
+async def test_two_hundred_concurrent_sessions_complete_in_one_process(
+    lk: LoopbackDispatchServer,
+) -> None:
+    server = _server(lk)
+    peak = 0
+
+    async def watch() -> None:
+        nonlocal peak
+        while True:
+            peak = max(peak, len(server.active_jobs))
+            await asyncio.sleep(0.05)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        results = await asyncio.gather(
+            *(
+                simulate_call(lk, f"support-{i}", turns=["hello", "order?"], hold_s=2.0)
+                for i in range(200)
+            )
+        )
+    finally:
+        watcher.cancel()
+    reports = [r for _, r in results]
+    assert [r["outcome"] for r in reports] == ["completed"] * 200
+    assert {r["pid"] for r in reports} == {os.getpid()}
+    assert peak >= 150, f"only {peak} sessions were live at once"
+    for d, _ in results:
+        assert await d.wait_for_status(*DONE) == agent_pb.JS_SUCCESS
+
+
+async def test_on_enter_failure_ends_only_that_session(
+    lk: LoopbackDispatchServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.ERROR, logger="openrtc.worker"):
+        bad, good = await asyncio.gather(
+            lk.dispatch(
+                "enter-boom-1", job_metadata=simulated_call_metadata(turns=["hi"], hold_s=1)
+            ),
+            simulate_call(lk, "support-ok-1", turns=["hi", "hello"]),
+        )
+        assert await bad.wait_for_status(*DONE) == agent_pb.JS_FAILED
+    assert good[1]["outcome"] == "completed"
+    lines = [r.getMessage() for r in caplog.records if r.__dict__.get("job_id") == bad.job_id]
+    assert any("enter-boom" in line and "on_enter exploded" in line for line in lines), lines
+
+
+async def test_llm_node_failure_mid_call_ends_only_that_session(
+    lk: LoopbackDispatchServer,
+) -> None:
+    (bad, bad_report), (_, good_report) = await asyncio.gather(
+        simulate_call(lk, "node-boom-1", turns=["hello", "now explode", "never said"]),
+        simulate_call(lk, "support-ok-2", turns=["hi", "hello"]),
+    )
+    assert bad_report["outcome"] == "failed"
+    assert "llm_node exploded" in bad_report["error"]
+    assert len(bad_report["turns"]) == 1  # the first turn was answered
+    assert await bad.wait_for_status(*DONE) == agent_pb.JS_FAILED
+    assert good_report["outcome"] == "completed"
+
+
+async def test_a_blocking_agent_is_named_and_others_go_on(
+    lk: LoopbackDispatchServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="openrtc.watchdog"):
+        (blocker, _), (_, other) = await asyncio.gather(
+            simulate_call(lk, "blocker-1", turns=["please block now"]),
+            simulate_call(lk, "support-ok-3", turns=["hi"], hold_s=1.0),
+        )
+    assert other["outcome"] == "completed"
+    named = [r for r in caplog.records if r.__dict__.get("job_id") == blocker.job_id]
+    assert len(named) == 1, [r.getMessage() for r in caplog.records]
+    message = named[0].getMessage()
+    assert "agent blocker" in message
+    blocked_ms = int(message.split("blocked for ")[1].split(" ms")[0])
+    assert blocked_ms >= 450
+
+
+async def test_a_hanging_shutdown_is_cut_off_after_the_timeout(
+    lk: LoopbackDispatchServer,
+) -> None:
+    d, report = await simulate_call(lk, "hanger-1", turns=["hi"])
+    assert report["outcome"] == "completed"
+    # shutdown_process_timeout=2.0 for this worker: the job is cut off, not left hanging.
+    assert await d.wait_for_status(*DONE, timeout=15) == agent_pb.JS_FAILED
+    assert d.job_id not in {j.job.id for j in _server(lk).active_jobs}
+
+
+async def test_termination_ends_that_job_alone(lk: LoopbackDispatchServer) -> None:
+    long_call = await lk.dispatch(
+        "support-long", job_metadata=simulated_call_metadata(turns=["hi"], hold_s=60)
+    )
+    _, other = await asyncio.gather(
+        _terminate_soon(lk, long_call.job_id),
+        simulate_call(lk, "support-ok-4", turns=["hi"], hold_s=0.5),
+    )
+    report = await lk.wait_for_report(long_call.job_id, timeout=20)
+    assert report["outcome"] == "ended"
+    assert await long_call.wait_for_status(*DONE, timeout=20) == agent_pb.JS_SUCCESS
+    assert other[1]["outcome"] == "completed"
+
+
+async def _terminate_soon(lk: LoopbackDispatchServer, job_id: str) -> tuple[None, dict[str, str]]:
+    await asyncio.sleep(0.5)
+    await lk.terminate(job_id)
+    return None, {}
+
+
+def _server(lk: LoopbackDispatchServer) -> AgentServer:
+    return SERVERS["main"]
+
+
+async def test_max_sessions_is_never_exceeded_under_a_burst() -> None:
+    async with LoopbackDispatchServer() as lk, running_worker(CAPPED_POOL, lk) as server:
+        peak = 0
+
+        async def watch() -> None:
+            nonlocal peak
+            while True:
+                peak = max(peak, len(server.active_jobs))
+                await asyncio.sleep(0.01)
+
+        watcher = asyncio.create_task(watch())
+        burst = await asyncio.gather(
+            *(
+                lk.dispatch(
+                    f"support-{i}",
+                    agent_name="capped",
+                    job_metadata=simulated_call_metadata(turns=["hi"], hold_s=1.5),
+                )
+                for i in range(20)
+            )
+        )
+        accepted = [d for d in burst if d.accepted]
+        rejected = [d for d in burst if not d.accepted]
+        for d in accepted:
+            await lk.wait_for_report(d.job_id)
+        watcher.cancel()
+        assert len(accepted) == 5
+        assert all(not d.terminate for d in rejected)
+        assert peak <= 5
+
+
+async def test_drain_finishes_calls_in_flight_and_turns_new_ones_away() -> None:
+    async with LoopbackDispatchServer() as lk, running_worker(CAPPED_POOL, lk) as server:
+        worker = lk.workers[0]
+        calls = await asyncio.gather(
+            *(
+                lk.dispatch(
+                    f"support-d{i}",
+                    agent_name="capped",
+                    job_metadata=simulated_call_metadata(turns=["hi"], hold_s=1.5),
+                )
+                for i in range(3)
+            )
+        )
+        assert all(d.accepted for d in calls)
+        drain = asyncio.create_task(server.drain(timeout=30))
+        await worker.wait_for_status(agent_pb.WS_FULL, timeout=5)
+        late = await lk.dispatch(
+            "support-late",
+            agent_name="capped",
+            job_metadata=simulated_call_metadata(turns=["hi"]),
+        )
+        assert not late.accepted
+        assert not late.terminate
+        await drain
+        reports = [await lk.wait_for_report(d.job_id) for d in calls]
+        assert [r["outcome"] for r in reports] == ["completed"] * 3
