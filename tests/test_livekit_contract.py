@@ -74,3 +74,96 @@ def test_accept_attributes_reads_what_the_handler_accepted_with() -> None:
     ctx = FakeCtx()
     assert _livekit.accept_attributes(ctx) == {"openrtc.agent": "x"}  # type: ignore[arg-type]
     assert _livekit.server_url(ctx) == "ws://127.0.0.1:1"  # type: ignore[arg-type]
+
+
+# -- coroutine isolation ---------------------------------------------------------------------
+
+
+def test_job_proc_constructor_and_attributes() -> None:
+    from livekit.agents.ipc import job_proc_lazy_main
+
+    params = inspect.signature(job_proc_lazy_main._JobProc.__init__).parameters
+    expected = {
+        "initialize_process_fnc",
+        "job_entrypoint_fnc",
+        "session_end_fnc",
+        "session_end_timeout",
+        "executor_type",
+        "simulation_end_fnc",
+    }
+    assert expected <= set(params), _fail("_JobProc.__init__ parameters")
+    source = inspect.getsource(job_proc_lazy_main._JobProc)
+    for attribute in ("self._client", "self._inf_client", "self._job_proc", "self._job_ctx"):
+        assert attribute in source, _fail(f"_JobProc's use of {attribute}")
+    for method in ("entrypoint", "_start_job", "_run_job_task", "_shutdown_job"):
+        assert hasattr(job_proc_lazy_main._JobProc, method), _fail(f"_JobProc.{method}")
+    assert hasattr(job_proc_lazy_main, "_InfClient"), _fail("_InfClient")
+
+
+def test_job_context_setup_is_what_in_loop_jobs_replace() -> None:
+    source = inspect.getsource(JobContext._on_setup)
+    assert "addFilter" in source, _fail("JobContext._on_setup (per-job root log filters)")
+    assert "_log_fields" in inspect.getsource(JobContext), _fail("JobContext._log_fields")
+
+
+def test_ipc_messages_used_in_loop() -> None:
+    from livekit.agents.ipc import proto
+
+    start = proto.StartJobRequest()
+    assert "running_job" in start.__dataclass_fields__, _fail("StartJobRequest.running_job")
+    assert proto.ShutdownRequest(reason="x").reason == "x", _fail("ShutdownRequest.reason")
+    assert proto.Exiting(reason="y").reason == "y", _fail("Exiting.reason")
+    request = proto.InferenceRequest(method="m", request_id="r", data=b"d")
+    assert (request.method, request.request_id, request.data) == ("m", "r", b"d")
+    assert proto.InferenceResponse(request_id="r", data=None, error="e").error == "e"
+
+
+def test_proc_pool_is_looked_up_through_the_module_with_these_keywords() -> None:
+    from livekit.agents import worker
+    from livekit.agents.ipc import proc_pool
+
+    source = inspect.getsource(worker.AgentServer.run)
+    assert "ipc.proc_pool.ProcPool(" in source, _fail("how AgentServer.run builds its pool")
+    params = set(inspect.signature(proc_pool.ProcPool.__init__).parameters)
+    used = {
+        "initialize_process_fnc",
+        "job_entrypoint_fnc",
+        "session_end_fnc",
+        "simulation_end_fnc",
+        "session_end_timeout",
+        "close_timeout",
+        "inference_executor",
+        "http_proxy",
+    }
+    assert used <= params, _fail("ProcPool.__init__ keywords")
+
+
+def test_pool_selector_is_reversible_and_scoped() -> None:
+    from livekit.agents.ipc import proc_pool
+
+    original = proc_pool.ProcPool
+    _livekit.install_job_pool_selector()
+    try:
+        selector = proc_pool.ProcPool
+        assert selector is not original
+
+        class Entry:
+            openrtc_job_pool = staticmethod(lambda **kw: ("ours", kw["job_entrypoint_fnc"]))
+
+        entry = Entry()
+        assert selector(job_entrypoint_fnc=entry) == ("ours", entry)
+    finally:
+        _livekit.restore_job_pool()
+    assert proc_pool.ProcPool is original
+
+
+def test_telemetry_pieces_used_by_in_loop_jobs() -> None:
+    from livekit.agents.telemetry import loop_monitor, metrics, traces
+
+    assert callable(traces._resource), _fail("telemetry.traces._resource")
+    assert callable(metrics.job_started), _fail("telemetry.metrics.job_started")
+    assert callable(metrics.job_ended), _fail("telemetry.metrics.job_ended")
+    assert callable(loop_monitor.get_monitor), _fail("loop_monitor.get_monitor")
+    assert hasattr(loop_monitor.EventLoopMonitor, "set_report_context"), _fail(
+        "EventLoopMonitor.set_report_context"
+    )

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -220,3 +222,80 @@ def test_strict_host_raises_on_a_bad_explicit_plugin() -> None:
 
     with pytest.raises(PluginLoadError, match="openrtc_route_jobz"):
         PluginHost(strict=True, disabled=frozenset()).register(Typo(), name="typo")
+
+
+class Timing:
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    @hookimpl(wrapper=True)
+    def openrtc_route_job(self, job: JobView) -> object:
+        self.seen.append(f"before {job.room_name}")
+        result = yield
+        self.seen.append(f"after {getattr(result, 'agent', None)}")
+        return result
+
+
+class WrongType:
+    @hookimpl(tryfirst=True)
+    def openrtc_route_job(self) -> str:
+        return "sales"
+
+
+class BrokenAdmission:
+    @hookimpl
+    def openrtc_admit_job(self) -> None:
+        raise RuntimeError("cap store unreachable")
+
+
+POOL_VIEW = PoolView(agents=frozenset({"sales", "support"}), default_agent="support")
+
+
+def test_wrappers_see_every_routing_call() -> None:
+    host = PluginHost(strict=False, disabled=frozenset())
+    timing = Timing()
+    host.register(timing, name="timing")
+    assert host.route_job(_job("sales-1"), POOL_VIEW).agent == "sales"  # type: ignore[union-attr]
+    assert timing.seen == ["before sales-1", "after sales"]
+
+
+def test_wrong_return_type_is_logged_and_skipped(caplog: pytest.LogCaptureFixture) -> None:
+    host = PluginHost(strict=False, disabled=frozenset())
+    host.register(WrongType(), name="wrong-type")
+    decision = host.route_job(_job("lobby"), POOL_VIEW)
+    assert decision is not None
+    assert decision.agent == "support"
+    assert any("wrong-type returned 'str'" in r.getMessage() for r in caplog.records)
+
+
+def test_a_failing_admission_plugin_refuses_the_job() -> None:
+    host = PluginHost(strict=False, disabled=frozenset())
+    host.register(BrokenAdmission(), name="caps")
+    decision = RouteDecision(agent="sales", strategy="test")
+    verdict = host.admit_job(_job("sales-1"), decision, None)
+    assert not verdict.admitted
+    assert verdict.source == "caps"
+    assert not verdict.terminate
+
+
+def test_trace_switch_logs_hook_calls(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("OPENRTC_TRACE_HOOKS", "1")
+    host = PluginHost(strict=False, disabled=frozenset())
+    with caplog.at_level(logging.INFO, logger="openrtc.plugins"):
+        host.route_job(_job("sales-1"), POOL_VIEW)
+    assert any("openrtc_route_job" in r.getMessage() for r in caplog.records)
+
+
+def test_a_plugin_backend_replaces_the_built_in_of_the_same_name() -> None:
+    class MyProcess:
+        @hookimpl(tryfirst=True)
+        def openrtc_register_isolation_backends(self, register: Any) -> None:
+            register("process", lambda: "mine")
+
+    host = PluginHost(strict=False, disabled=frozenset())
+    host.register(MyProcess(), name="my-process")
+    backends = host.isolation_backends()
+    assert backends["process"]() == "mine"
+    assert set(backends) == {"coroutine", "process", "thread"}
