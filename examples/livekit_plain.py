@@ -25,7 +25,7 @@ class SupportAgent(Agent):
 
 @server.rtc_session(agent_name="support")
 async def entrypoint(ctx: JobContext) -> None:
-    session: AgentSession = AgentSession(
+    session: AgentSession[None] = AgentSession(
         stt="deepgram/nova-3",
         llm="openai/chat-latest",
         tts="cartesia/sonic-3",

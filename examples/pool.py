@@ -6,6 +6,8 @@ python examples/pool.py dev                      # against your LiveKit server
 
 from __future__ import annotations
 
+from typing import Any
+
 from livekit.agents import Agent, RunContext, TurnHandlingOptions, function_tool, inference
 
 from openrtc_core import AgentContext, AgentPool
@@ -16,7 +18,7 @@ class SupportAgent(Agent):
         super().__init__(instructions="Help callers with support questions. Be brief.")
 
     @function_tool
-    async def lookup_order(self, context: RunContext, order_id: str) -> str:
+    async def lookup_order(self, context: RunContext[Any], order_id: str) -> str:
         """Look up the shipping status of an order."""
         return f"Order {order_id} ships tomorrow."
 

@@ -34,7 +34,7 @@ class SupportAgent(Agent):
         EVENTS.append(("exit", get_job_context().job.id))
 
     @function_tool
-    async def lookup_order(self, context: RunContext, order_id: str) -> str:
+    async def lookup_order(self, context: RunContext[Any], order_id: str) -> str:
         """Look up an order by its id."""
         EVENTS.append(("tool", "lookup_order", order_id))
         return f"order {order_id} ships tomorrow"

@@ -76,8 +76,8 @@ async def test_room_name_prefix(lk: LoopbackDispatchServer, room: str, agent: st
 
 
 async def test_precedence_job_then_room_metadata_then_prefix(lk: LoopbackDispatchServer) -> None:
-    both = {"job": {"agent": "sales"}, "room_meta": {"agent": "booking"}}
-    assert await route(lk, "support-9", **both) == "sales"
+    both = await route(lk, "support-9", job={"agent": "sales"}, room_meta={"agent": "booking"})
+    assert both == "sales"
     assert await route(lk, "support-9", room_meta={"agent": "booking"}) == "booking"
     assert await route(lk, "support-9") == "support"
 

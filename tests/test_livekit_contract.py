@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from importlib.metadata import version
+from typing import Any
 
 import pytest
 from livekit.agents import AgentServer, JobContext
@@ -144,7 +145,7 @@ def test_pool_selector_is_reversible_and_scoped() -> None:
     original = proc_pool.ProcPool
     _livekit.install_job_pool_selector()
     try:
-        selector = proc_pool.ProcPool
+        selector: Any = proc_pool.ProcPool
         assert selector is not original
 
         class Entry:

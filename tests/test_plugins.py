@@ -296,6 +296,6 @@ def test_a_plugin_backend_replaces_the_built_in_of_the_same_name() -> None:
 
     host = PluginHost(strict=False, disabled=frozenset())
     host.register(MyProcess(), name="my-process")
-    backends = host.isolation_backends()
+    backends: dict[str, Any] = dict(host.isolation_backends())
     assert backends["process"]() == "mine"
     assert set(backends) == {"coroutine", "process", "thread"}
