@@ -228,6 +228,12 @@ def install_job_pool_selector() -> None:
         proc_pool.ProcPool = _JobPoolSelector(proc_pool.ProcPool)
 
 
+def livekit_proc_pool() -> Any:
+    """livekit's own ProcPool class, whether or not the selector is installed."""
+    current = _ipc().proc_pool.ProcPool
+    return current.original if isinstance(current, _JobPoolSelector) else current
+
+
 def restore_job_pool() -> None:
     proc_pool = _ipc().proc_pool
     if isinstance(proc_pool.ProcPool, _JobPoolSelector):

@@ -113,7 +113,7 @@ def _make_verb(app: typer.Typer, verb: str, summary: str) -> None:
         ] = False,
     ) -> None:
         pool = _load(target, entry_points=entry_points)
-        run_livekit_cli(pool, [verb, *ctx.args], prog_name=f"openrtc {verb} {target}")
+        run_livekit_cli(pool, [verb, *ctx.args], prog_name="openrtc")
 
     command.__doc__ = summary
     app.command(

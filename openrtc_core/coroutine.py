@@ -89,6 +89,7 @@ class CoroutineJob:
         self._inference_tasks: set[asyncio.Task[None]] = set()
         self.exit_reason = ""
         self.on_done: Callable[[CoroutineJob], None] | None = None
+        self._closed = asyncio.Event()
 
     # -- the executor contract --------------------------------------------------------------
 
@@ -149,9 +150,10 @@ class CoroutineJob:
         _livekit.job_metrics(started=True)
 
     async def join(self) -> None:
-        if self._task is not None:
-            with contextlib.suppress(BaseException):
-                await asyncio.shield(self._task)
+        # Waits until the job is finished *and* forgotten by the pool. livekit's drain loops
+        # over listed jobs calling join(): returning before the pool dropped this one, without
+        # yielding, would spin that loop forever.
+        await self._closed.wait()
 
     async def aclose(self) -> None:
         """Ask the job to shut down; cut it off after the close timeout."""
@@ -209,6 +211,7 @@ class CoroutineJob:
         _livekit.job_metrics(started=False)
         if self.on_done is not None:
             self.on_done(self)
+        self._closed.set()
 
     def start_inference(self, request_id: str, method: str, data: bytes) -> None:
         async def run() -> None:
@@ -325,6 +328,7 @@ class CoroutineBackend:
 
     name: str = "coroutine"
     jobs_run_in_worker: bool = True
+    default_max_sessions: int = DEFAULT_MAX_SESSIONS
 
     def server_options(self, pool: AgentPool) -> Mapping[str, Any]:
         max_sessions = pool.settings.max_sessions or DEFAULT_MAX_SESSIONS

@@ -14,6 +14,7 @@ module that defines the agent.
 from __future__ import annotations
 
 import logging
+import site
 import sysconfig
 import weakref
 from pathlib import Path
@@ -23,12 +24,15 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .worker import SessionRun
 
+_PATHS = sysconfig.get_paths()
 LIBRARY_ROOTS = tuple(
     str(Path(p).resolve())
     for p in {
-        sysconfig.get_paths()["stdlib"],
-        sysconfig.get_paths()["purelib"],
-        sysconfig.get_paths()["platlib"],
+        _PATHS["stdlib"],
+        _PATHS["purelib"],
+        _PATHS["platlib"],
+        site.getusersitepackages(),
+        *site.getsitepackages(),
     }
 )
 _FRAMEWORK = ("livekit.", "openrtc_core.", "openrtc_testing.", "asyncio.", "opentelemetry.")

@@ -200,8 +200,8 @@ class PluginHost:
         )
 
     def _keep_fallbacks_last(self) -> None:
-        # pluggy calls the earliest-registered trylast implementation last of all; the
-        # default-agent rule must stay the last resort, so it is registered again after
+        # Among trylast implementations pluggy calls the latest-registered one last of all;
+        # the default-agent rule must stay the last resort, so it is registered again after
         # every plugin that arrives later.
         from .builtin.routing import FALLBACK_STRATEGY
 

@@ -284,6 +284,8 @@ class AgentPool:
         # job id -> tenant resolved at admission, for jobs that start in this process.
         self.admitted_tenants: dict[str, TenantContext | None] = {}
         self.jobs_run_here = False
+        # max_sessions, or the backend's default cap (coroutine: 50); None for no cap.
+        self.session_cap: int | None = None
         self._plugins = PluginHost()
         for plugin in plugins:
             self._plugins.register(plugin)
@@ -473,6 +475,9 @@ class AgentPool:
         )
         backend.install(server, self)
         self.jobs_run_here = bool(getattr(backend, "jobs_run_in_worker", False))
+        self.session_cap = self.settings.max_sessions or getattr(
+            backend, "default_max_sessions", None
+        )
 
         def _on_started() -> None:
             self.plugins.worker_started(self, server)

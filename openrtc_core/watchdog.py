@@ -101,7 +101,9 @@ class LoopWatchdog:
     tick_s: float = 0.02
     window: int = 500
     lags: collections.deque[float] = attrs.field(init=False)
-    incidents: list[Incident] = attrs.field(init=False, factory=list)
+    incidents: collections.deque[Incident] = attrs.field(
+        init=False, factory=lambda: collections.deque(maxlen=100)
+    )
     _loop: asyncio.AbstractEventLoop | None = attrs.field(init=False, default=None)
     _last_tick: float = attrs.field(init=False, default=0.0)
     _handle: asyncio.TimerHandle | None = attrs.field(init=False, default=None)

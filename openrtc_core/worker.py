@@ -69,11 +69,7 @@ class PoolRequestHandler:
         self._accepting: set[str] = set()
 
     def _over_capacity(self) -> bool:
-        cap = self.pool.settings.max_sessions
-        if cap is None and self.pool.settings.isolation == "coroutine":
-            from .coroutine import DEFAULT_MAX_SESSIONS
-
-            cap = DEFAULT_MAX_SESSIONS
+        cap = self.pool.session_cap
         return cap is not None and len(self.server.active_jobs) + len(self._accepting) >= cap
 
     async def __call__(self, req: JobRequest) -> None:

@@ -15,7 +15,12 @@ from livekit.protocol import agent as agent_pb
 
 from openrtc_core.coroutine import CoroutineJobPool
 from openrtc_testing import LoopbackDispatchServer
-from openrtc_testing.worker import running_worker, simulate_call, simulated_call_metadata
+from openrtc_testing.worker import (
+    dispatch_until_accepted,
+    running_worker,
+    simulate_call,
+    simulated_call_metadata,
+)
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -80,8 +85,8 @@ async def test_on_enter_failure_ends_only_that_session(
 ) -> None:
     with caplog.at_level(logging.ERROR, logger="openrtc.worker"):
         bad, good = await asyncio.gather(
-            lk.dispatch(
-                "enter-boom-1", job_metadata=simulated_call_metadata(turns=["hi"], hold_s=1)
+            dispatch_until_accepted(
+                lk, "enter-boom-1", job_metadata=simulated_call_metadata(turns=["hi"], hold_s=1)
             ),
             simulate_call(lk, "support-ok-1", turns=["hi", "hello"]),
         )
@@ -133,8 +138,8 @@ async def test_a_hanging_shutdown_is_cut_off_after_the_timeout(
 
 
 async def test_termination_ends_that_job_alone(lk: LoopbackDispatchServer) -> None:
-    long_call = await lk.dispatch(
-        "support-long", job_metadata=simulated_call_metadata(turns=["hi"], hold_s=60)
+    long_call = await dispatch_until_accepted(
+        lk, "support-long", job_metadata=simulated_call_metadata(turns=["hi"], hold_s=60)
     )
     _, other = await asyncio.gather(
         _terminate_soon(lk, long_call.job_id),
@@ -192,7 +197,8 @@ async def test_drain_finishes_calls_in_flight_and_turns_new_ones_away() -> None:
         worker = lk.workers[0]
         calls = await asyncio.gather(
             *(
-                lk.dispatch(
+                dispatch_until_accepted(
+                    lk,
                     f"support-d{i}",
                     agent_name="capped",
                     job_metadata=simulated_call_metadata(turns=["hi"], hold_s=1.5),

@@ -125,7 +125,7 @@ def test_proc_pool_is_looked_up_through_the_module_with_these_keywords() -> None
 
     source = inspect.getsource(worker.AgentServer.run)
     assert "ipc.proc_pool.ProcPool(" in source, _fail("how AgentServer.run builds its pool")
-    params = set(inspect.signature(proc_pool.ProcPool.__init__).parameters)
+    params = set(inspect.signature(_livekit.livekit_proc_pool().__init__).parameters)
     used = {
         "initialize_process_fnc",
         "job_entrypoint_fnc",
@@ -142,20 +142,23 @@ def test_proc_pool_is_looked_up_through_the_module_with_these_keywords() -> None
 def test_pool_selector_is_reversible_and_scoped() -> None:
     from livekit.agents.ipc import proc_pool
 
-    original = proc_pool.ProcPool
+    before = proc_pool.ProcPool
+    livekit_class = _livekit.livekit_proc_pool()
     _livekit.install_job_pool_selector()
     try:
         selector: Any = proc_pool.ProcPool
-        assert selector is not original
+        assert selector is not livekit_class
+        assert selector.original is livekit_class
 
         class Entry:
             openrtc_job_pool = staticmethod(lambda **kw: ("ours", kw["job_entrypoint_fnc"]))
 
         entry = Entry()
         assert selector(job_entrypoint_fnc=entry) == ("ours", entry)
-    finally:
         _livekit.restore_job_pool()
-    assert proc_pool.ProcPool is original
+        assert proc_pool.ProcPool is livekit_class
+    finally:
+        setattr(proc_pool, "ProcPool", before)  # noqa: B010  (mypy: assigning to a class)
 
 
 def test_telemetry_pieces_used_by_in_loop_jobs() -> None:

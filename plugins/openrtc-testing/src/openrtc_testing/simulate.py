@@ -28,10 +28,7 @@ from openrtc_core import AgentPool, OpenRTCError
 from . import offline
 from .dispatch import LoopbackDispatchServer
 from .measure import LoopLagMonitor, PeakMemory, percentile
-from .worker import running_worker, simulated_call_metadata
-
-REDISPATCH_FOR_S = 30.0
-REDISPATCH_DELAY_S = 0.25
+from .worker import dispatch_until_accepted, running_worker, simulated_call_metadata
 
 CALLER_LINES = (
     "Hi, I need some help.",
@@ -114,7 +111,7 @@ async def run_simulation(
     concurrency: int,
     turns: int,
     hold_s: float = 0.0,
-    call_timeout_s: float = 120.0,
+    call_timeout_s: float = 60.0,
     on_call_done: Callable[[CallResult], None] | None = None,
 ) -> SimulationResult:
     """Dispatch `calls` simulated calls, `concurrency` at a time, round-robin over agents."""
@@ -133,7 +130,15 @@ async def run_simulation(
             agent = agents[index % len(agents)]
             room = f"sim-{index}"
             async with gate:
-                result = await _call(lk, agent, room, script, hold_s, call_timeout_s)
+                result = await _call(
+                    lk,
+                    agent,
+                    room,
+                    script,
+                    hold_s=hold_s,
+                    timeout_s=call_timeout_s + hold_s + 10 * len(script),
+                    agent_name=pool.settings.agent_name,
+                )
             results.append(result)
             if on_call_done is not None:
                 on_call_done(result)
@@ -158,20 +163,15 @@ async def _call(
     agent: str,
     room: str,
     script: Sequence[str],
+    *,
     hold_s: float,
     timeout_s: float,
+    agent_name: str,
 ) -> CallResult:
     dispatched_at = time.time()
     metadata = simulated_call_metadata(agent, turns=script, hold_s=hold_s)
     try:
-        # Like LiveKit's dispatcher, offer a job again while every worker says "not now"
-        # (terminate=False): a full worker frees slots as calls end.
-        deadline = time.monotonic() + REDISPATCH_FOR_S
-        while True:
-            d = await lk.dispatch(room, job_metadata=metadata)
-            if d.accepted or d.terminate or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(REDISPATCH_DELAY_S)
+        d = await dispatch_until_accepted(lk, room, job_metadata=metadata, agent_name=agent_name)
         if not d.accepted:
             return CallResult(agent, room, ok=False, error=f"not accepted: {d.error}")
         report = await lk.wait_for_report(d.job_id, timeout=timeout_s)
@@ -260,7 +260,7 @@ def simulate_command(
         raise typer.Exit(1) from None
     os.environ.setdefault("LIVEKIT_API_KEY", "openrtc-simulation")
     os.environ.setdefault("LIVEKIT_API_SECRET", "openrtc-simulation-secret-0123456789")
-    console.print(pool.describe())
+    console.print(pool.describe(), markup=False)
     for agent, swapped in planned_swaps(pool).items():
         listed = ", ".join(f"{k}={v}" for k, v in swapped.items())
         console.print(f"[yellow]scripted providers for {agent}[/yellow] (instead of {listed})")

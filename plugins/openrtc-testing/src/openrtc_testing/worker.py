@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
@@ -72,6 +73,35 @@ async def running_worker(
             await task
 
 
+REDISPATCH_FOR_S = 30.0
+REDISPATCH_DELAY_S = 0.25
+
+
+async def dispatch_until_accepted(
+    dispatch: LoopbackDispatchServer,
+    room: str,
+    *,
+    job_metadata: str,
+    agent_name: str = "",
+    room_metadata: str = "",
+    retry_for_s: float = REDISPATCH_FOR_S,
+) -> Dispatch:
+    """Dispatch, offering the job again while workers say "not now", like LiveKit does.
+
+    A worker that is full or momentarily loaded rejects with ``terminate=False`` (or reports
+    itself full, so none is available); LiveKit's dispatcher keeps the job and tries again.
+    Stops at the first acceptance, a ``terminate=True`` rejection, or after `retry_for_s`.
+    """
+    deadline = time.monotonic() + retry_for_s
+    while True:
+        d = await dispatch.dispatch(
+            room, agent_name=agent_name, job_metadata=job_metadata, room_metadata=room_metadata
+        )
+        if d.accepted or d.terminate or time.monotonic() > deadline:
+            return d
+        await asyncio.sleep(REDISPATCH_DELAY_S)
+
+
 async def simulate_call(
     dispatch: LoopbackDispatchServer,
     room: str,
@@ -84,7 +114,8 @@ async def simulate_call(
     timeout: float = 60,
 ) -> tuple[Dispatch, dict[str, Any]]:
     """Dispatch one simulated call and wait for its report."""
-    d = await dispatch.dispatch(
+    d = await dispatch_until_accepted(
+        dispatch,
         room,
         agent_name=agent_name,
         job_metadata=simulated_call_metadata(agent, turns=turns, hold_s=hold_s),
