@@ -121,7 +121,6 @@ def test_ipc_messages_used_in_loop() -> None:
 
 def test_proc_pool_is_looked_up_through_the_module_with_these_keywords() -> None:
     from livekit.agents import worker
-    from livekit.agents.ipc import proc_pool
 
     source = inspect.getsource(worker.AgentServer.run)
     assert "ipc.proc_pool.ProcPool(" in source, _fail("how AgentServer.run builds its pool")
