@@ -133,3 +133,10 @@ def make_coroutine_pool(**settings: Any) -> AgentPool:
 
 COROUTINE_POOL = make_coroutine_pool(max_sessions=300)
 CAPPED_POOL = make_coroutine_pool(max_sessions=5, agent_name="capped")
+
+
+def broken_factory(ctx: AgentContext) -> Agent:
+    raise ValueError(f"cannot build an agent for room {ctx.room_name}")
+
+
+COROUTINE_POOL.add("factory-boom", broken_factory)

@@ -219,3 +219,35 @@ async def test_drain_finishes_calls_in_flight_and_turns_new_ones_away() -> None:
         await drain
         reports = [await lk.wait_for_report(d.job_id) for d in calls]
         assert [r["outcome"] for r in reports] == ["completed"] * 3
+
+
+async def test_a_failing_factory_fails_only_its_job(lk: LoopbackDispatchServer) -> None:
+    (bad, bad_report), (_, good) = await asyncio.gather(
+        simulate_call(lk, "factory-boom-1", turns=["hi"]),
+        simulate_call(lk, "support-ok-5", turns=["hi"]),
+    )
+    assert bad_report["outcome"] == "failed"
+    assert "cannot build an agent for room factory-boom-1" in bad_report["error"]
+    assert await bad.wait_for_status(*DONE) == agent_pb.JS_FAILED
+    assert good["outcome"] == "completed"
+
+
+async def test_the_registry_holds_live_sessions_and_forgets_ended_ones(
+    lk: LoopbackDispatchServer,
+) -> None:
+    d = await dispatch_until_accepted(
+        lk, "support-reg", job_metadata=simulated_call_metadata(turns=["hi"], hold_s=1.0)
+    )
+    live = None
+    for _ in range(100):
+        live = COROUTINE_POOL.sessions.get(d.job_id)
+        if live is not None and live.state.value == "running":
+            break
+        await asyncio.sleep(0.02)
+    assert live is not None
+    assert live.info.agent == "support"
+    assert live.session is not None
+    assert live.state.value == "running"
+    await lk.wait_for_report(d.job_id)
+    await d.wait_for_status(*DONE)
+    assert COROUTINE_POOL.sessions.get(d.job_id) is None
