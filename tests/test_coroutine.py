@@ -30,6 +30,29 @@ DONE = (agent_pb.JS_SUCCESS, agent_pb.JS_FAILED)
 SERVERS: dict[str, AgentServer] = {}
 
 
+class PeakJobs:
+    """Samples how many jobs a worker runs at once while the block runs."""
+
+    def __init__(self, server: AgentServer, interval_s: float = 0.05) -> None:
+        self.server = server
+        self.interval_s = interval_s
+        self.value = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _watch(self) -> None:
+        while True:
+            self.value = max(self.value, len(self.server.active_jobs))
+            await asyncio.sleep(self.interval_s)
+
+    async def __aenter__(self) -> PeakJobs:
+        self._task = asyncio.create_task(self._watch())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+
+
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def lk() -> AsyncIterator[LoopbackDispatchServer]:
     async with (
@@ -53,29 +76,17 @@ async def test_jobs_run_in_the_worker_process_with_one_prewarm(
 async def test_two_hundred_concurrent_sessions_complete_in_one_process(
     lk: LoopbackDispatchServer,
 ) -> None:
-    server = _server(lk)
-    peak = 0
-
-    async def watch() -> None:
-        nonlocal peak
-        while True:
-            peak = max(peak, len(server.active_jobs))
-            await asyncio.sleep(0.05)
-
-    watcher = asyncio.create_task(watch())
-    try:
+    async with PeakJobs(_server(lk)) as peak:
         results = await asyncio.gather(
             *(
                 simulate_call(lk, f"support-{i}", turns=["hello", "order?"], hold_s=2.0)
                 for i in range(200)
             )
         )
-    finally:
-        watcher.cancel()
     reports = [r for _, r in results]
     assert [r["outcome"] for r in reports] == ["completed"] * 200
     assert {r["pid"] for r in reports} == {os.getpid()}
-    assert peak >= 150, f"only {peak} sessions were live at once"
+    assert peak.value >= 150, f"only {peak.value} sessions were live at once"
     for d, _ in results:
         assert await d.wait_for_status(*DONE) == agent_pb.JS_SUCCESS
 
@@ -163,33 +174,24 @@ def _server(lk: LoopbackDispatchServer) -> AgentServer:
 
 async def test_max_sessions_is_never_exceeded_under_a_burst() -> None:
     async with LoopbackDispatchServer() as lk, running_worker(CAPPED_POOL, lk) as server:
-        peak = 0
-
-        async def watch() -> None:
-            nonlocal peak
-            while True:
-                peak = max(peak, len(server.active_jobs))
-                await asyncio.sleep(0.01)
-
-        watcher = asyncio.create_task(watch())
-        burst = await asyncio.gather(
-            *(
-                lk.dispatch(
-                    f"support-{i}",
-                    agent_name="capped",
-                    job_metadata=simulated_call_metadata(turns=["hi"], hold_s=1.5),
+        async with PeakJobs(server, interval_s=0.01) as peak:
+            burst = await asyncio.gather(
+                *(
+                    lk.dispatch(
+                        f"support-{i}",
+                        agent_name="capped",
+                        job_metadata=simulated_call_metadata(turns=["hi"], hold_s=1.5),
+                    )
+                    for i in range(20)
                 )
-                for i in range(20)
             )
-        )
-        accepted = [d for d in burst if d.accepted]
-        rejected = [d for d in burst if not d.accepted]
-        for d in accepted:
-            await lk.wait_for_report(d.job_id)
-        watcher.cancel()
+            accepted = [d for d in burst if d.accepted]
+            rejected = [d for d in burst if not d.accepted]
+            for d in accepted:
+                await lk.wait_for_report(d.job_id)
         assert len(accepted) == 5
         assert all(not d.terminate for d in rejected)
-        assert peak <= 5
+        assert peak.value <= 5
 
 
 async def test_drain_finishes_calls_in_flight_and_turns_new_ones_away() -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from ..hookspecs import hookimpl
 from ..models import JobView, PoolView, RouteDecision
@@ -25,26 +25,26 @@ def _agent_from(metadata: Mapping[str, Any]) -> str | None:
     return None
 
 
-class JobMetadataStrategy:
-    """``{"agent": "<name>"}`` in the job (dispatch) metadata."""
+class MetadataStrategy:
+    """``{"agent": "<name>"}`` in the job (dispatch) metadata or the room metadata.
+
+    Room metadata is read as it was when the job was offered.
+    """
+
+    def __init__(self, source: Literal["job", "room"]) -> None:
+        self.source = source
 
     @hookimpl
     def openrtc_route_job(self, job: JobView) -> RouteDecision | None:
-        agent = _agent_from(job.job_metadata)
+        metadata = job.job_metadata if self.source == "job" else job.room_metadata
+        agent = _agent_from(metadata)
         if agent is None:
             return None
-        return RouteDecision(agent=agent, strategy="job-metadata", reason="job metadata 'agent'")
-
-
-class RoomMetadataStrategy:
-    """``{"agent": "<name>"}`` in the room metadata, as it was when the job was offered."""
-
-    @hookimpl
-    def openrtc_route_job(self, job: JobView) -> RouteDecision | None:
-        agent = _agent_from(job.room_metadata)
-        if agent is None:
-            return None
-        return RouteDecision(agent=agent, strategy="room-metadata", reason="room metadata 'agent'")
+        return RouteDecision(
+            agent=agent,
+            strategy=f"{self.source}-metadata",
+            reason=f"{self.source} metadata 'agent'",
+        )
 
 
 class RoomPrefixStrategy:
@@ -89,6 +89,6 @@ FALLBACK_STRATEGY = "openrtc.routing.default-agent"
 STRATEGIES: list[tuple[str, object]] = [
     (FALLBACK_STRATEGY, DefaultAgentStrategy()),
     ("openrtc.routing.room-prefix", RoomPrefixStrategy()),
-    ("openrtc.routing.room-metadata", RoomMetadataStrategy()),
-    ("openrtc.routing.job-metadata", JobMetadataStrategy()),
+    ("openrtc.routing.room-metadata", MetadataStrategy("room")),
+    ("openrtc.routing.job-metadata", MetadataStrategy("job")),
 ]
