@@ -111,3 +111,14 @@ def docs(session: nox.Session) -> None:
     session.install(dev_requirement("mkdocs"))
     site_dir = os.path.join(session.create_tmp(), "site")
     session.run("mkdocs", "build", "--strict", "--site-dir", site_dir, *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """The density benchmark against plain livekit workers; arguments after -- go to it.
+
+    nox -s bench                       the full sweep, rewrites docs/benchmarks.md
+    nox -s bench -- --quick            N = 1, 10 in about two minutes
+    """
+    session.install("-e", ".[dev]", *editable(TESTING_PLUGIN), "matplotlib")
+    session.run("python", "-m", "benchmarks.density", *session.posargs)

@@ -1,0 +1,28 @@
+"""Variants C and D: the same agent and LLM in an OpenRTC pool.
+
+The pool is built at module level because the process backend (D) rebuilds it in each job
+process by importing this module. Its VAD comes from the pool's default prewarm (the shared
+``inference.VAD()``), which the session factory hands to every session.
+"""
+
+from __future__ import annotations
+
+import os
+
+from openrtc_core import AgentPool
+
+from .workload import ISOLATION_ENV, MAX_SESSIONS_ENV, BenchAgent, make_llm
+
+
+def _max_sessions() -> int | None:
+    raw = os.environ.get(MAX_SESSIONS_ENV, "").strip()
+    return int(raw) if raw else None
+
+
+pool = AgentPool(
+    isolation=os.environ.get(ISOLATION_ENV, "coroutine"),
+    max_sessions=_max_sessions(),
+    llm=make_llm(),
+    turn_handling={"turn_detection": None},
+)
+pool.add("bench", BenchAgent, default=True)

@@ -1,0 +1,656 @@
+"""Turning benchmark runs into figures: per-variant summaries, the Markdown page, the plots."""
+
+from __future__ import annotations
+
+import datetime
+import statistics
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import attrs
+
+METRICS: Final = (
+    "added_pss_per_session_mb",
+    "idle_pss_mb",
+    "start_p50_s",
+    "start_p95_s",
+    "start_p99_s",
+    "first_reply_p50_s",
+    "first_reply_p95_s",
+    "turn_p50_s",
+    "turn_p95_s",
+    "turn_p99_s",
+    "lag_p99_s",
+    "cpu_per_turn_s",
+    "wall_s",
+    "worker_ready_s",
+)
+
+ANALYSIS: Final = Path(__file__).with_name("analysis.md")
+"""Hand-written reading of the current results, included in the page under "Analysis"."""
+
+PLOT_COLORS: Final = {"A": "#d62728", "B": "#ff7f0e", "C": "#1f77b4", "D": "#2ca02c"}
+HEADLINE_PREFERRED_N: Final = 100
+
+
+@attrs.frozen(kw_only=True)
+class Spread:
+    median: float
+    low: float
+    high: float
+    count: int
+
+
+@attrs.frozen(kw_only=True)
+class Cell:
+    """One variant at one N, over its repeats."""
+
+    variant: str
+    label: str
+    calls: int
+    config: str
+    statuses: tuple[str, ...]
+    notes: tuple[str, ...]
+    runs: int
+    good_runs: int
+    failures: int
+    max_live: int
+    figures: dict[str, Spread]
+    partial: tuple[str, ...] = ()
+    """What the runs that did not finish got done, in words."""
+
+    @property
+    def ok(self) -> bool:
+        return self.good_runs > 0
+
+    def get(self, metric: str) -> float | None:
+        spread = self.figures.get(metric)
+        return spread.median if spread is not None else None
+
+
+def _metric(run: dict[str, Any], name: str) -> float | None:
+    if name == "lag_p99_s":
+        lag = run.get("loop_lag") or {}
+        value = lag.get("p99_s")
+    else:
+        value = run.get(name)
+    return float(value) if isinstance(value, int | float) else None
+
+
+def summarize(runs: Sequence[dict[str, Any]]) -> list[Cell]:
+    """One cell per (variant, N), in the order the runs were made; medians over good runs."""
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for run in runs:
+        groups.setdefault((run["variant"], run["calls"]), []).append(run)
+    cells = []
+    for (variant, calls), group in groups.items():
+        good = [r for r in group if r["status"] == "ok"]
+        partial = tuple(_partial(r) for r in group if r["status"] not in ("ok", "skipped"))
+        figures = {}
+        for name in METRICS:
+            values = [v for r in good if (v := _metric(r, name)) is not None]
+            if values:
+                figures[name] = Spread(
+                    median=statistics.median(values),
+                    low=min(values),
+                    high=max(values),
+                    count=len(values),
+                )
+        cells.append(
+            Cell(
+                variant=variant,
+                label=group[0]["label"],
+                calls=calls,
+                config=group[0].get("config", ""),
+                statuses=tuple(r["status"] for r in group),
+                notes=tuple(dict.fromkeys(r["note"] for r in group if r.get("note"))),
+                runs=len([r for r in group if r["status"] != "skipped"]),
+                good_runs=len(good),
+                failures=sum(int(r.get("failures", 0)) for r in group),
+                max_live=min((int(r.get("max_live_sessions", 0)) for r in good), default=0),
+                figures=figures,
+                partial=partial,
+            )
+        )
+    return cells
+
+
+def _partial(run: dict[str, Any]) -> str:
+    """A run that stopped early: how far it got (its figures cover only the calls that ran)."""
+    parts = [f"{run.get('completed', 0)} of {run['calls']} calls completed"]
+    if run.get("start_p50_s") is not None:
+        parts.append(f"start latency p50 of the calls that started {_ms(run['start_p50_s'])}")
+    if run.get("max_live_sessions"):
+        parts.append(f"at most {run['max_live_sessions']} sessions live at once")
+    lag = (run.get("loop_lag") or {}).get("p99_s")
+    if lag is not None:
+        parts.append(f"loop lag p99 {_ms(lag)}")
+    return f"{run['status']} ({run.get('note', '')}): " + ", ".join(parts)
+
+
+class Table:
+    """Lookups over the cells: by variant and N."""
+
+    def __init__(self, cells: Sequence[Cell]) -> None:
+        self.cells = list(cells)
+        self._by_key = {(c.variant, c.calls): c for c in cells}
+        self.variants = list(dict.fromkeys(c.variant for c in cells))
+        self.sizes = sorted({c.calls for c in cells})
+
+    def label(self, variant: str) -> str:
+        return next((c.label for c in self.cells if c.variant == variant), variant)
+
+    def cell(self, variant: str, calls: int) -> Cell | None:
+        return self._by_key.get((variant, calls))
+
+    def value(self, variant: str, calls: int, metric: str) -> float | None:
+        cell = self.cell(variant, calls)
+        return cell.get(metric) if cell is not None and cell.ok else None
+
+    def headline_size(self) -> int | None:
+        """The N the headline compares at: 100 when A and C both ran there, else the largest
+        N where both did, else the largest N where C did."""
+        both = [n for n in self.sizes if self.value("A", n, "start_p50_s") is not None]
+        both = [n for n in both if self.value("C", n, "start_p50_s") is not None]
+        if HEADLINE_PREFERRED_N in both:
+            return HEADLINE_PREFERRED_N
+        if both:
+            return max(both)
+        with_c = [n for n in self.sizes if self.value("C", n, "start_p50_s") is not None]
+        return max(with_c) if with_c else None
+
+
+# -- formatting ----------------------------------------------------------------------------
+
+
+def _ms(value: float | None) -> str:
+    if value is None:
+        return "—"
+    ms = value * 1000
+    if ms >= 10000:
+        return f"{value:.1f} s"
+    return f"{ms:.0f} ms" if ms >= 10 else f"{ms:.1f} ms"
+
+
+def _mib(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.1f} MiB" if abs(value) >= 10 else f"{value:.2f} MiB"
+
+
+def _cpu(value: float | None) -> str:
+    return "—" if value is None else f"{value * 1000:.0f} ms"
+
+
+def _ratio(value: float | None, reference: float | None) -> str:
+    if value is None or reference is None or reference <= 0:
+        return "—"
+    ratio = value / reference
+    return f"{ratio:.2f}×" if ratio >= 0.1 else f"1/{1 / ratio:.0f}" if ratio > 0 else "0"
+
+
+def _with_spread(cell: Cell, metric: str, fmt: Callable[[float | None], str]) -> str:
+    """The median, with the min–max over the repeats when there were several."""
+    spread = cell.figures.get(metric)
+    if spread is None:
+        return "—"
+    if spread.count < 2:
+        return fmt(spread.median)
+    low, high = fmt(spread.low), fmt(spread.high)
+    unit = low.rpartition(" ")[2]
+    if high.endswith(" " + unit):
+        low, high = low.removesuffix(" " + unit), high.removesuffix(" " + unit)
+    return f"{fmt(spread.median)} ({low}–{high})"
+
+
+def _status(cell: Cell) -> str:
+    if cell.runs == 0:
+        return "skipped"
+    bad = [s for s in cell.statuses if s not in ("ok", "skipped")]
+    if not bad:
+        return f"ok ×{cell.good_runs}"
+    return f"{cell.good_runs}/{cell.runs} ok; " + ", ".join(dict.fromkeys(bad))
+
+
+# -- console ---------------------------------------------------------------------------------
+
+
+def render_console(data: dict[str, Any]) -> str:
+    table = Table(summarize(data["runs"]))
+    header = (
+        f"{'var':<4}{'N':>5}  {'status':<18}{'+PSS/sess':>11}{'start p50':>11}"
+        f"{'start p99':>11}{'turn p95':>10}{'lag p99':>10}{'CPU/turn':>10}{'fail':>6}"
+    )
+    lines = [header, "-" * len(header)]
+    for calls in table.sizes:
+        for variant in table.variants:
+            cell = table.cell(variant, calls)
+            if cell is None:
+                continue
+            status = _status(cell)
+            lines.append(
+                f"{variant:<4}{calls:>5}  {status[:17]:<18}"
+                f"{_mib(cell.get('added_pss_per_session_mb')):>11}"
+                f"{_ms(cell.get('start_p50_s')):>11}{_ms(cell.get('start_p99_s')):>11}"
+                f"{_ms(cell.get('turn_p95_s')):>10}{_ms(cell.get('lag_p99_s')):>10}"
+                f"{_cpu(cell.get('cpu_per_turn_s')):>10}{cell.failures:>6}"
+            )
+    return "\n".join(lines)
+
+
+# -- plots -----------------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class Plot:
+    name: str
+    metric: str
+    title: str
+    ylabel: str
+    scale: float
+    log_y: bool
+
+
+PLOTS: Final = (
+    Plot(
+        name="density-memory.png",
+        metric="added_pss_per_session_mb",
+        title="Added PSS per live session",
+        ylabel="MiB per session (log)",
+        scale=1.0,
+        log_y=True,
+    ),
+    Plot(
+        name="density-start-latency.png",
+        metric="start_p50_s",
+        title="Start latency p50 (dispatch → session started)",
+        ylabel="seconds (log)",
+        scale=1.0,
+        log_y=True,
+    ),
+    Plot(
+        name="density-turn-latency.png",
+        metric="turn_p95_s",
+        title="Turn latency p95 (caller line → reply done)",
+        ylabel="seconds",
+        scale=1.0,
+        log_y=False,
+    ),
+    Plot(
+        name="density-loop-lag.png",
+        metric="lag_p99_s",
+        title="Worker event-loop lag p99 during the calls",
+        ylabel="milliseconds",
+        scale=1000.0,
+        log_y=False,
+    ),
+)
+
+
+def write_plots(table: Table, img_dir: Path) -> list[tuple[Plot, Path]]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    img_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for plot in PLOTS:
+        fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+        drawn = False
+        for variant in table.variants:
+            xs, ys, lows, highs = [], [], [], []
+            for calls in table.sizes:
+                cell = table.cell(variant, calls)
+                spread = cell.figures.get(plot.metric) if cell is not None and cell.ok else None
+                if spread is None or (plot.log_y and spread.median <= 0):
+                    continue
+                xs.append(calls)
+                ys.append(spread.median * plot.scale)
+                lows.append((spread.median - spread.low) * plot.scale)
+                highs.append((spread.high - spread.median) * plot.scale)
+            if not xs:
+                continue
+            label = f"{variant}: {table.label(variant)}"
+            ax.errorbar(
+                xs,
+                ys,
+                yerr=[lows, highs],
+                marker="o",
+                capsize=3,
+                label=label,
+                color=PLOT_COLORS.get(variant),
+            )
+            drawn = True
+        ax.set_xscale("log")
+        if plot.log_y:
+            ax.set_yscale("log")
+        ax.set_xticks(table.sizes)
+        ax.set_xticklabels([str(n) for n in table.sizes])
+        ax.set_xlabel("concurrent calls N")
+        ax.set_ylabel(plot.ylabel)
+        ax.set_title(plot.title)
+        ax.grid(True, which="both", alpha=0.3)
+        if drawn:
+            ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = img_dir / plot.name
+        fig.savefig(path)
+        plt.close(fig)
+        written.append((plot, path))
+    return written
+
+
+# -- Markdown ------------------------------------------------------------------------------
+
+
+def _target_rows(table: Table, headline_n: int | None) -> list[str]:
+    rows = []
+    largest_c = max((n for n in table.sizes if table.cell("C", n)), default=None)
+    if headline_n is not None:
+        a_mem = table.value("A", headline_n, "added_pss_per_session_mb")
+        c_mem = table.value("C", headline_n, "added_pss_per_session_mb")
+        met = c_mem is not None and a_mem is not None and c_mem <= a_mem / 20 and c_mem < 1.0
+        rows.append(
+            f"| C added PSS per session ≤ 1/20 of A and < 1 MB (N={headline_n}) "
+            f"| C {_mib(c_mem)}, A {_mib(a_mem)} ({_ratio(c_mem, a_mem)}) "
+            f"| {'met' if met else 'not met'} |"
+        )
+        a_start = table.value("A", headline_n, "start_p50_s")
+        c_start = table.value("C", headline_n, "start_p50_s")
+        met = c_start is not None and a_start is not None and c_start <= a_start / 5
+        rows.append(
+            f"| C start latency p50 ≤ 1/5 of A (N={headline_n}) "
+            f"| C {_ms(c_start)}, A {_ms(a_start)} ({_ratio(c_start, a_start)}) "
+            f"| {'met' if met else 'not met'} |"
+        )
+    if largest_c is not None:
+        cell = table.cell("C", largest_c)
+        assert cell is not None
+        base = table.value("C", min(table.sizes), "turn_p95_s")
+        turn = table.value("C", largest_c, "turn_p95_s")
+        held = cell.ok and cell.failures == 0
+        rows.append(
+            f"| C holds {largest_c} concurrent sessions | {_status(cell)}, "
+            f"{cell.failures} failed calls, {cell.max_live} live at once "
+            f"| {'met' if held and cell.max_live == largest_c else 'not met'} |"
+        )
+        met = turn is not None and base is not None and turn <= 1.5 * base
+        rows.append(
+            f"| C turn p95 at N={largest_c} within 1.5× of N={min(table.sizes)} "
+            f"| {_ms(turn)} vs {_ms(base)} ({_ratio(turn, base)}) "
+            f"| {'met' if met else 'not met'} |"
+        )
+        lag = table.value("C", largest_c, "lag_p99_s")
+        met = lag is not None and lag < 0.05
+        rows.append(
+            f"| C loop lag p99 < 50 ms at N={largest_c} | {_ms(lag)} "
+            f"| {'met' if met else 'not met'} |"
+        )
+    return rows
+
+
+def _headline(table: Table, calls: int) -> list[str]:
+    lines = [
+        "| variant | added PSS / session | vs A | start p50 | vs A | start p99 "
+        "| first reply p50 | turn p95 | loop lag p99 | CPU / turn | failed calls |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for variant in table.variants:
+        cell = table.cell(variant, calls)
+        if cell is None:
+            continue
+        if not cell.ok:
+            lines.append(
+                f"| {variant}: {cell.label} | {_status(cell)} |  |  |  |  |  |  |  |  |  |"
+            )
+            continue
+        mem = cell.get("added_pss_per_session_mb")
+        start = cell.get("start_p50_s")
+        lines.append(
+            f"| {variant}: {cell.label} | {_mib(mem)} "
+            f"| {_ratio(mem, table.value('A', calls, 'added_pss_per_session_mb'))} "
+            f"| {_ms(start)} | {_ratio(start, table.value('A', calls, 'start_p50_s'))} "
+            f"| {_ms(cell.get('start_p99_s'))} | {_ms(cell.get('first_reply_p50_s'))} "
+            f"| {_ms(cell.get('turn_p95_s'))} | {_ms(cell.get('lag_p99_s'))} "
+            f"| {_cpu(cell.get('cpu_per_turn_s'))} | {cell.failures} |"
+        )
+    return lines
+
+
+def _per_n(table: Table, calls: int) -> list[str]:
+    lines = [
+        f"### N = {calls}",
+        "",
+        "| variant | runs | added PSS / session | idle PSS | start p50 | start p95 | start p99 "
+        "| first reply p50 | turn p50 | turn p95 | turn p99 | loop lag p99 | CPU / turn "
+        "| failed calls |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+        "| ---: | ---: |",
+    ]
+    notes = []
+    for variant in table.variants:
+        cell = table.cell(variant, calls)
+        if cell is None:
+            continue
+        if cell.partial:
+            notes.append(f"- {variant}: {'; '.join(cell.partial)}.")
+        elif cell.notes:
+            notes.append(f"- {variant}: {'; '.join(cell.notes)}.")
+        if not cell.ok:
+            lines.append(f"| {variant} | {_status(cell)} |" + " — |" * 12)
+            continue
+        live = "" if cell.max_live >= calls else f" (max {cell.max_live} live at once)"
+        lines.append(
+            f"| {variant} | {_status(cell)}{live} "
+            f"| {_with_spread(cell, 'added_pss_per_session_mb', _mib)} "
+            f"| {_mib(cell.get('idle_pss_mb'))} "
+            f"| {_with_spread(cell, 'start_p50_s', _ms)} | {_ms(cell.get('start_p95_s'))} "
+            f"| {_ms(cell.get('start_p99_s'))} | {_ms(cell.get('first_reply_p50_s'))} "
+            f"| {_ms(cell.get('turn_p50_s'))} | {_with_spread(cell, 'turn_p95_s', _ms)} "
+            f"| {_ms(cell.get('turn_p99_s'))} | {_with_spread(cell, 'lag_p99_s', _ms)} "
+            f"| {_cpu(cell.get('cpu_per_turn_s'))} | {cell.failures} |"
+        )
+    return [*lines, "", *notes]
+
+
+WIN_MARGIN: Final = 0.95
+"""A plain variant "wins" a figure when it is below 95% of C's (smaller gaps are noise)."""
+
+
+def _where_plain_wins(table: Table) -> list[str]:
+    """Every N and metric at which plain livekit (A or B) beat OpenRTC's coroutine pool (C)."""
+    checks = (
+        ("added_pss_per_session_mb", "added PSS per session", _mib),
+        ("start_p50_s", "start latency p50", _ms),
+        ("turn_p95_s", "turn latency p95", _ms),
+        ("cpu_per_turn_s", "CPU per turn", _cpu),
+    )
+    found = []
+    for calls in table.sizes:
+        for metric, name, fmt in checks:
+            c = table.value("C", calls, metric)
+            if c is None:
+                continue
+            for variant in ("A", "B"):
+                value = table.value(variant, calls, metric)
+                if value is not None and value < WIN_MARGIN * c:
+                    found.append(
+                        f"- N={calls}: {variant} has lower {name} than C "
+                        f"({fmt(value)} against {fmt(c)})."
+                    )
+    return found
+
+
+def _repeats(settings: dict[str, Any]) -> str:
+    repeats = settings["repeats"]
+    large = settings.get("large_repeats", repeats)
+    large_n = settings.get("large_n")
+    if large == repeats or large_n is None:
+        return f"{repeats} run(s) per variant and N"
+    return f"{repeats} runs per variant and N below {large_n}, {large} from {large_n} on"
+
+
+def render_markdown(data: dict[str, Any], images: Sequence[tuple[Plot, Path]], out: Path) -> str:
+    table = Table(summarize(data["runs"]))
+    machine = data["machine"]
+    settings = data["settings"]
+    workload = data["workload"]
+    headline_n = table.headline_size()
+    when = datetime.datetime.fromtimestamp(data["started_at"], tz=datetime.UTC)
+    lines = [
+        "# Benchmarks: session density",
+        "",
+        "<!-- Generated by `python -m benchmarks.density`; edit benchmarks/report.py, not "
+        "this file. -->",
+        "",
+        "The same simulated calls driven through four workers, N calls dispatched at once, "
+        "against the loopback dispatch server (no LiveKit server exists on the benchmark "
+        "machine; the worker protocol, dispatch, accept and assignment are real):",
+        "",
+    ]
+    for key, label in data["variants"].items():
+        lines.append(f"- **{key}**: {label}")
+    lines += [
+        "",
+        "How each worker is built and what each figure means is under [Method](#method); "
+        "the harness and its README are in `benchmarks/`.",
+        "",
+        "## Headline",
+        "",
+    ]
+    if headline_n is not None:
+        lines += [
+            f'At N = {headline_n} concurrent calls (median of the repeats; "vs A" is the '
+            "ratio to the plain process-executor worker):",
+            "",
+            *_headline(table, headline_n),
+            "",
+        ]
+    largest = max(table.sizes) if table.sizes else None
+    if largest is not None and largest != headline_n:
+        lines += [f"At N = {largest}:", "", *_headline(table, largest), ""]
+    lines += [
+        "### Targets",
+        "",
+        "What the team wants to see; reported, not asserted.",
+        "",
+        "| target | measured | |",
+        "| --- | --- | --- |",
+        *_target_rows(table, headline_n),
+        "",
+    ]
+    analysis = ANALYSIS.read_text(encoding="utf-8").strip() if ANALYSIS.is_file() else ""
+    if analysis:
+        lines += ["## Analysis", "", analysis, ""]
+    if images:
+        lines += ["## Plots", ""]
+        for plot, path in images:
+            rel = path.relative_to(out.parent).as_posix()
+            lines += [f"![{plot.title}]({rel})", ""]
+    lines += ["## Per N", ""]
+    for calls in table.sizes:
+        lines += [*_per_n(table, calls), ""]
+    wins = _where_plain_wins(table)
+    lines += [
+        "## Where plain livekit wins",
+        "",
+        "Every N and figure at which A or B measured at least 5% better than C in this run:",
+        "",
+        *(wins or ["- none in this run."]),
+        "",
+        "And what the figures do not show:",
+        "",
+        "- A (and D) isolate each call in its own process: a crash, a leak or a blocking call "
+        "stays in that call. In C every session shares one event loop, so one agent that "
+        "blocks the loop delays every call on the worker (OpenRTC's watchdog names it, but "
+        "does not prevent it). The loop-lag column is the price of that sharing.",
+        "- A's memory cap per job (`job_memory_limit_mb`) works per call; in C the whole "
+        "worker is one process.",
+        "- B keeps one process too but runs one thread and event loop per call, so its loop-lag"
+        " figure (the worker's main loop) does not see the calls' own loops.",
+        "",
+        "## Method",
+        "",
+        "- **Workload**: every call runs the same `Agent` subclass with the same scripted "
+        f"LLM: {workload['reply_words']}-word replies streamed one word at a time, "
+        f"{workload['first_token_delay_s'] * 1000:.0f} ms to the first token and "
+        f"{workload['token_delay_s'] * 1000:.0f} ms per word after it; the caller says "
+        f"{len(workload['caller_turns'])} lines, then stays on for {settings['hold_s']:g} s. "
+        "Sessions run in text mode (no room, no audio), so STT, TTS and VAD do no work; "
+        "the VAD is still loaded the way each worker loads it.",
+        "- **A / B**: a plain livekit `AgentServer` (`benchmarks/plain_worker.py`), written "
+        "the way livekit's docs teach: a `setup_fnc` prewarm that loads `inference.VAD()` "
+        "into `proc.userdata`, one `@server.rtc_session` entrypoint that builds "
+        "`AgentSession(llm=..., vad=ctx.proc.userdata['vad'], turn_handling=...)`, starts "
+        "the agent, runs the caller's lines with `session.run(user_input=...)`, holds, posts "
+        "its report and calls `ctx.shutdown()`. A uses the process executor (livekit's "
+        "default), B the thread executor; both keep `num_idle_processes = min(N, 4)` warm "
+        "processes (threads), as a production worker keeps some.",
+        "- **C / D**: an `AgentPool` with the same agent and LLM (`benchmarks/openrtc_worker.py`)"
+        ", run with `pool.create_server(simulate=True)`; its default prewarm loads the shared "
+        'VAD, which the session factory hands to each session. C is `isolation="coroutine"`'
+        ' (the default), D `isolation="process"`; `max_sessions = N + 10`. D cannot set '
+        "livekit's `num_idle_processes` (the pool owns that option and the process backend "
+        "leaves livekit's default), so in dev mode it starts with no warm process.",
+        "- Every worker runs in its own subprocess (`python -m benchmarks.runner`) in livekit's "
+        "dev mode (no load shedding), HTTP port 0, against the loopback dispatch server in "
+        "the driver process. Variants are interleaved within each N and repeat.",
+        "- **Added PSS per session**: the worker's whole process tree (worker, forkserver, job "
+        "processes), PSS from `/proc/<pid>/smaps_rollup`, sampled every second. The figure is "
+        "(median PSS over the samples taken while the most sessions were live at once − the "
+        "idle worker's PSS) ÷ that number of sessions. PSS splits shared pages between the "
+        "processes that share them, so forked job processes are not overcounted as RSS would.",
+        "- **Start latency**: from the driver's dispatch call to `session_started_at`, the "
+        "wall-clock time the worker took just after `session.start()` returned (both "
+        "clocks are the same machine's). **First reply**: start plus the first turn's "
+        "latency, i.e. until the agent's whole first reply was produced.",
+        "- **Turn latency**: `session.run(user_input=...)` from call to return, inside the "
+        "worker: the LLM's own delays (about "
+        f"{(workload['first_token_delay_s'] + (workload['reply_words'] - 1) * workload['token_delay_s']) * 1000:.0f}"  # noqa: E501
+        " ms per reply) plus the framework's work and any queueing.",
+        "- **Loop lag**: in the worker subprocess, how late a 50 ms sleep on the worker's "
+        "main event loop wakes (`openrtc_testing.measure.LoopLagMonitor`), from just before "
+        "the dispatch until every call reported; p99 of those samples. For C that loop runs "
+        "every session; for A, B and D it runs only the worker (job processes or threads "
+        "have their own loops, not measured).",
+        "- **CPU per turn**: utime + stime of the worker's process tree (including job "
+        "processes that ended and were reaped) over the same window, divided by the turns "
+        "answered.",
+        f"- A run that takes longer than {settings['time_bound_s']:.0f} s, loses more than "
+        "10% of its calls, or brings the machine's available memory under "
+        f"{settings['memory_floor_mb'] / 1024:.0f} GiB stops; that variant is not run at "
+        "larger N. A variant is also skipped at an N whose projected memory (added PSS per "
+        "session × N) or projected duration (start spread scaled linearly) would not fit.",
+        "",
+        "## Machine and versions",
+        "",
+        f"- CPU: {machine['cpu_model']}, {machine['cpus']} cores; memory {machine['memory_gib']}"
+        f" GiB; Linux {machine['kernel']}",
+        f"- Python {machine['python']}, livekit-agents {machine['livekit-agents']}, livekit "
+        f"{machine['livekit']}, openrtc-core {machine['openrtc-core']}, openrtc-testing "
+        f"{machine['openrtc-testing']}",
+        f"- Run on {when:%Y-%m-%d %H:%M} UTC, {data['duration_s'] / 60:.0f} minutes: sizes "
+        f"{', '.join(str(n) for n in settings['sizes'])}; {_repeats(settings)}; each call "
+        f"holds {settings['hold_s']:g} s.",
+        "",
+        "Reproduce:",
+        "",
+        "```sh",
+        "pip install -e '.[dev]' -e plugins/openrtc-testing matplotlib",
+        data["command"],
+        "```",
+        "",
+        "or `nox -s bench`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_docs(data: dict[str, Any], out: Path) -> None:
+    """Write the Markdown page at `out` and its plots under ``img/`` beside it."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table = Table(summarize(data["runs"]))
+    images = write_plots(table, out.parent / "img")
+    out.write_text(render_markdown(data, images, out))

@@ -1,0 +1,452 @@
+"""One benchmark run: one variant's worker, N simulated calls dispatched at once, figures.
+
+The driver (this process) hosts the loopback dispatch server; the worker runs in its own
+subprocess (``python -m benchmarks.runner``), so its process tree's PSS and CPU time are its
+own. The run:
+
+1. starts the worker, waits until it registered, runs one warm-up call (see
+   :func:`_warm_up`), lets it settle, and samples its idle PSS;
+2. dispatches all N calls at once and samples the worker's PSS every second until every call
+   reported (or the time bound passed, or the machine ran low on memory);
+3. asks the worker for its event-loop lag over the calls, and stops it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Final
+
+import attrs
+
+from openrtc_testing import LoopbackDispatchServer
+from openrtc_testing.measure import percentile
+
+from .runner import LAG_PREFIX
+from .sampling import PssSample, TreeSampler, tree_cpu_seconds
+from .variants import Variant
+from .workload import CALLER_TURNS, call_metadata
+
+ROOT: Final = Path(__file__).resolve().parent.parent
+
+REGISTER_TIMEOUT_S: Final = 120.0
+SETTLE_S: Final = 2.0
+REDISPATCH_DELAY_S: Final = 0.25
+WORKER_EXIT_TIMEOUT_S: Final = 30.0
+FAILED_SHARE: Final = 0.10
+"""A run in which at least this share of calls fails counts as failed (the sweep stops)."""
+
+
+@attrs.frozen(kw_only=True)
+class RunPlan:
+    variant: Variant
+    calls: int
+    repeat: int
+    hold_s: float
+    time_bound_s: float
+    memory_floor_mb: float
+    logs_dir: Path
+
+
+@attrs.define(kw_only=True)
+class CallRecord:
+    """One simulated call as the driver saw it, with its worker-side report."""
+
+    dispatched_at: float
+    accepted: bool = False
+    redispatches: int = 0
+    outcome: str = "not finished"
+    error: str = ""
+    started_at: float | None = None
+    """session_started_at from the report (wall clock, after session.start returned)."""
+    duration_s: float | None = None
+    """From session start to the end of the hold, as the worker measured it."""
+    turn_latencies_s: list[float] = attrs.field(factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == "completed"
+
+    @property
+    def start_latency_s(self) -> float | None:
+        return None if self.started_at is None else self.started_at - self.dispatched_at
+
+    @property
+    def first_reply_s(self) -> float | None:
+        if self.started_at is None or not self.turn_latencies_s:
+            return None
+        return self.started_at + self.turn_latencies_s[0] - self.dispatched_at
+
+    @property
+    def ended_at(self) -> float | None:
+        if self.started_at is None or self.duration_s is None:
+            return None
+        return self.started_at + self.duration_s
+
+    def take_report(self, report: dict[str, Any]) -> None:
+        self.outcome = str(report.get("outcome", "unknown"))
+        self.error = str(report.get("error") or "")
+        started = report.get("session_started_at")
+        self.started_at = float(started) if isinstance(started, int | float) else None
+        duration = report.get("duration_s")
+        self.duration_s = float(duration) if isinstance(duration, int | float) else None
+        self.turn_latencies_s = [float(t["latency_s"]) for t in report.get("turns", [])]
+
+
+def _quantiles(values: list[float], prefix: str) -> dict[str, float | None]:
+    if not values:
+        return {f"{prefix}_p50_s": None, f"{prefix}_p95_s": None, f"{prefix}_p99_s": None}
+    return {
+        f"{prefix}_p50_s": percentile(values, 50),
+        f"{prefix}_p95_s": percentile(values, 95),
+        f"{prefix}_p99_s": percentile(values, 99),
+    }
+
+
+def live_at(calls: list[CallRecord], at: float) -> int:
+    """How many sessions were up (started, not yet past their hold) at wall time `at`."""
+    live = 0
+    for call in calls:
+        start, end = call.started_at, call.ended_at
+        if start is not None and start <= at and (end is None or at < end):
+            live += 1
+    return live
+
+
+def memory_figures(
+    calls: list[CallRecord], samples: list[PssSample], baseline_mb: float
+) -> dict[str, Any]:
+    """PSS while the most sessions were live at once, and what each of them added.
+
+    The samples taken while the number of live sessions was at its maximum are the "all
+    live" samples (all N when the hold outlasts the spread of start times); their median,
+    minus the idle worker's PSS, divided by that number, is the added PSS per session.
+    """
+    counted = [(s, live_at(calls, s.at)) for s in samples]
+    peak_mb = max((s.pss_mb for s in samples), default=0.0)
+    max_live = max((live for _, live in counted), default=0)
+    at_max = [s.pss_mb for s, live in counted if live == max_live and live > 0]
+    if not at_max:
+        return {
+            "peak_pss_mb": peak_mb,
+            "max_live_sessions": 0,
+            "live_pss_mb": None,
+            "added_pss_per_session_mb": None,
+            "processes_at_peak": max((s.processes for s in samples), default=0),
+        }
+    live_mb = statistics.median(at_max)
+    return {
+        "peak_pss_mb": peak_mb,
+        "max_live_sessions": max_live,
+        "live_pss_mb": live_mb,
+        "added_pss_per_session_mb": (live_mb - baseline_mb) / max_live,
+        "processes_at_peak": max((s.processes for s in samples), default=0),
+    }
+
+
+async def _call(
+    lk: LoopbackDispatchServer, room: str, metadata: str, deadline: float
+) -> CallRecord:
+    record = CallRecord(dispatched_at=time.time())
+    try:
+        # Like LiveKit's dispatcher, offer the job again while the worker answers "not now"
+        # (terminate=False), until the run's deadline.
+        while True:
+            d = await lk.dispatch(room, job_metadata=metadata)
+            if d.accepted or d.terminate or time.monotonic() >= deadline:
+                break
+            record.redispatches += 1
+            await asyncio.sleep(REDISPATCH_DELAY_S)
+        if not d.accepted:
+            record.outcome = "not accepted"
+            record.error = d.error
+            return record
+        record.accepted = True
+        report = await lk.wait_for_report(d.job_id, timeout=max(0.1, deadline - time.monotonic()))
+    except TimeoutError:
+        record.outcome = "no report"
+        record.error = "the call did not report before the run's time bound"
+        return record
+    except (ConnectionError, RuntimeError) as exc:
+        record.outcome = "no report"
+        record.error = f"{type(exc).__name__}: {exc}"
+        return record
+    record.take_report(report)
+    return record
+
+
+class _Worker:
+    """The worker subprocess, with its stdout read in the background for LAG lines."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.lag_lines: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._reader = asyncio.create_task(self._read_stdout(), name="worker-stdout")
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    async def _read_stdout(self) -> None:
+        assert self.proc.stdout is not None
+        async for raw in self.proc.stdout:
+            line = raw.decode(errors="replace").strip()
+            if line.startswith(LAG_PREFIX):
+                self.lag_lines.put_nowait(json.loads(line[len(LAG_PREFIX) :]))
+
+    async def command(self, text: str) -> None:
+        if self.proc.stdin is None or self.proc.returncode is not None:
+            return
+        with contextlib.suppress(ConnectionError):
+            self.proc.stdin.write(text.encode() + b"\n")
+            await self.proc.stdin.drain()
+
+    async def loop_lag(self) -> dict[str, Any] | None:
+        await self.command("lag stop")
+        try:
+            return await asyncio.wait_for(self.lag_lines.get(), 30)
+        except TimeoutError:
+            return None
+
+    async def stop(self) -> int | None:
+        """Ask the worker to exit; kill its process group if it does not, and any stragglers.
+
+        The group is the worker's own (it was started in a new session), so this reaches
+        its job processes, which ignore SIGTERM, and nothing else.
+        """
+        await self.command("quit")
+        with contextlib.suppress(ConnectionError, OSError):
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.proc.wait(), WORKER_EXIT_TIMEOUT_S)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        await self.proc.wait()
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader
+        return self.proc.returncode
+
+
+def _worker_env(plan: RunPlan, lk: LoopbackDispatchServer) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "LIVEKIT_URL": lk.url,
+            "LIVEKIT_API_KEY": lk.api_key,
+            "LIVEKIT_API_SECRET": lk.api_secret,
+            "OPENRTC_HTTP_PORT": "0",
+            "PYTHONPATH": os.pathsep.join(
+                p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p
+            ),
+        }
+    )
+    env.update(plan.variant.env(plan.calls))
+    return env
+
+
+def _log_tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    return "\n".join(text[-lines:])
+
+
+async def run_once(plan: RunPlan) -> dict[str, Any]:
+    """Run one variant at one N; return its figures as a JSON-ready dict."""
+    plan.logs_dir.mkdir(parents=True, exist_ok=True)
+    log_path = plan.logs_dir / f"{plan.variant.key}-n{plan.calls}-r{plan.repeat}.log"
+    result: dict[str, Any] = {
+        "variant": plan.variant.key,
+        "label": plan.variant.label,
+        "config": plan.variant.describe(plan.calls),
+        "calls": plan.calls,
+        "repeat": plan.repeat,
+        "hold_s": plan.hold_s,
+        "status": "ok",
+        "note": "",
+        "log": str(log_path),
+    }
+    async with LoopbackDispatchServer() as lk:
+        with log_path.open("wb") as log:
+            spawned = time.monotonic()
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "benchmarks.runner",
+                plan.variant.kind,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=log,
+                cwd=ROOT,
+                env=_worker_env(plan, lk),
+                start_new_session=True,
+            )
+        worker = _Worker(proc)
+        try:
+            await _drive(plan, lk, worker, spawned, result)
+        finally:
+            result["worker_exit_code"] = await worker.stop()
+    if result["status"] not in ("ok",):
+        result["log_tail"] = _log_tail(log_path)
+    return result
+
+
+async def _wait_registered(lk: LoopbackDispatchServer, worker: _Worker) -> bool:
+    registered = asyncio.create_task(lk.wait_for_worker(timeout=REGISTER_TIMEOUT_S))
+    exited = asyncio.create_task(worker.proc.wait())
+    done, _ = await asyncio.wait({registered, exited}, return_when=asyncio.FIRST_COMPLETED)
+    for task in (registered, exited):
+        task.cancel()
+    return registered in done and registered.exception() is None
+
+
+async def _warm_up(lk: LoopbackDispatchServer) -> str:
+    """One short call before the idle PSS is sampled; returns what went wrong, or "".
+
+    One-time costs (the forkserver a process-isolated pool starts for its first job,
+    modules a first session imports lazily) then sit in the idle baseline instead of being
+    charged to the N sessions measured after it.
+    """
+    metadata = call_metadata(turns=CALLER_TURNS[:1], hold_s=0.0)
+    d = await lk.dispatch("bench-warm-up", job_metadata=metadata)
+    if not d.accepted:
+        return f"not accepted: {d.error}"
+    try:
+        report = await lk.wait_for_report(d.job_id, timeout=REGISTER_TIMEOUT_S)
+        await d.wait_for_status(timeout=REGISTER_TIMEOUT_S)
+    except TimeoutError as exc:
+        return str(exc)
+    if report.get("outcome") != "completed":
+        return f"{report.get('outcome')}: {report.get('error')}"
+    return ""
+
+
+async def _drive(
+    plan: RunPlan,
+    lk: LoopbackDispatchServer,
+    worker: _Worker,
+    spawned: float,
+    result: dict[str, Any],
+) -> None:
+    if not await _wait_registered(lk, worker):
+        result["status"] = "crashed"
+        result["note"] = "the worker did not register"
+        return
+    result["worker_ready_s"] = time.monotonic() - spawned
+    warm_up = await _warm_up(lk)
+    if warm_up:
+        result["status"] = "crashed"
+        result["note"] = f"the warm-up call failed: {warm_up}"
+        return
+    await asyncio.sleep(SETTLE_S)
+    loop = asyncio.get_running_loop()
+    memory_low = asyncio.Event()
+    sampler = TreeSampler(
+        worker.pid,
+        memory_floor_mb=plan.memory_floor_mb,
+        on_out_of_memory=lambda: loop.call_soon_threadsafe(memory_low.set),
+    )
+    idle = [await asyncio.to_thread(sampler.sample) for _ in range(3)]
+    baseline_mb = statistics.median(s.pss_mb for s in idle)
+    result["idle_pss_mb"] = baseline_mb
+    result["idle_processes"] = max(s.processes for s in idle)
+
+    metadata = call_metadata(hold_s=plan.hold_s)
+    cpu_before = await asyncio.to_thread(tree_cpu_seconds, worker.pid)
+    await worker.command("lag start")
+    sampler.start()
+    started = time.monotonic()
+    deadline = started + plan.time_bound_s
+    tasks = [
+        asyncio.create_task(_call(lk, f"bench-{plan.variant.key}-{i}", metadata, deadline))
+        for i in range(plan.calls)
+    ]
+    everything = asyncio.gather(*tasks)
+    exited = asyncio.create_task(worker.proc.wait())
+    low = asyncio.create_task(memory_low.wait())
+    watched: set[asyncio.Future[Any]] = {everything, exited, low}
+    await asyncio.wait(
+        watched,
+        timeout=plan.time_bound_s + 5,
+        return_when=asyncio.FIRST_COMPLETED,
+    )
+    wall = time.monotonic() - started
+    if memory_low.is_set():
+        result["status"] = "out of memory"
+        result["note"] = f"available memory fell below {plan.memory_floor_mb:.0f} MiB"
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(worker.pid, signal.SIGKILL)
+    elif exited.done():
+        result["status"] = "crashed"
+        result["note"] = f"the worker exited with code {worker.proc.returncode} mid-run"
+    elif not everything.done() or wall >= plan.time_bound_s:
+        # Calls stop waiting for their reports at the deadline, so a run that reached it
+        # timed out even when every call task has returned.
+        result["status"] = "timed out"
+        result["note"] = f"not every call reported within {plan.time_bound_s:.0f} s"
+    low.cancel()
+    exited.cancel()
+    cpu_after = await asyncio.to_thread(tree_cpu_seconds, worker.pid)
+    lag = await worker.loop_lag()
+    sampler.stop()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(everything, return_exceptions=True)
+    calls = [t.result() for t in tasks if t.done() and not t.cancelled()]
+    calls += [CallRecord(dispatched_at=0.0) for t in tasks if t.cancelled()]
+    _figures(plan, result, calls, sampler.samples, baseline_mb, wall, cpu_after - cpu_before)
+    result["loop_lag"] = lag
+
+
+def _figures(
+    plan: RunPlan,
+    result: dict[str, Any],
+    calls: list[CallRecord],
+    samples: list[PssSample],
+    baseline_mb: float,
+    wall_s: float,
+    cpu_s: float,
+) -> None:
+    completed = [c for c in calls if c.ok]
+    failures = len(calls) - len(completed)
+    turns = sum(len(c.turn_latencies_s) for c in calls)
+    errors: dict[str, int] = {}
+    for call in calls:
+        if not call.ok:
+            key = f"{call.outcome}: {call.error}"[:200]
+            errors[key] = errors.get(key, 0) + 1
+    if result["status"] == "ok" and failures >= max(1, FAILED_SHARE * plan.calls):
+        result["status"] = "failed"
+        result["note"] = f"{failures} of {plan.calls} calls failed"
+    starts = [c.start_latency_s for c in calls if c.start_latency_s is not None]
+    replies = [c.first_reply_s for c in calls if c.first_reply_s is not None]
+    turn_latencies = [t for c in calls for t in c.turn_latencies_s]
+    result.update(
+        {
+            "completed": len(completed),
+            "failures": failures,
+            "errors": dict(sorted(errors.items(), key=lambda kv: -kv[1])[:5]),
+            "redispatches": sum(c.redispatches for c in calls),
+            "wall_s": wall_s,
+            "turns": turns,
+            "expected_turns": plan.calls * len(CALLER_TURNS),
+            "cpu_s": cpu_s,
+            "cpu_per_turn_s": cpu_s / turns if turns else None,
+            **_quantiles(starts, "start"),
+            **_quantiles(replies, "first_reply"),
+            **_quantiles(turn_latencies, "turn"),
+            "start_max_s": max(starts, default=None),
+            **memory_figures(calls, samples, baseline_mb),
+            "pss_samples": [[round(s.at, 3), round(s.pss_mb, 2), s.processes] for s in samples],
+        }
+    )

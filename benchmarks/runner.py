@@ -1,0 +1,121 @@
+"""The worker subprocess of one benchmark run: ``python -m benchmarks.runner plain|openrtc``.
+
+It runs one worker (the plain livekit worker or the OpenRTC pool, configured through the
+environment, see :mod:`benchmarks.workload`) against the dispatch server at ``LIVEKIT_URL``,
+in livekit's dev mode, and measures its own event loop. The driver steers it through stdin,
+one command per line:
+
+``lag start``  start sampling the loop lag (just before the calls are dispatched)
+``lag stop``   stop, and print ``LAG {json}`` on stdout with the samples' statistics
+``quit``       close the worker and exit (so does the end of stdin)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any, Final
+
+from livekit.agents import AgentServer
+
+from openrtc_testing.measure import LoopLagMonitor, percentile
+
+LAG_PREFIX: Final = "LAG "
+CLOSE_TIMEOUT_S: Final = 60.0
+LAG_INTERVAL_S: Final = 0.05
+
+
+def build_server(kind: str) -> AgentServer:
+    """The worker to run; imported lazily so each kind loads only its own code."""
+    if kind == "plain":
+        from .plain_worker import server
+
+        return server
+    if kind == "openrtc":
+        from .openrtc_worker import pool
+
+        return pool.create_server(simulate=True, port=0)
+    raise ValueError(f"unknown worker kind {kind!r}: use 'plain' or 'openrtc'")
+
+
+def lag_summary(samples: Sequence[float]) -> dict[str, Any]:
+    values = list(samples)
+    return {
+        "samples": len(values),
+        "interval_s": LAG_INTERVAL_S,
+        "p50_s": percentile(values, 50),
+        "p99_s": percentile(values, 99),
+        "max_s": max(values, default=0.0),
+    }
+
+
+async def _commands() -> asyncio.StreamReader:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    return reader
+
+
+async def serve(kind: str) -> int:
+    server = build_server(kind)
+    run_task = asyncio.create_task(server.run(devmode=True), name="bench-worker")
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    reader = await _commands()
+    monitor: LoopLagMonitor | None = None
+
+    async def read_commands() -> None:
+        nonlocal monitor
+        while True:
+            line = (await reader.readline()).decode().strip()
+            if not line or line == "quit":
+                return
+            if line == "lag start":
+                monitor = LoopLagMonitor(interval_s=LAG_INTERVAL_S)
+                monitor.start()
+            elif line == "lag stop":
+                samples: list[float] = []
+                if monitor is not None:
+                    await monitor.stop()
+                    samples = monitor.samples
+                sys.stdout.write(LAG_PREFIX + json.dumps(lag_summary(samples)) + "\n")
+                sys.stdout.flush()
+
+    commands = asyncio.create_task(read_commands(), name="bench-commands")
+    stopped = asyncio.create_task(stop.wait())
+    await asyncio.wait({run_task, commands, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    failed = run_task.done() and run_task.exception() is not None
+    if failed:
+        logging.getLogger("benchmarks.runner").error(
+            "the worker stopped", exc_info=run_task.exception()
+        )
+    for task in (commands, stopped):
+        task.cancel()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(server.aclose(), CLOSE_TIMEOUT_S)
+    if not run_task.done():
+        run_task.cancel()
+    with contextlib.suppress(BaseException):
+        await run_task
+    return 1 if failed else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.runner")
+    parser.add_argument("kind", choices=("plain", "openrtc"))
+    parser.add_argument("--log-level", default="WARNING")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level, stream=sys.stderr)
+    return asyncio.run(serve(args.kind))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""What the driver reads from /proc about a worker's process tree: PSS, CPU time, free memory."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import attrs
+
+from openrtc_testing.measure import process_tree, pss_mb
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of one process, plus those of its children it has already reaped.
+
+    Job processes that ended during a run are reaped by their parent in the tree (the
+    forkserver or the worker), so their CPU time stays counted after they are gone.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    # The command name may contain spaces; the fields after it are space separated.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    # utime, stime, cutime, cstime are fields 14-17 of stat(5); fields[0] here is field 3.
+    utime, stime, cutime, cstime = (int(fields[i]) for i in (11, 12, 13, 14))
+    return (utime + stime + cutime + cstime) / _CLOCK_TICKS
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of a process tree (see :func:`cpu_seconds`)."""
+    return sum(cpu_seconds(p) for p in process_tree(pid))
+
+
+def mem_available_mb() -> float:
+    """The kernel's estimate of memory available to new work (MemAvailable), in MiB."""
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@attrs.frozen
+class PssSample:
+    at: float
+    """Wall-clock time (time.time()) the sample was taken."""
+    pss_mb: float
+    processes: int
+
+
+@attrs.define
+class TreeSampler:
+    """Samples a process tree's PSS in a thread, and watches the machine's free memory.
+
+    A thread, not a task: reading smaps of hundreds of processes takes a while, and the
+    dispatch server runs on the driver's event loop. When available memory falls below
+    ``memory_floor_mb`` the sampler calls ``on_out_of_memory`` (from its thread, once), so
+    the driver can stop the run before the kernel's OOM killer picks a victim.
+    """
+
+    pid: int
+    interval_s: float = 1.0
+    memory_floor_mb: float = 2048.0
+    on_out_of_memory: Callable[[], object] | None = None
+    samples: list[PssSample] = attrs.field(factory=list)
+    out_of_memory: bool = False
+    _stop: threading.Event = attrs.field(factory=threading.Event, init=False)
+    _thread: threading.Thread | None = attrs.field(default=None, init=False)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="pss-sampler", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def sample(self) -> PssSample:
+        tree = process_tree(self.pid)
+        total = sum(pss_mb(p) for p in tree)
+        return PssSample(at=time.time(), pss_mb=total, processes=len(tree))
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            self.samples.append(self.sample())
+            if not self.out_of_memory and mem_available_mb() < self.memory_floor_mb:
+                self.out_of_memory = True
+                if self.on_out_of_memory is not None:
+                    self.on_out_of_memory()
+            self._stop.wait(max(0.0, self.interval_s - (time.monotonic() - started)))

@@ -1,0 +1,54 @@
+"""The four workers the density benchmark compares, and how each is configured for N calls."""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+import attrs
+
+from .workload import EXECUTOR_ENV, IDLE_PROCESSES_ENV, ISOLATION_ENV, MAX_SESSIONS_ENV
+
+WARM_PROCESSES_MAX: Final = 4
+"""Plain workers keep min(N, 4) warm job processes (or threads), as a production worker would."""
+MAX_SESSIONS_HEADROOM: Final = 10
+"""OpenRTC pools get max_sessions = N + 10, so the cap never turns a benchmark call away."""
+
+
+@attrs.frozen(kw_only=True)
+class Variant:
+    key: str
+    label: str
+    kind: Literal["plain", "openrtc"]
+    executor: str = ""
+    isolation: str = ""
+
+    def env(self, calls: int) -> dict[str, str]:
+        """The worker subprocess's configuration for a run of `calls` concurrent calls."""
+        if self.kind == "plain":
+            return {
+                EXECUTOR_ENV: self.executor,
+                IDLE_PROCESSES_ENV: str(min(calls, WARM_PROCESSES_MAX)),
+            }
+        return {
+            ISOLATION_ENV: self.isolation,
+            MAX_SESSIONS_ENV: str(calls + MAX_SESSIONS_HEADROOM),
+        }
+
+    def describe(self, calls: int) -> str:
+        """How the worker was configured, in words, for the report."""
+        if self.kind == "plain":
+            return (
+                f"livekit AgentServer, {self.executor} executor, "
+                f"num_idle_processes={min(calls, WARM_PROCESSES_MAX)}"
+            )
+        return (
+            f"AgentPool(isolation={self.isolation!r}, max_sessions={calls + MAX_SESSIONS_HEADROOM})"
+        )
+
+
+VARIANTS: Final[dict[str, Variant]] = {
+    "A": Variant(key="A", label="livekit, process executor", kind="plain", executor="process"),
+    "B": Variant(key="B", label="livekit, thread executor", kind="plain", executor="thread"),
+    "C": Variant(key="C", label="OpenRTC, coroutine", kind="openrtc", isolation="coroutine"),
+    "D": Variant(key="D", label="OpenRTC, process", kind="openrtc", isolation="process"),
+}

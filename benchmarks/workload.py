@@ -1,0 +1,67 @@
+"""The simulated workload every variant runs: one agent class, one LLM script, one caller.
+
+Nothing here imports openrtc_core, so the plain livekit workers that use it carry none of
+OpenRTC's code or memory.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Final
+
+from livekit.agents import Agent
+
+from openrtc_testing.providers import ScriptedLLM
+
+SIMULATE_KEY: Final = "openrtc.simulate"
+"""The job-metadata key of the caller script (the same format OpenRTC's simulation reads)."""
+
+REPLY: Final = (
+    "I can help with that. Your order ships tomorrow and should arrive within three days."
+)
+"""What the agent says to every caller line: 15 words, streamed one word at a time."""
+
+FIRST_TOKEN_DELAY_S: Final = 0.15
+TOKEN_DELAY_S: Final = 0.02
+
+CALLER_TURNS: Final = (
+    "Hi, I need some help with my order.",
+    "Can you tell me where order 42 is?",
+    "Thanks, that is all. Goodbye.",
+)
+
+# How the worker subprocess is configured. Environment variables, because livekit's job
+# processes inherit the environment and rebuild the worker modules by importing them.
+EXECUTOR_ENV: Final = "OPENRTC_BENCH_EXECUTOR"
+"""Plain workers: ``process`` or ``thread`` (livekit's job executor type)."""
+IDLE_PROCESSES_ENV: Final = "OPENRTC_BENCH_IDLE_PROCESSES"
+"""Plain workers: warm job processes (or threads) kept ready, livekit's num_idle_processes."""
+ISOLATION_ENV: Final = "OPENRTC_BENCH_ISOLATION"
+"""OpenRTC workers: the pool's isolation backend (``coroutine`` or ``process``)."""
+MAX_SESSIONS_ENV: Final = "OPENRTC_BENCH_MAX_SESSIONS"
+"""OpenRTC workers: the pool's max_sessions."""
+
+
+class BenchAgent(Agent):
+    """The agent every variant runs; an ordinary livekit Agent subclass."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            instructions="You are a support agent for an online shop. Answer in one sentence."
+        )
+
+
+def make_llm() -> ScriptedLLM:
+    """The scripted LLM with realistic timing: 150 ms to the first token, 20 ms per word."""
+    return ScriptedLLM(
+        name="bench-llm",
+        default_reply=REPLY,
+        first_token_delay_s=FIRST_TOKEN_DELAY_S,
+        token_delay_s=TOKEN_DELAY_S,
+        chunk_words=1,
+    )
+
+
+def call_metadata(*, turns: tuple[str, ...] = CALLER_TURNS, hold_s: float) -> str:
+    """Job metadata for one simulated call: the caller's lines, then how long to stay on."""
+    return json.dumps({SIMULATE_KEY: {"turns": list(turns), "hold_s": hold_s}})
