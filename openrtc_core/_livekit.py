@@ -8,6 +8,7 @@ moves any of them. Nothing outside this module reaches into livekit's underscore
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -55,6 +56,27 @@ def build_livekit_cli(server: AgentServer) -> typer.Typer:
 # span) lives in ipc/job_proc_lazy_main._JobProc, which talks to its executor through an object
 # with ``async send()`` and a message channel. The coroutine backend drives one _JobProc per
 # job in the worker's loop, with a shared JobProcess instead of a per-job initialize().
+
+
+def session_view(provider: Any) -> Any:
+    """A per-session view of a shared provider (LLM, STT, TTS, VAD): same model and client,
+    its own event listeners.
+
+    livekit's providers are event emitters, and every AgentSession subscribes to its
+    providers' ``metrics_collected`` and ``error`` events; the provider's streams emit on the
+    object they were made from. One provider object shared by N sessions would send each
+    request's metrics to all N (N squared work) and every session's errors to all of them
+    (livekit closes a session after a few errors it sees). A shallow copy with its own
+    listener table keeps the shared model, connections and options, and its streams emit
+    only to its own session.
+    """
+    from livekit import rtc
+
+    if not isinstance(provider, rtc.EventEmitter):
+        return provider
+    view = copy.copy(provider)
+    view._events = {}
+    return view
 
 
 def _ipc() -> Any:

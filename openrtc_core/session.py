@@ -8,6 +8,7 @@ from typing import Any
 
 from livekit.agents import Agent, AgentSession
 
+from . import _livekit
 from .errors import PoolConfigError
 from .models import AgentContext, JobView, TenantContext
 from .options import check_session_options, merge_options
@@ -15,6 +16,8 @@ from .pool import AgentPool, AgentSpec
 from .prewarm import VAD_KEY
 
 logger = logging.getLogger("openrtc.session")
+
+PROVIDER_KEYS = ("llm", "stt", "tts", "vad")
 
 
 def session_options(
@@ -35,7 +38,13 @@ def session_options(
         shared["vad"] = userdata[VAD_KEY]
     contributed = pool.plugins.session_options(spec.name, tenant, job, pool)
     check_session_options(contributed, where=f"plugins' session options for {spec.name!r}")
-    return merge_options(shared, pool.session_defaults, spec.overrides, contributed)
+    options = merge_options(shared, pool.session_defaults, spec.overrides, contributed)
+    # Provider objects are shared by every session of the pool; each session gets its own
+    # view of them so one call's metrics and errors never reach another (see _livekit).
+    for key in PROVIDER_KEYS:
+        if key in options:
+            options[key] = _livekit.session_view(options[key])
+    return options
 
 
 def build_agent(spec: AgentSpec, context: AgentContext) -> Agent:

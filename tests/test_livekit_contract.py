@@ -170,3 +170,13 @@ def test_telemetry_pieces_used_by_in_loop_jobs() -> None:
     assert hasattr(loop_monitor.EventLoopMonitor, "set_report_context"), _fail(
         "EventLoopMonitor.set_report_context"
     )
+
+
+def test_providers_are_event_emitters_with_a_listener_table() -> None:
+    from livekit import rtc
+    from livekit.agents import llm, stt, tts, vad
+
+    for base in (llm.LLM, stt.STT, tts.TTS, vad.VAD):
+        assert issubclass(base, rtc.EventEmitter), _fail(f"{base.__name__} as an EventEmitter")
+    source = inspect.getsource(rtc.EventEmitter.__init__)
+    assert "self._events" in source, _fail("rtc.EventEmitter._events")
