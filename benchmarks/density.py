@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import shlex
+import subprocess
 import sys
 import tempfile
 import time
@@ -276,6 +277,28 @@ def _version(dist: str) -> str:
         return "not installed"
 
 
+def source_revision() -> str:
+    """The git commit the benchmark ran from, with "+changes" when the tree was edited."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{commit}+changes" if dirty else commit
+
+
 def machine_info() -> dict[str, Any]:
     return {
         "cpus": os.cpu_count(),
@@ -287,6 +310,7 @@ def machine_info() -> dict[str, Any]:
         "livekit": _version("livekit"),
         "openrtc-core": _version("openrtc-core"),
         "openrtc-testing": _version("openrtc-testing"),
+        "revision": source_revision(),
     }
 
 

@@ -59,6 +59,8 @@ class Cell:
     figures: dict[str, Spread]
     partial: tuple[str, ...] = ()
     """What the runs that did not finish got done, in words."""
+    redispatches: int = 0
+    """Offers made again after the worker answered "not available" (it reported itself full)."""
 
     @property
     def ok(self) -> bool:
@@ -111,6 +113,7 @@ def summarize(runs: Sequence[dict[str, Any]]) -> list[Cell]:
                 max_live=min((int(r.get("max_live_sessions", 0)) for r in good), default=0),
                 figures=figures,
                 partial=partial,
+                redispatches=sum(int(r.get("redispatches", 0)) for r in good),
             )
         )
     return cells
@@ -187,6 +190,8 @@ def _ratio(value: float | None, reference: float | None) -> str:
     if value is None or reference is None or reference <= 0:
         return "—"
     ratio = value / reference
+    if ratio >= 10:
+        return f"{ratio:.0f}×"
     return f"{ratio:.2f}×" if ratio >= 0.1 else f"1/{1 / ratio:.0f}" if ratio > 0 else "0"
 
 
@@ -250,6 +255,9 @@ class Plot:
     ylabel: str
     scale: float
     log_y: bool
+    target: float | None = None
+    """A target line to draw, in the plot's units."""
+    target_label: str = ""
 
 
 PLOTS: Final = (
@@ -260,6 +268,8 @@ PLOTS: Final = (
         ylabel="MiB per session (log)",
         scale=1.0,
         log_y=True,
+        target=1.0,
+        target_label="target for C: < 1 MB",
     ),
     Plot(
         name="density-start-latency.png",
@@ -273,17 +283,19 @@ PLOTS: Final = (
         name="density-turn-latency.png",
         metric="turn_p95_s",
         title="Turn latency p95 (caller line → reply done)",
-        ylabel="seconds",
+        ylabel="seconds (log)",
         scale=1.0,
-        log_y=False,
+        log_y=True,
     ),
     Plot(
         name="density-loop-lag.png",
         metric="lag_p99_s",
         title="Worker event-loop lag p99 during the calls",
-        ylabel="milliseconds",
+        ylabel="milliseconds (log)",
         scale=1000.0,
-        log_y=False,
+        log_y=True,
+        target=50.0,
+        target_label="target for C: < 50 ms",
     ),
 )
 
@@ -323,6 +335,16 @@ def write_plots(table: Table, img_dir: Path) -> list[tuple[Plot, Path]]:
                 color=PLOT_COLORS.get(variant),
             )
             drawn = True
+        if plot.target is not None:
+            ax.axhline(plot.target, color="grey", linestyle="--", linewidth=1)
+            ax.annotate(
+                plot.target_label,
+                (min(table.sizes), plot.target),
+                textcoords="offset points",
+                xytext=(2, 4),
+                fontsize=8,
+                color="grey",
+            )
         ax.set_xscale("log")
         if plot.log_y:
             ax.set_yscale("log")
@@ -438,6 +460,12 @@ def _per_n(table: Table, calls: int) -> list[str]:
             notes.append(f"- {variant}: {'; '.join(cell.partial)}.")
         elif cell.notes:
             notes.append(f"- {variant}: {'; '.join(cell.notes)}.")
+        if cell.redispatches:
+            notes.append(
+                f"- {variant}: {cell.redispatches} offers were made again after the worker "
+                'answered "not available" (it reported a load of 1.0); their wait is in the '
+                "start latency."
+            )
         if not cell.ok:
             lines.append(f"| {variant} | {_status(cell)} |" + " — |" * 12)
             continue
@@ -531,6 +559,11 @@ def render_markdown(data: dict[str, Any], images: Sequence[tuple[Plot, Path]], o
     largest = max(table.sizes) if table.sizes else None
     if largest is not None and largest != headline_n:
         lines += [f"At N = {largest}:", "", *_headline(table, largest), ""]
+        for variant in table.variants:
+            cell = table.cell(variant, largest)
+            if cell is not None and (cell.partial or not cell.runs):
+                lines.append(f"- {variant}: {'; '.join(cell.partial or cell.notes)}.")
+        lines.append("")
     lines += [
         "### Targets",
         "",
@@ -542,6 +575,8 @@ def render_markdown(data: dict[str, Any], images: Sequence[tuple[Plot, Path]], o
         "",
     ]
     analysis = ANALYSIS.read_text(encoding="utf-8").strip() if ANALYSIS.is_file() else ""
+    if analysis.startswith("<!--"):  # the note to editors stays in the source file
+        analysis = analysis.split("-->", 1)[1].strip()
     if analysis:
         lines += ["## Analysis", "", analysis, ""]
     if images:
@@ -617,7 +652,8 @@ def render_markdown(data: dict[str, Any], images: Sequence[tuple[Plot, Path]], o
         "have their own loops, not measured).",
         "- **CPU per turn**: utime + stime of the worker's process tree (including job "
         "processes that ended and were reaped) over the same window, divided by the turns "
-        "answered.",
+        "answered. At N = 1 it is mostly the idle worker's own cost over the hold, spread "
+        "over three turns.",
         f"- A run that takes longer than {settings['time_bound_s']:.0f} s, loses more than "
         "10% of its calls, or brings the machine's available memory under "
         f"{settings['memory_floor_mb'] / 1024:.0f} GiB stops; that variant is not run at "
@@ -630,7 +666,8 @@ def render_markdown(data: dict[str, Any], images: Sequence[tuple[Plot, Path]], o
         f" GiB; Linux {machine['kernel']}",
         f"- Python {machine['python']}, livekit-agents {machine['livekit-agents']}, livekit "
         f"{machine['livekit']}, openrtc-core {machine['openrtc-core']}, openrtc-testing "
-        f"{machine['openrtc-testing']}",
+        f"{machine['openrtc-testing']}"
+        + (f" (source {machine['revision']})" if machine.get("revision") else ""),
         f"- Run on {when:%Y-%m-%d %H:%M} UTC, {data['duration_s'] / 60:.0f} minutes: sizes "
         f"{', '.join(str(n) for n in settings['sizes'])}; {_repeats(settings)}; each call "
         f"holds {settings['hold_s']:g} s.",
