@@ -60,9 +60,10 @@ _SERVER_KEYWORDS_OWNED = frozenset(
         "job_memory_warn_mb",
         "load_fnc",
         "load_threshold",
-        "num_idle_processes",
     }
 )
+# num_idle_processes stays the user's for process isolation (warm job processes); the
+# coroutine backend sets it itself, as its share of livekit's load estimate.
 
 
 @attrs.frozen(kw_only=True)

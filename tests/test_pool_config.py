@@ -120,3 +120,15 @@ def test_factory_context_is_frozen() -> None:
     assert ctx.metadata["lang"] == "fr"
     with pytest.raises(TypeError):
         ctx.metadata["lang"] = "en"  # type: ignore[index]
+
+
+def test_process_isolation_can_keep_warm_processes() -> None:
+    pool = AgentPool(
+        isolation="process", server_options={"num_idle_processes": 3}, load_plugins=False
+    )
+    pool.add("a", SupportAgent)
+    server = pool.create_server()
+    assert server._num_idle_processes == 3
+    coroutine = AgentPool(server_options={"num_idle_processes": 3}, load_plugins=False)
+    coroutine.add("a", SupportAgent)
+    assert coroutine.create_server()._num_idle_processes == 50  # its own load share
