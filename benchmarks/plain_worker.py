@@ -32,11 +32,11 @@ from livekit.agents import (
     inference,
 )
 
+from openrtc_testing.dispatch import REPORT_PATH
+
 from .workload import EXECUTOR_ENV, IDLE_PROCESSES_ENV, SIMULATE_KEY, BenchAgent, make_llm
 
 logger = logging.getLogger("benchmarks.plain")
-
-REPORT_PATH = "/openrtc/simulation/report"
 
 
 def _executor_type() -> JobExecutorType:

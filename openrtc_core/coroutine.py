@@ -315,7 +315,7 @@ class CoroutineLoad:
     pool: AgentPool
 
     def __call__(self, server: AgentServer) -> float:
-        max_sessions = self.pool.settings.max_sessions or DEFAULT_MAX_SESSIONS
+        max_sessions = self.pool.session_cap or DEFAULT_MAX_SESSIONS
         session_load = len(server.active_jobs) / max_sessions
         job_pool = self.pool.coroutine_pool
         lag_load = job_pool.watchdog.sustained_lag_s() / LAG_BUDGET_S if job_pool else 0.0
@@ -331,7 +331,7 @@ class CoroutineBackend:
     default_max_sessions: int = DEFAULT_MAX_SESSIONS
 
     def server_options(self, pool: AgentPool) -> Mapping[str, Any]:
-        max_sessions = pool.settings.max_sessions or DEFAULT_MAX_SESSIONS
+        max_sessions = pool.session_cap or DEFAULT_MAX_SESSIONS
         if pool.settings.job_memory_limit_mb:
             logger.warning(
                 "job_memory_limit_mb=%s has no effect with isolation='coroutine': sessions "

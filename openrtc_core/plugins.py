@@ -458,7 +458,3 @@ def _module_of(plugin: object) -> str:
     if isinstance(plugin, ModuleType):
         return plugin.__name__
     return type(plugin).__module__
-
-
-def plugin_names(records: Sequence[PluginRecord], status: str) -> list[str]:
-    return [r.name for r in records if r.status == status]

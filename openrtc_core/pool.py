@@ -15,7 +15,6 @@ import os
 import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
@@ -300,8 +299,6 @@ class AgentPool:
 
     def _register_origin(self) -> Origin:
         module, file = _caller_module(3)
-        if module == __name__:  # built by a helper in this package (directory targets)
-            module, file = _caller_module(4)
         canonical = _canonical_module(module)
         index = _POOLS_PER_MODULE.get(canonical, 0)
         _POOLS_PER_MODULE[canonical] = index + 1
@@ -456,6 +453,10 @@ class AgentPool:
                 "the pool has no agents: register at least one with pool.add(name, AgentClass)"
             )
         backend = self.isolation_backend()
+        self.jobs_run_here = bool(getattr(backend, "jobs_run_in_worker", False))
+        self.session_cap = self.settings.max_sessions or getattr(
+            backend, "default_max_sessions", None
+        )
         owned = sorted(set(server_kwargs) & _SERVER_KEYWORDS_OWNED)
         if owned:
             raise PoolConfigError(f"create_server: {', '.join(owned)} are set by the pool")
@@ -475,10 +476,6 @@ class AgentPool:
             on_request=PoolRequestHandler(self, server, simulate=simulate),
         )
         backend.install(server, self)
-        self.jobs_run_here = bool(getattr(backend, "jobs_run_in_worker", False))
-        self.session_cap = self.settings.max_sessions or getattr(
-            backend, "default_max_sessions", None
-        )
 
         def _on_started() -> None:
             self.plugins.worker_started(self, server)
@@ -517,7 +514,3 @@ def _port_from_env() -> int:
 
 def _ep_name(entry_point: importlib.metadata.EntryPoint) -> str:
     return entry_point.name
-
-
-def pool_file(origin: Origin) -> Path | None:
-    return Path(origin.file) if isinstance(origin, ModuleOrigin) and origin.file else None

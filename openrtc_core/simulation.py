@@ -130,24 +130,11 @@ class SimulatedCall:
         self.greeting = greeting
         self.on_failed = on_failed
         self.started = time.monotonic()
-        self.report: dict[str, Any] = {
-            "job_id": info.job_id,
-            "agent": info.agent,
-            "room": info.room_name,
-            "tenant": info.tenant.tenant_id if info.tenant else None,
-            "outcome": "running",
-            "error": "",
-            "greeting": [],
-            "turns": [],
-            "providers": {
-                "llm": _provider_label(session.llm),
-                "stt": _provider_label(session.stt),
-                "tts": _provider_label(session.tts),
-                "vad": _provider_label(session.vad),
-            },
-            "pid": os.getpid(),
-            "session_started_at": time.time(),
+        self.report = _report(info, outcome="running")
+        self.report["providers"] = {
+            key: _provider_label(getattr(session, key)) for key in ("llm", "stt", "tts", "vad")
         }
+        self.report["session_started_at"] = time.time()
         self._posted = False
         self._task: asyncio.Task[None] | None = None
 
@@ -221,20 +208,23 @@ async def start_simulated_call(
 
 async def report_unstarted_call(ctx: JobContext, info: SessionInfo, error: str) -> None:
     """A simulated call whose session never started still reports, so tests never wait."""
-    await _post_report(
-        ctx,
-        {
-            "job_id": info.job_id,
-            "agent": info.agent,
-            "room": info.room_name,
-            "outcome": "failed",
-            "error": error,
-            "greeting": [],
-            "turns": [],
-            "providers": {},
-            "pid": os.getpid(),
-        },
-    )
+    await _post_report(ctx, _report(info, outcome="failed", error=error))
+
+
+def _report(info: SessionInfo, *, outcome: str, error: str = "") -> dict[str, Any]:
+    """The fields every simulation report has, before the call adds what it did."""
+    return {
+        "job_id": info.job_id,
+        "agent": info.agent,
+        "room": info.room_name,
+        "tenant": info.tenant.tenant_id if info.tenant else None,
+        "outcome": outcome,
+        "error": error,
+        "greeting": [],
+        "turns": [],
+        "providers": {},
+        "pid": os.getpid(),
+    }
 
 
 def _is_agent_output(item: llm.ChatItem) -> bool:

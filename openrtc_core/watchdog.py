@@ -132,13 +132,6 @@ class LoopWatchdog:
         if self._thread is not None:
             self._thread.join(timeout=1)
 
-    def recent_lag_s(self, q: float = 0.99) -> float:
-        """A high quantile of the heartbeat lag in the window (0.0 before any sample)."""
-        if not self.lags:
-            return 0.0
-        ordered = sorted(self.lags)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
     def sustained_lag_s(self, seconds: float = 1.0) -> float:
         """Mean lag over the last `seconds`: high only while the loop stays saturated, so a
         single stall does not mark the worker full."""

@@ -38,13 +38,6 @@ from .watchdog import CURRENT_SESSION, SessionTag
 logger = logging.getLogger("openrtc.worker")
 
 
-class _Unresolved:
-    pass
-
-
-UNRESOLVED = _Unresolved()
-
-
 class PoolServer(AgentServer):
     """livekit's AgentServer, telling plugins when the worker starts draining."""
 
@@ -81,28 +74,24 @@ class PoolRequestHandler:
             await req.reject(terminate=False)
             return
         if isinstance(routed, Rejection):
-            _log_rejection(job, routed.reason, terminate=routed.terminate)
-            await req.reject(terminate=routed.terminate)
+            await _reject(req, job, routed.reason, terminate=routed.terminate)
             return
         tenant = self.pool.plugins.resolve_tenant(job)
         admission = self.pool.plugins.admit_job(job, routed, tenant)
         if not admission.admitted:
-            _log_rejection(
+            source = admission.source or "an admission plugin"
+            await _reject(
+                req,
                 job,
-                f"refused by {admission.source or 'an admission plugin'}: {admission.reason}",
+                f"refused by {source}: {admission.reason}",
                 terminate=admission.terminate,
                 agent=routed.agent,
             )
-            await req.reject(terminate=admission.terminate)
             return
         if self._over_capacity():
-            _log_rejection(
-                job,
-                f"the worker is at max_sessions ({len(self.server.active_jobs)} running)",
-                terminate=False,
-                agent=routed.agent,
-            )
-            await req.reject(terminate=False)
+            running = len(self.server.active_jobs)
+            reason = f"the worker is at max_sessions ({running} running)"
+            await _reject(req, job, reason, terminate=False, agent=routed.agent)
             return
         logger.info(
             "accepting job for agent %s (%s)",
@@ -124,7 +113,10 @@ class PoolRequestHandler:
             self._accepting.discard(job.job_id)
 
 
-def _log_rejection(job: JobView, reason: str, *, terminate: bool, agent: str = "") -> None:
+async def _reject(
+    req: JobRequest, job: JobView, reason: str, *, terminate: bool, agent: str = ""
+) -> None:
+    """Refuse a job with one log line naming it, its room and why."""
     logger.warning(
         "rejecting job %s in room %s: %s",
         job.job_id,
@@ -132,6 +124,7 @@ def _log_rejection(job: JobView, reason: str, *, terminate: bool, agent: str = "
         reason,
         extra={"job_id": job.job_id, "room": job.room_name, "agent": agent, "terminate": terminate},
     )
+    await req.reject(terminate=terminate)
 
 
 def _extra(job: JobView, agent: str, tenant: TenantContext | None) -> dict[str, Any]:
@@ -152,9 +145,6 @@ class PoolPrewarm:
     def __call__(self, proc: JobProcess) -> None:
         self.pool.plugins.prewarm(proc, self.pool)
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (PoolPrewarm, (self.pool,))
-
 
 class PoolEntrypoint:
     """livekit's job entrypoint: build the agent and its session, run it, report lifecycle."""
@@ -173,10 +163,10 @@ class PoolEntrypoint:
         spec = self._agent_for(ctx, job)
         # The tenant admission saw, when the request was handled in this process; a job process
         # (process isolation) resolves it again from the same job.
-        tenant = self.pool.admitted_tenants.pop(job.job_id, UNRESOLVED)
-        if tenant is UNRESOLVED:
+        if job.job_id in self.pool.admitted_tenants:
+            tenant = self.pool.admitted_tenants.pop(job.job_id)
+        else:
             tenant = self.pool.plugins.resolve_tenant(job)
-        assert not isinstance(tenant, _Unresolved)
         await SessionRun(self.pool, spec, job, tenant, ctx).run()
 
     def _agent_for(self, ctx: JobContext, job: JobView) -> AgentSpec:

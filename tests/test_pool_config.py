@@ -132,3 +132,10 @@ def test_process_isolation_can_keep_warm_processes() -> None:
     coroutine = AgentPool(server_options={"num_idle_processes": 3}, load_plugins=False)
     coroutine.add("a", SupportAgent)
     assert coroutine.create_server()._num_idle_processes == 50  # its own load share
+
+
+def test_the_harness_and_the_core_agree_on_the_simulation_contract() -> None:
+    from openrtc_core.simulation import REPORT_PATH
+    from openrtc_testing import dispatch
+
+    assert dispatch.REPORT_PATH == REPORT_PATH

@@ -43,6 +43,9 @@ DEFAULT_API_KEY = "openrtc-test-key"
 DEFAULT_API_SECRET = "openrtc-loopback-test-secret-not-for-production-use"
 
 AGENT_PATH = "/agent"
+# The path openrtc_core.simulation posts to. Kept here rather than imported: the dispatch
+# server and the scripted providers must load without openrtc_core (plain livekit workers in
+# the benchmarks use them), and a test checks the two agree.
 REPORT_PATH = "/openrtc/simulation/report"
 HEALTH_PATH = "/openrtc/health"
 

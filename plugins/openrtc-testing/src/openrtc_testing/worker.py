@@ -12,10 +12,9 @@ from typing import Any
 from livekit.agents import AgentServer
 
 from openrtc_core import AgentPool
+from openrtc_core.routing import SIMULATE_KEY
 
 from .dispatch import Dispatch, LoopbackDispatchServer
-
-SIMULATE_KEY = "openrtc.simulate"
 
 
 def simulated_call_metadata(
