@@ -6,6 +6,11 @@ The job metadata carries the script::
 
     {"agent": "support", "openrtc.simulate": {"turns": ["hi", "bye"], "hold_s": 2.0}}
 
+``pause_s`` (optional) paces the caller like a person on the phone: before each line it
+waits that many seconds, or a uniformly random time in ``[low, high]`` when given as a pair,
+for listening to the agent's reply, thinking and speaking. Without it, each line follows the
+previous reply at once.
+
 When the call ends, the transcript and outcome are posted to the LiveKit URL the job came
 from, at ``/openrtc/simulation/report`` (the loopback dispatch server stores them).
 """
@@ -16,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -35,17 +41,44 @@ logger = logging.getLogger("openrtc.simulation")
 
 REPORT_PATH = "/openrtc/simulation/report"
 MAX_TURNS = 1000
-MAX_HOLD_S = 3600.0
+MAX_SCRIPT_S = 3600.0
 
 
 class ScriptError(ValueError):
     """The caller script in the job metadata is not usable."""
 
 
+def _seconds(raw: object, field: str) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or not 0 <= raw <= MAX_SCRIPT_S:
+        raise ScriptError(f"{SIMULATE_KEY}.{field} must be a number from 0 to {MAX_SCRIPT_S:g}")
+    return float(raw)
+
+
+def _pause(raw: object) -> tuple[float, float]:
+    if isinstance(raw, Sequence) and not isinstance(raw, str):
+        if len(raw) != 2:
+            raise ScriptError(
+                f"{SIMULATE_KEY}.pause_s must be a number or a [low, high] pair, "
+                f"got {len(raw)} values"
+            )
+        low, high = (_seconds(v, "pause_s") for v in raw)
+        if low > high:
+            raise ScriptError(f"{SIMULATE_KEY}.pause_s: low ({low:g}) is above high ({high:g})")
+        return low, high
+    pause = _seconds(raw, "pause_s")
+    return pause, pause
+
+
 @attrs.frozen(kw_only=True)
 class CallerScript:
     turns: tuple[str, ...] = ()
     hold_s: float = 0.0
+    pause_s: tuple[float, float] = (0.0, 0.0)
+    """Seconds before each caller line, drawn uniformly from [low, high]."""
+
+    def next_pause(self) -> float:
+        low, high = self.pause_s
+        return low if low == high else random.uniform(low, high)
 
     @classmethod
     def parse(cls, raw: object) -> CallerScript:
@@ -61,14 +94,11 @@ class CallerScript:
             raise ScriptError(f"{SIMULATE_KEY}.turns must contain only strings")
         if len(turns) > MAX_TURNS:
             raise ScriptError(f"{SIMULATE_KEY}.turns has {len(turns)} turns; at most {MAX_TURNS}")
-        hold = raw.get("hold_s", 0.0)
-        if (
-            isinstance(hold, bool)
-            or not isinstance(hold, int | float)
-            or not 0 <= hold <= MAX_HOLD_S
-        ):
-            raise ScriptError(f"{SIMULATE_KEY}.hold_s must be a number from 0 to {MAX_HOLD_S:g}")
-        return cls(turns=tuple(turns), hold_s=float(hold))
+        return cls(
+            turns=tuple(turns),
+            hold_s=_seconds(raw.get("hold_s", 0.0), "hold_s"),
+            pause_s=_pause(raw.get("pause_s", 0.0)),
+        )
 
 
 def _item_dict(item: llm.ChatItem) -> dict[str, Any]:
@@ -150,6 +180,9 @@ class SimulatedCall:
                 _item_dict(item) for item in self.session.history.items if _is_agent_output(item)
             ]
             for text in self.script.turns:
+                pause = self.script.next_pause()
+                if pause:
+                    await asyncio.sleep(pause)
                 turn_started = time.monotonic()
                 result: RunResult[None] = await self.session.run(user_input=text)
                 self.report["turns"].append(

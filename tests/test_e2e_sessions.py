@@ -119,6 +119,24 @@ async def test_bad_caller_script_fails_the_call_not_the_worker(
     assert ok["outcome"] == "completed"
 
 
+async def test_caller_pauses_before_each_line(lk: LoopbackDispatchServer) -> None:
+    _, report = await simulate_call(lk, "r10", agent="sales", turns=["hi", "bye"], pause_s=0.3)
+    assert report["outcome"] == "completed"
+    # Two pauses of 0.3 s pass before the lines; the turn latencies do not include them.
+    assert report["duration_s"] >= 0.6
+    assert all(turn["latency_s"] < 0.3 for turn in report["turns"])
+
+
+async def test_bad_pause_fails_the_call_with_its_reason(lk: LoopbackDispatchServer) -> None:
+    script = {"turns": ["hi"], "pause_s": [3, 1]}
+    d = await lk.dispatch(
+        "r11", job_metadata=json.dumps({"agent": "sales", "openrtc.simulate": script})
+    )
+    report = await lk.wait_for_report(d.job_id)
+    assert report["outcome"] == "failed"
+    assert "pause_s: low (3) is above high (1)" in report["error"]
+
+
 async def test_process_isolation_rebuilds_the_pool_in_the_job_process() -> None:
     async with LoopbackDispatchServer() as server, running_worker(PROCESS_POOL, server):
         d, report = await simulate_call(server, "sales-1", turns=["where is my order?"])

@@ -28,7 +28,7 @@ from openrtc_core import AgentPool, OpenRTCError
 from . import offline
 from .dispatch import LoopbackDispatchServer
 from .measure import LoopLagMonitor, PeakMemory, percentile
-from .worker import dispatch_until_accepted, running_worker, simulated_call_metadata
+from .worker import Pause, dispatch_until_accepted, running_worker, simulated_call_metadata
 
 CALLER_LINES = (
     "Hi, I need some help.",
@@ -111,6 +111,7 @@ async def run_simulation(
     concurrency: int,
     turns: int,
     hold_s: float = 0.0,
+    pause_s: Pause = 0.0,
     call_timeout_s: float = 60.0,
     on_call_done: Callable[[CallResult], None] | None = None,
 ) -> SimulationResult:
@@ -136,7 +137,8 @@ async def run_simulation(
                     room,
                     script,
                     hold_s=hold_s,
-                    timeout_s=call_timeout_s + hold_s + 10 * len(script),
+                    pause_s=pause_s,
+                    timeout_s=call_timeout_s + hold_s + (10 + _longest(pause_s)) * len(script),
                     agent_name=pool.settings.agent_name,
                 )
             results.append(result)
@@ -165,11 +167,12 @@ async def _call(
     script: Sequence[str],
     *,
     hold_s: float,
+    pause_s: Pause,
     timeout_s: float,
     agent_name: str,
 ) -> CallResult:
     dispatched_at = time.time()
-    metadata = simulated_call_metadata(agent, turns=script, hold_s=hold_s)
+    metadata = simulated_call_metadata(agent, turns=script, hold_s=hold_s, pause_s=pause_s)
     try:
         d = await dispatch_until_accepted(lk, room, job_metadata=metadata, agent_name=agent_name)
         if not d.accepted:
@@ -220,6 +223,29 @@ def render(result: SimulationResult, console: Console) -> None:
             console.print(f"[red]{agent}[/red]: {error}")
 
 
+MAX_PAUSE_S = 3600.0
+
+
+def _longest(pause: Pause) -> float:
+    return pause[1] if isinstance(pause, tuple) else pause
+
+
+def parse_pause(text: str) -> Pause:
+    """``"2"`` -> 2.0, ``"1,4"`` -> (1.0, 4.0); a clear ValueError for anything else."""
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number of seconds or a range like 1,4") from None
+    if len(values) > 2 or not all(0 <= v <= MAX_PAUSE_S for v in values):
+        raise ValueError(f"{text!r}: give 0 to {MAX_PAUSE_S:g} seconds as 2, or a range as 1,4")
+    if len(values) == 1:
+        return values[0]
+    low, high = values
+    if low > high:
+        raise ValueError(f"{text!r}: the range's low end is above its high end")
+    return low, high
+
+
 def simulate_command(
     target: Annotated[str, typer.Argument(help="The pool: module:pool, app.py or a directory.")],
     calls: Annotated[int, typer.Option("--calls", min=1, help="How many calls.")] = 20,
@@ -230,6 +256,14 @@ def simulate_command(
     hold_s: Annotated[
         float, typer.Option("--hold", min=0, help="Seconds a call stays up after its last turn.")
     ] = 0.0,
+    pause: Annotated[
+        str,
+        typer.Option(
+            "--pause",
+            help="Seconds each caller waits before a line (listening, thinking): 2, or 1,4 "
+            "for a random time between 1 and 4.",
+        ),
+    ] = "0",
     isolation: Annotated[
         str | None, typer.Option("--isolation", help="Override the pool's isolation backend.")
     ] = None,
@@ -246,6 +280,10 @@ def simulate_command(
     from openrtc_core.targets import load_target
 
     console = Console()
+    try:
+        pause_s = parse_pause(pause)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--pause") from None
     logging.basicConfig(level=logging.INFO if verbose else logging.ERROR)
     if not verbose:
         for name in ("livekit", "livekit.agents", "openrtc"):
@@ -289,6 +327,7 @@ def simulate_command(
                 concurrency=concurrency,
                 turns=turns,
                 hold_s=hold_s,
+                pause_s=pause_s,
                 on_call_done=done,
             )
         )

@@ -16,19 +16,30 @@ from openrtc_core.routing import SIMULATE_KEY
 
 from .dispatch import Dispatch, LoopbackDispatchServer
 
+Pause = float | tuple[float, float]
+"""Seconds a simulated caller waits before each line, or a (low, high) range."""
+
 
 def simulated_call_metadata(
     agent: str | None = None,
     *,
     turns: Sequence[str] = (),
     hold_s: float = 0.0,
+    pause_s: Pause = 0.0,
     extra: Mapping[str, Any] | None = None,
 ) -> str:
-    """Job metadata for a simulated call: ``{"agent": ..., "openrtc.simulate": {...}}``."""
+    """Job metadata for a simulated call: ``{"agent": ..., "openrtc.simulate": {...}}``.
+
+    `pause_s` paces the caller: seconds before each line, or a ``(low, high)`` range to draw
+    from uniformly.
+    """
     meta: dict[str, Any] = dict(extra or {})
     if agent is not None:
         meta["agent"] = agent
-    meta[SIMULATE_KEY] = {"turns": list(turns), "hold_s": hold_s}
+    script: dict[str, Any] = {"turns": list(turns), "hold_s": hold_s}
+    if pause_s:
+        script["pause_s"] = list(pause_s) if isinstance(pause_s, tuple) else pause_s
+    meta[SIMULATE_KEY] = script
     return json.dumps(meta)
 
 
@@ -108,6 +119,7 @@ async def simulate_call(
     agent: str | None = None,
     turns: Sequence[str] = (),
     hold_s: float = 0.0,
+    pause_s: Pause = 0.0,
     agent_name: str = "",
     room_metadata: str = "",
     timeout: float = 60,
@@ -117,7 +129,7 @@ async def simulate_call(
         dispatch,
         room,
         agent_name=agent_name,
-        job_metadata=simulated_call_metadata(agent, turns=turns, hold_s=hold_s),
+        job_metadata=simulated_call_metadata(agent, turns=turns, hold_s=hold_s, pause_s=pause_s),
         room_metadata=room_metadata,
     )
     if not d.accepted:
