@@ -229,6 +229,17 @@ async def test_streaming_chunks_delay_and_usage() -> None:
     assert scripted.provider == "openrtc-scripted"
 
 
+async def test_the_call_log_keeps_only_the_latest_requests() -> None:
+    scripted = ScriptedLLM(keep_calls=2)
+    for text in ("first", "second", "third"):
+        async with scripted.chat(chat_ctx=user_ctx(text)) as stream:
+            async for _ in stream:
+                pass
+    assert [c.user_text for c in scripted.calls] == ["second", "third"]
+    with pytest.raises(ValueError, match="keep_calls"):
+        ScriptedLLM(keep_calls=0)
+
+
 async def test_tool_call_chunk_carries_json_arguments() -> None:
     scripted = support_llm()
     agent = SupportAgent()

@@ -13,6 +13,7 @@ Each provider is a real subclass of the livekit-agents base class it stands in f
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import math
@@ -176,8 +177,8 @@ class ScriptedLLM(_Named, llm.LLM[Any]):
     4. nothing matches: stream ``default_reply``.
 
     Replies are streamed ``chunk_words`` words at a time, ``token_delay_s`` apart (after an
-    initial ``first_token_delay_s``), followed by a usage chunk. Every request is logged in
-    :attr:`calls`.
+    initial ``first_token_delay_s``), followed by a usage chunk. Requests are logged in
+    :attr:`calls`, the latest ``keep_calls`` of them (a long simulation stays bounded).
     """
 
     def __init__(
@@ -190,10 +191,13 @@ class ScriptedLLM(_Named, llm.LLM[Any]):
         token_delay_s: float = 0.0,
         first_token_delay_s: float = 0.0,
         chunk_words: int = 1,
+        keep_calls: int = 1000,
     ) -> None:
         super().__init__()
         if chunk_words < 1:
             raise ValueError("chunk_words must be >= 1")
+        if keep_calls < 1:
+            raise ValueError("keep_calls must be >= 1")
         if token_delay_s < 0 or first_token_delay_s < 0:
             raise ValueError("delays must be >= 0")
         self.rules: list[Rule] = list(rules)
@@ -203,7 +207,7 @@ class ScriptedLLM(_Named, llm.LLM[Any]):
         self.first_token_delay_s = first_token_delay_s
         self.chunk_words = chunk_words
         self._name = name
-        self.calls: list[ScriptedCall] = []
+        self.calls: collections.deque[ScriptedCall] = collections.deque(maxlen=keep_calls)
 
     def chat(
         self,
