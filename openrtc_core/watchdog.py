@@ -8,7 +8,9 @@ finds it the way a profiler would, without patching asyncio:
 * a watchdog thread notices when the heartbeat is overdue, and while the loop is still stuck
   asks which task is running; tasks are tagged with their session at creation through the
   loop's task factory, so the running task names its job and agent;
-* when the late heartbeat finally runs, the incident is logged once, with its duration.
+* when the late heartbeat finally runs, the incident is logged once, with its duration;
+* a stall spent mostly in the garbage collector is reported as such, not blamed on whichever
+  session's task happened to allocate the object that triggered the collection.
 
 The recent lag also feeds the load the worker reports to LiveKit, so new calls go elsewhere
 before the loop saturates.
@@ -19,6 +21,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextvars
+import gc
+import heapq
 import logging
 import threading
 import time
@@ -84,6 +88,34 @@ def install_task_tagging(loop: asyncio.AbstractEventLoop) -> None:
     loop.set_task_factory(factory)
 
 
+def drop_cancelled_timers(loop: asyncio.AbstractEventLoop) -> int:
+    """Take cancelled timers out of `loop`'s schedule now; return how many there were.
+
+    A cancelled timer stays in asyncio's heap until it is due, or until cancelled timers
+    are more than half the heap. It keeps the context it was scheduled in, and in a job's
+    context that is livekit's JobContext with its whole AgentSession. So one 60 s
+    ``wait_for`` in livekit's job shutdown, or one 5-minute aiohttp timeout in a tool, kept
+    an ended call's session in memory, and in every full garbage collection, for that
+    long, as long as other calls kept the heap busy. asyncio's own cleanup, done early.
+    Loops that are not asyncio's pure-Python one (uvloop) are left alone.
+    """
+    if not isinstance(loop, asyncio.BaseEventLoop):
+        return 0
+    scheduled: list[asyncio.TimerHandle] | None = getattr(loop, "_scheduled", None)
+    if not scheduled:
+        return 0
+    kept = [handle for handle in scheduled if not handle.cancelled()]
+    dropped = len(scheduled) - len(kept)
+    if dropped:
+        for handle in scheduled:
+            if handle.cancelled():
+                handle._scheduled = False  # type: ignore[attr-defined]
+        heapq.heapify(kept)
+        loop._scheduled = kept  # type: ignore[attr-defined]
+        loop._timer_cancelled_count = 0  # type: ignore[attr-defined]
+    return dropped
+
+
 @attrs.frozen
 class Incident:
     """One stretch of time the loop could not run its timers."""
@@ -91,6 +123,12 @@ class Incident:
     duration_s: float
     session: SessionTag | None
     task_name: str
+    gc_s: float = 0.0
+    """How much of the stall the garbage collector took."""
+
+    @property
+    def by_gc(self) -> bool:
+        return self.gc_s >= self.duration_s / 2
 
 
 @attrs.define
@@ -110,6 +148,8 @@ class LoopWatchdog:
     _thread: threading.Thread | None = attrs.field(init=False, default=None)
     _stop: threading.Event = attrs.field(init=False, factory=threading.Event)
     _suspect: tuple[SessionTag | None, str] | None = attrs.field(init=False, default=None)
+    _gc_s: float = attrs.field(init=False, default=0.0)
+    _gc_began: float = attrs.field(init=False, default=0.0)
 
     def __attrs_post_init__(self) -> None:
         self.lags = collections.deque(maxlen=self.window)
@@ -119,6 +159,8 @@ class LoopWatchdog:
         install_task_tagging(self._loop)
         self._last_tick = time.monotonic()
         self._handle = self._loop.call_later(self.tick_s, self._tick)
+        if self._on_gc not in gc.callbacks:
+            gc.callbacks.append(self._on_gc)
         self._stop.clear()
         self._thread = threading.Thread(
             target=self._watch, name="openrtc-loop-watchdog", daemon=True
@@ -126,6 +168,8 @@ class LoopWatchdog:
         self._thread.start()
 
     def stop(self) -> None:
+        if self._on_gc in gc.callbacks:
+            gc.callbacks.remove(self._on_gc)
         self._stop.set()
         if self._handle is not None:
             self._handle.cancel()
@@ -146,6 +190,7 @@ class LoopWatchdog:
         if lag >= self.threshold_s:
             self._report(lag)
         self._suspect = None
+        self._gc_s = 0.0
         self._last_tick = now
         assert self._loop is not None
         self._handle = self._loop.call_later(self.tick_s, self._tick)
@@ -159,10 +204,26 @@ class LoopWatchdog:
                 name = task.get_name() if task is not None else "a callback outside any task"
                 self._suspect = (tag_of(task), name)
 
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        # Collections in any thread stop the loop's thread too (they hold the GIL).
+        if phase == "start":
+            self._gc_began = time.perf_counter()
+        else:
+            self._gc_s += time.perf_counter() - self._gc_began
+
     def _report(self, lag: float) -> None:
         tag, task_name = self._suspect or (None, "unknown")
-        self.incidents.append(Incident(duration_s=lag, session=tag, task_name=task_name))
-        if tag is not None:
+        incident = Incident(duration_s=lag, session=tag, task_name=task_name, gc_s=self._gc_s)
+        self.incidents.append(incident)
+        if incident.by_gc:
+            logger.warning(
+                "event loop blocked for %.0f ms, %.0f ms of it by Python's garbage collector "
+                "(every session on this worker waited); many live objects make full "
+                "collections long",
+                lag * 1000,
+                incident.gc_s * 1000,
+            )
+        elif tag is not None:
             logger.warning(
                 "event loop blocked for %.0f ms by agent %s (job %s); every session on this "
                 "worker waited. Move blocking calls off the loop (asyncio.to_thread).",

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
+import weakref
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -13,7 +16,8 @@ from e2e_pools import CAPPED_POOL, COROUTINE_POOL
 from livekit.agents import AgentServer
 from livekit.protocol import agent as agent_pb
 
-from openrtc_core.coroutine import CoroutineJobPool
+from openrtc_core.coroutine import TIMER_SWEEP_S, CoroutineJobPool
+from openrtc_core.watchdog import drop_cancelled_timers
 from openrtc_testing import LoopbackDispatchServer
 from openrtc_testing.worker import (
     dispatch_until_accepted,
@@ -253,3 +257,44 @@ async def test_the_registry_holds_live_sessions_and_forgets_ended_ones(
     await lk.wait_for_report(d.job_id)
     await d.wait_for_status(*DONE)
     assert COROUTINE_POOL.sessions.get(d.job_id) is None
+
+
+async def test_ended_sessions_are_freed(lk: LoopbackDispatchServer) -> None:
+    """Nothing keeps an ended call's session: not livekit's cancelled shutdown timeouts
+    (whose context holds the JobContext), not the backend's own cut-off timer."""
+    metadata = simulated_call_metadata(turns=["hi"], hold_s=1.0)
+    dispatches = [
+        await dispatch_until_accepted(lk, f"free-{i}", job_metadata=metadata) for i in range(5)
+    ]
+    sessions: dict[str, weakref.ref[Any]] = {}
+    for _ in range(200):
+        for d in dispatches:
+            live = COROUTINE_POOL.sessions.get(d.job_id)
+            if live is not None and live.session is not None:
+                sessions.setdefault(d.job_id, weakref.ref(live.session))
+        if len(sessions) == len(dispatches):
+            break
+        await asyncio.sleep(0.02)
+    assert len(sessions) == len(dispatches)
+    for d in dispatches:
+        await lk.wait_for_report(d.job_id)
+        await d.wait_for_status(*DONE)
+    del live
+    await asyncio.sleep(TIMER_SWEEP_S + 0.5)
+    gc.collect()
+    alive = [job for job, ref in sessions.items() if ref() is not None]
+    assert not alive, f"sessions of ended jobs still in memory: {alive}"
+
+
+async def test_dropping_cancelled_timers_keeps_the_live_ones() -> None:
+    loop = asyncio.get_running_loop()
+    fired: list[int] = []
+    cancelled = [loop.call_later(3600, fired.append, i) for i in range(10)]
+    kept = loop.call_later(0.05, fired.append, 99)
+    for handle in cancelled:
+        handle.cancel()
+    assert drop_cancelled_timers(loop) == 10
+    assert not any(h in loop._scheduled for h in cancelled)  # type: ignore[attr-defined]
+    await asyncio.sleep(0.1)
+    assert fired == [99]
+    assert kept not in loop._scheduled  # type: ignore[attr-defined]

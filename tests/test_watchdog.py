@@ -1,0 +1,72 @@
+"""The loop watchdog on its own: what it blames for a stalled loop."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import time
+
+import pytest
+
+from openrtc_core.watchdog import CURRENT_SESSION, LoopWatchdog, SessionTag
+
+
+async def _stall_inside_session(stall: object) -> None:
+    """Run `stall` from a task tagged as a session's, as coroutine isolation tags them."""
+
+    async def session_task() -> None:
+        assert callable(stall)
+        stall()
+
+    token = CURRENT_SESSION.set(SessionTag(job_id="J1", agent="support"))
+    try:
+        await asyncio.create_task(session_task())
+    finally:
+        CURRENT_SESSION.reset(token)
+    await asyncio.sleep(0.1)  # the late heartbeat runs and reports
+
+
+async def test_a_garbage_collection_stall_is_not_blamed_on_the_session(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    heap = [[i] for i in range(600_000)]  # tracked containers: a full collection walks them
+    watchdog = LoopWatchdog(threshold_s=0.02)
+    watchdog.start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="openrtc.watchdog"):
+            await _stall_inside_session(gc.collect)
+    finally:
+        watchdog.stop()
+        del heap
+    incident = watchdog.incidents[-1]
+    assert incident.by_gc, incident
+    assert "garbage collector" in caplog.text
+    assert "agent support" not in caplog.text
+
+
+async def test_a_blocking_call_is_blamed_on_its_session(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    watchdog = LoopWatchdog(threshold_s=0.02)
+    watchdog.start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="openrtc.watchdog"):
+            await _stall_inside_session(lambda: time.sleep(0.15))
+    finally:
+        watchdog.stop()
+    incident = watchdog.incidents[-1]
+    assert not incident.by_gc
+    assert incident.session == SessionTag(job_id="J1", agent="support")
+    assert "by agent support (job J1)" in caplog.text
+
+
+def test_stop_removes_the_collector_callback() -> None:
+    async def run() -> None:
+        watchdog = LoopWatchdog()
+        watchdog.start()
+        assert watchdog._on_gc in gc.callbacks
+        watchdog.stop()
+        assert watchdog._on_gc not in gc.callbacks
+
+    asyncio.run(run())
