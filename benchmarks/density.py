@@ -2,6 +2,7 @@
 
     python -m benchmarks.density                      # the full sweep, writes docs/benchmarks.md
     python -m benchmarks.density --quick              # N = 1, 10, one repeat, short holds
+    python -m benchmarks.density --pace burst         # callers speak in lockstep: stress
     python -m benchmarks.density --variants C,D --sizes 1,100 --repeats 1 --json out.json
     python -m benchmarks.density --from-json out.json --out docs/benchmarks.md   # re-render
 
@@ -32,7 +33,7 @@ from .report import render_console, write_docs
 from .run import ROOT, RunPlan, run_once
 from .sampling import mem_available_mb
 from .variants import VARIANTS
-from .workload import CALLER_TURNS, FIRST_TOKEN_DELAY_S, REPLY, TOKEN_DELAY_S
+from .workload import CALLER_TURNS, FIRST_TOKEN_DELAY_S, PACES, REPLY, TOKEN_DELAY_S
 
 FULL_SIZES: Final = (1, 10, 50, 100, 200, 500)
 QUICK_SIZES: Final = (1, 10)
@@ -54,6 +55,7 @@ class Settings:
     large_repeats: int
     variants: tuple[str, ...]
     hold_s: float
+    pace: str
     time_bound_s: float
     memory_floor_mb: float
     logs_dir: Path
@@ -63,6 +65,10 @@ class Settings:
 
     def repeats_for(self, calls: int) -> int:
         return self.large_repeats if calls >= LARGE_N else self.repeats
+
+    @property
+    def pause_s(self) -> tuple[float, float]:
+        return PACES[self.pace]
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -105,6 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--variants", type=_variants, default=tuple(VARIANTS), help="e.g. A,C")
     parser.add_argument("--hold", type=float, help=f"seconds each call stays up ({FULL_HOLD_S})")
     parser.add_argument(
+        "--pace",
+        choices=tuple(PACES),
+        default="human",
+        help="human: each caller waits 4-10 s (random) before a line, as a person on the phone "
+        "does; burst: every line the moment the previous reply is done, all calls in lockstep "
+        "(a stress test of throughput, not of holding calls)",
+    )
+    parser.add_argument(
         "--time-bound",
         type=float,
         default=TIME_BOUND_S,
@@ -145,6 +159,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         large_repeats=min(large_repeats, repeats),
         variants=args.variants,
         hold_s=args.hold if args.hold is not None else (QUICK_HOLD_S if quick else FULL_HOLD_S),
+        pace=args.pace,
         time_bound_s=args.time_bound,
         memory_floor_mb=args.memory_floor,
         logs_dir=args.logs or Path(tempfile.mkdtemp(prefix="openrtc-bench-")),
@@ -186,7 +201,8 @@ def projected_skip(previous: dict[str, Any] | None, calls: int, settings: Settin
             f"{room_mb / 1024:.1f} GiB available"
         )
     spread = previous.get("start_max_s") or 0.0
-    turns = len(CALLER_TURNS) * (previous.get("turn_p50_s") or 0.0)
+    mean_pause = sum(settings.pause_s) / 2
+    turns = len(CALLER_TURNS) * ((previous.get("turn_p50_s") or 0.0) + mean_pause)
     projected = spread * calls / previous["calls"] + turns + settings.hold_s
     if projected > settings.time_bound_s:
         return (
@@ -212,6 +228,9 @@ def _progress(result: dict[str, Any]) -> str:
     lag = result.get("loop_lag") or {}
     if lag.get("p99_s") is not None:
         parts.append(f"lag p99 {lag['p99_s'] * 1000:.0f} ms")
+    held = result.get("loop_lag_all_live") or {}
+    if held.get("p99_s") is not None:
+        parts.append(f"(all live {held['p99_s'] * 1000:.0f} ms)")
     parts.append(f"{result.get('wall_s', 0.0):.0f} s")
     note = f" ({result['note']})" if result.get("note") else ""
     return f"{head}: {', '.join(parts)}{note}"
@@ -239,6 +258,7 @@ def sweep(settings: Settings) -> list[dict[str, Any]]:
                     calls=calls,
                     repeat=repeat,
                     hold_s=settings.hold_s,
+                    pause_s=settings.pause_s,
                     time_bound_s=settings.time_bound_s,
                     memory_floor_mb=settings.memory_floor_mb,
                     logs_dir=settings.logs_dir,
@@ -320,7 +340,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"sizes {list(settings.sizes)}, variants {','.join(settings.variants)}, "
         f"{settings.repeats} repeat(s) ({settings.large_repeats} from N={LARGE_N}), "
-        f"hold {settings.hold_s:g} s, time bound {settings.time_bound_s:g} s; "
+        f"pace {settings.pace}, hold {settings.hold_s:g} s, "
+        f"time bound {settings.time_bound_s:g} s; "
         f"worker logs in {settings.logs_dir}",
         file=sys.stderr,
         flush=True,
@@ -339,6 +360,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "large_n": LARGE_N,
             "variants": list(settings.variants),
             "hold_s": settings.hold_s,
+            "pace": settings.pace,
+            "pause_s": list(settings.pause_s),
             "time_bound_s": settings.time_bound_s,
             "memory_floor_mb": settings.memory_floor_mb,
             "quick": settings.quick,

@@ -11,17 +11,25 @@ import os
 
 from openrtc_core import AgentPool
 
-from .workload import ISOLATION_ENV, MAX_SESSIONS_ENV, BenchAgent, make_llm
+from .workload import (
+    IDLE_PROCESSES_ENV,
+    ISOLATION_ENV,
+    MAX_SESSIONS_ENV,
+    BenchAgent,
+    make_llm,
+)
 
 
-def _max_sessions() -> int | None:
-    raw = os.environ.get(MAX_SESSIONS_ENV, "").strip()
+def _number(env: str) -> int | None:
+    raw = os.environ.get(env, "").strip()
     return int(raw) if raw else None
 
 
+warm = _number(IDLE_PROCESSES_ENV)
 pool = AgentPool(
     isolation=os.environ.get(ISOLATION_ENV, "coroutine"),
-    max_sessions=_max_sessions(),
+    max_sessions=_number(MAX_SESSIONS_ENV),
+    server_options={} if warm is None else {"num_idle_processes": warm},
     llm=make_llm(),
     turn_handling={"turn_detection": None},
 )

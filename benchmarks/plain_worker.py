@@ -34,7 +34,14 @@ from livekit.agents import (
 
 from openrtc_testing.dispatch import REPORT_PATH
 
-from .workload import EXECUTOR_ENV, IDLE_PROCESSES_ENV, SIMULATE_KEY, BenchAgent, make_llm
+from .workload import (
+    EXECUTOR_ENV,
+    IDLE_PROCESSES_ENV,
+    SIMULATE_KEY,
+    BenchAgent,
+    make_llm,
+    next_pause,
+)
 
 logger = logging.getLogger("benchmarks.plain")
 
@@ -96,6 +103,7 @@ async def entrypoint(ctx: JobContext) -> None:
         report["session_started_at"] = time.time()
         started = time.monotonic()
         for text in script.get("turns", []):
+            await asyncio.sleep(next_pause(script))
             turn_started = time.monotonic()
             await session.run(user_input=text)
             report["turns"].append({"user": text, "latency_s": time.monotonic() - turn_started})

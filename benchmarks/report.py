@@ -22,6 +22,7 @@ METRICS: Final = (
     "turn_p95_s",
     "turn_p99_s",
     "lag_p99_s",
+    "lag_all_live_p99_s",
     "cpu_per_turn_s",
     "wall_s",
     "worker_ready_s",
@@ -71,9 +72,13 @@ class Cell:
         return spread.median if spread is not None else None
 
 
+LAG_METRICS: Final = {"lag_p99_s": "loop_lag", "lag_all_live_p99_s": "loop_lag_all_live"}
+"""Loop-lag figures and the part of a run's result they come from."""
+
+
 def _metric(run: dict[str, Any], name: str) -> float | None:
-    if name == "lag_p99_s":
-        lag = run.get("loop_lag") or {}
+    if name in LAG_METRICS:
+        lag = run.get(LAG_METRICS[name]) or {}
         value = lag.get("p99_s")
     else:
         value = run.get(name)
@@ -225,7 +230,8 @@ def render_console(data: dict[str, Any]) -> str:
     table = Table(summarize(data["runs"]))
     header = (
         f"{'var':<4}{'N':>5}  {'status':<18}{'+PSS/sess':>11}{'start p50':>11}"
-        f"{'start p99':>11}{'turn p95':>10}{'lag p99':>10}{'CPU/turn':>10}{'fail':>6}"
+        f"{'start p99':>11}{'turn p95':>10}{'lag p99':>10}{'all live':>10}{'CPU/turn':>10}"
+        f"{'fail':>6}"
     )
     lines = [header, "-" * len(header)]
     for calls in table.sizes:
@@ -239,6 +245,7 @@ def render_console(data: dict[str, Any]) -> str:
                 f"{_mib(cell.get('added_pss_per_session_mb')):>11}"
                 f"{_ms(cell.get('start_p50_s')):>11}{_ms(cell.get('start_p99_s')):>11}"
                 f"{_ms(cell.get('turn_p95_s')):>10}{_ms(cell.get('lag_p99_s')):>10}"
+                f"{_ms(cell.get('lag_all_live_p99_s')):>10}"
                 f"{_cpu(cell.get('cpu_per_turn_s')):>10}{cell.failures:>6}"
             )
     return "\n".join(lines)
@@ -289,8 +296,8 @@ PLOTS: Final = (
     ),
     Plot(
         name="density-loop-lag.png",
-        metric="lag_p99_s",
-        title="Worker event-loop lag p99 during the calls",
+        metric="lag_all_live_p99_s",
+        title="Worker event-loop lag p99 while all N calls are live",
         ylabel="milliseconds (log)",
         scale=1000.0,
         log_y=True,
@@ -404,10 +411,12 @@ def _target_rows(table: Table, headline_n: int | None) -> list[str]:
             f"| {_ms(turn)} vs {_ms(base)} ({_ratio(turn, base)}) "
             f"| {'met' if met else 'not met'} |"
         )
-        lag = table.value("C", largest_c, "lag_p99_s")
-        met = lag is not None and lag < 0.05
+        all_live = table.value("C", largest_c, "lag_all_live_p99_s")
+        whole = table.value("C", largest_c, "lag_p99_s")
+        met = all_live is not None and all_live < 0.05
         rows.append(
-            f"| C loop lag p99 < 50 ms at N={largest_c} | {_ms(lag)} "
+            f"| C loop lag p99 < 50 ms while holding N={largest_c} | {_ms(all_live)} while all "
+            f"{largest_c} are live; {_ms(whole)} over the whole run, start-up burst included "
             f"| {'met' if met else 'not met'} |"
         )
     return rows
@@ -416,7 +425,7 @@ def _target_rows(table: Table, headline_n: int | None) -> list[str]:
 def _headline(table: Table, calls: int) -> list[str]:
     lines = [
         "| variant | added PSS / session | vs A | start p50 | vs A | start p99 "
-        "| first reply p50 | turn p95 | loop lag p99 | CPU / turn | failed calls |",
+        "| first reply p50 | turn p95 | loop lag p99 (all live) | CPU / turn | failed calls |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for variant in table.variants:
@@ -435,7 +444,7 @@ def _headline(table: Table, calls: int) -> list[str]:
             f"| {_ratio(mem, table.value('A', calls, 'added_pss_per_session_mb'))} "
             f"| {_ms(start)} | {_ratio(start, table.value('A', calls, 'start_p50_s'))} "
             f"| {_ms(cell.get('start_p99_s'))} | {_ms(cell.get('first_reply_p50_s'))} "
-            f"| {_ms(cell.get('turn_p95_s'))} | {_ms(cell.get('lag_p99_s'))} "
+            f"| {_ms(cell.get('turn_p95_s'))} | {_ms(cell.get('lag_all_live_p99_s'))} "
             f"| {_cpu(cell.get('cpu_per_turn_s'))} | {cell.failures} |"
         )
     return lines
@@ -446,10 +455,10 @@ def _per_n(table: Table, calls: int) -> list[str]:
         f"### N = {calls}",
         "",
         "| variant | runs | added PSS / session | idle PSS | start p50 | start p95 | start p99 "
-        "| first reply p50 | turn p50 | turn p95 | turn p99 | loop lag p99 | CPU / turn "
-        "| failed calls |",
+        "| first reply p50 | turn p50 | turn p95 | turn p99 | loop lag p99 "
+        "| loop lag p99 (all live) | CPU / turn | failed calls |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
-        "| ---: | ---: |",
+        "| ---: | ---: | ---: |",
     ]
     notes = []
     for variant in table.variants:
@@ -467,7 +476,7 @@ def _per_n(table: Table, calls: int) -> list[str]:
                 "start latency."
             )
         if not cell.ok:
-            lines.append(f"| {variant} | {_status(cell)} |" + " — |" * 12)
+            lines.append(f"| {variant} | {_status(cell)} |" + " — |" * 13)
             continue
         live = "" if cell.max_live >= calls else f" (max {cell.max_live} live at once)"
         lines.append(
@@ -478,6 +487,7 @@ def _per_n(table: Table, calls: int) -> list[str]:
             f"| {_ms(cell.get('start_p99_s'))} | {_ms(cell.get('first_reply_p50_s'))} "
             f"| {_ms(cell.get('turn_p50_s'))} | {_with_spread(cell, 'turn_p95_s', _ms)} "
             f"| {_ms(cell.get('turn_p99_s'))} | {_with_spread(cell, 'lag_p99_s', _ms)} "
+            f"| {_with_spread(cell, 'lag_all_live_p99_s', _ms)} "
             f"| {_cpu(cell.get('cpu_per_turn_s'))} | {cell.failures} |"
         )
     return [*lines, "", *notes]
@@ -509,6 +519,22 @@ def _where_plain_wins(table: Table) -> list[str]:
                         f"({fmt(value)} against {fmt(c)})."
                     )
     return found
+
+
+def _pace(settings: dict[str, Any]) -> str:
+    low, high = settings.get("pause_s") or (0.0, 0.0)
+    if high <= 0:
+        return (
+            "burst: each caller says its next line the moment the previous reply is done, so "
+            "all N calls talk in lockstep. This measures throughput under a thundering herd, "
+            "not a worker holding N calls."
+        )
+    return (
+        f"human: before each line the caller waits a random {low:g} to {high:g} s "
+        "(listening to the reply, which takes about 6 s to speak, thinking, saying its "
+        "line), so turns drift apart as on real calls. `--pace burst` runs the lockstep "
+        "stress test instead. Turn latencies never include the wait."
+    )
 
 
 def _repeats(settings: dict[str, Any]) -> str:
@@ -615,6 +641,7 @@ def render_markdown(data: dict[str, Any], images: Sequence[tuple[Plot, Path]], o
         f"{len(workload['caller_turns'])} lines, then stays on for {settings['hold_s']:g} s. "
         "Sessions run in text mode (no room, no audio), so STT, TTS and VAD do no work; "
         "the VAD is still loaded the way each worker loads it.",
+        f"- **Pace**: {_pace(settings)}",
         "- **A / B**: a plain livekit `AgentServer` (`benchmarks/plain_worker.py`), written "
         "the way livekit's docs teach: a `setup_fnc` prewarm that loads `inference.VAD()` "
         "into `proc.userdata`, one `@server.rtc_session` entrypoint that builds "
@@ -626,9 +653,8 @@ def render_markdown(data: dict[str, Any], images: Sequence[tuple[Plot, Path]], o
         "- **C / D**: an `AgentPool` with the same agent and LLM (`benchmarks/openrtc_worker.py`)"
         ", run with `pool.create_server(simulate=True)`; its default prewarm loads the shared "
         'VAD, which the session factory hands to each session. C is `isolation="coroutine"`'
-        ' (the default), D `isolation="process"`; `max_sessions = N + 10`. D cannot set '
-        "livekit's `num_idle_processes` (the pool owns that option and the process backend "
-        "leaves livekit's default), so in dev mode it starts with no warm process.",
+        ' (the default), D `isolation="process"`; `max_sessions = N + 10`. D keeps the same '
+        "warm job processes as A (`server_options={'num_idle_processes': min(N, 4)}`).",
         "- Every worker runs in its own subprocess (`python -m benchmarks.runner`) in livekit's "
         "dev mode (no load shedding), HTTP port 0, against the loopback dispatch server in "
         "the driver process. Variants are interleaved within each N and repeat.",
@@ -647,7 +673,10 @@ def render_markdown(data: dict[str, Any], images: Sequence[tuple[Plot, Path]], o
         " ms per reply) plus the framework's work and any queueing.",
         "- **Loop lag**: in the worker subprocess, how late a 50 ms sleep on the worker's "
         "main event loop wakes (`openrtc_testing.measure.LoopLagMonitor`), from just before "
-        "the dispatch until every call reported; p99 of those samples. For C that loop runs "
+        "the dispatch until every call reported; p99 of those samples. **All live**: the "
+        "same, only over the samples taken while the most sessions were live at once (all N "
+        "when the calls outlast their start-up), leaving out the burst of session starts "
+        "and the calls winding down. For C that loop runs "
         "every session; for A, B and D it runs only the worker (job processes or threads "
         "have their own loops, not measured).",
         "- **CPU per turn**: utime + stime of the worker's process tree (including job "

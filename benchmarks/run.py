@@ -40,6 +40,8 @@ REGISTER_TIMEOUT_S: Final = 120.0
 SETTLE_S: Final = 2.0
 REDISPATCH_DELAY_S: Final = 0.25
 WORKER_EXIT_TIMEOUT_S: Final = 30.0
+STDOUT_LINE_LIMIT: Final = 64 * 1024 * 1024
+"""The worker's LAG line carries the whole lag series: 20 samples a second, minutes long."""
 FAILED_SHARE: Final = 0.10
 """A run in which at least this share of calls fails counts as failed (the sweep stops)."""
 
@@ -50,6 +52,8 @@ class RunPlan:
     calls: int
     repeat: int
     hold_s: float
+    pause_s: tuple[float, float]
+    """Seconds each caller waits before a line, drawn uniformly (workload.PACES)."""
     time_bound_s: float
     memory_floor_mb: float
     logs_dir: Path
@@ -107,6 +111,30 @@ def _quantiles(values: list[float], prefix: str) -> dict[str, float | None]:
         f"{prefix}_p50_s": percentile(values, 50),
         f"{prefix}_p95_s": percentile(values, 95),
         f"{prefix}_p99_s": percentile(values, 99),
+    }
+
+
+def all_live_lag(calls: list[CallRecord], lag: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The loop lag while the most sessions were live at once (the "holding N" phase).
+
+    The whole-run figure also covers the burst of session starts and the calls winding
+    down; this one is the steady state of a worker holding all its calls. The samples'
+    series is dropped from `lag` here: the figures are what the report keeps.
+    """
+    if lag is None:
+        return None
+    series = lag.pop("series", [])
+    counted = [(live_at(calls, at), value) for at, value in series]
+    most = max((live for live, _ in counted), default=0)
+    held = [value for live, value in counted if live == most and live > 0]
+    if not held:
+        return None
+    return {
+        "live_sessions": most,
+        "samples": len(held),
+        "p50_s": percentile(held, 50),
+        "p99_s": percentile(held, 99),
+        "max_s": max(held),
     }
 
 
@@ -272,6 +300,7 @@ async def run_once(plan: RunPlan) -> dict[str, Any]:
         "calls": plan.calls,
         "repeat": plan.repeat,
         "hold_s": plan.hold_s,
+        "pause_s": list(plan.pause_s),
         "status": "ok",
         "note": "",
         "log": str(log_path),
@@ -290,6 +319,7 @@ async def run_once(plan: RunPlan) -> dict[str, Any]:
                 cwd=ROOT,
                 env=_worker_env(plan, lk),
                 start_new_session=True,
+                limit=STDOUT_LINE_LIMIT,
             )
         worker = _Worker(proc)
         try:
@@ -361,7 +391,7 @@ async def _drive(
     result["idle_pss_mb"] = baseline_mb
     result["idle_processes"] = max(s.processes for s in idle)
 
-    metadata = call_metadata(hold_s=plan.hold_s)
+    metadata = call_metadata(hold_s=plan.hold_s, pause_s=plan.pause_s)
     cpu_before = await asyncio.to_thread(tree_cpu_seconds, worker.pid)
     await worker.command("lag start")
     sampler.start()
@@ -405,6 +435,7 @@ async def _drive(
     calls = [t.result() for t in tasks if t.done() and not t.cancelled()]
     calls += [CallRecord(dispatched_at=0.0) for t in tasks if t.cancelled()]
     _figures(plan, result, calls, sampler.samples, baseline_mb, wall, cpu_after - cpu_before)
+    result["loop_lag_all_live"] = all_live_lag(calls, lag)
     result["loop_lag"] = lag
 
 

@@ -6,7 +6,9 @@ in livekit's dev mode, and measures its own event loop. The driver steers it thr
 one command per line:
 
 ``lag start``  start sampling the loop lag (just before the calls are dispatched)
-``lag stop``   stop, and print ``LAG {json}`` on stdout with the samples' statistics
+``lag stop``   stop, and print ``LAG {json}`` on stdout: the samples' statistics, the
+               garbage collector's pauses, and the series itself (wall time, lag), so the
+               driver can cut it in phases
 ``quit``       close the worker and exit (so does the end of stdin)
 """
 
@@ -24,7 +26,7 @@ from typing import Any, Final
 
 from livekit.agents import AgentServer
 
-from openrtc_testing.measure import LoopLagMonitor, percentile
+from openrtc_testing.measure import GcPauses, LoopLagMonitor, percentile
 
 LAG_PREFIX: Final = "LAG "
 CLOSE_TIMEOUT_S: Final = 60.0
@@ -55,6 +57,14 @@ def lag_summary(samples: Sequence[float]) -> dict[str, Any]:
     }
 
 
+def lag_report(monitor: LoopLagMonitor | None, collections: GcPauses) -> dict[str, Any]:
+    if monitor is None:
+        return lag_summary([])
+    pairs = zip(monitor.times, monitor.samples, strict=True)
+    series = [[round(at, 3), round(lag, 5)] for at, lag in pairs]
+    return {**lag_summary(monitor.samples), "gc": collections.summary(), "series": series}
+
+
 async def _commands() -> asyncio.StreamReader:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
@@ -71,9 +81,10 @@ async def serve(kind: str) -> int:
         loop.add_signal_handler(signum, stop.set)
     reader = await _commands()
     monitor: LoopLagMonitor | None = None
+    collections = GcPauses()
 
     async def read_commands() -> None:
-        nonlocal monitor
+        nonlocal monitor, collections
         while True:
             line = (await reader.readline()).decode().strip()
             if not line or line == "quit":
@@ -81,12 +92,14 @@ async def serve(kind: str) -> int:
             if line == "lag start":
                 monitor = LoopLagMonitor(interval_s=LAG_INTERVAL_S)
                 monitor.start()
+                collections = GcPauses()
+                collections.start()
             elif line == "lag stop":
-                samples: list[float] = []
                 if monitor is not None:
                     await monitor.stop()
-                    samples = monitor.samples
-                sys.stdout.write(LAG_PREFIX + json.dumps(lag_summary(samples)) + "\n")
+                collections.stop()
+                report = lag_report(monitor, collections)
+                sys.stdout.write(LAG_PREFIX + json.dumps(report) + "\n")
                 sys.stdout.flush()
 
     commands = asyncio.create_task(read_commands(), name="bench-commands")

@@ -9,7 +9,7 @@ import attrs
 from .workload import EXECUTOR_ENV, IDLE_PROCESSES_ENV, ISOLATION_ENV, MAX_SESSIONS_ENV
 
 WARM_PROCESSES_MAX: Final = 4
-"""Plain workers keep min(N, 4) warm job processes (or threads), as a production worker would."""
+"""A, B and D keep min(N, 4) warm job processes (or threads), as a production worker would."""
 MAX_SESSIONS_HEADROOM: Final = 10
 """OpenRTC pools get max_sessions = N + 10, so the cap never turns a benchmark call away."""
 
@@ -24,26 +24,35 @@ class Variant:
 
     def env(self, calls: int) -> dict[str, str]:
         """The worker subprocess's configuration for a run of `calls` concurrent calls."""
+        warm = {IDLE_PROCESSES_ENV: str(self.warm_processes(calls))} if self.warm else {}
         if self.kind == "plain":
-            return {
-                EXECUTOR_ENV: self.executor,
-                IDLE_PROCESSES_ENV: str(min(calls, WARM_PROCESSES_MAX)),
-            }
+            return {EXECUTOR_ENV: self.executor, **warm}
         return {
             ISOLATION_ENV: self.isolation,
             MAX_SESSIONS_ENV: str(calls + MAX_SESSIONS_HEADROOM),
+            **warm,
         }
+
+    @property
+    def warm(self) -> bool:
+        """Whether the variant has job processes (or threads) to keep warm."""
+        return self.kind == "plain" or self.isolation == "process"
+
+    @staticmethod
+    def warm_processes(calls: int) -> int:
+        return min(calls, WARM_PROCESSES_MAX)
 
     def describe(self, calls: int) -> str:
         """How the worker was configured, in words, for the report."""
         if self.kind == "plain":
             return (
                 f"livekit AgentServer, {self.executor} executor, "
-                f"num_idle_processes={min(calls, WARM_PROCESSES_MAX)}"
+                f"num_idle_processes={self.warm_processes(calls)}"
             )
-        return (
-            f"AgentPool(isolation={self.isolation!r}, max_sessions={calls + MAX_SESSIONS_HEADROOM})"
-        )
+        options = f"isolation={self.isolation!r}, max_sessions={calls + MAX_SESSIONS_HEADROOM}"
+        if self.warm:
+            options += f", server_options={{'num_idle_processes': {self.warm_processes(calls)}}}"
+        return f"AgentPool({options})"
 
 
 VARIANTS: Final[dict[str, Variant]] = {

@@ -7,7 +7,9 @@ OpenRTC's code or memory.
 from __future__ import annotations
 
 import json
-from typing import Final
+import random
+from collections.abc import Mapping
+from typing import Any, Final
 
 from livekit.agents import Agent
 
@@ -24,6 +26,19 @@ REPLY: Final = (
 FIRST_TOKEN_DELAY_S: Final = 0.15
 TOKEN_DELAY_S: Final = 0.02
 
+HUMAN_PAUSE_S: Final = (4.0, 10.0)
+"""Seconds a paced caller waits before each line, drawn uniformly: a person on the phone.
+
+The reply above takes about 6 s to speak at 150 words a minute; the caller listens to it,
+thinks, and says a line of 8 words or so (2 to 3 s) before the turn reaches the LLM. Lines
+therefore reach the agent some 4 to 10 s apart (mean 7 s), and the calls' turns drift apart
+instead of arriving in lockstep. The first line gets the same wait (the caller hears the
+line connect and starts talking).
+"""
+BURST_PAUSE_S: Final = (0.0, 0.0)
+"""The stress pace: each line the moment the previous reply is done, every call in lockstep."""
+PACES: Final = {"human": HUMAN_PAUSE_S, "burst": BURST_PAUSE_S}
+
 CALLER_TURNS: Final = (
     "Hi, I need some help with my order.",
     "Can you tell me where order 42 is?",
@@ -35,7 +50,7 @@ CALLER_TURNS: Final = (
 EXECUTOR_ENV: Final = "OPENRTC_BENCH_EXECUTOR"
 """Plain workers: ``process`` or ``thread`` (livekit's job executor type)."""
 IDLE_PROCESSES_ENV: Final = "OPENRTC_BENCH_IDLE_PROCESSES"
-"""Plain workers: warm job processes (or threads) kept ready, livekit's num_idle_processes."""
+"""Warm job processes (or threads) kept ready, livekit's num_idle_processes (A, B and D)."""
 ISOLATION_ENV: Final = "OPENRTC_BENCH_ISOLATION"
 """OpenRTC workers: the pool's isolation backend (``coroutine`` or ``process``)."""
 MAX_SESSIONS_ENV: Final = "OPENRTC_BENCH_MAX_SESSIONS"
@@ -62,6 +77,18 @@ def make_llm() -> ScriptedLLM:
     )
 
 
-def call_metadata(*, turns: tuple[str, ...] = CALLER_TURNS, hold_s: float) -> str:
-    """Job metadata for one simulated call: the caller's lines, then how long to stay on."""
-    return json.dumps({SIMULATE_KEY: {"turns": list(turns), "hold_s": hold_s}})
+def call_metadata(
+    *,
+    turns: tuple[str, ...] = CALLER_TURNS,
+    hold_s: float,
+    pause_s: tuple[float, float] = BURST_PAUSE_S,
+) -> str:
+    """Job metadata for one simulated call: the caller's lines, its pace, how long to stay on."""
+    script = {"turns": list(turns), "hold_s": hold_s, "pause_s": list(pause_s)}
+    return json.dumps({SIMULATE_KEY: script})
+
+
+def next_pause(script: Mapping[str, Any]) -> float:
+    """A plain worker's reading of ``pause_s`` (always a [low, high] pair from this module)."""
+    low, high = (float(v) for v in script.get("pause_s") or BURST_PAUSE_S)
+    return random.uniform(low, high)

@@ -44,3 +44,7 @@ def test_quick_density_run_reports_figures_for_each_size(tmp_path: Path) -> None
         missing = [name for name in FIGURES if not isinstance(run.get(name), float)]
         assert not missing, f"N={calls}: no figure for {missing}"
         assert run["loop_lag"]["samples"] > 0
+        assert "series" not in run["loop_lag"]  # cut into phases by the driver, then dropped
+        assert run["loop_lag_all_live"]["live_sessions"] == calls
+        assert run["loop_lag_all_live"]["samples"] > 0
+        assert run["pause_s"] == data["settings"]["pause_s"] == [4.0, 10.0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import time
 from pathlib import Path
@@ -73,6 +74,8 @@ class LoopLagMonitor:
 
     interval_s: float = 0.05
     samples: list[float] = attrs.field(factory=list)
+    times: list[float] = attrs.field(factory=list)
+    """When each sample was taken (wall clock, ``time.time()``), to cut the series in phases."""
     _task: asyncio.Task[None] | None = attrs.field(default=None, init=False)
 
     def start(self) -> None:
@@ -83,9 +86,43 @@ class LoopLagMonitor:
             before = time.perf_counter()
             await asyncio.sleep(self.interval_s)
             self.samples.append(max(0.0, time.perf_counter() - before - self.interval_s))
+            self.times.append(time.time())
 
     async def stop(self) -> None:
         await _cancel(self._task)
+
+
+@attrs.define
+class GcPauses:
+    """Records how long each garbage collection of this process stopped the world."""
+
+    pauses: list[tuple[int, float]] = attrs.field(factory=list)
+    """(generation, seconds) for every collection since start()."""
+    _began: float = attrs.field(default=0.0, init=False)
+
+    def start(self) -> None:
+        if self._on_gc not in gc.callbacks:
+            gc.callbacks.append(self._on_gc)
+
+    def stop(self) -> None:
+        if self._on_gc in gc.callbacks:
+            gc.callbacks.remove(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._began = time.perf_counter()
+        else:
+            self.pauses.append((info["generation"], time.perf_counter() - self._began))
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        """Per generation: how many collections, their total and their longest pause."""
+        found: dict[str, dict[str, float]] = {}
+        for generation, seconds in self.pauses:
+            entry = found.setdefault(str(generation), {"count": 0, "total_s": 0.0, "max_s": 0.0})
+            entry["count"] += 1
+            entry["total_s"] += seconds
+            entry["max_s"] = max(entry["max_s"], seconds)
+        return found
 
 
 @attrs.define
