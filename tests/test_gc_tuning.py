@@ -1,0 +1,53 @@
+"""The garbage-collector set-up of coroutine workers, each case in a fresh interpreter."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+PROBE = """
+import gc, json, sys
+from openrtc_core.coroutine import tune_gc
+if len(sys.argv) > 1:
+    gc.set_threshold(*map(int, sys.argv[1].split(",")))
+said = tune_gc()
+print(json.dumps({"said": said, "threshold": gc.get_threshold(), "frozen": gc.get_freeze_count()}))
+"""
+
+
+def probe(*args: str, env: dict[str, str] | None = None) -> dict[str, object]:
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+        check=True,
+    )
+    result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_worker_heap_is_frozen_and_thresholds_raised() -> None:
+    result = probe()
+    assert result["threshold"] == [10_000, 10, 10]
+    assert isinstance(result["frozen"], int) and result["frozen"] > 1000
+    assert "objects frozen" in str(result["said"])
+
+
+def test_a_threshold_set_by_the_user_is_kept() -> None:
+    result = probe("2000,5,5")
+    assert result["threshold"] == [2000, 5, 5]
+    assert isinstance(result["frozen"], int) and result["frozen"] > 1000
+
+
+@pytest.mark.parametrize("value", ["python", "Python "])
+def test_openrtc_gc_python_leaves_the_collector_alone(value: str) -> None:
+    result = probe(env={"OPENRTC_GC": value})
+    assert result["threshold"] == [700, 10, 10]
+    assert result["frozen"] == 0
+    assert "OPENRTC_GC=python" in str(result["said"])
