@@ -362,10 +362,19 @@ def tune_gc() -> str:
       whose collections walk the sessions' live objects, fill up ten times more slowly.
 
     A threshold the pool's prewarm set itself is kept. ``OPENRTC_GC=python`` leaves
-    Python's collector as it is. Returns what was done, for the start-up log line.
+    Python's collector as it is (``tuned`` is the default). Returns what was done, for the
+    start-up log line.
     """
-    if os.environ.get(GC_ENV, "").strip().lower() == "python":
+    choice = os.environ.get(GC_ENV, "").strip().lower()
+    if choice == "python":
         return "garbage collector left at Python's defaults (OPENRTC_GC=python)"
+    if choice not in ("", "tuned"):
+        logger.warning(
+            "%s=%r is not a choice: use 'tuned' (the default) or 'python' (leave Python's "
+            "collector as it is); tuning it",
+            GC_ENV,
+            os.environ[GC_ENV],
+        )
     gc.collect()
     gc.freeze()
     done = f"{gc.get_freeze_count()} objects frozen out of garbage collection"

@@ -20,7 +20,13 @@ print(json.dumps({"said": said, "threshold": gc.get_threshold(), "frozen": gc.ge
 
 
 def probe(*args: str, env: dict[str, str] | None = None) -> dict[str, object]:
-    done = subprocess.run(
+    done = run(*args, env=env)
+    result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [sys.executable, "-c", PROBE, *args],
         capture_output=True,
         text=True,
@@ -28,8 +34,6 @@ def probe(*args: str, env: dict[str, str] | None = None) -> dict[str, object]:
         timeout=120,
         check=True,
     )
-    result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
 
 
 def test_worker_heap_is_frozen_and_thresholds_raised() -> None:
@@ -51,3 +55,10 @@ def test_openrtc_gc_python_leaves_the_collector_alone(value: str) -> None:
     assert result["threshold"] == [700, 10, 10]
     assert result["frozen"] == 0
     assert "OPENRTC_GC=python" in str(result["said"])
+
+
+def test_an_unknown_choice_is_named_and_the_collector_tuned() -> None:
+    done = run(env={"OPENRTC_GC": "off"})
+    assert "OPENRTC_GC='off' is not a choice" in done.stderr
+    assert "'tuned'" in done.stderr and "'python'" in done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1])["threshold"] == [10_000, 10, 10]
