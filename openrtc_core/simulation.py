@@ -232,6 +232,7 @@ async def start_simulated_call(
     """Start the session with no room, then the scripted caller; raises ScriptError early."""
     parsed = CallerScript.parse(script)
     await session.start(agent)
+    _livekit.mark_simulated_call_up(ctx)
     call = SimulatedCall(
         ctx, session, info=info, script=parsed, greeting=greeting, on_failed=on_failed
     )

@@ -77,6 +77,16 @@ async def test_jobs_run_in_the_worker_process_with_one_prewarm(
     assert await d.wait_for_status(*DONE) == agent_pb.JS_SUCCESS
 
 
+async def test_a_simulated_call_draws_no_livekit_connection_warning(
+    lk: LoopbackDispatchServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="livekit.agents"):
+        d, report = await simulate_call(lk, "support-quiet", turns=["hello"])
+        await d.wait_for_status(*DONE)
+    assert report["outcome"] == "completed"
+    assert "without establishing a connection" not in caplog.text
+
+
 async def test_two_hundred_concurrent_sessions_complete_in_one_process(
     lk: LoopbackDispatchServer,
 ) -> None:

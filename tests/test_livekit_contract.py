@@ -42,6 +42,20 @@ def test_job_context_keeps_running_job_info_as_info() -> None:
     assert "self._info = info" in source, _fail("JobContext._info")
 
 
+def test_connect_flag_is_set_through_the_on_connect_callback() -> None:
+    from livekit.agents.ipc import job_proc_lazy_main
+
+    assert "self._on_connect = on_connect" in inspect.getsource(JobContext.__init__), _fail(
+        "JobContext._on_connect"
+    )
+    assert "self._on_connect()" in inspect.getsource(JobContext.connect), _fail(
+        "JobContext.connect calling _on_connect"
+    )
+    source = inspect.getsource(job_proc_lazy_main._JobProc)
+    assert "self._ctx_connect_called = True" in source, _fail("_JobProc's connect flag")
+    assert "on_connect=_on_ctx_connect" in source, _fail("_JobProc's on_connect callback")
+
+
 def test_legacy_cli_builder_returns_a_typer_app_with_the_verbs() -> None:
     import typer
 
