@@ -24,6 +24,7 @@ METRICS: Final = (
     "lag_p99_s",
     "lag_all_live_p99_s",
     "cpu_per_turn_s",
+    "process_init_p50_s",
     "wall_s",
     "worker_ready_s",
 )
@@ -72,14 +73,18 @@ class Cell:
         return spread.median if spread is not None else None
 
 
-LAG_METRICS: Final = {"lag_p99_s": "loop_lag", "lag_all_live_p99_s": "loop_lag_all_live"}
-"""Loop-lag figures and the part of a run's result they come from."""
+NESTED_METRICS: Final = {
+    "lag_p99_s": ("loop_lag", "p99_s"),
+    "lag_all_live_p99_s": ("loop_lag_all_live", "p99_s"),
+    "process_init_p50_s": ("process_init", "p50_s"),
+}
+"""Figures that sit inside a part of a run's result: (part, key)."""
 
 
 def _metric(run: dict[str, Any], name: str) -> float | None:
-    if name in LAG_METRICS:
-        lag = run.get(LAG_METRICS[name]) or {}
-        value = lag.get("p99_s")
+    if name in NESTED_METRICS:
+        part, key = NESTED_METRICS[name]
+        value = (run.get(part) or {}).get(key)
     else:
         value = run.get(name)
     return float(value) if isinstance(value, int | float) else None
@@ -476,6 +481,12 @@ def _per_n(table: Table, calls: int) -> list[str]:
             notes.append(f"- {variant}: {'; '.join(cell.partial)}.")
         elif cell.notes:
             notes.append(f"- {variant}: {'; '.join(cell.notes)}.")
+        init = cell.get("process_init_p50_s")
+        if init is not None:
+            notes.append(
+                f"- {variant}: its job processes took {_ms(init)} (p50) from start to ready "
+                '(livekit\'s "process initialized"; it starts min(cores, 4) at a time).'
+            )
         if cell.redispatches:
             notes.append(
                 f"- {variant}: {cell.redispatches} offers were made again after the worker "

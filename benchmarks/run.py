@@ -436,6 +436,7 @@ async def _drive(
     calls += [CallRecord(dispatched_at=0.0) for t in tasks if t.cancelled()]
     _figures(plan, result, calls, sampler.samples, baseline_mb, wall, cpu_after - cpu_before)
     result["loop_lag_all_live"] = all_live_lag(calls, lag)
+    result["process_init"] = lag.pop("process_init", None) if lag is not None else None
     result["loop_lag"] = lag
 
 

@@ -7,8 +7,9 @@ one command per line:
 
 ``lag start``  start sampling the loop lag (just before the calls are dispatched)
 ``lag stop``   stop, and print ``LAG {json}`` on stdout: the samples' statistics, the
-               garbage collector's pauses, and the series itself (wall time, lag), so the
-               driver can cut it in phases
+               garbage collector's pauses, how long livekit's job processes took to
+               initialise (process executors), and the series itself (wall time, lag), so
+               the driver can cut it in phases
 ``quit``       close the worker and exit (so does the end of stdin)
 """
 
@@ -31,6 +32,7 @@ from openrtc_testing.measure import GcPauses, LoopLagMonitor, percentile
 LAG_PREFIX: Final = "LAG "
 CLOSE_TIMEOUT_S: Final = 60.0
 LAG_INTERVAL_S: Final = 0.05
+LIVEKIT_LOGGER: Final = "livekit.agents"
 
 
 def build_server(kind: str) -> AgentServer:
@@ -46,6 +48,39 @@ def build_server(kind: str) -> AgentServer:
     raise ValueError(f"unknown worker kind {kind!r}: use 'plain' or 'openrtc'")
 
 
+class ProcessInitTimes(logging.Filter):
+    """Collects livekit's "process initialized" timings (job process started to ready).
+
+    A filter on livekit's logger, so the INFO records it needs can be let through to it
+    while the worker's log keeps only records at `keep_level` and above.
+    """
+
+    def __init__(self, keep_level: int) -> None:
+        super().__init__()
+        self.keep_level = keep_level
+        self.seconds: list[float] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage() == "process initialized":
+            elapsed = getattr(record, "elapsed_time", None)
+            if isinstance(elapsed, int | float):
+                self.seconds.append(float(elapsed))
+        return record.levelno >= self.keep_level
+
+    def install(self) -> None:
+        livekit_logger = logging.getLogger(LIVEKIT_LOGGER)
+        livekit_logger.addFilter(self)
+        if livekit_logger.getEffectiveLevel() > logging.INFO:
+            livekit_logger.setLevel(logging.INFO)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "count": len(self.seconds),
+            "p50_s": percentile(self.seconds, 50) if self.seconds else None,
+            "max_s": max(self.seconds, default=None),
+        }
+
+
 def lag_summary(samples: Sequence[float]) -> dict[str, Any]:
     values = list(samples)
     return {
@@ -57,12 +92,19 @@ def lag_summary(samples: Sequence[float]) -> dict[str, Any]:
     }
 
 
-def lag_report(monitor: LoopLagMonitor | None, collections: GcPauses) -> dict[str, Any]:
+def lag_report(
+    monitor: LoopLagMonitor | None, collections: GcPauses, inits: ProcessInitTimes
+) -> dict[str, Any]:
     if monitor is None:
         return lag_summary([])
     pairs = zip(monitor.times, monitor.samples, strict=True)
     series = [[round(at, 3), round(lag, 5)] for at, lag in pairs]
-    return {**lag_summary(monitor.samples), "gc": collections.summary(), "series": series}
+    return {
+        **lag_summary(monitor.samples),
+        "gc": collections.summary(),
+        "process_init": inits.summary(),
+        "series": series,
+    }
 
 
 async def _commands() -> asyncio.StreamReader:
@@ -72,7 +114,9 @@ async def _commands() -> asyncio.StreamReader:
     return reader
 
 
-async def serve(kind: str) -> int:
+async def serve(kind: str, log_level: int) -> int:
+    inits = ProcessInitTimes(keep_level=log_level)
+    inits.install()
     server = build_server(kind)
     run_task = asyncio.create_task(server.run(devmode=True), name="bench-worker")
     loop = asyncio.get_running_loop()
@@ -98,7 +142,7 @@ async def serve(kind: str) -> int:
                 if monitor is not None:
                     await monitor.stop()
                 collections.stop()
-                report = lag_report(monitor, collections)
+                report = lag_report(monitor, collections, inits)
                 sys.stdout.write(LAG_PREFIX + json.dumps(report) + "\n")
                 sys.stdout.flush()
 
@@ -127,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--log-level", default="WARNING")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, stream=sys.stderr)
-    return asyncio.run(serve(args.kind))
+    return asyncio.run(serve(args.kind, logging.getLogger().getEffectiveLevel()))
 
 
 if __name__ == "__main__":
