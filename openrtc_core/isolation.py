@@ -40,9 +40,29 @@ class IsolationBackend(Protocol):
         ...
 
 
+PRELOADED_CORE = "openrtc_core"
+
+
+def plugin_modules(pool: AgentPool) -> list[str]:
+    """The modules of the installed plugins the pool loaded (entry points), in load order."""
+    return [
+        record.module.partition(":")[0]
+        for record in pool.plugins.records
+        if record.status == "loaded" and record.source == "entry-point" and record.module
+    ]
+
+
 @attrs.frozen
 class ProcessBackend:
-    """livekit's own process per job. Memory caps apply per session (PSS, livekit's monitor)."""
+    """livekit's own process per job. Memory caps apply per session (PSS, livekit's monitor).
+
+    Every job process rebuilds the pool and loads its plugins before it is ready, and livekit
+    readies only min(cores, 4) processes at a time, so what each one imports is paid again
+    for every call in a burst. OpenRTC and the plugins' modules are therefore imported once
+    in livekit's forkserver (``preload_modules``, Linux), as livekit does with its own
+    plugin packages; the user's modules are left to the job processes (importing them before
+    the fork would run their import-time code in the forkserver).
+    """
 
     name: str = "process"
 
@@ -51,6 +71,7 @@ class ProcessBackend:
             "job_executor_type": JobExecutorType.PROCESS,
             "job_memory_limit_mb": pool.settings.job_memory_limit_mb,
             "job_memory_warn_mb": pool.settings.job_memory_warn_mb,
+            "preload_modules": [PRELOADED_CORE, *plugin_modules(pool)],
         }
 
     def install(self, server: AgentServer, pool: AgentPool) -> None:

@@ -221,6 +221,15 @@ _POOLS: dict[str, AgentPool] = {}
 _POOLS_PER_MODULE: dict[str, int] = {}
 
 
+def _with_preloads(options: Mapping[str, Any], backend: Mapping[str, Any]) -> dict[str, Any]:
+    """The backend's server options, its forkserver preloads added to the user's own."""
+    merged = dict(backend)
+    if "preload_modules" in backend:
+        wanted = [*(options.get("preload_modules") or ()), *backend["preload_modules"]]
+        merged["preload_modules"] = list(dict.fromkeys(wanted))
+    return merged
+
+
 def _restore_pool(origin: Origin, replay: tuple[str, ...]) -> AgentPool:
     pool = origin.rebuild()
     for step in replay:
@@ -463,7 +472,7 @@ class AgentPool:
         options = {**self.settings.server_options, **server_kwargs}
         if "port" not in options and os.environ.get(HTTP_PORT_ENV, "").strip():
             options["port"] = _port_from_env()
-        options.update(backend.server_options(self))
+        options.update(_with_preloads(options, backend.server_options(self)))
         server = PoolServer(self, setup_fnc=PoolPrewarm(self), **options)
         entrypoint = PoolEntrypoint(self, simulate=simulate)
         job_pool = getattr(backend, "job_pool", None)

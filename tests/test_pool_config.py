@@ -134,6 +134,19 @@ def test_process_isolation_can_keep_warm_processes() -> None:
     assert coroutine.create_server()._num_idle_processes == 50  # its own load share
 
 
+def test_process_isolation_preloads_openrtc_and_its_plugins_in_the_forkserver() -> None:
+    pool = AgentPool(isolation="process", server_options={"preload_modules": ["mylib"]})
+    pool.add("a", SupportAgent)
+    preloaded = pool.create_server()._preload_modules
+    # The user's own preloads first and kept; then OpenRTC and every loaded plugin's module.
+    assert preloaded[:2] == ["mylib", "openrtc_core"]
+    assert "openrtc_testing.plugin" in preloaded
+    assert len(preloaded) == len(set(preloaded))
+    coroutine = AgentPool(load_plugins=False)
+    coroutine.add("a", SupportAgent)
+    assert coroutine.create_server()._preload_modules == []  # no job processes to preload
+
+
 def test_the_harness_and_the_core_agree_on_the_simulation_contract() -> None:
     from openrtc_core.simulation import REPORT_PATH
     from openrtc_testing import dispatch
