@@ -22,7 +22,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import attrs
 
@@ -42,6 +42,7 @@ REDISPATCH_DELAY_S: Final = 0.25
 WORKER_EXIT_TIMEOUT_S: Final = 30.0
 STDOUT_LINE_LIMIT: Final = 64 * 1024 * 1024
 """The worker's LAG line carries the whole lag series: 20 samples a second, minutes long."""
+_Value = TypeVar("_Value")
 FAILED_SHARE: Final = 0.10
 """A run in which at least this share of calls fails counts as failed (the sweep stops)."""
 
@@ -123,10 +124,7 @@ def all_live_lag(calls: list[CallRecord], lag: dict[str, Any] | None) -> dict[st
     """
     if lag is None:
         return None
-    series = lag.pop("series", [])
-    counted = [(live_at(calls, at), value) for at, value in series]
-    most = max((live for live, _ in counted), default=0)
-    held = [value for live, value in counted if live == most and live > 0]
+    most, held = while_most_live(calls, [(at, value) for at, value in lag.pop("series", [])])
     if not held:
         return None
     return {
@@ -136,6 +134,15 @@ def all_live_lag(calls: list[CallRecord], lag: dict[str, Any] | None) -> dict[st
         "p99_s": percentile(held, 99),
         "max_s": max(held),
     }
+
+
+def while_most_live(
+    calls: list[CallRecord], timed: list[tuple[float, _Value]]
+) -> tuple[int, list[_Value]]:
+    """The most sessions live at once, and the values sampled (at wall time) while they were."""
+    counted = [(live_at(calls, at), value) for at, value in timed]
+    most = max((live for live, _ in counted), default=0)
+    return most, [value for live, value in counted if live == most and live > 0]
 
 
 def live_at(calls: list[CallRecord], at: float) -> int:
@@ -157,10 +164,8 @@ def memory_figures(
     live" samples (all N when the hold outlasts the spread of start times); their median,
     minus the idle worker's PSS, divided by that number, is the added PSS per session.
     """
-    counted = [(s, live_at(calls, s.at)) for s in samples]
     peak_mb = max((s.pss_mb for s in samples), default=0.0)
-    max_live = max((live for _, live in counted), default=0)
-    at_max = [s.pss_mb for s, live in counted if live == max_live and live > 0]
+    max_live, at_max = while_most_live(calls, [(s.at, s.pss_mb) for s in samples])
     if not at_max:
         return {
             "peak_pss_mb": peak_mb,

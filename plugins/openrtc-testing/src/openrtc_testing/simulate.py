@@ -24,6 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from openrtc_core import AgentPool, OpenRTCError
+from openrtc_core.simulation import MAX_SCRIPT_S
 
 from . import offline
 from .dispatch import LoopbackDispatchServer
@@ -223,9 +224,6 @@ def render(result: SimulationResult, console: Console) -> None:
             console.print(f"[red]{agent}[/red]: {error}")
 
 
-MAX_PAUSE_S = 3600.0
-
-
 def _longest(pause: Pause) -> float:
     return pause[1] if isinstance(pause, tuple) else pause
 
@@ -236,8 +234,8 @@ def parse_pause(text: str) -> Pause:
         values = [float(part) for part in text.split(",")]
     except ValueError:
         raise ValueError(f"{text!r} is not a number of seconds or a range like 1,4") from None
-    if len(values) > 2 or not all(0 <= v <= MAX_PAUSE_S for v in values):
-        raise ValueError(f"{text!r}: give 0 to {MAX_PAUSE_S:g} seconds as 2, or a range as 1,4")
+    if len(values) > 2 or not all(0 <= v <= MAX_SCRIPT_S for v in values):
+        raise ValueError(f"{text!r}: give 0 to {MAX_SCRIPT_S:g} seconds as 2, or a range as 1,4")
     if len(values) == 1:
         return values[0]
     low, high = values
