@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -42,9 +43,11 @@ def build_server(kind: str) -> AgentServer:
 
         return server
     if kind == "openrtc":
+        from openrtc_testing.simulation import Simulation
+
         from .openrtc_worker import pool
 
-        return pool.create_server(simulate=True, port=0)
+        return pool.create_server(plugins=[Simulation(os.environ["LIVEKIT_URL"])], port=0)
     raise ValueError(f"unknown worker kind {kind!r}: use 'plain' or 'openrtc'")
 
 

@@ -3,40 +3,55 @@
 from ._version import __version__
 from .errors import OpenRTCError, PluginLoadError, PoolConfigError, TargetError
 from .hookspecs import hookimpl
-from .isolation import IsolationBackend
+from .isolation import BackendTraits, IsolationBackend, JobPoolFactory, WorkerSpec
 from .models import (
-    Admission,
+    AGENT_ATTRIBUTE,
     AgentContext,
     JobView,
     Outcome,
+    PoolSettings,
     PoolView,
     RouteDecision,
     SessionInfo,
+    SessionLaunch,
     SessionOutcome,
     TenantContext,
+    Verdict,
 )
-from .pool import AGENT_ATTRIBUTE, AgentPool, AgentSpec
-from .targets import agent
+from .options import merge_options
+from .pool import AgentPool, AgentSpec
+from .server import build_server
+from .targets import agent, discover_agents, load_pool, load_target
 
 __all__ = [
     "AGENT_ATTRIBUTE",
-    "Admission",
     "AgentContext",
     "AgentPool",
     "AgentSpec",
+    "BackendTraits",
     "IsolationBackend",
+    "JobPoolFactory",
     "JobView",
     "OpenRTCError",
     "Outcome",
     "PluginLoadError",
     "PoolConfigError",
+    "PoolSettings",
     "PoolView",
     "RouteDecision",
     "SessionInfo",
+    "SessionLaunch",
     "SessionOutcome",
     "TargetError",
     "TenantContext",
+    "Verdict",
+    "WorkerSpec",
     "__version__",
     "agent",
+    "build_server",
+    "discover_agents",
     "hookimpl",
+    "load_pool",
+    "load_target",
+    "merge_options",
 ]

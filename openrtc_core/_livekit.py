@@ -37,13 +37,13 @@ def server_url(ctx: JobContext) -> str:
     return running_job_info(ctx).url
 
 
-def mark_simulated_call_up(ctx: JobContext) -> None:
-    """Tell livekit's job runner a simulated call is up, as ``ctx.connect()`` would.
+def mark_connected(ctx: JobContext) -> None:
+    """Tell livekit's job runner the job's session is up, as ``ctx.connect()`` would.
 
-    A simulated call has no room to connect to. Without this, livekit warns for every one
-    of them that the job "completed without establishing a connection" and that the room
-    connection was not established within 10 s (ipc/job_proc_lazy_main.py, both gated on
-    the flag ``JobContext._on_connect`` sets).
+    A session started with no room (a simulated call) has nothing to connect to. Without
+    this, livekit warns for every such job that it "completed without establishing a
+    connection" and that the room connection was not established within 10 s
+    (ipc/job_proc_lazy_main.py, both gated on the flag ``JobContext._on_connect`` sets).
     """
     ctx._on_connect()
 

@@ -23,6 +23,8 @@ from ._version import __version__
 from .errors import OpenRTCError, PluginLoadError
 from .plugins import DISABLE_ENV, STRICT_ENV, PluginHost
 from .pool import AgentPool
+from .server import run_pool
+from .targets import load_pool
 
 LIVEKIT_VERBS: dict[str, str] = {
     "dev": "Run the pool's worker in development mode against a LiveKit server.",
@@ -38,13 +40,6 @@ TARGET_HELP = (
 )
 
 err_console = Console(stderr=True)
-
-
-def run_livekit_cli(pool: AgentPool, argv: Sequence[str], *, prog_name: str | None = None) -> None:
-    """Build the pool's server and run livekit's CLI on `argv` (exits like a CLI does)."""
-    server = pool.create_server()
-    app = _livekit.build_livekit_cli(server)
-    app(args=list(argv), prog_name=prog_name or os.path.basename(sys.argv[0]) or "openrtc")
 
 
 @cache
@@ -87,15 +82,8 @@ def _fail(message: str) -> typer.Exit:
 
 
 def _load(target: str, *, entry_points: bool) -> AgentPool:
-    from .targets import load_target
-
     try:
-        pool = load_target(target)
-        if entry_points:
-            pool.discover_entry_points()
-        # Surface plugin problems (strict mode, unknown backend) before livekit starts.
-        pool.isolation_backend()
-        return pool
+        return load_pool(target, entry_points=entry_points)
     except OpenRTCError as exc:
         raise _fail(str(exc)) from None
 
@@ -113,7 +101,7 @@ def _make_verb(app: typer.Typer, verb: str, summary: str) -> None:
         ] = False,
     ) -> None:
         pool = _load(target, entry_points=entry_points)
-        run_livekit_cli(pool, [verb, *ctx.args], prog_name="openrtc")
+        run_pool(pool, [verb, *ctx.args], prog_name="openrtc")
 
     command.__doc__ = summary
     app.command(

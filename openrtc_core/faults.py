@@ -19,10 +19,7 @@ import sysconfig
 import weakref
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .worker import SessionRun
+from typing import Protocol
 
 _PATHS = sysconfig.get_paths()
 LIBRARY_ROOTS = tuple(
@@ -50,19 +47,31 @@ def _user_frames(tb: TracebackType | None, user_modules: frozenset[str]) -> bool
     return False
 
 
+class WatchedSession(Protocol):
+    """What the fault watcher needs of a running session (``entrypoint.SessionRun``)."""
+
+    @property
+    def job_id(self) -> str: ...
+
+    @property
+    def user_modules(self) -> frozenset[str]: ...
+
+    def fail(self, error: str) -> None: ...
+
+
 class SessionFaults(logging.Handler):
     """Watches livekit's error logs for exceptions from agent code, per running session."""
 
     def __init__(self) -> None:
         super().__init__(level=logging.ERROR)
-        self._runs: weakref.WeakValueDictionary[str, SessionRun] = weakref.WeakValueDictionary()
+        self._runs: weakref.WeakValueDictionary[str, WatchedSession] = weakref.WeakValueDictionary()
         self._installed = False
 
-    def watch(self, run: SessionRun) -> None:
+    def watch(self, run: WatchedSession) -> None:
         if not self._installed:
             logging.getLogger("livekit.agents").addHandler(self)
             self._installed = True
-        self._runs[run.job.job_id] = run
+        self._runs[run.job_id] = run
 
     def emit(self, record: logging.LogRecord) -> None:
         if not record.exc_info or record.exc_info[1] is None:

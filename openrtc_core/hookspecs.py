@@ -1,25 +1,37 @@
 """The hook contract between the OpenRTC core and its plugins.
 
-Every spec here is part of the public API. Arguments are never renamed or removed once
-released; new ones are appended (pluggy lets an older hookimpl take fewer arguments).
-A plugin implements any subset, decorated with ``openrtc_core.hookimpl``.
+Every spec here is public API. Arguments are never renamed or removed once released; new ones
+are appended (pluggy lets an older implementation take fewer arguments). A plugin implements
+any subset, each function decorated with ``openrtc_core.hookimpl`` and taking any subset of
+the spec's parameters, by name. The hook reference page (docs/hooks.md) is generated from the
+docstrings below; each says who calls the hook, in which process, in what order, and what a
+failing implementation does.
+
+Processes: the *worker process* talks to LiveKit and handles job requests. A job *runs* in the
+worker process itself with ``coroutine`` and ``thread`` isolation, and in a job process of its
+own with ``process`` isolation.
+
+Failure containment, unless a spec says otherwise: a plain implementation that raises, or
+returns a value of the wrong type, is logged (once per plugin and hook, then counted) and
+counts as ``None``; the other implementations still run.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 from .models import (
-    Admission,
     JobView,
     PoolView,
     RouteDecision,
     SessionInfo,
+    SessionLaunch,
     SessionOutcome,
     TenantContext,
+    Verdict,
 )
 
 if TYPE_CHECKING:
@@ -27,7 +39,6 @@ if TYPE_CHECKING:
     from livekit.agents import AgentServer, AgentSession, JobProcess
 
     from .isolation import IsolationBackend
-    from .pool import AgentPool
 
 PROJECT = "openrtc"
 
@@ -47,16 +58,22 @@ RegisterReloadStrategy = Callable[[str, Callable[..., Any]], None]
 def openrtc_route_job(job: JobView, pool: PoolView) -> RouteDecision | None:
     """Choose the agent for a job request, before the job is accepted.
 
-    :param job: what the request carries (job and room metadata, room name, attributes).
-    :param pool: the agents this worker hosts and its default agent.
-    :return: a decision naming the agent, or None to let the next strategy decide.
-        A decision may name an agent this worker does not host; the job is then rejected
-        with ``terminate=False`` so another worker can take it.
+    Called: in the worker process, once per job request. Also where the job runs, for a job
+    that arrives with no routing decision (livekit's console mode, ``simulate_job``).
 
-    Stops at the first non-None result. Built-in strategies, in call order: job metadata
-    ``{"agent": ...}``, room metadata ``{"agent": ...}``, room-name prefix, then the pool's
-    default agent, which always stays last. A plugin's own strategy runs before the built-ins;
-    marked ``trylast`` it runs after them but still before the default agent.
+    :param job: what the request carries: job id, room name and sid, dispatch name, job and
+        room metadata (raw and parsed), dispatch attributes.
+    :param pool: the agents this worker hosts, its default agent, their session options.
+    :return: a decision naming the agent, or None to let the next strategy decide.
+
+    Order: stops at the first non-None result. Built-in strategies, in call order: job
+    metadata ``{"agent": ...}``, room metadata ``{"agent": ...}``, room-name prefix. A plain
+    implementation runs before them, a ``trylast`` one after them. The pool's default agent is
+    a ``wrapper=True`` implementation around the whole chain, so it applies only when every
+    strategy returned None.
+
+    Failure: a decision naming an agent this worker does not host, or no decision at all,
+    rejects the job with ``terminate=False`` so another worker can take it.
     """
 
 
@@ -69,10 +86,18 @@ def openrtc_route_job(job: JobView, pool: PoolView) -> RouteDecision | None:
 def openrtc_register_isolation_backends(register: RegisterBackend) -> None:
     """Offer isolation backends by name.
 
+    Called: in the worker process when a server is built, and by the ``openrtc`` command to
+    check a target's ``isolation=`` before the worker starts.
+
     :param register: call ``register(name, factory)``; ``factory()`` returns an
-        :class:`~openrtc_core.isolation.IsolationBackend`. The first registration of a name
-        in call order wins; the built-ins (``coroutine``, ``process``, ``thread``) register
-        last, so a plugin's backend of the same name replaces them.
+        :class:`~openrtc_core.isolation.IsolationBackend`, one per server built.
+
+    Order: the first registration of a name in call order wins; the built-ins
+    (``coroutine``, ``process``, ``thread``) register ``trylast``, so a plugin's backend of
+    the same name replaces them.
+
+    Failure: a raising implementation is logged and skipped; a pool naming a backend nobody
+    registered fails to build its server, naming the backends that exist.
     """
 
 
@@ -85,51 +110,103 @@ def openrtc_register_isolation_backends(register: RegisterBackend) -> None:
 def openrtc_resolve_tenant(job: JobView) -> TenantContext | None:
     """Say which tenant a job belongs to.
 
+    Called: in the worker process for each routed job request, before admission. With
+    ``process`` isolation, again in the job process (so resolvers must be deterministic); the
+    in-process backends hand the admission-time tenant to the session.
+
     :param job: the job request.
-    :return: the tenant, or None when this plugin cannot tell. Stops at the first non-None
-        result.
+    :return: the tenant, or None when this plugin cannot tell.
+
+    Order: stops at the first non-None result.
     """
 
 
 @hookspec
 def openrtc_admit_job(
     job: JobView, decision: RouteDecision, tenant: TenantContext | None
-) -> Admission | None:
+) -> Verdict | None:
     """Accept or refuse a routed job before it is accepted (caps, breakers, draining).
+
+    Called: in the worker process, for each routed job request, after the tenant is resolved
+    and before the worker's own session cap is checked. No ``await`` happens between this
+    call and the accept, so a count a plugin takes here cannot race another request.
 
     :param job: the job request.
     :param decision: the agent routing chose.
     :param tenant: the resolved tenant, if any.
-    :return: ``Admission.reject(...)`` to refuse, or None (or an admitting Admission) to let
-        it through. Every implementation is asked; the first refusal in call order wins.
+    :return: ``Verdict.refuse(reason, terminate=...)`` to refuse, or None (or
+        ``Verdict.admit()``) to let it through.
+
+    Order: every implementation is asked; the first refusal in call order wins.
+
+    Failure: fails closed. A raising implementation refuses the job with ``terminate=False``
+    (another worker may take it), naming the plugin.
     """
 
 
 @hookspec
 def openrtc_session_options(
-    agent: str, tenant: TenantContext | None, job: JobView, pool: AgentPool
+    agent: str,
+    tenant: TenantContext | None,
+    job: JobView,
+    pool: PoolView,
+    userdata: Mapping[str, Any],
 ) -> Mapping[str, Any] | None:
     """Contribute ``AgentSession`` keyword arguments for one session (provider keys, ...).
 
+    Called: where the job runs, once per session, after the agent is built and before its
+    ``AgentSession`` is.
+
     :param agent: the agent name the session runs.
     :param tenant: the resolved tenant, if any.
-    :param job: the job (``job.simulated`` is True for a scripted call in a simulation).
-    :param pool: the pool, to read its defaults (``pool.session_defaults``) and the agent's
-        overrides (``pool.get(agent).overrides``).
-    :return: keyword arguments to apply over the pool defaults and the agent's overrides,
-        or None. Contributions are applied in call order, so an earlier-called plugin wins
-        on the same key.
+    :param job: the job.
+    :param pool: the pool's view; ``pool.configured(agent)`` is what the session gets before
+        any contribution (pool defaults with the agent's overrides applied).
+    :param userdata: what prewarm stored (``JobProcess.userdata``), read-only: a plugin that
+        loaded a shared model at prewarm hands it to sessions here.
+    :return: keyword arguments to apply over the configured options, or None.
+
+    Order: applied over the configured options in call order, with the earliest-called plugin
+    winning on the same key.
     """
 
 
 # ---------------------------------------------------------------------------------------------
-# reload: how edited agent code reaches live sessions
+# session start: how a routed job's session starts
+# ---------------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def openrtc_start_session(launch: SessionLaunch) -> Awaitable[None] | None:
+    """Take over how a routed job's session starts.
+
+    Called: where the job runs, once per session, with the agent and its ``AgentSession``
+    built. The default (no plugin takes over) joins the room with
+    ``session.start(agent, room=ctx.room)`` and greets if a greeting is configured.
+
+    :param launch: the job, the session info, livekit's ``JobContext``, the agent, the
+        session, the greeting, and the callbacks ``fail(error)`` and ``mark_connected()``.
+    :return: an awaitable (a coroutine of the plugin's) that starts the session; the core
+        awaits it, then reports the session started. It owns the greeting too. None leaves
+        the start to the next implementation.
+
+    Order: stops at the first non-None result.
+
+    Failure: not contained. An exception, raised here or by the awaitable, fails this
+    session, and only it, like any exception while a session starts.
+    """
+
+
+# ---------------------------------------------------------------------------------------------
+# reload: how edited agent code reaches live sessions (experimental)
 # ---------------------------------------------------------------------------------------------
 
 
 @hookspec
 def openrtc_register_reload_strategies(register: RegisterReloadStrategy) -> None:
-    """Offer reload strategies by name.
+    """Offer reload strategies by name. Experimental: redesigned with the reload plugin.
+
+    Called: nowhere in the core yet; the reload plugin will define when.
 
     :param register: call ``register(name, factory)``; the reload plugin defines what the
         factory builds.
@@ -142,23 +219,37 @@ def openrtc_register_reload_strategies(register: RegisterReloadStrategy) -> None
 
 
 @hookspec
-def openrtc_worker_started(pool: AgentPool, server: AgentServer) -> None:
-    """The worker is running (registration with LiveKit may still be under way)."""
+def openrtc_worker_started(pool: PoolView, server: AgentServer) -> None:
+    """The worker is running; registration with LiveKit may still be under way.
+
+    Called: in the worker process, once per server, from livekit's ``worker_started`` event.
+    """
 
 
 @hookspec
 def openrtc_session_started(info: SessionInfo, session: AgentSession[Any]) -> None:
-    """A session started for a job, with its agent; ``session`` is the live AgentSession."""
+    """A session started for a job, with its agent; ``session`` is the live AgentSession.
+
+    Called: where the job runs, once per session, right after it started.
+    """
 
 
 @hookspec
 def openrtc_session_ended(info: SessionInfo, outcome: SessionOutcome) -> None:
-    """A session ended; ``outcome`` says whether it completed, failed (and why) or was cut."""
+    """A session ended; ``outcome`` says whether it completed, failed (and why) or was cut.
+
+    Called: where the job runs, exactly once per session that was opened, including sessions
+    whose agent or session failed to build or start.
+    """
 
 
 @hookspec
-def openrtc_drain_started(pool: AgentPool) -> None:
-    """The worker stopped taking jobs and waits for the live ones to end."""
+def openrtc_drain_started(pool: PoolView) -> None:
+    """The worker stopped taking jobs and waits for the live ones to end.
+
+    Called: in the worker process, once, when ``AgentServer.drain`` starts (SIGTERM under
+    ``start``, or a plugin calling it).
+    """
 
 
 # ---------------------------------------------------------------------------------------------
@@ -167,11 +258,17 @@ def openrtc_drain_started(pool: AgentPool) -> None:
 
 
 @hookspec
-def openrtc_prewarm(proc: JobProcess, pool: AgentPool) -> None:
-    """Load shared objects into ``proc.userdata`` once per worker process.
+def openrtc_prewarm(proc: JobProcess, pool: PoolView) -> None:
+    """Load shared objects into ``proc.userdata``.
 
-    Use a namespaced key (``"yourplugin.model"``). The built-in contribution loads the VAD
-    under ``openrtc_core.prewarm.VAD_KEY`` unless the pool was given its own ``vad``.
+    Called: where jobs run, before the first job: once per worker with ``coroutine``
+    isolation, once per job thread or job process otherwise.
+
+    Use a namespaced key (``"yourplugin.model"``) and hand the object to sessions from
+    ``openrtc_session_options`` (it receives ``userdata``). The built-in loads the VAD under
+    ``"openrtc.vad"`` when some agent is configured without one, and contributes it that way.
+
+    Failure: not contained. A worker without its shared models is broken and says so.
     """
 
 
@@ -182,4 +279,8 @@ def openrtc_prewarm(proc: JobProcess, pool: AgentPool) -> None:
 
 @hookspec(historic=True)
 def openrtc_register_commands(app: typer.Typer) -> None:
-    """Add subcommands to the ``openrtc`` command line (``@app.command()``)."""
+    """Add subcommands to the ``openrtc`` command line (``@app.command()``).
+
+    Called: by the ``openrtc`` command, once, before it parses its arguments; historic, so a
+    plugin registered later still sees the app.
+    """

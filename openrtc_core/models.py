@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
 from .metadata import EMPTY
+
+if TYPE_CHECKING:
+    from livekit.agents import Agent, AgentSession, JobContext
+
+
+AGENT_ATTRIBUTE: Final = "openrtc.agent"
+"""The agent participant's attribute that names the agent a job was routed to."""
 
 
 def _frozen_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
@@ -19,6 +26,26 @@ def _frozen_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
     if isinstance(value, MappingProxyType):
         return value
     return MappingProxyType(dict(value))
+
+
+def _frozen_options(
+    value: Mapping[str, Mapping[str, Any]] | None,
+) -> Mapping[str, Mapping[str, Any]]:
+    return MappingProxyType({k: _frozen_mapping(v) for k, v in (value or {}).items()})
+
+
+@attrs.frozen(kw_only=True)
+class PoolSettings:
+    """Worker-level settings of a pool (everything that is not a session option)."""
+
+    agent_name: str = ""
+    isolation: str = "coroutine"
+    max_sessions: int | None = None
+    greeting: str | None = None
+    job_memory_limit_mb: float = 0
+    job_memory_warn_mb: float = 1000
+    server_options: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_mapping)
+    version: str = ""
 
 
 @attrs.frozen(kw_only=True)
@@ -38,20 +65,30 @@ class JobView:
     job_metadata: Mapping[str, Any] = attrs.field(default=EMPTY, converter=_frozen_mapping)
     room_metadata: Mapping[str, Any] = attrs.field(default=EMPTY, converter=_frozen_mapping)
     dispatch_attributes: Mapping[str, str] = attrs.field(default=EMPTY, converter=_frozen_mapping)
-    simulated: bool = False
-    """True only in a worker started with simulation on, for a job carrying a caller script."""
 
 
 @attrs.frozen(kw_only=True)
 class PoolView:
-    """The agents a worker hosts, as routing strategies see them."""
+    """A pool as plugins see it: its agents, its default agent, each agent's session options.
+
+    `options` maps each agent to its configured ``AgentSession`` keyword arguments: the
+    pool defaults with that agent's overrides applied (see ``openrtc_core.options``), before
+    any plugin contribution.
+    """
 
     agents: frozenset[str]
     default_agent: str | None = None
     dispatch_name: str = ""
+    isolation: str = "coroutine"
+    version: str = ""
+    options: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict, converter=_frozen_options)
 
     def hosts(self, name: str) -> bool:
         return name in self.agents
+
+    def configured(self, agent: str) -> Mapping[str, Any]:
+        """The configured session options of `agent` (empty for an agent not hosted)."""
+        return self.options.get(agent, EMPTY)
 
 
 @attrs.frozen(kw_only=True)
@@ -64,16 +101,12 @@ class RouteDecision:
 
 
 @attrs.frozen(kw_only=True)
-class TenantContext:
-    """The tenant a job belongs to, as resolved by a tenancy plugin."""
+class Verdict:
+    """Whether a job may run here. The one shape of every refusal: routing, admission, caps.
 
-    tenant_id: str = attrs.field(validator=attrs.validators.min_len(1))
-    attributes: Mapping[str, Any] = attrs.field(default=EMPTY, converter=_frozen_mapping)
-
-
-@attrs.frozen(kw_only=True)
-class Admission:
-    """An admission hook's verdict. `terminate=False` lets LiveKit offer the job elsewhere."""
+    `terminate=False` lets LiveKit offer the job to another worker; `terminate=True` says no
+    worker could take it. `source` names who refused (a plugin, ``routing``, ``capacity``).
+    """
 
     admitted: bool
     reason: str = ""
@@ -81,8 +114,23 @@ class Admission:
     source: str = ""
 
     @classmethod
-    def reject(cls, reason: str, *, terminate: bool = False, source: str = "") -> Admission:
+    def admit(cls) -> Verdict:
+        return _ADMIT
+
+    @classmethod
+    def refuse(cls, reason: str, *, terminate: bool = False, source: str = "") -> Verdict:
         return cls(admitted=False, reason=reason, terminate=terminate, source=source)
+
+
+_ADMIT = Verdict(admitted=True)
+
+
+@attrs.frozen(kw_only=True)
+class TenantContext:
+    """The tenant a job belongs to, as resolved by a tenancy plugin."""
+
+    tenant_id: str = attrs.field(validator=attrs.validators.min_len(1))
+    attributes: Mapping[str, Any] = attrs.field(default=EMPTY, converter=_frozen_mapping)
 
 
 @attrs.frozen(kw_only=True)
@@ -127,3 +175,23 @@ class SessionOutcome:
     outcome: Outcome
     error: str = ""
     duration_s: float = 0.0
+
+
+@attrs.frozen(kw_only=True)
+class SessionLaunch:
+    """A routed job's agent and session, built and ready to start (``openrtc_start_session``).
+
+    The default start joins the room (``session.start(agent, room=ctx.room)``) and greets.
+    A plugin that starts the session another way (with no room, for a simulated caller)
+    calls `mark_connected()` once the session is up, so livekit treats the job as connected,
+    and `fail(error)` to end this session, and only it, as failed.
+    """
+
+    job: JobView
+    info: SessionInfo
+    ctx: JobContext
+    agent: Agent
+    session: AgentSession[Any]
+    greeting: str | None
+    fail: Callable[[str], None]
+    mark_connected: Callable[[], None]

@@ -7,12 +7,12 @@ instead of failing the call for every other plugin.
 
 from __future__ import annotations
 
-import functools
 import importlib.metadata
+import itertools
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
-from types import ModuleType
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from types import MappingProxyType, ModuleType
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -22,23 +22,25 @@ from stevedore.extension import Extension
 
 from . import hookspecs
 from ._version import __version__
+from .containment import HookErrors, StandIn, contained_plugin
 from .errors import PluginLoadError
 from .models import (
-    Admission,
     JobView,
     PoolView,
     RouteDecision,
     SessionInfo,
+    SessionLaunch,
     SessionOutcome,
     TenantContext,
+    Verdict,
 )
+from .options import merge_options
 
 if TYPE_CHECKING:
     import typer
     from livekit.agents import AgentServer, AgentSession, JobProcess
 
     from .isolation import IsolationBackend
-    from .pool import AgentPool
 
 logger = logging.getLogger("openrtc.plugins")
 
@@ -96,6 +98,9 @@ class PluginHost:
     _loaded_entry_points: bool = attrs.field(init=False, default=False)
     _dists: dict[tuple[str, str], dict[str, str]] | None = attrs.field(init=False, default=None)
     _deferring: bool = attrs.field(init=False, default=False)
+    errors: HookErrors = attrs.field(init=False, factory=HookErrors)
+    _worker: list[tuple[str, object]] = attrs.field(init=False, factory=list)
+    """Failures of hook implementations, per plugin and hook."""
 
     def __attrs_post_init__(self) -> None:
         self._pm = pluggy.PluginManager(hookspecs.PROJECT)
@@ -119,8 +124,28 @@ class PluginHost:
     def register(self, plugin: object, name: str | None = None) -> str:
         """Register a plugin object or module given in code (``AgentPool(plugins=[...])``)."""
         plugin_name = name or _plugin_name(plugin)
+        registered = self._pm.get_plugin(plugin_name)
+        if isinstance(registered, StandIn) and registered.openrtc_plugin == plugin:
+            return plugin_name  # given again (a worker plugin on a second server)
+        if registered is not None and name is None:
+            # Another object of the same class: number it rather than refuse it.
+            plugin_name = next(
+                f"{plugin_name}#{n}"
+                for n in itertools.count(2)
+                if not self._pm.has_plugin(f"{plugin_name}#{n}")
+            )
         self._register(plugin_name, plugin, source="explicit")
         return plugin_name
+
+    def use_worker_plugins(self, plugins: Sequence[object]) -> None:
+        """Make `plugins` the worker plugins: those given for one server, replacing any given
+        for an earlier server of the same pool (``create_server(plugins=...)``)."""
+        if [plugin for _, plugin in self._worker] == list(plugins):
+            return
+        for name, _ in self._worker:
+            self._pm.unregister(name=name)
+        self._records = [r for r in self._records if r.name not in dict(self._worker)]
+        self._worker = [(self.register(plugin), plugin) for plugin in plugins]
 
     def load_entry_points(self, group: str = ENTRY_POINT_GROUP) -> None:
         """Import and register every plugin installed under `group`, once.
@@ -182,38 +207,21 @@ class PluginHost:
             )
             logger.info("plugin %s disabled by %s", name, DISABLE_ENV)
             return
+        stand_in = contained_plugin(self._pm, name, plugin, self.errors)
         try:
-            self._pm.register(plugin, name=name)
+            self._pm.register(stand_in, name=name)
             self._pm.check_pending()
         except Exception as exc:
-            if self._pm.is_registered(plugin):
-                self._pm.unregister(plugin)
+            if self._pm.is_registered(stand_in):
+                self._pm.unregister(stand_in)
             self._fail(name, entry_point, exc, source=source, module=module, warn=warn)
             return
-        contain_plugin_hooks(self._pm, plugin)
-        self._keep_fallbacks_last()
-        hooks = tuple(sorted(c.name for c in self._pm.get_hookcallers(plugin) or ()))
+        hooks = tuple(sorted(c.name for c in self._pm.get_hookcallers(stand_in) or ()))
         self._records.append(
             PluginRecord(
                 name=name, status="loaded", source=source, module=module, hooks=hooks, **dist
             )
         )
-
-    def _keep_fallbacks_last(self) -> None:
-        # Among trylast implementations pluggy calls the latest-registered one last of all;
-        # the default-agent rule must stay the last resort, so it is registered again after
-        # every plugin that arrives later.
-        from .builtin.routing import FALLBACK_STRATEGY
-
-        plugin = self._pm.get_plugin(FALLBACK_STRATEGY)
-        if plugin is None:
-            return
-        callers = self._pm.hook.openrtc_route_job.get_hookimpls()
-        if callers and callers[0].plugin_name == FALLBACK_STRATEGY:
-            return
-        self._pm.unregister(plugin)
-        self._pm.register(plugin, name=FALLBACK_STRATEGY)
-        contain_plugin_hooks(self._pm, plugin)
 
     def _fail(
         self,
@@ -263,8 +271,8 @@ class PluginHost:
     # -- calling ---------------------------------------------------------------------------
     #
     # Hooks are called through pluggy, so ordering, firstresult, wrappers and tracing behave as
-    # pluggy documents. Each plain implementation is wrapped once at registration (see
-    # _contain) so a plugin that raises, or returns the wrong type, is logged and skipped.
+    # pluggy documents. Each plain implementation was wrapped at registration (containment),
+    # so a plugin that raises, or returns the wrong type, is logged and skipped.
 
     def route_job(self, job: JobView, pool: PoolView) -> RouteDecision | None:
         result: RouteDecision | None = self._pm.hook.openrtc_route_job(job=job, pool=pool)
@@ -276,24 +284,31 @@ class PluginHost:
 
     def admit_job(
         self, job: JobView, decision: RouteDecision, tenant: TenantContext | None
-    ) -> Admission:
+    ) -> Verdict:
         verdicts = self._pm.hook.openrtc_admit_job(job=job, decision=decision, tenant=tenant)
         for verdict in verdicts:
-            if isinstance(verdict, Admission) and not verdict.admitted:
+            if isinstance(verdict, Verdict) and not verdict.admitted:
                 return verdict
-        return Admission(admitted=True)
+        return Verdict.admit()
 
     def session_options(
-        self, agent: str, tenant: TenantContext | None, job: JobView, pool: AgentPool
+        self,
+        agent: str,
+        tenant: TenantContext | None,
+        job: JobView,
+        pool: PoolView,
+        userdata: Mapping[str, Any],
     ) -> dict[str, Any]:
         contributions = self._pm.hook.openrtc_session_options(
-            agent=agent, tenant=tenant, job=job, pool=pool
+            agent=agent, tenant=tenant, job=job, pool=pool, userdata=MappingProxyType(userdata)
         )
-        merged: dict[str, Any] = {}
         # The earliest-called plugin wins on a shared key, so apply in reverse call order.
-        for contribution in reversed(contributions):
-            merged.update(contribution)
-        return merged
+        return merge_options(*reversed(contributions))
+
+    def start_session(self, launch: SessionLaunch) -> Awaitable[None] | None:
+        """A plugin's start of the session, to await; None for the default start."""
+        start: Awaitable[None] | None = self._pm.hook.openrtc_start_session(launch=launch)
+        return start
 
     def isolation_backends(self) -> dict[str, Callable[[], IsolationBackend]]:
         return self._collect_registry(self._pm.hook.openrtc_register_isolation_backends)
@@ -313,7 +328,7 @@ class PluginHost:
         caller(register=register)
         return found
 
-    def worker_started(self, pool: AgentPool, server: AgentServer) -> None:
+    def worker_started(self, pool: PoolView, server: AgentServer) -> None:
         self._pm.hook.openrtc_worker_started(pool=pool, server=server)
 
     def session_started(self, info: SessionInfo, session: AgentSession[Any]) -> None:
@@ -322,83 +337,15 @@ class PluginHost:
     def session_ended(self, info: SessionInfo, outcome: SessionOutcome) -> None:
         self._pm.hook.openrtc_session_ended(info=info, outcome=outcome)
 
-    def drain_started(self, pool: AgentPool) -> None:
+    def drain_started(self, pool: PoolView) -> None:
         self._pm.hook.openrtc_drain_started(pool=pool)
 
-    def prewarm(self, proc: JobProcess, pool: AgentPool) -> None:
+    def prewarm(self, proc: JobProcess, pool: PoolView) -> None:
         # Not contained: a worker without its shared models is broken, and should say so.
         self._pm.hook.openrtc_prewarm(proc=proc, pool=pool)
 
     def register_commands(self, app: typer.Typer) -> None:
         self._pm.hook.openrtc_register_commands.call_historic(kwargs={"app": app})
-
-
-# What each hook's implementations may return (None always means "no opinion"), and what a
-# failing implementation counts as. Admission fails closed: it guards caps and breakers.
-_RESULT_TYPES: dict[str, type | tuple[type, ...]] = {
-    "openrtc_route_job": RouteDecision,
-    "openrtc_resolve_tenant": TenantContext,
-    "openrtc_admit_job": Admission,
-    "openrtc_session_options": Mapping,
-}
-_UNCONTAINED = frozenset({"openrtc_prewarm"})
-
-
-def _on_failure(hook: str, plugin: str, exc: BaseException) -> Any:
-    if hook == "openrtc_admit_job":
-        logger.exception(
-            "plugin %s failed in %s; refusing the job so another worker can take it",
-            plugin,
-            hook,
-            exc_info=exc,
-        )
-        return Admission.reject(
-            f"admission plugin {plugin} failed: {type(exc).__name__}", source=plugin
-        )
-    logger.exception(
-        "plugin %s failed in %s; skipping it for this call", plugin, hook, exc_info=exc
-    )
-    return None
-
-
-def _contain(hook: str, plugin: str, function: Callable[..., Any]) -> Callable[..., Any]:
-    expected = _RESULT_TYPES.get(hook)
-
-    @functools.wraps(function)
-    def contained(*args: Any) -> Any:
-        try:
-            result = function(*args)
-        except Exception as exc:
-            return _on_failure(hook, plugin, exc)
-        if result is not None and expected is not None and not isinstance(result, expected):
-            logger.error(
-                "plugin %s returned %r from %s; expected %s or None; ignoring it",
-                plugin,
-                type(result).__name__,
-                hook,
-                getattr(expected, "__name__", expected),
-            )
-            return None
-        if hook == "openrtc_admit_job" and isinstance(result, Admission) and not result.source:
-            return attrs.evolve(result, source=plugin)
-        return result
-
-    contained.__openrtc_contained__ = True  # type: ignore[attr-defined]
-    return contained
-
-
-def contain_plugin_hooks(pm: pluggy.PluginManager, plugin: object) -> None:
-    """Wrap each plain hook implementation of `plugin` so its failures stay its own."""
-    for caller in pm.get_hookcallers(plugin) or ():
-        if caller.name in _UNCONTAINED:
-            continue
-        for impl in caller.get_hookimpls():
-            if impl.plugin is not plugin or impl.hookwrapper or impl.wrapper:
-                continue
-            if getattr(impl.function, "__openrtc_contained__", False):
-                continue
-            # HookImpl.function is Final in the stubs; rebinding it is how one impl is wrapped.
-            impl.function = _contain(caller.name, impl.plugin_name, impl.function)  # type: ignore[misc]
 
 
 def _strict_message(failed: Sequence[tuple[str, str, str]]) -> str:

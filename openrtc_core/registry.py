@@ -8,6 +8,7 @@ that runs the session: the worker itself for coroutine isolation, the job proces
 
 from __future__ import annotations
 
+import contextvars
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -16,6 +17,20 @@ import attrs
 from livekit.agents import AgentSession
 
 from .models import SessionInfo, SessionState
+
+
+@attrs.frozen
+class SessionTag:
+    """Who a task works for: set in a job's context, so every task the job creates has it."""
+
+    job_id: str
+    agent: str
+    tenant: str = ""
+
+
+CURRENT_SESSION: contextvars.ContextVar[SessionTag | None] = contextvars.ContextVar(
+    "openrtc_current_session", default=None
+)
 
 
 @attrs.define

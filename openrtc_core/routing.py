@@ -1,31 +1,30 @@
-"""The router: turns a job request into a routing decision through the routing hook."""
+"""The router: reads a job request into a frozen view and asks the routing hook for an agent."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import attrs
 from livekit.protocol import agent as agent_pb
 
 from .metadata import parse_metadata
-from .models import JobView, RouteDecision
-
-SIMULATE_KEY = "openrtc.simulate"
+from .models import JobView, PoolView, RouteDecision, Verdict
 
 if TYPE_CHECKING:
-    from .pool import AgentPool
+    from .plugins import PluginHost
 
 logger = logging.getLogger("openrtc.router")
 
+NO_ROUTE = (
+    'no routing rule matched: set job or room metadata {"agent": "<name>"}, '
+    "name the room '<agent>-...', or mark an agent default=True"
+)
 
-def job_view(job: agent_pb.Job, *, simulation: bool = False) -> JobView:
-    """Read what a livekit job carries into a frozen view, parsing metadata safely.
 
-    `simulation` says the worker runs simulated jobs; the view is marked ``simulated`` when
-    the job also carries a caller script.
-    """
-    job_metadata = parse_metadata(job.metadata, source="job metadata", job_id=job.id)
+def job_view(job: agent_pb.Job) -> JobView:
+    """Read what a livekit job carries into a frozen view, parsing metadata safely."""
     return JobView(
         job_id=job.id,
         room_name=job.room.name,
@@ -33,37 +32,29 @@ def job_view(job: agent_pb.Job, *, simulation: bool = False) -> JobView:
         dispatch_agent_name=job.agent_name,
         job_metadata_raw=job.metadata,
         room_metadata_raw=job.room.metadata,
-        job_metadata=job_metadata,
+        job_metadata=parse_metadata(job.metadata, source="job metadata", job_id=job.id),
         room_metadata=parse_metadata(job.room.metadata, source="room metadata", job_id=job.id),
         dispatch_attributes=dict(job.attributes),
-        simulated=simulation and SIMULATE_KEY in job_metadata,
     )
-
-
-@attrs.frozen
-class Rejection:
-    """Why a job was not routed to an agent of this pool."""
-
-    reason: str
-    terminate: bool = False
 
 
 @attrs.define
 class Router:
-    pool: AgentPool
+    """Routes jobs to the agents of one pool; `view` returns the pool as hooks see it."""
 
-    def route(self, job: JobView) -> RouteDecision | Rejection:
-        """Pick the agent for `job`, or say why this worker should not take it."""
-        view = self.pool.view()
-        decision = self.pool.plugins.route_job(job, view)
+    plugins: PluginHost
+    view: Callable[[], PoolView]
+
+    def route(self, job: JobView) -> RouteDecision | Verdict:
+        """The agent for `job`, or a refusal saying why this worker should not take it."""
+        view = self.view()
+        decision = self.plugins.route_job(job, view)
         if decision is None:
-            return Rejection(
-                'no routing rule matched: set job or room metadata {"agent": "<name>"}, '
-                "name the room '<agent>-...', or mark an agent default=True"
-            )
+            return Verdict.refuse(NO_ROUTE, source="routing")
         if not view.hosts(decision.agent):
-            return Rejection(
+            return Verdict.refuse(
                 f"{decision.strategy} chose agent {decision.agent!r}, which this worker does not "
-                f"host (hosted: {', '.join(sorted(view.agents))})"
+                f"host (hosted: {', '.join(sorted(view.agents))})",
+                source="routing",
             )
         return decision

@@ -1,19 +1,26 @@
-"""The session factory: one ``AgentSession`` per job from defaults, overrides and plugins."""
+"""The session factory: the agent and its ``AgentSession`` for one job.
+
+Options come in two layers, merged by :func:`openrtc_core.options.merge_options`: what the
+pool configures for the agent (pool defaults, the agent's overrides) and what plugins
+contribute (the shared VAD from prewarm, tenant provider keys and the like).
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from livekit.agents import Agent, AgentSession
 
 from . import _livekit
 from .errors import PoolConfigError
-from .models import AgentContext, JobView, TenantContext
+from .models import AgentContext, JobView, PoolView, TenantContext
 from .options import check_session_options, merge_options
-from .pool import AgentPool, AgentSpec
-from .prewarm import VAD_KEY
+
+if TYPE_CHECKING:
+    from .plugins import PluginHost
+    from .pool import AgentSpec
 
 logger = logging.getLogger("openrtc.session")
 
@@ -21,24 +28,18 @@ PROVIDER_KEYS = ("llm", "stt", "tts", "vad")
 
 
 def session_options(
-    pool: AgentPool,
-    spec: AgentSpec,
+    plugins: PluginHost,
+    pool: PoolView,
+    agent: str,
     *,
     job: JobView,
     tenant: TenantContext | None,
-    userdata: Mapping[Any, Any],
+    userdata: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """The keyword arguments for this job's ``AgentSession``.
-
-    Layers, later winning key by key: the shared VAD loaded at prewarm, pool defaults, the
-    agent's overrides, then what plugins contribute (tenant provider keys and the like).
-    """
-    shared: dict[str, Any] = {}
-    if VAD_KEY in userdata:
-        shared["vad"] = userdata[VAD_KEY]
-    contributed = pool.plugins.session_options(spec.name, tenant, job, pool)
-    check_session_options(contributed, where=f"plugins' session options for {spec.name!r}")
-    options = merge_options(shared, pool.session_defaults, spec.overrides, contributed)
+    """The keyword arguments for this job's ``AgentSession``: configured, then contributed."""
+    contributed = plugins.session_options(agent, tenant, job, pool, userdata)
+    check_session_options(contributed, where=f"plugins' session options for {agent!r}")
+    options = merge_options(pool.configured(agent), contributed)
     # Provider objects are shared by every session of the pool; each session gets its own
     # view of them so one call's metrics and errors never reach another (see _livekit).
     for key in PROVIDER_KEYS:

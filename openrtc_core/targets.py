@@ -1,4 +1,4 @@
-"""Turning what the user points the CLI at into a pool.
+"""Turning what the user points the CLI at into a pool, and finding installed agents.
 
 TARGET is one of:
 - ``package.module:pool`` (or ``package.module``, when it defines exactly one pool);
@@ -11,8 +11,10 @@ TARGET is one of:
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import importlib.util
 import inspect
+import logging
 import re
 import sys
 from collections.abc import Callable
@@ -20,12 +22,19 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar
 
+import attrs
 from livekit.agents import Agent
 
 from .errors import PoolConfigError, TargetError
-from .pool import UNSET, AgentPool, CallOrigin, _Unset
+from .origins import CallOrigin, with_replay
+from .pool import UNSET, AgentPool, Unset
+from .server import isolation_backend
+
+logger = logging.getLogger("openrtc.targets")
 
 AGENT_MARK = "__openrtc_agent__"
+AGENTS_ENTRY_POINT_GROUP = "openrtc.agents"
+DISCOVER_STEP = "openrtc_core.targets:discover_agents"
 
 A = TypeVar("A", bound=type[Agent])
 
@@ -34,7 +43,7 @@ def agent(
     name: str | None = None,
     *,
     default: bool = False,
-    greeting: str | _Unset | None = UNSET,
+    greeting: str | Unset | None = UNSET,
     **overrides: Any,
 ) -> Callable[[A], A]:
     """Mark an Agent class for directory and entry-point discovery. Only sets an attribute.
@@ -153,6 +162,24 @@ def load_target(target: str) -> AgentPool:
     return _pick_pool(module, attr or None, target)
 
 
+def load_pool(
+    target: str, *, entry_points: bool = False, isolation: str | None = None
+) -> AgentPool:
+    """The pool TARGET names, checked as far as possible before a worker starts.
+
+    `entry_points` also registers the agents installed packages expose (``openrtc.agents``);
+    `isolation` replaces the pool's backend. Plugin problems (strict loading, an unknown
+    backend) raise here, as an :class:`~openrtc_core.errors.OpenRTCError`.
+    """
+    pool = load_target(target)
+    if entry_points:
+        discover_agents(pool)
+    if isolation:
+        pool.settings = attrs.evolve(pool.settings, isolation=isolation)
+    isolation_backend(pool)
+    return pool
+
+
 def _agent_classes(module: ModuleType) -> list[type[Agent]]:
     return [
         obj
@@ -168,7 +195,7 @@ def pool_from_directory(directory: str) -> AgentPool:
     if not files:
         raise TargetError(f"{directory}: no agent modules (*.py) found")
     pool = AgentPool()
-    pool._set_origin(CallOrigin("openrtc_core.targets:pool_from_directory", (directory,)))
+    pool.origin = CallOrigin("openrtc_core.targets:pool_from_directory", (directory,))
     for file in files:
         module = import_file(file, _module_name_for(file, "openrtc_agents_"))
         classes = _agent_classes(module)
@@ -188,3 +215,34 @@ def pool_from_directory(directory: str) -> AgentPool:
             except PoolConfigError as exc:
                 raise TargetError(f"{file}: {exc}") from None
     return pool
+
+
+def discover_agents(pool: AgentPool, group: str = AGENTS_ENTRY_POINT_GROUP) -> list[str]:
+    """Register the agents that installed packages expose under `group`; return their names.
+
+    An entry point may name an ``Agent`` subclass (registered under the entry point's name,
+    or the name its ``@openrtc_core.agent(...)`` decorator sets) or a function
+    ``register(pool)`` that adds agents itself. A job process rebuilding the pool does the
+    same (the step is recorded on the pool's origin).
+    """
+    before = set(pool.agents)
+    for entry_point in sorted(importlib.metadata.entry_points(group=group), key=_ep_name):
+        try:
+            obj = entry_point.load()
+        except Exception as exc:
+            logger.warning(
+                "skipping agent entry point %s (%s): %s: %s",
+                entry_point.name,
+                entry_point.value,
+                type(exc).__name__,
+                exc,
+            )
+            continue
+        register_agent_object(pool, obj, default_name=entry_point.name)
+    pool.replayed.add(DISCOVER_STEP)
+    pool.origin = with_replay(pool.origin, DISCOVER_STEP)
+    return sorted(set(pool.agents) - before)
+
+
+def _ep_name(entry_point: importlib.metadata.EntryPoint) -> str:
+    return entry_point.name

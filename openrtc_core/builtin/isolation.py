@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from ..coroutine import CoroutineBackend
 from ..hookspecs import RegisterBackend, hookimpl
-from ..isolation import ProcessBackend, ThreadBackend
+from ..isolation import CoroutineBackend, ProcessBackend, ThreadBackend
 
 
 @hookimpl(trylast=True)

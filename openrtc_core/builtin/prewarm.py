@@ -1,26 +1,48 @@
-"""Loads the shared VAD once per worker process, unless the pool brings its own."""
+"""The shared VAD: loaded once per worker process, handed to every session that has none.
+
+It is a plugin like any other: ``openrtc_prewarm`` loads the model into ``proc.userdata``,
+``openrtc_session_options`` contributes it to the sessions of agents configured without a
+``vad``. Disable it (``OPENRTC_DISABLE_PLUGINS=openrtc.prewarm``) and sessions get no VAD
+unless the pool or the agent names one.
+"""
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Final
 
 from ..hookspecs import hookimpl
-from ..prewarm import VAD_KEY
+from ..models import PoolView
 
 if TYPE_CHECKING:
     from livekit.agents import JobProcess
 
-    from ..pool import AgentPool
-
 logger = logging.getLogger("openrtc.prewarm")
+
+VAD_KEY: Final = "openrtc.vad"
+"""Where the shared VAD is kept in ``JobProcess.userdata``."""
+
+
+def _wants_shared_vad(pool: PoolView, agent: str | None = None) -> bool:
+    agents = [agent] if agent is not None else sorted(pool.agents)
+    return not agents or any("vad" not in pool.configured(name) for name in agents)
 
 
 @hookimpl
-def openrtc_prewarm(proc: JobProcess, pool: AgentPool) -> None:
-    if not pool.needs_shared_vad():
+def openrtc_prewarm(proc: JobProcess, pool: PoolView) -> None:
+    if not _wants_shared_vad(pool):
         return
     from livekit.agents import inference
 
     proc.userdata[VAD_KEY] = inference.VAD()
     logger.info("loaded the shared VAD (livekit-local-inference)")
+
+
+@hookimpl
+def openrtc_session_options(
+    agent: str, pool: PoolView, userdata: Mapping[str, Any]
+) -> Mapping[str, Any] | None:
+    if VAD_KEY not in userdata or not _wants_shared_vad(pool, agent):
+        return None
+    return {"vad": userdata[VAD_KEY]}

@@ -7,7 +7,7 @@ Each link is its own plugin (``openrtc.routing.<link>``), so one can be blocked 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Generator, Mapping
 from typing import Any, Literal
 
 from ..hookspecs import hookimpl
@@ -72,22 +72,27 @@ class RoomPrefixStrategy:
 
 
 class DefaultAgentStrategy:
-    """The agent marked ``default=True`` on the pool, when nothing else matched."""
+    """The agent marked ``default=True`` on the pool, when no strategy chose one.
 
-    @hookimpl(trylast=True)
-    def openrtc_route_job(self, pool: PoolView) -> RouteDecision | None:
-        if pool.default_agent is None:
-            return None
+    A wrapper around the whole routing chain, so it applies after every strategy, including
+    ``trylast`` ones registered later, without depending on registration order.
+    """
+
+    @hookimpl(wrapper=True)
+    def openrtc_route_job(
+        self, pool: PoolView
+    ) -> Generator[None, RouteDecision | None, RouteDecision | None]:
+        decision = yield
+        if decision is not None or pool.default_agent is None:
+            return decision
         return RouteDecision(
             agent=pool.default_agent, strategy="default-agent", reason="the pool's default agent"
         )
 
 
-FALLBACK_STRATEGY = "openrtc.routing.default-agent"
-
 # Registration order matters within one tier: pluggy calls the last registered first.
 STRATEGIES: list[tuple[str, object]] = [
-    (FALLBACK_STRATEGY, DefaultAgentStrategy()),
+    ("openrtc.routing.default-agent", DefaultAgentStrategy()),
     ("openrtc.routing.room-prefix", RoomPrefixStrategy()),
     ("openrtc.routing.room-metadata", MetadataStrategy("room")),
     ("openrtc.routing.job-metadata", MetadataStrategy("job")),

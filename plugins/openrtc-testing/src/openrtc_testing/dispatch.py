@@ -43,9 +43,9 @@ DEFAULT_API_KEY = "openrtc-test-key"
 DEFAULT_API_SECRET = "openrtc-loopback-test-secret-not-for-production-use"
 
 AGENT_PATH = "/agent"
-# The path openrtc_core.simulation posts to. Kept here rather than imported: the dispatch
-# server and the scripted providers must load without openrtc_core (plain livekit workers in
-# the benchmarks use them), and a test checks the two agree.
+# Where simulated calls post their reports (openrtc_testing.simulation). The dispatch server
+# and the scripted providers load without openrtc_core: plain livekit workers in the
+# benchmarks use them.
 REPORT_PATH = "/openrtc/simulation/report"
 HEALTH_PATH = "/openrtc/health"
 

@@ -1,24 +1,14 @@
-"""openrtc-testing as an OpenRTC plugin: the ``simulate`` command and offline providers."""
+"""openrtc-testing as an installed OpenRTC plugin: only the ``openrtc simulate`` command.
+
+Nothing here touches a worker. Simulated calls run only on a worker given the
+:class:`~openrtc_testing.simulation.Simulation` plugin explicitly.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import typer
 
-from openrtc_core import AgentPool, JobView, hookimpl
-
-from . import offline
-
-
-@hookimpl
-def openrtc_session_options(agent: str, job: JobView, pool: AgentPool) -> Mapping[str, Any] | None:
-    if not job.simulated:
-        return None
-    spec = pool.agents.get(agent)
-    configured = {**pool.session_defaults, **(spec.overrides if spec else {})}
-    return offline.replacements(configured) or None
+from openrtc_core import hookimpl
 
 
 @hookimpl

@@ -23,10 +23,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from openrtc_core import AgentPool, OpenRTCError
-from openrtc_core.simulation import MAX_SCRIPT_S
+from openrtc_core import AgentPool, OpenRTCError, load_pool
 
 from . import offline
+from .caller import MAX_SCRIPT_S
 from .dispatch import LoopbackDispatchServer
 from .measure import LoopLagMonitor, PeakMemory, percentile
 from .worker import Pause, dispatch_until_accepted, running_worker, simulated_call_metadata
@@ -98,8 +98,8 @@ class SimulationResult:
 def planned_swaps(pool: AgentPool) -> dict[str, dict[str, str]]:
     """Per agent, which providers a simulation replaces and what they were."""
     swaps = {}
-    for name, spec in pool.agents.items():
-        found = offline.unreachable({**pool.session_defaults, **spec.overrides})
+    for name in pool.agents:
+        found = offline.unreachable(pool.configured_options(name))
         if found:
             swaps[name] = found
     return swaps
@@ -275,8 +275,6 @@ def simulate_command(
     No LiveKit server and no provider keys are needed: providers that would need them are
     replaced by scripted ones for the simulated calls, and listed.
     """
-    from openrtc_core.targets import load_target
-
     console = Console()
     try:
         pause_s = parse_pause(pause)
@@ -287,10 +285,7 @@ def simulate_command(
         for name in ("livekit", "livekit.agents", "openrtc"):
             logging.getLogger(name).setLevel(logging.ERROR)
     try:
-        pool = load_target(target)
-        if isolation:
-            pool.settings = attrs.evolve(pool.settings, isolation=isolation)
-        pool.isolation_backend()
+        pool = load_pool(target, isolation=isolation)
     except OpenRTCError as exc:
         console.print(f"[bold red]error:[/bold red] {exc}")
         raise typer.Exit(1) from None

@@ -12,9 +12,10 @@ from typing import Any
 from livekit.agents import AgentServer
 
 from openrtc_core import AgentPool
-from openrtc_core.routing import SIMULATE_KEY
 
+from .caller import SIMULATE_KEY
 from .dispatch import Dispatch, LoopbackDispatchServer
+from .simulation import Simulation
 
 Pause = float | tuple[float, float]
 """Seconds a simulated caller waits before each line, or a (low, high) range."""
@@ -64,7 +65,8 @@ async def running_worker(
         "port": 0,
         **server_kwargs,
     }
-    server = pool.create_server(simulate=simulate, **options)
+    plugins = [Simulation(dispatch.url)] if simulate else []
+    server = pool.create_server(plugins=plugins, **options)
     task = asyncio.create_task(server.run(devmode=True), name="openrtc-test-worker")
     try:
         waiter = asyncio.create_task(

@@ -32,21 +32,10 @@ from typing import Any
 
 import attrs
 
+from ...registry import CURRENT_SESSION, SessionTag
+
 logger = logging.getLogger("openrtc.watchdog")
 
-
-@attrs.frozen
-class SessionTag:
-    """Who a task works for."""
-
-    job_id: str
-    agent: str
-    tenant: str = ""
-
-
-CURRENT_SESSION: contextvars.ContextVar[SessionTag | None] = contextvars.ContextVar(
-    "openrtc_current_session", default=None
-)
 
 _TAGS: weakref.WeakKeyDictionary[asyncio.Task[Any], SessionTag] = weakref.WeakKeyDictionary()
 

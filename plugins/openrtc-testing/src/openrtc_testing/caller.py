@@ -1,8 +1,8 @@
 """Simulated calls: a scripted caller drives a real AgentSession in text mode, with no room.
 
-Only a worker built with ``AgentPool.create_server(simulate=True)`` runs them (tests and
-``openrtc simulate``); a production worker ignores the script and joins the room as usual.
-The job metadata carries the script::
+Only a worker given the :class:`~openrtc_testing.simulation.Simulation` plugin runs them
+(tests and ``openrtc simulate``); a production worker never has it, ignores the script and
+joins the room as usual. The job metadata carries the script::
 
     {"agent": "support", "openrtc.simulate": {"turns": ["hi", "bye"], "hold_s": 2.0}}
 
@@ -11,8 +11,8 @@ waits that many seconds, or a uniformly random time in ``[low, high]`` when give
 for listening to the agent's reply, thinking and speaking. Without it, each line follows the
 previous reply at once.
 
-When the call ends, the transcript and outcome are posted to the LiveKit URL the job came
-from, at ``/openrtc/simulation/report`` (the loopback dispatch server stores them).
+When the call ends, the transcript and outcome are posted to the simulation's report URL,
+``/openrtc/simulation/report`` on the loopback dispatch server, which stores them.
 """
 
 from __future__ import annotations
@@ -28,18 +28,17 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import attrs
-from livekit.agents import Agent, AgentSession, JobContext, llm
+from livekit.agents import AgentSession, JobContext, llm
 
-from . import _livekit
-from .models import SessionInfo
-from .routing import SIMULATE_KEY
+from openrtc_core import SessionInfo
 
 if TYPE_CHECKING:
     from livekit.agents.voice.run_result import RunEvent, RunResult
 
 logger = logging.getLogger("openrtc.simulation")
 
-REPORT_PATH = "/openrtc/simulation/report"
+SIMULATE_KEY = "openrtc.simulate"
+"""The job-metadata key that carries a simulated caller's script."""
 MAX_TURNS = 1000
 MAX_SCRIPT_S = 3600.0
 
@@ -127,15 +126,6 @@ def _provider_label(value: object) -> str:
     return str(model) if model else type(value).__name__
 
 
-def report_url(server_url: str) -> str:
-    url = server_url.rstrip("/")
-    if url.startswith("ws://"):
-        url = "http://" + url[len("ws://") :]
-    elif url.startswith("wss://"):
-        url = "https://" + url[len("wss://") :]
-    return url + REPORT_PATH
-
-
 class SimulatedCall:
     """One scripted caller driving a started session, as a task of the job.
 
@@ -153,14 +143,16 @@ class SimulatedCall:
         script: CallerScript,
         greeting: str | None,
         on_failed: Callable[[str], None],
+        report_to: str,
     ) -> None:
         self.ctx = ctx
         self.session = session
         self.script = script
         self.greeting = greeting
         self.on_failed = on_failed
+        self.report_to = report_to
         self.started = time.monotonic()
-        self.report = _report(info, outcome="running")
+        self.report = new_report(info, outcome="running")
         self.report["providers"] = {
             key: _provider_label(getattr(session, key)) for key in ("llm", "stt", "tts", "vad")
         }
@@ -209,7 +201,7 @@ class SimulatedCall:
         self.report["outcome"] = outcome
         self.report["error"] = error
         self.report["duration_s"] = time.monotonic() - self.started
-        await _post_report(self.ctx, self.report)
+        await post_report(self.report_to, self.report)
 
     async def _on_job_shutdown(self, reason: str) -> None:
         if self._task is not None and not self._task.done():
@@ -219,33 +211,7 @@ class SimulatedCall:
             await self._finish("ended", f"the job ended first: {reason}")
 
 
-async def start_simulated_call(
-    ctx: JobContext,
-    session: AgentSession[Any],
-    agent: Agent,
-    *,
-    info: SessionInfo,
-    script: object,
-    greeting: str | None,
-    on_failed: Callable[[str], None],
-) -> SimulatedCall:
-    """Start the session with no room, then the scripted caller; raises ScriptError early."""
-    parsed = CallerScript.parse(script)
-    await session.start(agent)
-    _livekit.mark_simulated_call_up(ctx)
-    call = SimulatedCall(
-        ctx, session, info=info, script=parsed, greeting=greeting, on_failed=on_failed
-    )
-    call.start()
-    return call
-
-
-async def report_unstarted_call(ctx: JobContext, info: SessionInfo, error: str) -> None:
-    """A simulated call whose session never started still reports, so tests never wait."""
-    await _post_report(ctx, _report(info, outcome="failed", error=error))
-
-
-def _report(info: SessionInfo, *, outcome: str, error: str = "") -> dict[str, Any]:
+def new_report(info: SessionInfo, *, outcome: str, error: str = "") -> dict[str, Any]:
     """The fields every simulation report has, before the call adds what it did."""
     return {
         "job_id": info.job_id,
@@ -267,8 +233,8 @@ def _is_agent_output(item: llm.ChatItem) -> bool:
     return isinstance(item, llm.FunctionCall | llm.FunctionCallOutput)
 
 
-async def _post_report(ctx: JobContext, report: dict[str, Any]) -> None:
-    url = report_url(_livekit.server_url(ctx))
+async def post_report(url: str, report: dict[str, Any]) -> None:
+    """POST a call's report to `url`; a refusal or an unreachable server is only logged."""
     try:
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http,

@@ -1,0 +1,129 @@
+"""Failure containment: one plugin's failing hook implementation is logged and skipped.
+
+What pluggy registers for a plugin is a stand-in holding the plugin's own hook
+implementations, each plain one wrapped so that an exception, or a return value of the wrong
+type, stays that plugin's problem: logged once per plugin and hook (then counted) and treated
+as ``None``. Admission fails closed: a failing admission plugin refuses the job.
+
+Wrapping before registering keeps to pluggy's public API: each function carries the plugin's
+own hookimpl options (re-applied with the marker), and pluggy reads its parameters through
+``__wrapped__``. Wrappers (``wrapper=True``, ``hookwrapper=True``) and the uncontained hooks
+pass unchanged.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+import pluggy
+
+from . import hookspecs
+from .models import RouteDecision, TenantContext, Verdict
+
+logger = logging.getLogger("openrtc.plugins")
+
+
+def contained_plugin(
+    pm: pluggy.PluginManager, name: str, plugin: object, errors: HookErrors
+) -> object:
+    """The stand-in to register with `pm` for `plugin` (named `name` in logs)."""
+    stand_in = StandIn(plugin)
+    for attribute in dir(plugin):
+        opts = pm.parse_hookimpl_opts(plugin, attribute)
+        if opts is None:
+            continue
+        function: Callable[..., Any] = getattr(plugin, attribute)
+        hook = opts.get("specname") or attribute
+        if hook not in _UNCONTAINED and not (opts.get("wrapper") or opts.get("hookwrapper")):
+            function = hookspecs.hookimpl(_contain(hook, name, function, errors), **opts)
+        # Passed unchanged, a function or bound method still carries its own marker.
+        setattr(stand_in, attribute, function)
+    return stand_in
+
+
+class StandIn:
+    """Holds one plugin's (contained) hook implementations for pluggy."""
+
+    def __init__(self, plugin: object) -> None:
+        self.openrtc_plugin = plugin
+
+    def __repr__(self) -> str:
+        return f"<hooks of {self.openrtc_plugin!r}>"
+
+
+# What each hook's implementations may return (None always means "no opinion"), and what a
+# failing implementation counts as. Admission fails closed: it guards caps and breakers.
+_RESULT_TYPES: dict[str, type | tuple[type, ...]] = {
+    "openrtc_route_job": RouteDecision,
+    "openrtc_resolve_tenant": TenantContext,
+    "openrtc_admit_job": Verdict,
+    "openrtc_session_options": Mapping,
+}
+_UNCONTAINED = frozenset({"openrtc_prewarm", "openrtc_start_session"})
+
+
+@attrs.define
+class HookErrors:
+    """Failures of plugin hook implementations, counted per plugin and hook.
+
+    The first of each kind is logged in full; later ones are counted (and logged at debug),
+    so a plugin failing on every call does not flood the log.
+    """
+
+    counts: dict[tuple[str, str], int] = attrs.field(factory=dict)
+
+    def first(self, plugin: str, hook: str) -> bool:
+        count = self.counts.get((plugin, hook), 0) + 1
+        self.counts[(plugin, hook)] = count
+        return count == 1
+
+
+def _on_failure(hook: str, plugin: str, exc: BaseException, errors: HookErrors) -> Any:
+    log = logger.error if errors.first(plugin, hook) else logger.debug
+    later = "; later failures of this plugin and hook are counted, not logged"
+    if hook == "openrtc_admit_job":
+        log(
+            "plugin %s failed in %s; refusing the job so another worker can take it%s",
+            plugin,
+            hook,
+            later,
+            exc_info=exc,
+        )
+        return Verdict.refuse(
+            f"admission plugin {plugin} failed: {type(exc).__name__}", source=plugin
+        )
+    log("plugin %s failed in %s; skipping it for this call%s", plugin, hook, later, exc_info=exc)
+    return None
+
+
+def _contain(
+    hook: str, plugin: str, function: Callable[..., Any], errors: HookErrors
+) -> Callable[..., Any]:
+    expected = _RESULT_TYPES.get(hook)
+
+    @functools.wraps(function)
+    def contained(*args: Any) -> Any:
+        try:
+            result = function(*args)
+        except Exception as exc:
+            return _on_failure(hook, plugin, exc, errors)
+        if result is not None and expected is not None and not isinstance(result, expected):
+            log = logger.error if errors.first(plugin, hook) else logger.debug
+            log(
+                "plugin %s returned %r from %s; expected %s or None; ignoring it (later "
+                "returns of the wrong type from it are counted, not logged)",
+                plugin,
+                type(result).__name__,
+                hook,
+                getattr(expected, "__name__", expected),
+            )
+            return None
+        if hook == "openrtc_admit_job" and isinstance(result, Verdict) and not result.source:
+            return attrs.evolve(result, source=plugin)
+        return result
+
+    return contained

@@ -1,0 +1,254 @@
+"""Where a job runs: livekit's entrypoint and prewarm for a pool, and one job's session.
+
+Both are picklable (they pickle the pool by reference, see :mod:`openrtc_core.origins`),
+because livekit's process executor ships them to each job process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from livekit.agents import AgentSession, JobContext, JobProcess
+from livekit.agents.voice.events import CloseEvent, CloseReason
+
+from . import _livekit
+from .admission import AdmittedTenants, log_fields
+from .faults import FAULTS
+from .isolation.base import JobPoolFactory, failed_reason
+from .models import (
+    AGENT_ATTRIBUTE,
+    AgentContext,
+    JobView,
+    Outcome,
+    RouteDecision,
+    SessionInfo,
+    SessionLaunch,
+    SessionOutcome,
+    SessionState,
+    TenantContext,
+)
+from .registry import CURRENT_SESSION, SessionTag
+from .routing import Router, job_view
+from .session import build_agent, build_session, session_options
+
+if TYPE_CHECKING:
+    from .pool import AgentPool, AgentSpec
+
+logger = logging.getLogger("openrtc.worker")
+
+
+def register_worker_plugins(pool: AgentPool, plugins: Sequence[object]) -> None:
+    """Register plugins given for one worker (``create_server(plugins=...)``) on the pool."""
+    pool.plugins.use_worker_plugins(plugins)
+
+
+class PoolPrewarm:
+    """livekit's ``setup_fnc``: every plugin's prewarm, once per process that runs jobs."""
+
+    def __init__(self, pool: AgentPool, plugins: Sequence[object] = ()) -> None:
+        self.pool = pool
+        self.worker_plugins = tuple(plugins)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_prewarm, (self.pool, self.worker_plugins))
+
+    def __call__(self, proc: JobProcess) -> None:
+        self.pool.plugins.prewarm(proc, self.pool.view())
+
+
+class PoolEntrypoint:
+    """livekit's job entrypoint: build the agent and its session, run it, report lifecycle."""
+
+    def __init__(
+        self,
+        pool: AgentPool,
+        plugins: Sequence[object] = (),
+        *,
+        admitted: AdmittedTenants | None = None,
+    ) -> None:
+        self.pool = pool
+        self.worker_plugins = tuple(plugins)
+        self.admitted: AdmittedTenants = admitted if admitted is not None else {}
+        self.router = Router(pool.plugins, pool.view)
+        # Set by backends that run jobs themselves (coroutine); livekit's ProcPool otherwise.
+        self.openrtc_job_pool: JobPoolFactory | None = None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_entrypoint, (self.pool, self.worker_plugins))
+
+    async def __call__(self, ctx: JobContext) -> None:
+        job = job_view(ctx.job)
+        spec = self._agent_for(ctx, job)
+        # The tenant admission saw, when the request was handled in this process; a job process
+        # (process isolation) resolves it again from the same job.
+        if job.job_id in self.admitted:
+            tenant = self.admitted.pop(job.job_id)
+        else:
+            tenant = self.pool.plugins.resolve_tenant(job)
+        await SessionRun(self.pool, spec, job, tenant, ctx).run()
+
+    def _agent_for(self, ctx: JobContext, job: JobView) -> AgentSpec:
+        name = _livekit.accept_attributes(ctx).get(AGENT_ATTRIBUTE)
+        if name:
+            return self.pool.get(name)
+        # No request step ran (console mode, simulate_job): route here, then fall back to the
+        # only agent.
+        routed = self.router.route(job)
+        if isinstance(routed, RouteDecision):
+            return self.pool.get(routed.agent)
+        agents = list(self.pool.agents.values())
+        if len(agents) == 1:
+            return agents[0]
+        raise RuntimeError(
+            f"job {job.job_id} reached the worker without a routing decision and the pool hosts "
+            f"{len(agents)} agents; mark one default=True so console and connect runs know "
+            "which agent to start."
+        )
+
+
+class SessionRun:
+    """One job's session, from building the agent to the session-ended notification."""
+
+    def __init__(
+        self,
+        pool: AgentPool,
+        spec: AgentSpec,
+        job: JobView,
+        tenant: TenantContext | None,
+        ctx: JobContext,
+    ) -> None:
+        self.pool = pool
+        self.spec = spec
+        self.job = job
+        self.tenant = tenant
+        self.ctx = ctx
+        self.info = SessionInfo(
+            job_id=job.job_id,
+            room_name=job.room_name,
+            agent=spec.name,
+            tenant=tenant,
+            version=pool.settings.version,
+        )
+        self.entry = pool.sessions.open(self.info)
+        self.extra = log_fields(job, spec.name, tenant)
+        self.failure = ""
+        self.user_modules = frozenset({getattr(spec.target, "__module__", "") or ""})
+        self._started = time.monotonic()
+        self._ended = False
+        ctx.add_shutdown_callback(self._on_shutdown)
+
+    @property
+    def job_id(self) -> str:
+        return self.job.job_id
+
+    def end(self, outcome: Outcome, error: str = "") -> None:
+        if self._ended:
+            return
+        self._ended = True
+        self.pool.sessions.close(self.job.job_id)
+        self.pool.plugins.session_ended(
+            self.info,
+            SessionOutcome(
+                outcome=outcome, error=error, duration_s=time.monotonic() - self._started
+            ),
+        )
+
+    async def _on_shutdown(self, reason: str) -> None:
+        self.end(Outcome.FAILED if self.failure else Outcome.COMPLETED, self.failure)
+
+    def fail(self, error: str) -> None:
+        """End this session as failed (its job too); other sessions are not touched."""
+        if self.failure or self._ended:
+            return
+        self.failure = error
+        logger.error("session for agent %s failed: %s", self.spec.name, error, extra=self.extra)
+        self.ctx.shutdown(reason=failed_reason(error))
+
+    def _watch(self, session: AgentSession[Any]) -> None:
+        def on_close(event: CloseEvent) -> None:
+            # A closed session does not end its job by itself; end it, failed on error.
+            if event.reason == CloseReason.ERROR:
+                self.fail(f"session closed on error: {event.error}")
+            elif not self._ended:
+                self.ctx.shutdown(reason=f"session closed: {event.reason.value}")
+
+        session.on("close", on_close)
+
+    def _build(self) -> SessionLaunch:
+        agent = build_agent(
+            self.spec,
+            AgentContext(
+                job_id=self.job.job_id,
+                room_name=self.job.room_name,
+                agent=self.spec.name,
+                metadata=self.job.job_metadata,
+                tenant=self.tenant,
+            ),
+        )
+        self.user_modules = self.user_modules | {type(agent).__module__}
+        options = session_options(
+            self.pool.plugins,
+            self.pool.view(),
+            self.spec.name,
+            job=self.job,
+            tenant=self.tenant,
+            userdata=self.ctx.proc.userdata,
+        )
+        session = build_session(options)
+        self.entry.session = session
+        self._watch(session)
+        return SessionLaunch(
+            job=self.job,
+            info=self.info,
+            ctx=self.ctx,
+            agent=agent,
+            session=session,
+            greeting=self.spec.greeting_or(self.pool.settings.greeting),
+            fail=self.fail,
+            mark_connected=self._mark_connected,
+        )
+
+    def _mark_connected(self) -> None:
+        _livekit.mark_connected(self.ctx)
+
+    async def run(self) -> None:
+        tenant_id = self.tenant.tenant_id if self.tenant else ""
+        CURRENT_SESSION.set(SessionTag(self.job.job_id, self.spec.name, tenant_id))
+        _livekit.forget_loop_monitor_job(asyncio.get_running_loop())
+        FAULTS.watch(self)
+        try:
+            launch = self._build()
+            start = self.pool.plugins.start_session(launch)
+            if start is not None:
+                await start
+            else:
+                await launch.session.start(launch.agent, room=self.ctx.room)
+                if launch.greeting:
+                    launch.session.generate_reply(instructions=launch.greeting)
+            self.entry.mark(SessionState.RUNNING)
+            self.pool.plugins.session_started(self.info, launch.session)
+            logger.info("session started", extra=self.extra)
+        except asyncio.CancelledError:
+            # A session that cancels itself would otherwise leave its job waiting forever.
+            self.end(Outcome.CANCELLED)
+            self.ctx.shutdown(reason="session cancelled")
+            raise
+        except Exception as exc:
+            self.failure = f"{type(exc).__name__}: {exc}"
+            logger.exception("session for agent %s failed", self.spec.name, extra=self.extra)
+            self.end(Outcome.FAILED, self.failure)
+            raise
+
+
+def _rebuild_entrypoint(pool: AgentPool, plugins: tuple[object, ...]) -> PoolEntrypoint:
+    register_worker_plugins(pool, plugins)
+    return PoolEntrypoint(pool, plugins)
+
+
+def _rebuild_prewarm(pool: AgentPool, plugins: tuple[object, ...]) -> PoolPrewarm:
+    register_worker_plugins(pool, plugins)
+    return PoolPrewarm(pool, plugins)

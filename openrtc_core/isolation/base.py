@@ -1,0 +1,85 @@
+"""The isolation contract: everything a backend may say about itself or own.
+
+A backend is chosen by name (``AgentPool(isolation="process")``) from the registry the
+``openrtc_register_isolation_backends`` hook fills; one instance serves one server. It is
+told about the worker through a frozen :class:`WorkerSpec`, declares its :class:`BackendTraits`,
+and may bring its own job pool: the object livekit's ``AgentServer`` would otherwise build as
+its process pool, with the executor contract of livekit's ``ipc/job_executor.py``. Everything
+here is public, so a third-party backend needs no private name of OpenRTC's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
+
+import attrs
+
+from ..models import PoolSettings
+
+if TYPE_CHECKING:
+    from livekit.agents import AgentServer
+
+JobPoolFactory = Callable[..., Any]
+"""Called by livekit with its process-pool keyword arguments; returns the job pool."""
+
+FAILED_REASON_PREFIX: Final = "openrtc: session failed"
+"""A job whose shutdown reason starts with this ended failed (its session failed)."""
+
+
+def failed_reason(error: str) -> str:
+    """The shutdown reason of a job whose session failed with `error`."""
+    return f"{FAILED_REASON_PREFIX}: {error}"
+
+
+def is_failed_reason(reason: str) -> bool:
+    return reason.startswith(FAILED_REASON_PREFIX)
+
+
+@attrs.frozen(kw_only=True)
+class BackendTraits:
+    """What a backend says about how it runs jobs."""
+
+    jobs_run_in_worker: bool = False
+    """Jobs run in the worker process itself, so what the request handler learnt about a job
+    (its tenant) reaches the session directly instead of being resolved again."""
+    default_max_sessions: int | None = None
+    """The session cap of a pool that sets no ``max_sessions``; None for no cap."""
+
+
+@attrs.frozen(kw_only=True)
+class WorkerSpec:
+    """What a backend is told about the worker it serves."""
+
+    settings: PoolSettings
+    session_cap: int | None
+    """``max_sessions``, or the backend's default; None for no cap."""
+    preload_modules: tuple[str, ...] = ()
+    """OpenRTC's and the loaded plugins' modules, safe to import before a fork."""
+
+
+@runtime_checkable
+class IsolationBackend(Protocol):
+    """What the server assembly needs from a backend."""
+
+    @property
+    def name(self) -> str:
+        """The name the backend is chosen by."""
+        ...
+
+    @property
+    def traits(self) -> BackendTraits:
+        """How it runs jobs (see :class:`BackendTraits`)."""
+        ...
+
+    def server_options(self, worker: WorkerSpec) -> Mapping[str, Any]:
+        """``AgentServer`` keyword arguments it needs (executor type, limits, load)."""
+        ...
+
+    def job_pool(self, worker: WorkerSpec) -> JobPoolFactory | None:
+        """Its own job pool for this server, or None to use livekit's process pool."""
+        ...
+
+    def install(self, server: AgentServer) -> None:
+        """Adjust the built server before it runs; most backends need nothing here."""
+        ...

@@ -1,0 +1,73 @@
+"""The coroutine backend: jobs as asyncio tasks in the worker's loop, one shared prewarm."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import attrs
+from livekit.agents import JobExecutorType
+
+from ..base import BackendTraits, JobPoolFactory, WorkerSpec
+from ..executors import warn_no_memory_caps
+from .jobpool import CoroutineJobPool
+
+if TYPE_CHECKING:
+    from livekit.agents import AgentServer
+
+DEFAULT_MAX_SESSIONS = 50
+LAG_BUDGET_S = 0.1
+"""Mean loop lag over the last second at which the worker reports itself full."""
+_TRAITS = BackendTraits(jobs_run_in_worker=True, default_max_sessions=DEFAULT_MAX_SESSIONS)
+
+
+@attrs.define
+class CoroutineLoad:
+    """The load the worker reports: the larger of its session share and its loop lag."""
+
+    max_sessions: int
+    job_pool: CoroutineJobPool | None = None
+
+    def __call__(self, server: AgentServer) -> float:
+        session_load = len(server.active_jobs) / self.max_sessions
+        lag = self.job_pool.watchdog.sustained_lag_s() if self.job_pool is not None else 0.0
+        return min(1.0, max(session_load, lag / LAG_BUDGET_S))
+
+
+@attrs.define
+class CoroutineBackend:
+    """Jobs as asyncio tasks in the worker's loop, one shared prewarm.
+
+    One instance serves one server: it builds that server's job pool and reports its load.
+    """
+
+    name: str = "coroutine"
+    traits: BackendTraits = _TRAITS
+    _load: CoroutineLoad | None = attrs.field(init=False, default=None)
+
+    def server_options(self, worker: WorkerSpec) -> Mapping[str, Any]:
+        warn_no_memory_caps(self.name, worker)
+        max_sessions = worker.session_cap or DEFAULT_MAX_SESSIONS
+        self._load = CoroutineLoad(max_sessions)
+        return {
+            # In-process, like livekit's thread executor: livekit's per-job log filters then
+            # look the job up per record instead of assuming one job per process.
+            "job_executor_type": JobExecutorType.THREAD,
+            # Load is sessions/max_sessions (or loop lag): full at 1.0. livekit also estimates
+            # an in-flight request's share as threshold / num_idle_processes.
+            "load_threshold": 1.0,
+            "num_idle_processes": max_sessions,
+            "load_fnc": self._load,
+        }
+
+    def job_pool(self, worker: WorkerSpec) -> JobPoolFactory | None:
+        def build(**livekit_kwargs: Any) -> CoroutineJobPool:
+            job_pool = CoroutineJobPool(**livekit_kwargs)
+            if self._load is not None:
+                self._load.job_pool = job_pool
+            return job_pool
+
+        return build
+
+    def install(self, server: AgentServer) -> None:
+        return None

@@ -1,0 +1,228 @@
+"""One job as tasks in the worker's loop: livekit's job-executor contract, kept whole.
+
+livekit's per-job lifecycle (job context, shutdown callbacks, session end, the job's status
+to the server, termination of one job) runs in livekit's own ``_JobProc``, driven here in the
+worker's loop instead of in a process (see :mod:`openrtc_core._livekit`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import itertools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from livekit.agents import utils
+from livekit.agents.ipc.job_executor import JobStatus
+
+from ... import _livekit
+from ...models import AGENT_ATTRIBUTE
+from ...registry import CURRENT_SESSION, SessionTag
+from ..base import failed_reason, is_failed_reason
+
+if TYPE_CHECKING:
+    from livekit.agents import JobContext, JobProcess
+    from livekit.agents.job import RunningJobInfo
+
+logger = logging.getLogger("openrtc.coroutine")
+
+_ids = itertools.count(1)
+
+
+class _Client:
+    """The job side's view of its executor: ``send()`` is how _JobProc reports back."""
+
+    def __init__(self, job: CoroutineJob) -> None:
+        self.job = job
+
+    async def send(self, msg: Any) -> None:
+        reason = _livekit.exiting_reason(msg)
+        if reason is not None:
+            self.job.exiting(reason)
+            return
+        request = _livekit.inference_request(msg)
+        if request is not None:
+            self.job.start_inference(*request)
+
+
+class CoroutineJob:
+    """livekit's job-executor contract (ipc/job_executor.py) for one job in this loop."""
+
+    def __init__(
+        self,
+        *,
+        entrypoint: Callable[[JobContext], Awaitable[None]],
+        session_end_fnc: Callable[[JobContext], Awaitable[None]] | None,
+        simulation_end_fnc: Callable[[Any], Any] | None,
+        session_end_timeout: float,
+        close_timeout: float,
+        shared_proc: JobProcess,
+        inference_executor: Any,
+    ) -> None:
+        self._id = f"CORO_{next(_ids)}"
+        self._entrypoint = entrypoint
+        self._session_end_fnc = session_end_fnc
+        self._simulation_end_fnc = simulation_end_fnc
+        self._session_end_timeout = session_end_timeout
+        self._close_timeout = close_timeout
+        self._shared_proc = shared_proc
+        self._inference_executor = inference_executor
+        self._running_job: RunningJobInfo | None = None
+        self._status = JobStatus.RUNNING
+        self._user_arguments: Any | None = None
+        self._channel: utils.aio.Chan[Any] = utils.aio.Chan()
+        self._task: asyncio.Task[None] | None = None
+        self._job_proc: Any = None
+        self._inference_tasks: set[asyncio.Task[None]] = set()
+        self.exit_reason = ""
+        self.on_done: Callable[[CoroutineJob], None] | None = None
+        self._closed = asyncio.Event()
+        self._cut_off_timer: asyncio.TimerHandle | None = None
+
+    # -- the executor contract --------------------------------------------------------------
+
+    @property
+    def id(self) -> str:
+        return self._id
+
+    @property
+    def started(self) -> bool:
+        return self._task is not None
+
+    @property
+    def user_arguments(self) -> Any | None:
+        return self._user_arguments
+
+    @user_arguments.setter
+    def user_arguments(self, value: Any | None) -> None:
+        self._user_arguments = value
+
+    @property
+    def running_job(self) -> RunningJobInfo | None:
+        return self._running_job
+
+    @property
+    def status(self) -> JobStatus:
+        return self._status
+
+    async def start(self) -> None:
+        return None
+
+    async def initialize(self) -> None:
+        return None
+
+    async def launch_job(self, info: RunningJobInfo) -> None:
+        if self._running_job is not None:
+            raise RuntimeError("a coroutine job runs exactly one job")
+        self._running_job = info
+        self._job_proc = _livekit.new_job_proc(
+            entrypoint=self._entrypoint,
+            session_end_fnc=self._session_end_fnc,
+            simulation_end_fnc=self._simulation_end_fnc,
+            session_end_timeout=self._session_end_timeout,
+            shared_proc=self._shared_proc,
+            client=_Client(self),
+        )
+        # A context of its own: nothing leaks between jobs, and every task the job creates
+        # carries its tag for the watchdog.
+        context = contextvars.copy_context()
+        agent = (info.accept_arguments.attributes or {}).get(AGENT_ATTRIBUTE, "")
+        context.run(CURRENT_SESSION.set, SessionTag(info.job.id, agent))
+        self._task = asyncio.get_running_loop().create_task(
+            self._job_proc.entrypoint(self._channel),
+            name=f"openrtc-job-{info.job.id}",
+            context=context,
+        )
+        self._task.add_done_callback(self._finished)
+        self._channel.send_nowait(_livekit.start_job_message(info))
+        _livekit.job_metrics(started=True)
+
+    async def join(self) -> None:
+        # Waits until the job is finished *and* forgotten by the pool. livekit's drain loops
+        # over listed jobs calling join(): returning before the pool dropped this one, without
+        # yielding, would spin that loop forever.
+        await self._closed.wait()
+
+    async def aclose(self) -> None:
+        """Ask the job to shut down; cut it off after the close timeout."""
+        if self._task is None or self._task.done():
+            return
+        with contextlib.suppress(utils.aio.ChanClosed):
+            self._channel.send_nowait(_livekit.shutdown_message("worker closed the job"))
+        done, _ = await asyncio.wait({self._task}, timeout=self._close_timeout)
+        if not done:
+            logger.error(
+                "job did not shut down within %.1f s; cancelling it",
+                self._close_timeout,
+                extra=self.logging_extra(),
+            )
+            self.exit_reason = self.exit_reason or failed_reason("shutdown timed out")
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+
+    def logging_extra(self) -> dict[str, Any]:
+        extra: dict[str, Any] = {"executor_id": self._id}
+        if self._running_job is not None:
+            extra["job_id"] = self._running_job.job.id
+            extra["room"] = self._running_job.job.room.name
+        return extra
+
+    # -- internals ------------------------------------------------------------------------
+
+    def exiting(self, reason: str) -> None:
+        """The job is past its session and runs its shutdown callbacks: bound that."""
+        self.exit_reason = reason
+        if self._task is not None and not self._task.done() and self._cut_off_timer is None:
+            # An empty context: the job's own (its JobContext, its session) must not stay
+            # reachable from the loop's schedule after the job is gone.
+            self._cut_off_timer = asyncio.get_running_loop().call_later(
+                self._close_timeout, self._cut_off, context=contextvars.Context()
+            )
+
+    def _cut_off(self) -> None:
+        if self._task is None or self._task.done():
+            return
+        logger.error(
+            "job still shutting down %.1f s after its session ended; cancelling it",
+            self._close_timeout,
+            extra=self.logging_extra(),
+        )
+        if not is_failed_reason(self.exit_reason):
+            self.exit_reason = failed_reason(f"shutdown timed out ({self.exit_reason})")
+        self._task.cancel()
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        crashed = task.cancelled() or task.exception() is not None
+        reason = self.exit_reason
+        failed = crashed or reason == "job crashed" or is_failed_reason(reason)
+        self._status = JobStatus.FAILED if failed else JobStatus.SUCCESS
+        if self._cut_off_timer is not None:
+            self._cut_off_timer.cancel()
+        self._channel.close()
+        for inference in self._inference_tasks:
+            inference.cancel()
+        _livekit.job_metrics(started=False)
+        if self.on_done is not None:
+            self.on_done(self)
+        self._closed.set()
+
+    def start_inference(self, request_id: str, method: str, data: bytes) -> None:
+        async def run() -> None:
+            result: bytes | None = None
+            error = ""
+            if self._inference_executor is None:
+                error = "no inference executor"
+            else:
+                try:
+                    result = await self._inference_executor.do_inference(method, data)
+                except Exception as exc:
+                    error = str(exc) or type(exc).__name__
+            _livekit.deliver_inference(self._job_proc, request_id, result, error)
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._inference_tasks.add(task)
+        task.add_done_callback(self._inference_tasks.discard)

@@ -1,0 +1,157 @@
+"""Server assembly: livekit's ``AgentServer`` for a pool, with one universal ``rtc_session``.
+
+The pieces, each in its own module: the request handler (:mod:`.admission`) routes and admits
+jobs; the isolation backend (:mod:`.isolation`) decides where they run; the entrypoint
+(:mod:`.entrypoint`) builds and starts each session there.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+from livekit.agents import AgentServer
+from livekit.agents.types import NOT_GIVEN, NotGivenOr
+
+from . import _livekit
+from .admission import PoolRequestHandler
+from .entrypoint import PoolEntrypoint, PoolPrewarm, register_worker_plugins
+from .errors import PoolConfigError
+from .isolation import IsolationBackend, WorkerSpec
+from .options import SERVER_KEYWORDS_OWNED
+from .routing import Router
+
+if TYPE_CHECKING:
+    from .models import TenantContext
+    from .plugins import PluginHost
+    from .pool import AgentPool
+
+HTTP_PORT_ENV: Final = "OPENRTC_HTTP_PORT"
+"""The worker's health/HTTP port (livekit's default is 8081 in production, 0 in dev)."""
+PRELOADED_CORE: Final = "openrtc_core"
+
+
+class PoolServer(AgentServer):
+    """livekit's AgentServer, telling plugins when the worker starts draining."""
+
+    def __init__(self, pool: AgentPool, **options: Any) -> None:
+        super().__init__(**options)
+        self.openrtc_pool = pool
+
+    async def drain(self, timeout: NotGivenOr[int | None] = NOT_GIVEN) -> None:
+        if not self.draining:
+            self.openrtc_pool.plugins.drain_started(self.openrtc_pool.view())
+        await super().drain(timeout)
+
+
+def isolation_backend(pool: AgentPool) -> IsolationBackend:
+    """A new instance of the backend the pool's ``isolation=`` names."""
+    name = pool.settings.isolation
+    backends = pool.plugins.isolation_backends()
+    factory = backends.get(name)
+    if factory is None:
+        raise PoolConfigError(
+            f"isolation={name!r} is not an installed isolation backend; "
+            f"available: {', '.join(sorted(backends))}."
+        )
+    backend = factory()
+    if not isinstance(backend, IsolationBackend):
+        raise PoolConfigError(
+            f"isolation backend {name!r} does not implement openrtc_core.IsolationBackend "
+            "(name, traits, server_options(), job_pool(), install())"
+        )
+    return backend
+
+
+def plugin_modules(plugins: PluginHost) -> list[str]:
+    """The modules of the installed plugins loaded from entry points, in load order."""
+    return [
+        record.module.partition(":")[0]
+        for record in plugins.records
+        if record.status == "loaded" and record.source == "entry-point" and record.module
+    ]
+
+
+def _with_preloads(options: Mapping[str, Any], backend: Mapping[str, Any]) -> dict[str, Any]:
+    """The backend's server options, its forkserver preloads added after the user's own."""
+    merged = dict(backend)
+    if "preload_modules" in backend:
+        wanted = [*(options.get("preload_modules") or ()), *backend["preload_modules"]]
+        merged["preload_modules"] = list(dict.fromkeys(wanted))
+    return merged
+
+
+def _port_from_env() -> int:
+    raw = os.environ[HTTP_PORT_ENV].strip()
+    if not raw.isdigit() or int(raw) > 65535:
+        raise PoolConfigError(
+            f"{HTTP_PORT_ENV}={raw!r} is not a port: use a number from 0 to 65535 "
+            "(0 picks a free one)"
+        )
+    return int(raw)
+
+
+def build_server(
+    pool: AgentPool, *, plugins: Sequence[object] = (), **server_kwargs: Any
+) -> AgentServer:
+    """Build livekit's ``AgentServer`` for `pool`.
+
+    `plugins` are registered for this worker only and travel with the entrypoint into job
+    processes (the testing plugin's simulated callers use this). Other keyword arguments go
+    to ``AgentServer`` (``ws_url``, ``api_key``, ``port``, ``drain_timeout``, ...).
+    """
+    if not pool.agents:
+        raise PoolConfigError(
+            "the pool has no agents: register at least one with pool.add(name, AgentClass)"
+        )
+    owned = sorted(set(server_kwargs) & SERVER_KEYWORDS_OWNED)
+    if owned:
+        raise PoolConfigError(f"create_server: {', '.join(owned)} are set by the pool")
+    register_worker_plugins(pool, plugins)
+    backend = isolation_backend(pool)
+    worker = WorkerSpec(
+        settings=pool.settings,
+        session_cap=pool.settings.max_sessions or backend.traits.default_max_sessions,
+        preload_modules=(PRELOADED_CORE, *plugin_modules(pool.plugins)),
+    )
+    options = {**pool.settings.server_options, **server_kwargs}
+    if "port" not in options and os.environ.get(HTTP_PORT_ENV, "").strip():
+        options["port"] = _port_from_env()
+    options.update(_with_preloads(options, backend.server_options(worker)))
+    server = PoolServer(pool, setup_fnc=PoolPrewarm(pool, plugins), **options)
+    admitted: dict[str, TenantContext | None] | None = (
+        {} if backend.traits.jobs_run_in_worker else None
+    )
+    entrypoint = PoolEntrypoint(pool, plugins, admitted=admitted)
+    job_pool = backend.job_pool(worker)
+    if job_pool is not None:
+        # The backend runs jobs itself instead of livekit's process pool (see _livekit).
+        entrypoint.openrtc_job_pool = job_pool
+        _livekit.install_job_pool_selector()
+    server.rtc_session(
+        entrypoint,
+        agent_name=pool.settings.agent_name,
+        on_request=PoolRequestHandler(
+            router=Router(pool.plugins, pool.view),
+            plugins=pool.plugins,
+            server=server,
+            session_cap=worker.session_cap,
+            admitted=admitted,
+        ),
+    )
+    backend.install(server)
+
+    def _on_started() -> None:
+        pool.plugins.worker_started(pool.view(), server)
+
+    server.on("worker_started", _on_started)
+    return server
+
+
+def run_pool(pool: AgentPool, argv: Sequence[str], *, prog_name: str | None = None) -> None:
+    """Build the pool's server and run livekit's CLI on `argv` (exits like a CLI does)."""
+    server = build_server(pool)
+    app = _livekit.build_livekit_cli(server)
+    app(args=list(argv), prog_name=prog_name or os.path.basename(sys.argv[0]) or "openrtc")
