@@ -11,7 +11,7 @@ import pytest
 
 PROBE = """
 import gc, json, sys
-from openrtc_core.coroutine import tune_gc
+from openrtc_core.isolation.coroutine.gctuning import tune_gc
 if len(sys.argv) > 1:
     gc.set_threshold(*map(int, sys.argv[1].split(",")))
 said = tune_gc()

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from openrtc_core import AgentPool, PluginLoadError, RouteDecision, hookimpl
+from openrtc_core import AgentPool, PluginLoadError, RouteDecision, discover_agents, hookimpl
 from openrtc_core.models import JobView, PoolView
 from openrtc_core.plugins import PluginHost
 
@@ -174,7 +174,7 @@ def test_agent_entry_points_register_classes_and_functions(
 ) -> None:
     monkeypatch.syspath_prepend(str(site))
     pool = AgentPool(load_plugins=False)
-    assert pool.discover_entry_points() == ["concierge", "valet"]
+    assert discover_agents(pool) == ["concierge", "valet"]
     assert pool.get("concierge").greeting is None
 
 

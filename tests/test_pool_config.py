@@ -8,7 +8,7 @@ import pytest
 from livekit.agents import Agent
 
 from openrtc_core import AgentContext, AgentPool, PoolConfigError
-from openrtc_core.pool import _restore_pool
+from openrtc_core.origins import restore_pool
 
 
 class SupportAgent(Agent):
@@ -112,7 +112,7 @@ def test_pool_pickles_by_reference_for_job_processes() -> None:
     restored = pickle.loads(pickle.dumps(POOL))
     assert restored is POOL
     func, _ = POOL.__reduce__()
-    assert func is _restore_pool
+    assert func is restore_pool
 
 
 def test_factory_context_is_frozen() -> None:
@@ -146,9 +146,3 @@ def test_process_isolation_preloads_openrtc_and_its_plugins_in_the_forkserver() 
     coroutine.add("a", SupportAgent)
     assert coroutine.create_server()._preload_modules == []  # no job processes to preload
 
-
-def test_the_harness_and_the_core_agree_on_the_simulation_contract() -> None:
-    from openrtc_core.simulation import REPORT_PATH
-    from openrtc_testing import dispatch
-
-    assert dispatch.REPORT_PATH == REPORT_PATH

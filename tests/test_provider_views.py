@@ -31,8 +31,9 @@ POOL.add("plain", Plain)
 
 def _session(job_id: str) -> AgentSession[Any]:
     options = session_options(
-        POOL,
-        POOL.get("plain"),
+        POOL.plugins,
+        POOL.view(),
+        "plain",
         job=JobView(job_id=job_id, room_name=job_id),
         tenant=None,
         userdata={},

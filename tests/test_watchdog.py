@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from openrtc_core.watchdog import CURRENT_SESSION, LoopWatchdog, SessionTag
+from openrtc_core.isolation.coroutine.watchdog import LoopWatchdog
+from openrtc_core.registry import CURRENT_SESSION, SessionTag
 
 
 async def _stall_inside_session(stall: object) -> None:
@@ -39,8 +40,9 @@ async def test_a_garbage_collection_stall_is_not_blamed_on_the_session(
     finally:
         watchdog.stop()
         del heap
-    incident = watchdog.incidents[-1]
-    assert incident.by_gc, incident
+    # The collection's incident, wherever it is: with a 20 ms threshold a loaded machine
+    # records stalls of its own, so the last incident need not be this one.
+    assert any(incident.by_gc for incident in watchdog.incidents), list(watchdog.incidents)
     assert "garbage collector" in caplog.text
     assert "agent support" not in caplog.text
 
@@ -55,9 +57,12 @@ async def test_a_blocking_call_is_blamed_on_its_session(
             await _stall_inside_session(lambda: time.sleep(0.15))
     finally:
         watchdog.stop()
-    incident = watchdog.incidents[-1]
-    assert not incident.by_gc
-    assert incident.session == SessionTag(job_id="J1", agent="support")
+    # Picked by session, not as the last incident: a loaded machine adds stalls of its own.
+    tag = SessionTag(job_id="J1", agent="support")
+    blamed = [incident for incident in watchdog.incidents if incident.session == tag]
+    assert len(blamed) == 1, list(watchdog.incidents)
+    assert not blamed[0].by_gc
+    assert blamed[0].duration_s >= 0.1  # the 150 ms sleep, less at most one 20 ms tick
     assert "by agent support (job J1)" in caplog.text
 
 
