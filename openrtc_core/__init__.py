@@ -20,6 +20,7 @@ from .models import (
 )
 from .options import merge_options
 from .pool import AgentPool, AgentSpec
+from .routing import job_view
 from .server import build_server
 from .targets import agent, discover_agents, load_pool, load_target
 
@@ -51,6 +52,7 @@ __all__ = [
     "build_server",
     "discover_agents",
     "hookimpl",
+    "job_view",
     "load_pool",
     "load_target",
     "merge_options",

@@ -59,6 +59,16 @@ class PoolRequestHandler:
         # Jobs between our accept and their launch; with the running ones they fill the cap.
         self._accepting: set[str] = set()
 
+    def _forget_stale_tenants(self) -> None:
+        # A job accepted but never launched leaves its entry behind; entries of jobs that are
+        # neither live nor being accepted go (the entrypoint resolves again if it was wrong).
+        assert self.admitted is not None
+        if len(self.admitted) <= 2 * (self.session_cap or 50):
+            return
+        live = {j.job.id for j in self.server.active_jobs} | self._accepting
+        for job_id in [j for j in self.admitted if j not in live]:
+            del self.admitted[job_id]
+
     def _capacity(self) -> Verdict:
         cap = self.session_cap
         running = len(self.server.active_jobs)
@@ -83,10 +93,12 @@ class PoolRequestHandler:
             return
         tenant = self.plugins.resolve_tenant(job)
         verdict = self.plugins.admit_job(job, routed, tenant)
-        if verdict.admitted:
-            verdict = self._capacity()
         if not verdict.admitted:
-            await _reject(req, job, verdict, agent=routed.agent)
+            await _reject(req, job, verdict, agent=routed.agent, tenant=tenant, by_plugin=True)
+            return
+        verdict = self._capacity()
+        if not verdict.admitted:
+            await _reject(req, job, verdict, agent=routed.agent, tenant=tenant)
             return
         logger.info(
             "accepting job for agent %s (%s)",
@@ -98,6 +110,7 @@ class PoolRequestHandler:
         # last slot.
         self._accepting.add(job.job_id)
         if self.admitted is not None:
+            self._forget_stale_tenants()
             self.admitted[job.job_id] = tenant
         try:
             await req.accept(attributes={AGENT_ATTRIBUTE: routed.agent})
@@ -109,19 +122,23 @@ class PoolRequestHandler:
             self._accepting.discard(job.job_id)
 
 
-async def _reject(req: JobRequest, job: JobView, verdict: Verdict, *, agent: str = "") -> None:
+async def _reject(
+    req: JobRequest,
+    job: JobView,
+    verdict: Verdict,
+    *,
+    agent: str = "",
+    tenant: TenantContext | None = None,
+    by_plugin: bool = False,
+) -> None:
     """Refuse a job with one log line naming it, its room and why."""
-    by = (
-        f"refused by {verdict.source}: "
-        if verdict.source not in ("", "routing", "capacity")
-        else ""
-    )
+    by = f"refused by {verdict.source or 'an admission plugin'}: " if by_plugin else ""
     logger.warning(
         "rejecting job %s in room %s: %s%s",
         job.job_id,
         job.room_name,
         by,
         verdict.reason,
-        extra={**log_fields(job, agent), "terminate": verdict.terminate},
+        extra={**log_fields(job, agent, tenant), "terminate": verdict.terminate},
     )
     await req.reject(terminate=verdict.terminate)

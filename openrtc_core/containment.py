@@ -82,21 +82,26 @@ class HookErrors:
         return count == 1
 
 
-def _on_failure(hook: str, plugin: str, exc: BaseException, errors: HookErrors) -> Any:
-    log = logger.error if errors.first(plugin, hook) else logger.debug
-    later = "; later failures of this plugin and hook are counted, not logged"
-    if hook == "openrtc_admit_job":
-        log(
-            "plugin %s failed in %s; refusing the job so another worker can take it%s",
-            plugin,
-            hook,
-            later,
-            exc_info=exc,
-        )
+def _on_failure(
+    hook: str, plugin: str, exc: BaseException, errors: HookErrors, *, traceback: bool = True
+) -> Any:
+    first = errors.first(plugin, hook)
+    log = logger.error if first else logger.debug
+    admission = hook == "openrtc_admit_job"
+    log(
+        "plugin %s failed in %s (%s: %s); %s%s",
+        plugin,
+        hook,
+        type(exc).__name__,
+        exc,
+        "refusing the job so another worker can take it" if admission else "skipping it",
+        "; later failures of this plugin and hook are counted, not logged" if first else "",
+        exc_info=exc if traceback else None,
+    )
+    if admission:
         return Verdict.refuse(
             f"admission plugin {plugin} failed: {type(exc).__name__}", source=plugin
         )
-    log("plugin %s failed in %s; skipping it for this call%s", plugin, hook, later, exc_info=exc)
     return None
 
 
@@ -112,16 +117,11 @@ def _contain(
         except Exception as exc:
             return _on_failure(hook, plugin, exc, errors)
         if result is not None and expected is not None and not isinstance(result, expected):
-            log = logger.error if errors.first(plugin, hook) else logger.debug
-            log(
-                "plugin %s returned %r from %s; expected %s or None; ignoring it (later "
-                "returns of the wrong type from it are counted, not logged)",
-                plugin,
-                type(result).__name__,
-                hook,
-                getattr(expected, "__name__", expected),
+            wrong = TypeError(
+                f"{plugin} returned {type(result).__name__!r} from {hook}; expected "
+                f"{getattr(expected, '__name__', expected)} or None"
             )
-            return None
+            return _on_failure(hook, plugin, wrong, errors, traceback=False)
         if hook == "openrtc_admit_job" and isinstance(result, Verdict) and not result.source:
             return attrs.evolve(result, source=plugin)
         return result

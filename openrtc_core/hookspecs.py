@@ -90,7 +90,8 @@ def openrtc_register_isolation_backends(register: RegisterBackend) -> None:
     check a target's ``isolation=`` before the worker starts.
 
     :param register: call ``register(name, factory)``; ``factory()`` returns an
-        :class:`~openrtc_core.isolation.IsolationBackend`, one per server built.
+        :class:`~openrtc_core.isolation.IsolationBackend`, one per server built (and one
+        when the ``openrtc`` command checks a target's backend).
 
     Order: the first registration of a name in call order wins; the built-ins
     (``coroutine``, ``process``, ``thread``) register ``trylast``, so a plugin's backend of
@@ -139,8 +140,9 @@ def openrtc_admit_job(
 
     Order: every implementation is asked; the first refusal in call order wins.
 
-    Failure: fails closed. A raising implementation refuses the job with ``terminate=False``
-    (another worker may take it), naming the plugin.
+    Failure: fails closed. An implementation that raises, or returns something other than a
+    ``Verdict`` or None, refuses the job with ``terminate=False`` (another worker may take
+    it), naming the plugin.
     """
 
 

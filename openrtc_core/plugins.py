@@ -99,8 +99,8 @@ class PluginHost:
     _dists: dict[tuple[str, str], dict[str, str]] | None = attrs.field(init=False, default=None)
     _deferring: bool = attrs.field(init=False, default=False)
     errors: HookErrors = attrs.field(init=False, factory=HookErrors)
-    _worker: list[tuple[str, object]] = attrs.field(init=False, factory=list)
     """Failures of hook implementations, per plugin and hook."""
+    _worker: list[tuple[str, object]] = attrs.field(init=False, factory=list)
 
     def __attrs_post_init__(self) -> None:
         self._pm = pluggy.PluginManager(hookspecs.PROJECT)

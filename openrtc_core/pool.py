@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
@@ -126,8 +127,8 @@ class AgentPool:
             server_options=dict(server_options or {}),
             version=version,
         )
-        self.session_defaults: dict[str, Any] = check_session_options(
-            session_defaults, where="AgentPool(...)", pool_settings=True
+        self._session_defaults: Mapping[str, Any] = MappingProxyType(
+            check_session_options(session_defaults, where="AgentPool(...)", pool_settings=True)
         )
         self._agents: dict[str, AgentSpec] = {}
         self._view: PoolView | None = None
@@ -144,6 +145,11 @@ class AgentPool:
             str(frame.f_globals.get("__name__", "")), str(frame.f_globals.get("__file__") or "")
         )
         origins.remember(self._origin, self)
+
+    @property
+    def session_defaults(self) -> Mapping[str, Any]:
+        """The session options every agent gets unless it overrides them (read-only)."""
+        return self._session_defaults
 
     @property
     def settings(self) -> PoolSettings:

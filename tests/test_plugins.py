@@ -299,3 +299,36 @@ def test_a_plugin_backend_replaces_the_built_in_of_the_same_name() -> None:
     backends: dict[str, Any] = dict(host.isolation_backends())
     assert backends["process"]() == "mine"
     assert set(backends) == {"coroutine", "process", "thread"}
+
+
+def test_a_plugin_failing_on_every_call_is_logged_once_then_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    host = PluginHost(strict=False, disabled=frozenset())
+    host.register(WrongType(), name="wrong-type")
+    host.register(BrokenAdmission(), name="caps")
+    decision = RouteDecision(agent="sales", strategy="test")
+    with caplog.at_level(logging.ERROR, logger="openrtc.plugins"):
+        for _ in range(5):
+            assert host.route_job(_job("lobby"), POOL_VIEW).agent == "support"  # type: ignore[union-attr]
+            assert not host.admit_job(_job("lobby"), decision, None).admitted
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 2, errors  # one per plugin and hook
+    assert host.errors.counts == {
+        ("wrong-type", "openrtc_route_job"): 5,
+        ("caps", "openrtc_admit_job"): 5,
+    }
+
+
+class WrongAdmission:
+    @hookimpl
+    def openrtc_admit_job(self) -> str:
+        return "yes"
+
+
+def test_an_admission_plugin_returning_the_wrong_type_refuses_like_a_failing_one() -> None:
+    host = PluginHost(strict=False, disabled=frozenset())
+    host.register(WrongAdmission(), name="sloppy")
+    verdict = host.admit_job(_job("sales-1"), RouteDecision(agent="sales", strategy="t"), None)
+    assert not verdict.admitted
+    assert verdict.source == "sloppy"

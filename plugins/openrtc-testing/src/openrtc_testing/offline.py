@@ -2,8 +2,8 @@
 
 A pool written for production names real providers (``llm="openai/gpt-4.1-mini"``,
 ``inference.STT(...)``, plugin objects). ``openrtc simulate`` must run it on a machine with no
-keys and no network, so for a *simulated* job (``JobView.simulated``, which is never true in
-a production worker) those are replaced by scripted providers. Local ones (VAD, turn
+keys and no network, so for a simulated job (one carrying a caller script, run only by a
+worker given the Simulation plugin) those are replaced by scripted providers. Local ones (VAD, turn
 detector) and scripted ones are kept.
 """
 

@@ -26,6 +26,7 @@ from openrtc_core import (
     SessionLaunch,
     SessionOutcome,
     hookimpl,
+    job_view,
 )
 
 from . import offline
@@ -94,7 +95,7 @@ class Simulation:
         if info.job_id in _CALLS or outcome.outcome is not Outcome.FAILED:
             return
         ctx = get_job_context(required=False)
-        if ctx is None or SIMULATE_KEY not in (ctx.job.metadata or ""):
+        if ctx is None or not is_simulated(job_view(ctx.job)):
             return
         report = new_report(info, outcome="failed", error=outcome.error)
         url = report_url(self.server_url)
