@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import pytest
-import pytest_asyncio
 from livekit.agents import AgentServer
 
 from openrtc_core import AgentPool
@@ -22,10 +21,33 @@ from .dispatch import LoopbackDispatchServer
 from .providers import Rule, ScriptedLLM
 from .worker import running_worker
 
+try:
+    import pytest_asyncio
+except ImportError:  # installed without the [pytest] extra: pytest must still start
+    pytest_asyncio = None  # type: ignore[assignment]
+
 WorkerFactory = Callable[..., AbstractAsyncContextManager[AgentServer]]
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+MISSING_PYTEST_ASYNCIO = (
+    "the {name} fixture needs pytest-asyncio: pip install 'openrtc-testing[pytest]'"
+)
 
 
-@pytest_asyncio.fixture
+def _async_fixture(func: _F) -> _F:
+    """``pytest_asyncio.fixture``, or, without pytest-asyncio, a fixture of the same name that
+    fails the tests using it (every other test, and pytest itself, are unaffected)."""
+    if pytest_asyncio is not None:
+        return cast(_F, pytest_asyncio.fixture(func))
+    message = MISSING_PYTEST_ASYNCIO.format(name=func.__name__)
+
+    def unavailable() -> None:
+        pytest.fail(message, pytrace=False)
+
+    return cast(_F, pytest.fixture(name=func.__name__)(unavailable))
+
+
+@_async_fixture
 async def openrtc_dispatch() -> AsyncIterator[LoopbackDispatchServer]:
     """A started loopback dispatch server on 127.0.0.1 (closed after the test)."""
     async with LoopbackDispatchServer() as server:
