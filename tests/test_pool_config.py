@@ -145,4 +145,3 @@ def test_process_isolation_preloads_openrtc_and_its_plugins_in_the_forkserver() 
     coroutine = AgentPool(load_plugins=False)
     coroutine.add("a", SupportAgent)
     assert coroutine.create_server()._preload_modules == []  # no job processes to preload
-

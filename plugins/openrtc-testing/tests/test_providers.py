@@ -437,10 +437,10 @@ async def test_audio_turn_through_full_pipeline() -> None:
     try:
         for frame in speech_frames(0.6) + silence_frames(0.6):
             audio_in.queue.put_nowait(frame)
-        reply = await asyncio.wait_for(answered, 10)
+        reply = await asyncio.wait_for(answered, 30)  # generous: a deadline, not a pace
         assert reply.text_content == "Your order ships tomorrow."
         # the reply's audio reached the output
-        await asyncio.wait_for(audio_out.wait_for_playout(), 5)
+        await asyncio.wait_for(audio_out.wait_for_playout(), 30)
     finally:
         await session.aclose()
 
