@@ -672,7 +672,8 @@ def render_markdown(data: dict[str, Any], images: Sequence[tuple[Plot, Path]], o
         "default), B the thread executor; both keep `num_idle_processes = min(N, 4)` warm "
         "processes (threads), as a production worker keeps some.",
         "- **C / D**: an `AgentPool` with the same agent and LLM (`benchmarks/openrtc_worker.py`)"
-        ", run with `pool.create_server(simulate=True)`; its default prewarm loads the shared "
+        ", run with `pool.create_server(plugins=[Simulation(url)])` (openrtc-testing's "
+        "simulation plugin); its default prewarm loads the shared "
         'VAD, which the session factory hands to each session. C is `isolation="coroutine"`'
         ' (the default), D `isolation="process"`; `max_sessions = N + 10`. D keeps the same '
         "warm job processes as A (`server_options={'num_idle_processes': min(N, 4)}`).",
