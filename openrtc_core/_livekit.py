@@ -48,6 +48,22 @@ def mark_connected(ctx: JobContext) -> None:
     ctx._on_connect()
 
 
+def on_shutdown_requested(ctx: JobContext, callback: Callable[[str], None]) -> None:
+    """Call `callback(reason)` the moment anyone asks the job to shut down (``ctx.shutdown``),
+    before livekit closes the session and runs the shutdown callbacks.
+
+    ``JobContext.shutdown`` calls the ``on_shutdown`` function the job runner gave the
+    context (job.py ``JobContext.shutdown`` -> ``self._on_shutdown``); it is wrapped here.
+    """
+    requested = ctx._on_shutdown
+
+    def shutdown_requested(reason: str) -> None:
+        callback(reason)
+        requested(reason)
+
+    ctx._on_shutdown = shutdown_requested
+
+
 def build_livekit_cli(server: AgentServer) -> typer.Typer:
     """livekit's own ``dev|start|console|connect|download-files`` app bound to `server`.
 

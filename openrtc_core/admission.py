@@ -1,16 +1,17 @@
 """livekit's ``on_request`` for a pool: route, resolve the tenant, admit, then accept.
 
 Every refusal is a :class:`~openrtc_core.models.Verdict` and is logged once, naming the job,
-its room and the reason. The handler owns the per-job state it hands on: the slots of jobs
-between accept and launch, and the tenant admission saw, for the entrypoint when jobs run in
-this process.
+its room and the reason. The handler and the entrypoint share one :class:`JobLedger` per
+server: the tenant admission resolved, and which calls have ended, so a job that is only
+shutting down holds no slot.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import MutableMapping
 from typing import TYPE_CHECKING, Any
+
+import attrs
 
 from .models import AGENT_ATTRIBUTE, JobView, TenantContext, Verdict
 from .routing import Router, job_view
@@ -21,9 +22,6 @@ if TYPE_CHECKING:
     from .plugins import PluginHost
 
 logger = logging.getLogger("openrtc.worker")
-
-AdmittedTenants = MutableMapping[str, "TenantContext | None"]
-"""Job id to the tenant admission resolved, from the request handler to the entrypoint."""
 
 
 def log_fields(
@@ -38,6 +36,48 @@ def log_fields(
     }
 
 
+@attrs.define
+class JobLedger:
+    """Per-job state the request handler and the entrypoint share, when jobs run here.
+
+    A job holds a slot of ``max_sessions`` from its accept until its call ends: its session
+    closed or its shutdown was asked for. livekit keeps the job listed while it shuts down
+    (closing the session waits up to 2 s for a last transcript, shutdown callbacks run), but
+    that job takes no new turn and needs no slot. With ``process`` isolation the entrypoint
+    runs in the job process, so nothing is shared and a job counts until its process is done.
+    """
+
+    shares_tenants: bool = False
+    _tenants: dict[str, TenantContext | None] = attrs.field(init=False, factory=dict)
+    _ended: set[str] = attrs.field(init=False, factory=set)
+
+    def hand_over(self, job_id: str, tenant: TenantContext | None) -> None:
+        if self.shares_tenants:
+            self._tenants[job_id] = tenant
+
+    def take_tenant(self, job_id: str) -> tuple[bool, TenantContext | None]:
+        """``(True, tenant)`` when admission handed this job's tenant over in this process."""
+        if job_id in self._tenants:
+            return True, self._tenants.pop(job_id)
+        return False, None
+
+    def forget(self, job_id: str) -> None:
+        self._tenants.pop(job_id, None)
+
+    def call_ended(self, job_id: str) -> None:
+        self._ended.add(job_id)
+
+    def calls(self, server: AgentServer) -> int:
+        """Calls the worker holds: its listed jobs whose call has not ended."""
+        listed = {job.job.id for job in server.active_jobs}
+        self._ended &= listed
+        if len(self._tenants) > 2 * len(listed) + 100:
+            # Accepted, never launched: a tenant left behind (the entrypoint would resolve
+            # it again if it ever came).
+            self._tenants = {j: t for j, t in self._tenants.items() if j in listed}
+        return len(listed) - len(self._ended)
+
+
 class PoolRequestHandler:
     """livekit's ``on_request``: route, admit, then accept naming the agent."""
 
@@ -48,35 +88,24 @@ class PoolRequestHandler:
         plugins: PluginHost,
         server: AgentServer,
         session_cap: int | None,
-        admitted: AdmittedTenants | None,
+        ledger: JobLedger,
     ) -> None:
         self.router = router
         self.plugins = plugins
         self.server = server
         self.session_cap = session_cap
-        # Given when jobs start in this process: the entrypoint takes each job's tenant here.
-        self.admitted = admitted
-        # Jobs between our accept and their launch; with the running ones they fill the cap.
+        self.ledger = ledger
+        # Jobs between our accept and their launch; with the live calls they fill the cap.
         self._accepting: set[str] = set()
-
-    def _forget_stale_tenants(self) -> None:
-        # A job accepted but never launched leaves its entry behind; entries of jobs that are
-        # neither live nor being accepted go (the entrypoint resolves again if it was wrong).
-        assert self.admitted is not None
-        if len(self.admitted) <= 2 * (self.session_cap or 50):
-            return
-        live = {j.job.id for j in self.server.active_jobs} | self._accepting
-        for job_id in [j for j in self.admitted if j not in live]:
-            del self.admitted[job_id]
 
     def _capacity(self) -> Verdict:
         cap = self.session_cap
-        running = len(self.server.active_jobs)
-        if cap is None or running + len(self._accepting) < cap:
+        live = self.ledger.calls(self.server)
+        if cap is None or live + len(self._accepting) < cap:
             return Verdict.admit()
         return Verdict.refuse(
-            f"the worker is at max_sessions={cap} ({running} running, "
-            f"{len(self._accepting)} being accepted)",
+            f"the worker is at max_sessions={cap}: {live} calls live and "
+            f"{len(self._accepting)} being accepted (jobs only shutting down are not counted)",
             source="capacity",
         )
 
@@ -109,14 +138,11 @@ class PoolRequestHandler:
         # No await between the capacity check and this: two requests cannot both take the
         # last slot.
         self._accepting.add(job.job_id)
-        if self.admitted is not None:
-            self._forget_stale_tenants()
-            self.admitted[job.job_id] = tenant
+        self.ledger.hand_over(job.job_id, tenant)
         try:
             await req.accept(attributes={AGENT_ATTRIBUTE: routed.agent})
         except BaseException:
-            if self.admitted is not None:
-                self.admitted.pop(job.job_id, None)
+            self.ledger.forget(job.job_id)
             raise
         finally:
             self._accepting.discard(job.job_id)
@@ -133,7 +159,9 @@ async def _reject(
 ) -> None:
     """Refuse a job with one log line naming it, its room and why."""
     by = f"refused by {verdict.source or 'an admission plugin'}: " if by_plugin else ""
-    logger.warning(
+    # A full worker is ordinary back-pressure (LiveKit offers the job elsewhere): info.
+    log = logger.info if verdict.source == "capacity" else logger.warning
+    log(
         "rejecting job %s in room %s: %s%s",
         job.job_id,
         job.room_name,

@@ -16,7 +16,7 @@ from livekit.agents import AgentSession, JobContext, JobProcess
 from livekit.agents.voice.events import CloseEvent, CloseReason
 
 from . import _livekit
-from .admission import AdmittedTenants, log_fields
+from .admission import JobLedger, log_fields
 from .faults import FAULTS
 from .isolation.base import JobPoolFactory, failed_reason
 from .models import (
@@ -68,11 +68,11 @@ class PoolEntrypoint:
         pool: AgentPool,
         plugins: Sequence[object] = (),
         *,
-        admitted: AdmittedTenants | None = None,
+        ledger: JobLedger | None = None,
     ) -> None:
         self.pool = pool
         self.worker_plugins = tuple(plugins)
-        self.admitted: AdmittedTenants = admitted if admitted is not None else {}
+        self.ledger = ledger if ledger is not None else JobLedger()
         self.router = Router(pool.plugins, pool.view)
         # Set by backends that run jobs themselves (coroutine); livekit's ProcPool otherwise.
         self.openrtc_job_pool: JobPoolFactory | None = None
@@ -85,11 +85,10 @@ class PoolEntrypoint:
         spec = self._agent_for(ctx, job)
         # The tenant admission saw, when the request was handled in this process; a job process
         # (process isolation) resolves it again from the same job.
-        if job.job_id in self.admitted:
-            tenant = self.admitted.pop(job.job_id)
-        else:
+        handed_over, tenant = self.ledger.take_tenant(job.job_id)
+        if not handed_over:
             tenant = self.pool.plugins.resolve_tenant(job)
-        await SessionRun(self.pool, spec, job, tenant, ctx).run()
+        await SessionRun(self.pool, spec, job, tenant, ctx, self.ledger).run()
 
     def _agent_for(self, ctx: JobContext, job: JobView) -> AgentSpec:
         name = _livekit.accept_attributes(ctx).get(AGENT_ATTRIBUTE)
@@ -120,8 +119,10 @@ class SessionRun:
         job: JobView,
         tenant: TenantContext | None,
         ctx: JobContext,
+        ledger: JobLedger,
     ) -> None:
         self.pool = pool
+        self.ledger = ledger
         self.spec = spec
         self.job = job
         self.tenant = tenant
@@ -140,6 +141,13 @@ class SessionRun:
         self._started = time.monotonic()
         self._ended = False
         ctx.add_shutdown_callback(self._on_shutdown)
+        # The call is over once anyone asks the job to shut down; its slot is free then.
+        _livekit.on_shutdown_requested(ctx, self._call_ended)
+
+    def _call_ended(self, reason: str = "") -> None:
+        self.ledger.call_ended(self.job.job_id)
+        if not self._ended:
+            self.entry.mark(SessionState.ENDING)
 
     @property
     def job_id(self) -> str:
@@ -149,6 +157,7 @@ class SessionRun:
         if self._ended:
             return
         self._ended = True
+        self._call_ended()
         self.pool.sessions.close(self.job.job_id)
         self.pool.plugins.session_ended(
             self.info,
@@ -170,6 +179,7 @@ class SessionRun:
 
     def _watch(self, session: AgentSession[Any]) -> None:
         def on_close(event: CloseEvent) -> None:
+            self._call_ended()
             # A closed session does not end its job by itself; end it, failed on error.
             if event.reason == CloseReason.ERROR:
                 self.fail(f"session closed on error: {event.error}")

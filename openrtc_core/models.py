@@ -147,6 +147,9 @@ class AgentContext:
 class SessionState(enum.Enum):
     STARTING = "starting"
     RUNNING = "running"
+    ENDING = "ending"
+    """The call is over (its session closed or its job was asked to shut down); the job is
+    still shutting down, and holds no slot of ``max_sessions``."""
     ENDED = "ended"
 
 

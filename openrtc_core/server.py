@@ -16,7 +16,7 @@ from livekit.agents import AgentServer
 from livekit.agents.types import NOT_GIVEN, NotGivenOr
 
 from . import _livekit
-from .admission import PoolRequestHandler
+from .admission import JobLedger, PoolRequestHandler
 from .entrypoint import PoolEntrypoint, PoolPrewarm, register_worker_plugins
 from .errors import PoolConfigError
 from .isolation import IsolationBackend, WorkerSpec
@@ -24,7 +24,6 @@ from .options import SERVER_KEYWORDS_OWNED
 from .routing import Router
 
 if TYPE_CHECKING:
-    from .models import TenantContext
     from .plugins import PluginHost
     from .pool import AgentPool
 
@@ -111,20 +110,19 @@ def build_server(
         raise PoolConfigError(f"create_server: {', '.join(owned)} are set by the pool")
     register_worker_plugins(pool, plugins)
     backend = isolation_backend(pool)
+    ledger = JobLedger(shares_tenants=backend.traits.jobs_run_in_worker)
     worker = WorkerSpec(
         settings=pool.settings,
         session_cap=pool.settings.max_sessions or backend.traits.default_max_sessions,
         preload_modules=(PRELOADED_CORE, *plugin_modules(pool.plugins)),
+        calls=ledger.calls,
     )
     options = {**pool.settings.server_options, **server_kwargs}
     if "port" not in options and os.environ.get(HTTP_PORT_ENV, "").strip():
         options["port"] = _port_from_env()
     options.update(_with_preloads(options, backend.server_options(worker)))
     server = PoolServer(pool, setup_fnc=PoolPrewarm(pool, plugins), **options)
-    admitted: dict[str, TenantContext | None] | None = (
-        {} if backend.traits.jobs_run_in_worker else None
-    )
-    entrypoint = PoolEntrypoint(pool, plugins, admitted=admitted)
+    entrypoint = PoolEntrypoint(pool, plugins, ledger=ledger)
     job_pool = backend.job_pool(worker)
     if job_pool is not None:
         # The backend runs jobs itself instead of livekit's process pool (see _livekit).
@@ -138,7 +136,7 @@ def build_server(
             plugins=pool.plugins,
             server=server,
             session_cap=worker.session_cap,
-            admitted=admitted,
+            ledger=ledger,
         ),
     )
     backend.install(server)

@@ -140,3 +140,22 @@ def broken_factory(ctx: AgentContext) -> Agent:
 
 
 COROUTINE_POOL.add("factory-boom", broken_factory)
+
+
+class LingeringAgent(Agent):
+    """Its call ends at once; its job then takes 3 s to shut down (a slow upload, say)."""
+
+    def __init__(self) -> None:
+        super().__init__(instructions="Lingers after the call.")
+
+    async def on_enter(self) -> None:
+        get_job_context().add_shutdown_callback(_linger)
+
+
+async def _linger(reason: str) -> None:
+    await asyncio.sleep(3)
+
+
+# One slot: a job that only shuts down must not hold it.
+ONE_SLOT_POOL = AgentPool(llm=POOL_LLM, vad=None, max_sessions=1, agent_name="one-slot")
+ONE_SLOT_POOL.add("linger", LingeringAgent, default=True)

@@ -194,3 +194,28 @@ def test_providers_are_event_emitters_with_a_listener_table() -> None:
         assert issubclass(base, rtc.EventEmitter), _fail(f"{base.__name__} as an EventEmitter")
     source = inspect.getsource(rtc.EventEmitter.__init__)
     assert "self._events" in source, _fail("rtc.EventEmitter._events")
+
+
+def test_shutdown_goes_through_the_on_shutdown_callback() -> None:
+    assert "self._on_shutdown = on_shutdown" in inspect.getsource(JobContext.__init__), _fail(
+        "JobContext._on_shutdown"
+    )
+    assert "self._on_shutdown(reason)" in inspect.getsource(JobContext.shutdown), _fail(
+        "JobContext.shutdown calling _on_shutdown"
+    )
+
+
+def test_on_shutdown_requested_calls_back_first_then_livekit() -> None:
+    calls: list[str] = []
+
+    class Ctx:
+        def _on_shutdown(self, reason: str) -> None:
+            calls.append(f"livekit {reason}")
+
+        def shutdown(self, reason: str = "user requested") -> None:
+            self._on_shutdown(reason)
+
+    ctx: Any = Ctx()
+    _livekit.on_shutdown_requested(ctx, lambda reason: calls.append(f"ours {reason}"))
+    ctx.shutdown("done")
+    assert calls == ["ours done", "livekit done"]

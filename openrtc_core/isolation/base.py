@@ -36,6 +36,10 @@ def is_failed_reason(reason: str) -> bool:
     return reason.startswith(FAILED_REASON_PREFIX)
 
 
+def _listed_jobs(server: AgentServer) -> int:
+    return len(server.active_jobs)
+
+
 @attrs.frozen(kw_only=True)
 class BackendTraits:
     """What a backend says about how it runs jobs."""
@@ -56,6 +60,9 @@ class WorkerSpec:
     """``max_sessions``, or the backend's default; None for no cap."""
     preload_modules: tuple[str, ...] = ()
     """OpenRTC's and the loaded plugins' modules, safe to import before a fork."""
+    calls: Callable[[AgentServer], int] = _listed_jobs
+    """How many calls the server holds now: accepted jobs whose call has not ended (a job
+    still shutting down after its call holds no slot). What a load function should count."""
 
 
 @runtime_checkable

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -15,6 +16,8 @@ from .jobpool import CoroutineJobPool
 if TYPE_CHECKING:
     from livekit.agents import AgentServer
 
+logger = logging.getLogger("openrtc.coroutine")
+
 DEFAULT_MAX_SESSIONS = 50
 LAG_BUDGET_S = 0.1
 """Mean loop lag over the last second at which the worker reports itself full."""
@@ -26,12 +29,39 @@ class CoroutineLoad:
     """The load the worker reports: the larger of its session share and its loop lag."""
 
     max_sessions: int
+    calls: Callable[[AgentServer], int]
     job_pool: CoroutineJobPool | None = None
+    _full: bool = False
 
     def __call__(self, server: AgentServer) -> float:
-        session_load = len(server.active_jobs) / self.max_sessions
+        calls = self.calls(server)
         lag = self.job_pool.watchdog.sustained_lag_s() if self.job_pool is not None else 0.0
-        return min(1.0, max(session_load, lag / LAG_BUDGET_S))
+        load = min(1.0, max(calls / self.max_sessions, lag / LAG_BUDGET_S))
+        self._say_when_full_changes(load >= 1.0, calls, lag)
+        return load
+
+    def _say_when_full_changes(self, full: bool, calls: int, lag: float) -> None:
+        """One line when the worker becomes full (and why), one when it has room again."""
+        if full == self._full:
+            return
+        self._full = full
+        if not full:
+            logger.info("worker has room again: %d calls live", calls)
+        elif calls >= self.max_sessions:
+            logger.warning(
+                "worker full: %d calls live, max_sessions=%d; LiveKit offers new calls to "
+                "other workers until one ends",
+                calls,
+                self.max_sessions,
+            )
+        else:
+            logger.warning(
+                "worker full: its event loop lags %.0f ms on average over the last second "
+                "(budget %.0f ms) with %d calls live; LiveKit offers new calls elsewhere",
+                lag * 1000,
+                LAG_BUDGET_S * 1000,
+                calls,
+            )
 
 
 @attrs.define
@@ -48,7 +78,7 @@ class CoroutineBackend:
     def server_options(self, worker: WorkerSpec) -> Mapping[str, Any]:
         warn_no_memory_caps(self.name, worker)
         max_sessions = worker.session_cap or DEFAULT_MAX_SESSIONS
-        self._load = CoroutineLoad(max_sessions)
+        self._load = CoroutineLoad(max_sessions, worker.calls)
         return {
             # In-process, like livekit's thread executor: livekit's per-job log filters then
             # look the job up per record instead of assuming one job per process.
