@@ -138,6 +138,8 @@ class WorkerConnection:
         """Latest ``agent.WorkerStatus`` reported through ``update_worker``."""
         self.status_history: list[int] = [agent.WS_AVAILABLE]
         """Every distinct status in the order reported (consecutive repeats collapsed)."""
+        self.status_since: list[tuple[float, int]] = [(time.monotonic(), agent.WS_AVAILABLE)]
+        """``(monotonic time, status)`` for each change of status."""
         self.load: float = 0.0
         self.job_count: int = 0
         self.updates_received = 0
@@ -179,6 +181,17 @@ class WorkerConnection:
             ),
         )
 
+    def seconds_in(self, status: int, since: float, until: float | None = None) -> float:
+        """How long, between the monotonic times `since` and `until` (now), the worker's
+        reported status was `status`."""
+        end = time.monotonic() if until is None else until
+        total = 0.0
+        changes = [*self.status_since, (end, -1)]
+        for (start, state), (stop, _) in itertools.pairwise(changes):
+            if state == status:
+                total += max(0.0, min(stop, end) - max(start, since))
+        return total
+
     async def wait_closed(self, timeout: float = 30) -> None:
         """Wait until the worker's WebSocket connection is gone."""
         await self._signal.wait_until(
@@ -197,6 +210,7 @@ class WorkerConnection:
         self.job_count = update.job_count
         if update.status != self.status or not self.status_history:
             self.status_history.append(update.status)
+            self.status_since.append((time.monotonic(), update.status))
         self.status = update.status
         self._signal.fire()
 
@@ -234,6 +248,13 @@ class Dispatch:
         self.error = ""
         """Why the dispatch was not accepted, or the last job error a worker reported."""
         self.termination_requested = False
+        self.offers = 1
+        """How many times the job was offered, this offer included (see
+        ``worker.dispatch_until_accepted``)."""
+        self.refused = 0
+        """Earlier offers a worker answered "not available" (rejected)."""
+        self.unavailable = 0
+        """Earlier offers no worker was available for (each reported itself full)."""
 
     def __repr__(self) -> str:
         return (

@@ -19,6 +19,8 @@ from typing import Annotated, Any
 
 import attrs
 import typer
+from livekit.protocol import agent as agent_pb
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -48,7 +50,14 @@ class CallResult:
     ok: bool
     error: str = ""
     start_latency_s: float | None = None
+    """Dispatch to session start; None when the session never started."""
     turn_latencies_s: list[float] = attrs.field(factory=list)
+    offers: int = 1
+    """How many times the call was offered before it was accepted (or given up on)."""
+    refused: int = 0
+    """Offers the worker refused (a rejection naming its reason in the worker's log)."""
+    unavailable: int = 0
+    """Offers made while no worker was available (it reported itself full)."""
 
 
 @attrs.define
@@ -60,6 +69,19 @@ class SimulationResult:
     loop_lag_p99_s: float
     isolation: str
     swapped: dict[str, dict[str, str]]
+    worker_full_s: float = 0.0
+    """How long the worker reported itself full (at max_sessions or its loop saturated)."""
+
+    def admission(self) -> dict[str, Any]:
+        """Offers, re-offers and why: what stood between callers and a session."""
+        return {
+            "offers": sum(c.offers for c in self.calls),
+            "re_offers": sum(c.offers - 1 for c in self.calls),
+            "refused_by_worker": sum(c.refused for c in self.calls),
+            "offered_while_full": sum(c.unavailable for c in self.calls),
+            "never_accepted": sum(c.start_latency_s is None and not c.ok for c in self.calls),
+            "worker_full_s": self.worker_full_s,
+        }
 
     def per_agent(self) -> dict[str, dict[str, Any]]:
         grouped: dict[str, list[CallResult]] = defaultdict(list)
@@ -71,11 +93,14 @@ class SimulationResult:
             turns = [t for c in calls for t in c.turn_latencies_s]
             figures[agent] = {
                 "calls": len(calls),
+                "started": len(starts),
                 "turns": len(turns),
-                "start_latency_p50_s": percentile(starts, 50),
-                "start_latency_p95_s": percentile(starts, 95),
-                "turn_latency_p50_s": percentile(turns, 50),
-                "turn_latency_p95_s": percentile(turns, 95),
+                # None, not 0: a figure over no started call would be a made-up one.
+                "start_latency_p50_s": percentile(starts, 50) if starts else None,
+                "start_latency_p95_s": percentile(starts, 95) if starts else None,
+                "turn_latency_p50_s": percentile(turns, 50) if turns else None,
+                "turn_latency_p95_s": percentile(turns, 95) if turns else None,
+                "re_offers": sum(c.offers - 1 for c in calls),
                 "failures": sum(not c.ok for c in calls),
                 "errors": sorted({c.error for c in calls if c.error})[:5],
             }
@@ -91,6 +116,7 @@ class SimulationResult:
             "worker_peak_pss_mb": self.peak_pss_mb,
             "loop_lag_p99_s": self.loop_lag_p99_s,
             "swapped_providers": self.swapped,
+            "admission": self.admission(),
             "agents": self.per_agent(),
         }
 
@@ -148,6 +174,7 @@ async def run_simulation(
 
         await asyncio.gather(*(one(i) for i in range(calls)))
         wall = time.monotonic() - started
+        full_s = sum(w.seconds_in(agent_pb.WS_FULL, since=started) for w in lk.workers)
         await lag.stop()
         await memory.stop()
     return SimulationResult(
@@ -158,6 +185,7 @@ async def run_simulation(
         loop_lag_p99_s=percentile(lag.samples, 99),
         isolation=pool.settings.isolation,
         swapped=planned_swaps(pool),
+        worker_full_s=full_s,
     )
 
 
@@ -176,8 +204,17 @@ async def _call(
     metadata = simulated_call_metadata(agent, turns=script, hold_s=hold_s, pause_s=pause_s)
     try:
         d = await dispatch_until_accepted(lk, room, job_metadata=metadata, agent_name=agent_name)
+        offers, refused, unavailable = d.offers, d.refused, d.unavailable
         if not d.accepted:
-            return CallResult(agent, room, ok=False, error=f"not accepted: {d.error}")
+            return CallResult(
+                agent,
+                room,
+                ok=False,
+                error=f"not accepted: {d.error}",
+                offers=offers,
+                refused=refused,
+                unavailable=unavailable,
+            )
         report = await lk.wait_for_report(d.job_id, timeout=timeout_s)
     except (TimeoutError, ConnectionError, RuntimeError) as exc:
         return CallResult(agent, room, ok=False, error=f"{type(exc).__name__}: {exc}")
@@ -189,35 +226,51 @@ async def _call(
         error=str(report.get("error") or ""),
         start_latency_s=started_at - dispatched_at if isinstance(started_at, float) else None,
         turn_latencies_s=[float(t["latency_s"]) for t in report.get("turns", [])],
+        offers=offers,
+        refused=refused,
+        unavailable=unavailable,
     )
 
 
-def _ms(seconds: float) -> str:
-    return f"{seconds * 1000:.0f} ms"
+def _time(seconds: float | None) -> str:
+    """A latency for the table: ms below a second, seconds above; "-" for no figure."""
+    if seconds is None:
+        return "-"
+    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.1f} s"
 
 
 def render(result: SimulationResult, console: Console) -> None:
+    """The per-agent table and what held calls back, in 80 columns."""
     table = Table(
-        title=f"openrtc simulate: {len(result.calls)} calls, isolation={result.isolation}"
+        title=f"openrtc simulate: {len(result.calls)} calls, isolation={result.isolation}",
+        box=box.SIMPLE_HEAD,
     )
-    for column in ("agent", "calls", "turns", "start p50", "start p95", "turn p50", "turn p95"):
-        table.add_column(column, justify="right" if column != "agent" else "left")
-    table.add_column("failures", justify="right")
+    table.add_column("agent", overflow="fold")
+    for column in ("calls", "failed", "start p50", "p95", "turn p50", "p95"):
+        table.add_column(column, justify="right", no_wrap=True)
     for agent, f in result.per_agent().items():
         table.add_row(
             agent,
             str(f["calls"]),
-            str(f["turns"]),
-            _ms(f["start_latency_p50_s"]),
-            _ms(f["start_latency_p95_s"]),
-            _ms(f["turn_latency_p50_s"]),
-            _ms(f["turn_latency_p95_s"]),
             f"[red]{f['failures']}[/red]" if f["failures"] else "0",
+            _time(f["start_latency_p50_s"]),
+            _time(f["start_latency_p95_s"]),
+            _time(f["turn_latency_p50_s"]),
+            _time(f["turn_latency_p95_s"]),
         )
     console.print(table)
+    admission = result.admission()
+    if admission["re_offers"]:
+        console.print(
+            f"calls waited for a slot: {admission['re_offers']} re-offers "
+            f"({admission['refused_by_worker']} refused by the worker, which logs why; "
+            f"{admission['offered_while_full']} while it reported itself full, for "
+            f"{result.worker_full_s:.1f} s of {result.wall_s:.1f} s). More concurrent "
+            "callers than max_sessions queue: raise it, or run more workers."
+        )
     console.print(
         f"worker PSS: {result.baseline_pss_mb:.0f} MiB idle, {result.peak_pss_mb:.0f} MiB peak; "
-        f"event-loop lag p99 {_ms(result.loop_lag_p99_s)}; wall {result.wall_s:.1f} s"
+        f"event-loop lag p99 {_time(result.loop_lag_p99_s)}; wall {result.wall_s:.1f} s"
     )
     for agent, f in result.per_agent().items():
         for error in f["errors"]:

@@ -105,12 +105,18 @@ async def dispatch_until_accepted(
     Stops at the first acceptance, a ``terminate=True`` rejection, or after `retry_for_s`.
     """
     deadline = time.monotonic() + retry_for_s
+    refused = unavailable = 0
     while True:
         d = await dispatch.dispatch(
             room, agent_name=agent_name, job_metadata=job_metadata, room_metadata=room_metadata
         )
+        d.offers, d.refused, d.unavailable = 1 + refused + unavailable, refused, unavailable
         if d.accepted or d.terminate or time.monotonic() > deadline:
             return d
+        if d.rejected_by:
+            refused += 1
+        else:
+            unavailable += 1
         await asyncio.sleep(REDISPATCH_DELAY_S)
 
 
