@@ -15,9 +15,12 @@ import importlib.metadata
 import importlib.util
 import inspect
 import logging
+import os
 import re
 import sys
-from collections.abc import Callable
+import sysconfig
+import traceback
+from collections.abc import Callable, Collection
 from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar
@@ -92,8 +95,79 @@ def _module_name_for(path: Path, prefix: str) -> str:
     return f"{prefix}{stem}"
 
 
+def _shown(filename: str) -> str:
+    """A file name as the user would type it: relative to the working directory when inside it."""
+    try:
+        path = Path(filename).resolve()
+        return str(path.relative_to(Path.cwd()))
+    except (OSError, ValueError):
+        return filename
+
+
+def _code_dirs() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Where code that is not the user's lives: (the standard library and OpenRTC itself,
+    installed packages)."""
+    paths = sysconfig.get_paths()
+
+    def dirs(*keys: str) -> tuple[str, ...]:
+        found = {os.path.realpath(paths[key]) for key in keys if key in paths}
+        return tuple(os.path.join(d, "") for d in sorted(found))
+
+    ours = os.path.join(os.path.dirname(os.path.realpath(__file__)), "")
+    return (*dirs("stdlib", "platstdlib"), ours), dirs("purelib", "platlib")
+
+
+def _user_frame(exc: BaseException, user_files: Collection[Path]) -> tuple[str, int] | None:
+    """Where in the user's code `exc` was raised: the innermost frame of its traceback in a
+    file of theirs (not the standard library, an installed package or OpenRTC), else in one
+    of `user_files`, else in an installed package (a target that is installed itself)."""
+    frames = [
+        (os.path.realpath(f.filename), f.filename, f.lineno)
+        for f in reversed(traceback.extract_tb(exc.__traceback__))
+        if f.lineno is not None and not f.filename.startswith("<")
+    ]
+    core, installed = _code_dirs()
+    wanted = {os.path.realpath(f) for f in user_files}
+
+    def users(real: str) -> bool:
+        return not real.startswith(core) and not real.startswith(installed)
+
+    def targeted(real: str) -> bool:
+        return real in wanted
+
+    def not_ours(real: str) -> bool:
+        return not real.startswith(core)
+
+    for accept in (users, targeted, not_ours):
+        for real, filename, lineno in frames:
+            if lineno is not None and accept(real):
+                return filename, lineno
+    return None
+
+
+def target_error(exc: Exception, where: str, user_files: Collection[Path] = ()) -> TargetError:
+    """`exc`, raised while running the user's module, as one line: ``file:line: Type: message``.
+
+    The location is the SyntaxError's own, or the innermost frame in the user's code; `where`
+    (the target) stands in when there is none.
+    """
+    if isinstance(exc, SyntaxError):
+        message = exc.msg
+        location = (exc.filename, exc.lineno) if exc.filename and exc.lineno else None
+    else:
+        message = str(exc)
+        location = _user_frame(exc, user_files)
+    prefix = f"{_shown(location[0])}:{location[1]}" if location else where
+    text = f"{prefix}: {type(exc).__name__}"
+    return TargetError(f"{text}: {message}" if message else text)
+
+
 def import_file(path: Path, module_name: str) -> ModuleType:
-    """Import a Python file as `module_name`, with its folder on sys.path like ``python file``."""
+    """Import a Python file as `module_name`, with its folder on sys.path like ``python file``.
+
+    Anything the file raises while it runs (a SyntaxError, an ImportError, an OpenRTC
+    configuration error, ...) becomes a :class:`TargetError` naming the file and line.
+    """
     folder = str(path.parent.resolve())
     if folder not in sys.path:
         sys.path.insert(0, folder)
@@ -104,9 +178,9 @@ def import_file(path: Path, module_name: str) -> ModuleType:
     sys.modules[module_name] = module
     try:
         spec.loader.exec_module(module)
-    except Exception:
+    except Exception as exc:
         sys.modules.pop(module_name, None)
-        raise
+        raise target_error(exc, _shown(str(path)), (path,)) from exc
     return module
 
 
@@ -158,7 +232,12 @@ def load_target(target: str) -> AgentPool:
     try:
         module = importlib.import_module(path_part)
     except ModuleNotFoundError as exc:
-        raise TargetError(f"{target}: cannot import module {path_part!r} ({exc})") from None
+        if exc.name and (path_part == exc.name or path_part.startswith(f"{exc.name}.")):
+            # The target itself (or its package) is missing, not something it imports.
+            raise TargetError(f"{target}: cannot import module {path_part!r} ({exc})") from None
+        raise target_error(exc, target) from exc
+    except Exception as exc:
+        raise target_error(exc, target) from exc
     return _pick_pool(module, attr or None, target)
 
 
@@ -168,12 +247,19 @@ def load_pool(
     """The pool TARGET names, checked as far as possible before a worker starts.
 
     `entry_points` also registers the agents installed packages expose (``openrtc.agents``);
-    `isolation` replaces the pool's backend. Plugin problems (strict loading, an unknown
-    backend) raise here, as an :class:`~openrtc_core.errors.OpenRTCError`.
+    `isolation` replaces the pool's backend. What would otherwise fail later raises here, as
+    an :class:`~openrtc_core.errors.OpenRTCError`: anything the target's code raises while it
+    is imported (a :class:`TargetError` naming file and line), a pool with no agents, plugin
+    problems (strict loading, an unknown backend).
     """
     pool = load_target(target)
     if entry_points:
         discover_agents(pool)
+    if not pool.agents:
+        raise PoolConfigError(
+            f"{target}: the pool has no agents: register at least one with "
+            "pool.add(name, AgentClass)"
+        )
     if isolation:
         pool.settings = attrs.evolve(pool.settings, isolation=isolation)
     isolation_backend(pool)
