@@ -166,6 +166,8 @@ class PluginHost:
         loaded, failures, first_time = _import_entry_points(
             group, tuple(n for n in installed if n not in self.disabled)
         )
+        if first_time:
+            self._warn_unknown_disabled(installed)
         for ext in loaded:
             self._deferring = True
             try:
@@ -187,6 +189,20 @@ class PluginHost:
         failed = [r for r in self._records if r.status == "failed" and r.source == "entry-point"]
         if self.strict and failed:
             raise PluginLoadError(_strict_message([(r.name, r.module, r.error) for r in failed]))
+
+    def _warn_unknown_disabled(self, installed: Sequence[str]) -> None:
+        """Warn (once per process, with the entry points) about disabled names no plugin has:
+        a typo there would otherwise leave the plugin it meant running, silently."""
+        known = {*installed, *(name for name, _ in _builtin_plugins())}
+        known |= {r.name for r in self._records}
+        unknown = sorted(self.disabled - known)
+        if unknown:
+            logger.warning(
+                "%s names no plugin called %s; the plugins are: %s",
+                DISABLE_ENV,
+                ", ".join(unknown),
+                ", ".join(sorted(known)),
+            )
 
     def _register(
         self,
