@@ -220,7 +220,11 @@ class SessionRun:
             greeting=self.spec.greeting_or(self.pool.settings.greeting),
             fail=self.fail,
             mark_connected=self._mark_connected,
+            failure=self._failure,
         )
+
+    def _failure(self) -> str:
+        return self.failure
 
     def _mark_connected(self) -> None:
         _livekit.mark_connected(self.ctx)
@@ -248,10 +252,20 @@ class SessionRun:
             self.ctx.shutdown(reason="session cancelled")
             raise
         except Exception as exc:
-            self.failure = f"{type(exc).__name__}: {exc}"
-            logger.exception("session for agent %s failed", self.spec.name, extra=self.extra)
-            self.end(Outcome.FAILED, self.failure)
-            raise
+            # Handled here, not raised: livekit would log the same traceback again as an
+            # "unhandled exception while running the job task". The job ends failed.
+            error = f"{type(exc).__name__}: {exc}"
+            self.failure = error
+            logger.error(
+                "session for agent %s (job %s) failed to start: %s",
+                self.spec.name,
+                self.job.job_id,
+                error,
+                exc_info=exc,
+                extra=self.extra,
+            )
+            self.end(Outcome.FAILED, error)
+            self.ctx.shutdown(reason=failed_reason(error))
 
 
 def _rebuild_entrypoint(pool: AgentPool, plugins: tuple[object, ...]) -> PoolEntrypoint:

@@ -187,7 +187,8 @@ class SessionLaunch:
     The default start joins the room (``session.start(agent, room=ctx.room)``) and greets.
     A plugin that starts the session another way (with no room, for a simulated caller)
     calls `mark_connected()` once the session is up, so livekit treats the job as connected,
-    and `fail(error)` to end this session, and only it, as failed.
+    and `fail(error)` to end this session, and only it, as failed; `failure()` says whether
+    (and why) the session has failed, for instance through an exception in the agent's code.
     """
 
     job: JobView
@@ -198,3 +199,5 @@ class SessionLaunch:
     greeting: str | None
     fail: Callable[[str], None]
     mark_connected: Callable[[], None]
+    failure: Callable[[], str]
+    """Why the session failed, so far: "" while it has not."""

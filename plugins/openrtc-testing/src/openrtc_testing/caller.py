@@ -143,6 +143,7 @@ class SimulatedCall:
         script: CallerScript,
         greeting: str | None,
         on_failed: Callable[[str], None],
+        failure: Callable[[], str],
         report_to: str,
     ) -> None:
         self.ctx = ctx
@@ -150,6 +151,8 @@ class SimulatedCall:
         self.script = script
         self.greeting = greeting
         self.on_failed = on_failed
+        self.failure = failure
+        """The session's failure so far ("" while it has none): the call's outcome follows."""
         self.report_to = report_to
         self.started = time.monotonic()
         self.report = new_report(info, outcome="running")
@@ -175,6 +178,8 @@ class SimulatedCall:
                 pause = self.script.next_pause()
                 if pause:
                     await asyncio.sleep(pause)
+                if self.failure():
+                    break  # a failed session takes no more turns
                 turn_started = time.monotonic()
                 result: RunResult[None] = await self.session.run(user_input=text)
                 self.report["turns"].append(
@@ -187,9 +192,13 @@ class SimulatedCall:
             if self.script.hold_s:
                 await asyncio.sleep(self.script.hold_s)
         except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
+            # The session's own failure, when it failed first, is what caused this one.
+            error = self.failure() or f"{type(exc).__name__}: {exc}"
             await self._finish("failed", error)
             self.on_failed(error)
+            return
+        if self.failure():
+            await self._finish("failed", self.failure())
             return
         await self._finish("completed")
         self.ctx.shutdown(reason="simulated call completed")
@@ -208,7 +217,10 @@ class SimulatedCall:
             self._task.cancel()
             with contextlib.suppress(BaseException):
                 await self._task
-            await self._finish("ended", f"the job ended first: {reason}")
+            if self.failure():
+                await self._finish("failed", self.failure())
+            else:
+                await self._finish("ended", f"the job ended first: {reason}")
 
 
 def new_report(info: SessionInfo, *, outcome: str, error: str = "") -> dict[str, Any]:

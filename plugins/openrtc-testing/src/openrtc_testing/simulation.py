@@ -84,6 +84,7 @@ class Simulation:
             script=script,
             greeting=launch.greeting,
             on_failed=launch.fail,
+            failure=launch.failure,
             report_to=report_url(self.server_url),
         )
         _CALLS[launch.info.job_id] = call
