@@ -8,9 +8,10 @@ moves any of them. Nothing outside this module reaches into livekit's underscore
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from livekit.agents import JobExecutorType
@@ -219,6 +220,28 @@ def job_metrics(started: bool) -> None:
         metrics.job_started()
     else:
         metrics.job_ended()
+
+
+@contextlib.contextmanager
+def loop_monitor_paused(loop: asyncio.AbstractEventLoop) -> Iterator[None]:
+    """Stop livekit's loop monitor on `loop` for the block, then start it again as it was.
+
+    livekit's CLI monitors the worker's loop (cli/cli.py ``start_monitoring(loop,
+    name="worker", emit_spans=False)``); the monitor keeps its name and span switch in
+    ``_name`` and ``_emit_spans`` (telemetry/loop_monitor.py ``EventLoopMonitor``).
+    """
+    from livekit.agents.telemetry import loop_monitor
+
+    monitor = loop_monitor.get_monitor(loop)
+    if monitor is None:
+        yield
+        return
+    name, emit_spans = monitor._name, monitor._emit_spans
+    loop_monitor.stop_monitoring(loop)
+    try:
+        yield
+    finally:
+        loop_monitor.start_monitoring(loop, name=name, emit_spans=emit_spans)
 
 
 def forget_loop_monitor_job(loop: asyncio.AbstractEventLoop) -> None:

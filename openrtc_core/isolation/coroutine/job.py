@@ -22,6 +22,7 @@ from ... import _livekit
 from ...models import AGENT_ATTRIBUTE
 from ...registry import CURRENT_SESSION, SessionTag
 from ..base import failed_reason, is_failed_reason
+from .watchdog import tasks_of
 
 if TYPE_CHECKING:
     from livekit.agents import JobContext, JobProcess
@@ -30,6 +31,47 @@ if TYPE_CHECKING:
 logger = logging.getLogger("openrtc.coroutine")
 
 _ids = itertools.count(1)
+
+LEFTOVER_GRACE_S = 5.0
+"""How long a task an agent started may outlive its call before it is cancelled."""
+
+
+def settle_tasks(job_id: str, agent: str) -> None:
+    """Take the exceptions of the job's finished tasks, which died with its call.
+
+    A session that failed leaves livekit's tasks holding the exception it already reported
+    (the failing ``on_enter``, the run that was cut); asyncio would log each again, with its
+    traceback, as "exception was never retrieved" whenever the task is collected.
+    """
+    for task in tasks_of(job_id):
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            logger.debug(
+                "task %s of job %s ended with %r",
+                task.get_name(),
+                job_id,
+                task.exception(),
+                extra={"job_id": job_id, "agent": agent},
+            )
+
+
+def cancel_leftover_tasks(job_id: str, agent: str) -> None:
+    """Cancel the tasks the job's code left running after its call ended, and say so once."""
+    leftovers = [task for task in tasks_of(job_id) if not task.done()]
+    if not leftovers:
+        return
+    for task in leftovers:
+        task.cancel()
+    names = sorted({task.get_name() for task in leftovers})
+    logger.warning(
+        "agent %s left %d task(s) running %.0f s after its call (job %s) ended: %s; cancelled "
+        "them. Keep a reference to tasks you start and cancel them in on_exit.",
+        agent,
+        len(leftovers),
+        LEFTOVER_GRACE_S,
+        job_id,
+        ", ".join(names[:5]) + (", ..." if len(names) > 5 else ""),
+        extra={"job_id": job_id, "agent": agent},
+    )
 
 
 class _Client:
@@ -209,6 +251,18 @@ class CoroutineJob:
         if self.on_done is not None:
             self.on_done(self)
         self._closed.set()
+        if self._running_job is not None:
+            job_id = self._running_job.job.id
+            agent = (self._running_job.accept_arguments.attributes or {}).get(AGENT_ATTRIBUTE, "")
+            settle_tasks(job_id, agent)
+            # In an empty context: the sweep must not keep the job's context alive.
+            asyncio.get_running_loop().call_later(
+                LEFTOVER_GRACE_S,
+                cancel_leftover_tasks,
+                job_id,
+                agent,
+                context=contextvars.Context(),
+            )
 
     def start_inference(self, request_id: str, method: str, data: bytes) -> None:
         async def run() -> None:

@@ -45,7 +45,7 @@ class CoroutineJobPool(utils.EventEmitter[str]):
         self._jobs: list[CoroutineJob] = []
         self._shared_proc: JobProcess | None = None
         self._target_idle = 0
-        self.watchdog = LoopWatchdog()
+        self.watchdog = LoopWatchdog(calls_live=self._has_jobs)
         self._timers_swept_at = 0.0
         self._sweep_pending: asyncio.TimerHandle | None = None
 
@@ -58,13 +58,18 @@ class CoroutineJobPool(utils.EventEmitter[str]):
             (j for j in self._jobs if j.running_job and j.running_job.job.id == job_id), None
         )
 
+    def _has_jobs(self) -> bool:
+        return bool(self._jobs)
+
     async def start(self) -> None:
         started = time.monotonic()
-        _livekit.warm_up_framework()
-        self._shared_proc = _livekit.shared_job_process(self._http_proxy)
-        self._setup_fnc(self._shared_proc)
-        _livekit.install_job_log_fields()
-        gc_setup = tune_gc()
+        # Prewarm and the GC set-up run in the worker's loop before it registers: no call
+        # waits on them, so livekit's loop monitor is not asked to report them as stalls.
+        with _livekit.loop_monitor_paused(asyncio.get_running_loop()):
+            self._shared_proc = _livekit.shared_job_process(self._http_proxy)
+            self._setup_fnc(self._shared_proc)
+            _livekit.install_job_log_fields()
+            gc_setup = tune_gc()
         self.watchdog.start()
         logger.info(
             "coroutine isolation ready: prewarm ran once in %.2f s; %s",

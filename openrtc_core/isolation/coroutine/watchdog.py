@@ -27,7 +27,7 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import attrs
@@ -42,6 +42,11 @@ _TAGS: weakref.WeakKeyDictionary[asyncio.Task[Any], SessionTag] = weakref.WeakKe
 
 def tag_of(task: asyncio.Task[Any] | None) -> SessionTag | None:
     return _TAGS.get(task) if task is not None else None
+
+
+def tasks_of(job_id: str) -> list[asyncio.Task[Any]]:
+    """The tasks created on behalf of job `job_id` that still exist."""
+    return [task for task, tag in list(_TAGS.items()) if tag.job_id == job_id]
 
 
 class _TaggingTaskFactory:
@@ -105,6 +110,10 @@ def drop_cancelled_timers(loop: asyncio.AbstractEventLoop) -> int:
     return dropped
 
 
+def _always() -> bool:
+    return True
+
+
 @attrs.frozen
 class Incident:
     """One stretch of time the loop could not run its timers."""
@@ -127,6 +136,8 @@ class LoopWatchdog:
     threshold_s: float = 0.1
     tick_s: float = 0.02
     window: int = 500
+    calls_live: Callable[[], bool] = _always
+    """Whether any call is live; a stall outside every session while none is, is not one."""
     lags: collections.deque[float] = attrs.field(init=False)
     incidents: collections.deque[Incident] = attrs.field(
         init=False, factory=lambda: collections.deque(maxlen=100)
@@ -222,7 +233,9 @@ class LoopWatchdog:
                 extra={"job_id": tag.job_id, "agent": tag.agent, "tenant": tag.tenant},
             )
         else:
-            logger.warning(
+            # With no call live nobody waited (the worker starting up, say): not a warning.
+            log = logger.warning if self.calls_live() else logger.debug
+            log(
                 "event loop blocked for %.0f ms outside any session (task %s)",
                 lag * 1000,
                 task_name,
