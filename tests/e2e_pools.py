@@ -16,6 +16,7 @@ EVENTS: list[tuple[str, ...]] = []
 
 RULES = [
     Rule(when="order", call="lookup_order", args={"order_id": "42"}, after_tool="Found: {output}"),
+    Rule(when="refund", call="refund", args={"order_id": "42"}, after_tool="Refunded: {output}"),
     Rule(when="hello", reply="Hi, {user}!"),
 ]
 
@@ -121,6 +122,34 @@ async def _hang_forever(reason: str) -> None:
     await asyncio.Event().wait()
 
 
+class ToolBoomAgent(Agent):
+    def __init__(self) -> None:
+        super().__init__(instructions="Its tool fails.")
+
+    @function_tool
+    async def refund(self, context: RunContext[Any], order_id: str) -> str:
+        """Refund an order."""
+        raise RuntimeError(f"refund tool exploded for {order_id}")
+
+
+SPUN: list[asyncio.Task[None]] = []
+
+
+class SpinnerAgent(Agent):
+    """Starts a task that never ends and forgets it (a leak the worker must clean up)."""
+
+    def __init__(self) -> None:
+        super().__init__(instructions="Leaves a busy task behind.")
+
+    async def on_enter(self) -> None:
+        SPUN.append(asyncio.create_task(_spin(), name="spin-forever"))
+
+
+async def _spin() -> None:
+    while True:  # noqa: ASYNC110 - the bug under test: a busy task with no end
+        await asyncio.sleep(0)
+
+
 def make_coroutine_pool(**settings: Any) -> AgentPool:
     pool = AgentPool(llm=POOL_LLM, vad=None, **settings)
     pool.add("support", SupportAgent, default=True)
@@ -128,6 +157,8 @@ def make_coroutine_pool(**settings: Any) -> AgentPool:
     pool.add("node-boom", NodeBoomAgent)
     pool.add("blocker", BlockingAgent)
     pool.add("hanger", HangingExitAgent)
+    pool.add("tool-boom", ToolBoomAgent)
+    pool.add("spinner", SpinnerAgent)
     return pool
 
 

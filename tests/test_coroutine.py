@@ -13,10 +13,11 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from e2e_pools import CAPPED_POOL, COROUTINE_POOL
+from e2e_pools import CAPPED_POOL, COROUTINE_POOL, SPUN
 from livekit.agents import AgentServer
 from livekit.protocol import agent as agent_pb
 
+from openrtc_core.isolation.coroutine.job import LEFTOVER_GRACE_S
 from openrtc_core.isolation.coroutine.jobpool import TIMER_SWEEP_S
 from openrtc_core.isolation.coroutine.watchdog import drop_cancelled_timers
 from openrtc_testing import LoopbackDispatchServer
@@ -154,6 +155,10 @@ async def test_on_enter_failure_ends_only_that_session(
     assert good[1]["outcome"] == "completed"
     lines = [r.getMessage() for r in caplog.records if r.__dict__.get("job_id") == bad.job_id]
     assert any("enter-boom" in line and "on_enter exploded" in line for line in lines), lines
+    # The caller is told the cause, not the "session is closing" that followed from it.
+    report = await lk.wait_for_report(bad.job_id)
+    assert report["outcome"] == "failed"
+    assert "on_enter exploded" in report["error"]
 
 
 async def test_llm_node_failure_mid_call_ends_only_that_session(
@@ -168,6 +173,32 @@ async def test_llm_node_failure_mid_call_ends_only_that_session(
     assert len(bad_report["turns"]) == 1  # the first turn was answered
     assert await bad.wait_for_status(*DONE) == agent_pb.JS_FAILED
     assert good_report["outcome"] == "completed"
+
+
+async def test_a_call_whose_tool_raises_is_reported_failed_and_takes_no_more_turns(
+    lk: LoopbackDispatchServer,
+) -> None:
+    d, report = await simulate_call(lk, "tool-boom-1", turns=["hello", "refund please", "more"])
+    assert await d.wait_for_status(*DONE) == agent_pb.JS_FAILED
+    # The caller's outcome is the session's: failed, with the tool's exception.
+    assert report["outcome"] == "failed"
+    assert "refund tool exploded for 42" in report["error"]
+    assert [t["user"] for t in report["turns"]] in (["hello"], ["hello", "refund please"])
+
+
+async def test_tasks_an_agent_leaves_behind_are_cancelled_and_named_once(
+    lk: LoopbackDispatchServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="openrtc.coroutine"):
+        d, report = await simulate_call(lk, "spinner-1", turns=["hi"])
+        assert report["outcome"] == "completed"
+        assert await d.wait_for_status(*DONE) == agent_pb.JS_SUCCESS
+        (spun,) = [task for task in SPUN if not task.done()]  # still spinning after the call
+        await until(spun.done, "the leftover task cancelled", timeout=LEFTOVER_GRACE_S + 30)
+    assert spun.cancelled()
+    named = [r.getMessage() for r in caplog.records if "left 1 task(s)" in r.getMessage()]
+    assert len(named) == 1, named
+    assert "agent spinner" in named[0] and "spin-forever" in named[0] and d.job_id in named[0]
 
 
 async def test_a_blocking_agent_is_named_and_others_go_on(
@@ -281,15 +312,28 @@ async def test_drain_finishes_calls_in_flight_and_turns_new_ones_away() -> None:
         assert [r["outcome"] for r in reports] == ["completed"] * 3
 
 
-async def test_a_failing_factory_fails_only_its_job(lk: LoopbackDispatchServer) -> None:
-    (bad, bad_report), (_, good) = await asyncio.gather(
-        simulate_call(lk, "factory-boom-1", turns=["hi"]),
-        simulate_call(lk, "support-ok-5", turns=["hi"]),
-    )
+async def test_a_failing_factory_fails_only_its_job_and_is_logged_once(
+    lk: LoopbackDispatchServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.ERROR):
+        (bad, bad_report), (_, good) = await asyncio.gather(
+            simulate_call(lk, "factory-boom-1", turns=["hi"]),
+            simulate_call(lk, "support-ok-5", turns=["hi"]),
+        )
+        assert await bad.wait_for_status(*DONE) == agent_pb.JS_FAILED
     assert bad_report["outcome"] == "failed"
     assert "cannot build an agent for room factory-boom-1" in bad_report["error"]
-    assert await bad.wait_for_status(*DONE) == agent_pb.JS_FAILED
     assert good["outcome"] == "completed"
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    ours = [r for r in errors if "cannot build an agent" in r.getMessage()]
+    # One line naming agent, job and the exception, with the traceback once; livekit does
+    # not log it again as an unhandled exception of the job task.
+    assert len(ours) == 1, [r.getMessage() for r in errors]
+    assert "factory-boom" in ours[0].getMessage() and bad.job_id in ours[0].getMessage()
+    assert (
+        sum(r.exc_info is not None for r in errors if r.__dict__.get("job_id") == bad.job_id) == 1
+    )
+    assert not any("unhandled exception" in r.getMessage() for r in errors)
 
 
 async def test_the_registry_holds_live_sessions_and_forgets_ended_ones(
