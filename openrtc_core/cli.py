@@ -418,13 +418,17 @@ def build_app() -> typer.Typer:
     @app.callback()
     def main_options(
         strict_plugins: Annotated[
-            bool, typer.Option("--strict-plugins", help="Fail when any plugin fails to load.")
+            bool,
+            typer.Option(
+                "--strict-plugins",
+                help=f"Fail when any plugin fails to load. Sets {STRICT_ENV}=1.",
+            ),
         ] = False,
         disable_plugins: Annotated[
             str | None,
             typer.Option(
                 "--disable-plugins",
-                help="Comma-separated plugin names not to load.",
+                help=f"Comma-separated plugin names not to load. Sets {DISABLE_ENV}.",
                 show_default=False,
                 metavar="NAMES",
             ),
