@@ -65,6 +65,28 @@ def on_shutdown_requested(ctx: JobContext, callback: Callable[[str], None]) -> N
     ctx._on_shutdown = shutdown_requested
 
 
+def hide_console_deprecation() -> None:
+    """Drop what livekit's console prints tagged "Deprecated" (its ``console`` mode tells the
+    user to use the Go ``lk`` tool instead; ``openrtc console`` is ours to recommend).
+
+    livekit prints it through its console singleton (cli/_legacy.py ``AgentsConsole``,
+    ``get_instance()`` and ``print(child, *, tag, tag_style)``), not through logging.
+    """
+    from livekit.agents.cli import _legacy
+
+    console = _legacy.AgentsConsole.get_instance()
+    if getattr(console.print, "openrtc_filtered", False):
+        return
+    shown = console.print
+
+    def print_unless_deprecated(child: Any, *, tag: str = "", tag_style: Any = None) -> None:
+        if tag != "Deprecated":
+            shown(child, tag=tag, tag_style=tag_style)
+
+    print_unless_deprecated.openrtc_filtered = True  # type: ignore[attr-defined]
+    console.print = print_unless_deprecated  # type: ignore[method-assign]
+
+
 def build_livekit_cli(server: AgentServer) -> typer.Typer:
     """livekit's own ``dev|start|console|connect|download-files`` app bound to `server`.
 

@@ -22,7 +22,7 @@ from .models import PoolSettings, PoolView
 from .options import check_pool_settings, check_session_options, merge_options
 from .plugins import PluginHost
 from .registry import SessionRegistry
-from .server import build_server, run_pool
+from .server import build_server
 
 if TYPE_CHECKING:
     from livekit.agents import AgentServer
@@ -275,7 +275,10 @@ class AgentPool:
 
         Call it under ``if __name__ == "__main__":`` (job processes re-import the module).
         """
-        run_pool(self, list(sys.argv[1:] if argv is None else argv), prog_name=prog_name)
+        # The command line is the top layer, above the pool: imported when a pool runs.
+        from .cli import run_livekit
+
+        run_livekit(self, list(sys.argv[1:] if argv is None else argv), prog_name=prog_name)
 
     def describe(self) -> str:
         names = ", ".join(

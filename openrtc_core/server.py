@@ -8,7 +8,6 @@ jobs; the isolation backend (:mod:`.isolation`) decides where they run; the entr
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
@@ -146,10 +145,3 @@ def build_server(
 
     server.on("worker_started", _on_started)
     return server
-
-
-def run_pool(pool: AgentPool, argv: Sequence[str], *, prog_name: str | None = None) -> None:
-    """Build the pool's server and run livekit's CLI on `argv` (exits like a CLI does)."""
-    server = build_server(pool)
-    app = _livekit.build_livekit_cli(server)
-    app(args=list(argv), prog_name=prog_name or os.path.basename(sys.argv[0]) or "openrtc")

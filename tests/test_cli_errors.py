@@ -140,7 +140,7 @@ def test_an_empty_pool_fails_at_load(tmp_path: Path) -> None:
 def test_pool_run_path_prints_one_error_line_for_an_empty_pool(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    # pool.run() / server.run_pool are meant to go through run_livekit.
+    # pool.run() goes through run_livekit.
     with pytest.raises(SystemExit) as exited:
         run_livekit(
             AgentPool(), ["start", "--url", "ws://x", "--api-key", "k", "--api-secret", "s"]

@@ -219,3 +219,23 @@ def test_on_shutdown_requested_calls_back_first_then_livekit() -> None:
     _livekit.on_shutdown_requested(ctx, lambda reason: calls.append(f"ours {reason}"))
     ctx.shutdown("done")
     assert calls == ["ours done", "livekit done"]
+
+
+def test_the_console_deprecation_goes_through_the_console_singleton(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from livekit.agents.cli import _legacy
+
+    assert hasattr(_legacy.AgentsConsole, "get_instance"), _fail("AgentsConsole.get_instance")
+    params = inspect.signature(_legacy.AgentsConsole.print).parameters
+    assert {"child", "tag", "tag_style"} <= set(params), _fail("AgentsConsole.print's signature")
+    assert 'tag="Deprecated"' in inspect.getsource(_legacy), _fail("the console's deprecation")
+    console = _legacy.AgentsConsole.get_instance()
+    shown: list[str] = []
+    monkeypatch.setattr(
+        console, "print", lambda child, *, tag="", tag_style=None: shown.append(tag)
+    )
+    _livekit.hide_console_deprecation()
+    console.print("use lk", tag="Deprecated")
+    console.print("starting", tag="Agents")
+    assert shown == ["Agents"]

@@ -22,6 +22,7 @@ import typer
 from livekit.protocol import agent as agent_pb
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -298,7 +299,10 @@ def parse_pause(text: str) -> Pause:
 
 
 def simulate_command(
-    target: Annotated[str, typer.Argument(help="The pool: module:pool, app.py or a directory.")],
+    target: Annotated[
+        str,
+        typer.Argument(help="The pool: module:pool, app.py or a directory.", metavar="TARGET"),
+    ],
     calls: Annotated[int, typer.Option("--calls", min=1, help="How many calls.")] = 20,
     concurrency: Annotated[
         int, typer.Option("--concurrency", min=1, help="Calls in flight at once.")
@@ -340,7 +344,10 @@ def simulate_command(
     try:
         pool = load_pool(target, isolation=isolation)
     except OpenRTCError as exc:
-        console.print(f"[bold red]error:[/bold red] {exc}")
+        # One line, never wrapped, the message's brackets printed as they are.
+        Console(stderr=True, soft_wrap=True).print(
+            f"[bold red]error:[/bold red] {escape(str(exc))}"
+        )
         raise typer.Exit(1) from None
     os.environ.setdefault("LIVEKIT_API_KEY", "openrtc-simulation")
     os.environ.setdefault("LIVEKIT_API_SECRET", "openrtc-simulation-secret-0123456789")
