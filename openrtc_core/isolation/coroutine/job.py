@@ -36,15 +36,29 @@ LEFTOVER_GRACE_S = 5.0
 """How long a task an agent started may outlive its call before it is cancelled."""
 
 
-def settle_tasks(job_id: str, agent: str) -> None:
-    """Take the exceptions of the job's finished tasks, which died with its call.
+def _framework_task(task: asyncio.Task[Any]) -> bool:
+    coro = task.get_coro()
+    frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+    module = str(frame.f_globals.get("__name__", "")) if frame is not None else ""
+    return module.startswith(("livekit.", "openrtc_core."))
 
-    A session that failed leaves livekit's tasks holding the exception it already reported
-    (the failing ``on_enter``, the run that was cut); asyncio would log each again, with its
-    traceback, as "exception was never retrieved" whenever the task is collected.
+
+def settle_tasks(job_id: str, agent: str) -> None:
+    """Nothing of an ended job outlives it: settle its tasks as the job finishes.
+
+    livekit's own tasks of the job still running (an STT pump that started with the session
+    and retries on a closed connection, say) are cancelled now. Finished tasks have their
+    exception taken: a session that failed leaves livekit's tasks holding the exception it
+    already reported (the failing ``on_enter``, the run that was cut), which asyncio would
+    log again, with its traceback, as "exception was never retrieved". Tasks of the agent's
+    own code get a grace period (:func:`cancel_leftover_tasks`).
     """
     for task in tasks_of(job_id):
-        if task.done() and not task.cancelled() and task.exception() is not None:
+        if not task.done():
+            if _framework_task(task):
+                task.cancel()
+            continue
+        if not task.cancelled() and task.exception() is not None:
             logger.debug(
                 "task %s of job %s ended with %r",
                 task.get_name(),
