@@ -29,7 +29,14 @@ from typing import Any, Final
 
 import attrs
 
-from .report import render_console, write_docs
+from .report import (
+    UNRESOLVED,
+    added_pss_resolution,
+    below_resolution,
+    render_console,
+    variant_title,
+    write_docs,
+)
 from .run import ROOT, RunPlan, run_once
 from .sampling import mem_available_mb
 from .variants import VARIANTS
@@ -174,6 +181,7 @@ def _skipped(key: str, calls: int, reason: str) -> dict[str, Any]:
     return {
         "variant": key,
         "label": variant.label,
+        "name": variant.name,
         "config": variant.describe(calls),
         "calls": calls,
         "repeat": 1,
@@ -214,12 +222,17 @@ def projected_skip(previous: dict[str, Any] | None, calls: int, settings: Settin
 
 
 def _progress(result: dict[str, Any]) -> str:
-    head = f"[{result['variant']} N={result['calls']} r{result['repeat']}] {result['status']}"
+    title = variant_title(result["variant"], result)
+    head = f"[{title} N={result['calls']} r{result['repeat']}] {result['status']}"
     if result["status"] == "skipped":
         return f"{head}: {result['note']}"
     parts = [f"{result.get('completed', 0)}/{result['calls']} calls"]
     added = result.get("added_pss_per_session_mb")
-    if added is not None:
+    resolution = added_pss_resolution(result)
+    if below_resolution(added, resolution):
+        bound = f" ({resolution:.2f} MiB)" if resolution is not None else ""
+        parts.append(f"added PSS/session {UNRESOLVED}{bound}")
+    elif added is not None:
         parts.append(f"+{added:.2f} MiB/session")
     if result.get("start_p50_s") is not None:
         parts.append(f"start p50 {result['start_p50_s'] * 1000:.0f} ms")

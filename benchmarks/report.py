@@ -10,6 +10,13 @@ from typing import Any, Final
 
 import attrs
 
+from .sampling import PSS_FLOOR_MB
+from .variants import VARIANTS
+
+ADDED_PSS: Final = "added_pss_per_session_mb"
+UNRESOLVED: Final = "< resolution"
+"""Shown instead of an added PSS per session within the PSS resolution (the JSON keeps it)."""
+
 METRICS: Final = (
     "added_pss_per_session_mb",
     "idle_pss_mb",
@@ -50,6 +57,8 @@ class Cell:
 
     variant: str
     label: str
+    name: str
+    """The letter and a short name, as tables show it: "A livekit process"."""
     calls: int
     config: str
     statuses: tuple[str, ...]
@@ -63,10 +72,23 @@ class Cell:
     """What the runs that did not finish got done, in words."""
     redispatches: int = 0
     """Offers made again after the worker answered "not available" (it reported itself full)."""
+    pss_resolution_mb: float | None = None
+    """The largest resolution of the added PSS per session over the good runs, in MiB."""
 
     @property
     def ok(self) -> bool:
         return self.good_runs > 0
+
+    @property
+    def pss_unresolved(self) -> bool:
+        """Whether the added PSS per session is below the resolution (:func:`below_resolution`)."""
+        return below_resolution(self.get(ADDED_PSS), self.pss_resolution_mb)
+
+    def shown(self, metric: str) -> float | None:
+        """The median of `metric`, or None where the table shows no figure for it."""
+        if metric == ADDED_PSS and self.pss_unresolved:
+            return None
+        return self.get(metric)
 
     def get(self, metric: str) -> float | None:
         spread = self.figures.get(metric)
@@ -90,6 +112,41 @@ def _metric(run: dict[str, Any], name: str) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
+def added_pss_resolution(run: dict[str, Any]) -> float | None:
+    """The resolution of one run's added PSS per session, in MiB (None without live sessions).
+
+    Runs recorded before the idle samples were kept have only the fixed floor.
+    """
+    recorded = run.get("added_pss_resolution_mb")
+    if isinstance(recorded, int | float):
+        return float(recorded)
+    live = run.get("max_live_sessions")
+    if not isinstance(live, int) or live < 1:
+        return None
+    total = run.get("pss_resolution_mb")
+    return (float(total) if isinstance(total, int | float) else PSS_FLOOR_MB) / live
+
+
+def below_resolution(value: float | None, resolution: float | None) -> bool:
+    """Whether an added PSS per session is too small to tell from the sampler's noise.
+
+    At or below zero counts too: sessions do not free memory the idle worker held, so such
+    a figure means the baseline moved by more than the sessions added.
+    """
+    if value is None:
+        return False
+    return value <= 0 or (resolution is not None and value < resolution)
+
+
+def variant_title(key: str, run: dict[str, Any] | None = None) -> str:
+    """The letter and the variant's short name ("A livekit process")."""
+    name = (run or {}).get("name")
+    if not name:
+        variant = VARIANTS.get(key)
+        name = variant.name if variant is not None else (run or {}).get("label", "")
+    return f"{key} {name}" if name else key
+
+
 def summarize(runs: Sequence[dict[str, Any]]) -> list[Cell]:
     """One cell per (variant, N), in the order the runs were made; medians over good runs."""
     groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
@@ -109,10 +166,12 @@ def summarize(runs: Sequence[dict[str, Any]]) -> list[Cell]:
                     high=max(values),
                     count=len(values),
                 )
+        resolutions = [v for r in good if (v := added_pss_resolution(r)) is not None]
         cells.append(
             Cell(
                 variant=variant,
                 label=group[0]["label"],
+                name=variant_title(variant, group[0]),
                 calls=calls,
                 config=group[0].get("config", ""),
                 statuses=tuple(r["status"] for r in group),
@@ -124,6 +183,7 @@ def summarize(runs: Sequence[dict[str, Any]]) -> list[Cell]:
                 figures=figures,
                 partial=partial,
                 redispatches=sum(int(r.get("redispatches", 0)) for r in good),
+                pss_resolution_mb=max(resolutions, default=None),
             )
         )
     return cells
@@ -160,6 +220,11 @@ class Table:
     def value(self, variant: str, calls: int, metric: str) -> float | None:
         cell = self.cell(variant, calls)
         return cell.get(metric) if cell is not None and cell.ok else None
+
+    def shown(self, variant: str, calls: int, metric: str) -> float | None:
+        """The figure as the tables show it: None also where it is below the resolution."""
+        cell = self.cell(variant, calls)
+        return cell.shown(metric) if cell is not None and cell.ok else None
 
     def headline_size(self) -> int | None:
         """The N the headline compares at: 100 when A and C both ran there, else the largest
@@ -219,6 +284,17 @@ def _with_spread(cell: Cell, metric: str, fmt: Callable[[float | None], str]) ->
     return f"{fmt(spread.median)} ({low}–{high})"
 
 
+def _added_pss(cell: Cell, *, spread: bool = True) -> str:
+    """The added PSS per session; "< resolution (r)" where the run could not resolve it."""
+    if cell.pss_unresolved:
+        if cell.pss_resolution_mb is None:
+            return UNRESOLVED
+        return f"{UNRESOLVED} ({_mib(cell.pss_resolution_mb)})"
+    if spread:
+        return _with_spread(cell, ADDED_PSS, _mib)
+    return _mib(cell.get(ADDED_PSS))
+
+
 def _status(cell: Cell) -> str:
     if cell.runs == 0:
         return "skipped"
@@ -233,27 +309,62 @@ def _status(cell: Cell) -> str:
 
 def render_console(data: dict[str, Any]) -> str:
     table = Table(summarize(data["runs"]))
+    width = max((len(c.name) for c in table.cells), default=7) + 2
     header = (
-        f"{'var':<4}{'N':>5}  {'status':<18}{'+PSS/sess':>11}{'start p50':>11}"
+        f"{'variant':<{width}}{'N':>5}  {'status':<18}{'+PSS/session':>14}{'start p50':>11}"
         f"{'start p99':>11}{'turn p95':>10}{'lag p99':>10}{'all live':>10}{'CPU/turn':>10}"
         f"{'fail':>6}"
     )
     lines = [header, "-" * len(header)]
+    unresolved = []
     for calls in table.sizes:
         for variant in table.variants:
             cell = table.cell(variant, calls)
             if cell is None:
                 continue
             status = _status(cell)
+            added = _mib(cell.get(ADDED_PSS))
+            if cell.pss_unresolved:
+                added = UNRESOLVED
+                unresolved.append(cell)
             lines.append(
-                f"{variant:<4}{calls:>5}  {status[:17]:<18}"
-                f"{_mib(cell.get('added_pss_per_session_mb')):>11}"
+                f"{cell.name:<{width}}{calls:>5}  {status[:17]:<18}{added:>14}"
                 f"{_ms(cell.get('start_p50_s')):>11}{_ms(cell.get('start_p99_s')):>11}"
                 f"{_ms(cell.get('turn_p95_s')):>10}{_ms(cell.get('lag_p99_s')):>10}"
                 f"{_ms(cell.get('lag_all_live_p99_s')):>10}"
                 f"{_cpu(cell.get('cpu_per_turn_s')):>10}{cell.failures:>6}"
             )
+    if unresolved:
+        lines += ["", f"{UNRESOLVED}: the added PSS per session is within the PSS sampler's noise:"]
+        lines += [
+            f"  {c.name} N={c.calls}: measured {_mib(c.get(ADDED_PSS))}, resolution "
+            f"{_mib(c.pss_resolution_mb)}"
+            for c in unresolved
+        ]
+    noisy = _noisy_runs(data["runs"])
+    if noisy:
+        lines += ["", noisy]
     return "\n".join(lines)
+
+
+NOISY_PSS_MB: Final = 1.0
+"""An idle tree whose PSS moves more than this within its 2 s of samples is on a busy machine."""
+
+
+def _noisy_runs(runs: Sequence[dict[str, Any]]) -> str:
+    """A warning when idle workers' PSS moved by more than a quiet machine's would."""
+    spreads = [
+        max(samples) - min(samples) for run in runs if (samples := run.get("idle_pss_samples_mb"))
+    ]
+    noisy = [spread for spread in spreads if spread > NOISY_PSS_MB]
+    if not noisy:
+        return ""
+    return (
+        f"note: in {len(noisy)} of {len(spreads)} run(s) the idle worker's PSS moved by up to "
+        f"{max(noisy):.1f} MiB within 2 s: other processes on this machine are probably "
+        "mapping the same libraries. Added PSS figures near their resolution are unreliable; "
+        "measure memory on a quiet machine."
+    )
 
 
 # -- plots -----------------------------------------------------------------------------------
@@ -330,6 +441,8 @@ def write_plots(table: Table, img_dir: Path) -> list[tuple[Plot, Path]]:
                 spread = cell.figures.get(plot.metric) if cell is not None and cell.ok else None
                 if spread is None or (plot.log_y and spread.median <= 0):
                     continue
+                if plot.metric == ADDED_PSS and cell is not None and cell.pss_unresolved:
+                    continue
                 xs.append(calls)
                 ys.append(spread.median * plot.scale)
                 lows.append((spread.median - spread.low) * plot.scale)
@@ -383,14 +496,7 @@ def _target_rows(table: Table, headline_n: int | None) -> list[str]:
     rows = []
     largest_c = max((n for n in table.sizes if table.cell("C", n)), default=None)
     if headline_n is not None:
-        a_mem = table.value("A", headline_n, "added_pss_per_session_mb")
-        c_mem = table.value("C", headline_n, "added_pss_per_session_mb")
-        met = c_mem is not None and a_mem is not None and c_mem <= a_mem / 20 and c_mem < 1.0
-        rows.append(
-            f"| C added PSS per session ≤ 1/20 of A and < 1 MB (N={headline_n}) "
-            f"| C {_mib(c_mem)}, A {_mib(a_mem)} ({_ratio(c_mem, a_mem)}) "
-            f"| {'met' if met else 'not met'} |"
-        )
+        rows.append(_memory_target(table, headline_n))
         a_start = table.value("A", headline_n, "start_p50_s")
         c_start = table.value("C", headline_n, "start_p50_s")
         a_reply = table.value("A", headline_n, "first_reply_p50_s")
@@ -434,6 +540,27 @@ def _target_rows(table: Table, headline_n: int | None) -> list[str]:
     return rows
 
 
+def _memory_target(table: Table, calls: int) -> str:
+    """The memory target's row. C below the resolution is judged by the resolution, an upper
+    bound on its figure; A below it cannot be compared with."""
+    a_cell, c_cell = table.cell("A", calls), table.cell("C", calls)
+    a_mem = a_cell.shown(ADDED_PSS) if a_cell is not None and a_cell.ok else None
+    c_mem = table.value("C", calls, ADDED_PSS)
+    a_text = _added_pss(a_cell, spread=False) if a_cell is not None and a_cell.ok else "—"
+    c_text = _mib(c_mem)
+    ratio = _ratio(c_mem, a_mem)
+    if c_cell is not None and c_cell.ok and c_cell.pss_unresolved:
+        c_mem = c_cell.pss_resolution_mb
+        c_text = _added_pss(c_cell, spread=False)
+        ratio = f"< {_ratio(c_mem, a_mem)}" if c_mem is not None and a_mem is not None else "—"
+    met = c_mem is not None and a_mem is not None and c_mem <= a_mem / 20 and c_mem < 1.0
+    return (
+        f"| C added PSS per session ≤ 1/20 of A and < 1 MB (N={calls}) "
+        f"| C {c_text}, A {a_text} ({ratio}) "
+        f"| {'met' if met else 'not met'} |"
+    )
+
+
 def _headline(table: Table, calls: int) -> list[str]:
     lines = [
         "| variant | added PSS / session | vs A | start p50 | vs A | start p99 "
@@ -445,15 +572,15 @@ def _headline(table: Table, calls: int) -> list[str]:
         if cell is None:
             continue
         if not cell.ok:
-            lines.append(
-                f"| {variant}: {cell.label} | {_status(cell)} |  |  |  |  |  |  |  |  |  |"
-            )
+            lines.append(f"| {cell.name} | {_status(cell)} |  |  |  |  |  |  |  |  |  |")
             continue
-        mem = cell.get("added_pss_per_session_mb")
+        mem = cell.shown(ADDED_PSS)
+        a_cell = table.cell("A", calls)
+        a_mem = a_cell.shown(ADDED_PSS) if a_cell is not None and a_cell.ok else None
         start = cell.get("start_p50_s")
         lines.append(
-            f"| {variant}: {cell.label} | {_mib(mem)} "
-            f"| {_ratio(mem, table.value('A', calls, 'added_pss_per_session_mb'))} "
+            f"| {cell.name} | {_added_pss(cell, spread=False)} "
+            f"| {_ratio(mem, a_mem)} "
             f"| {_ms(start)} | {_ratio(start, table.value('A', calls, 'start_p50_s'))} "
             f"| {_ms(cell.get('start_p99_s'))} | {_ms(cell.get('first_reply_p50_s'))} "
             f"| {_ms(cell.get('turn_p95_s'))} | {_ms(cell.get('lag_all_live_p99_s'))} "
@@ -494,12 +621,12 @@ def _per_n(table: Table, calls: int) -> list[str]:
                 "start latency."
             )
         if not cell.ok:
-            lines.append(f"| {variant} | {_status(cell)} |" + " — |" * 13)
+            lines.append(f"| {cell.name} | {_status(cell)} |" + " — |" * 13)
             continue
         live = "" if cell.max_live >= calls else f" (max {cell.max_live} live at once)"
         lines.append(
-            f"| {variant} | {_status(cell)}{live} "
-            f"| {_with_spread(cell, 'added_pss_per_session_mb', _mib)} "
+            f"| {cell.name} | {_status(cell)}{live} "
+            f"| {_added_pss(cell)} "
             f"| {_mib(cell.get('idle_pss_mb'))} "
             f"| {_with_spread(cell, 'start_p50_s', _ms)} | {_ms(cell.get('start_p95_s'))} "
             f"| {_ms(cell.get('start_p99_s'))} | {_ms(cell.get('first_reply_p50_s'))} "
@@ -526,17 +653,38 @@ def _where_plain_wins(table: Table) -> list[str]:
     found = []
     for calls in table.sizes:
         for metric, name, fmt in checks:
-            c = table.value("C", calls, metric)
+            c = table.shown("C", calls, metric)
             if c is None:
                 continue
             for variant in ("A", "B"):
-                value = table.value(variant, calls, metric)
+                value = table.shown(variant, calls, metric)
                 if value is not None and value < WIN_MARGIN * c:
                     found.append(
                         f"- N={calls}: {variant} has lower {name} than C "
                         f"({fmt(value)} against {fmt(c)})."
                     )
     return found
+
+
+def _resolution_method(runs: Sequence[dict[str, Any]]) -> str:
+    """How the resolution of the added PSS was set, for the runs at hand."""
+    floor = f"{PSS_FLOOR_MB:g} MiB, what the sampler resolves on a quiet machine"
+    if any("idle_pss_samples_mb" in run for run in runs):
+        how = (
+            "the idle PSS is the median of five samples taken 0.5 s apart just before the "
+            "calls, and the resolution is twice their spread (what the tree's PSS moves by "
+            "with nothing happening in it, on the idle and on the live reading; at least "
+            f"{floor}) ÷ the number of sessions"
+        )
+    else:
+        how = (
+            "these runs predate the recording of the idle samples' spread, so the "
+            f"resolution is the fixed floor ({floor}) ÷ the number of sessions"
+        )
+    return (
+        f'A figure below its resolution is shown as "{UNRESOLVED} (r)": {how}. A figure at '
+        "or below zero is shown the same way. The JSON keeps every raw figure."
+    )
 
 
 def _pace(settings: dict[str, Any]) -> str:
@@ -684,7 +832,8 @@ def render_markdown(data: dict[str, Any], images: Sequence[tuple[Plot, Path]], o
         "processes), PSS from `/proc/<pid>/smaps_rollup`, sampled every second. The figure is "
         "(median PSS over the samples taken while the most sessions were live at once − the "
         "idle worker's PSS) ÷ that number of sessions. PSS splits shared pages between the "
-        "processes that share them, so forked job processes are not overcounted as RSS would.",
+        "processes that share them, so forked job processes are not overcounted as RSS would. "
+        + _resolution_method(data["runs"]),
         "- **Start latency**: from the driver's dispatch call to `session_started_at`, the "
         "wall-clock time the worker took just after `session.start()` returned (both "
         "clocks are the same machine's). **First reply**: start plus the first turn's "
@@ -722,6 +871,7 @@ def render_markdown(data: dict[str, Any], images: Sequence[tuple[Plot, Path]], o
         f"- Run on {when:%Y-%m-%d %H:%M} UTC, {data['duration_s'] / 60:.0f} minutes: sizes "
         f"{', '.join(str(n) for n in settings['sizes'])}; {_repeats(settings)}; each call "
         f"holds {settings['hold_s']:g} s.",
+        *([f"- {noisy[0].upper()}{noisy[1:]}"] if (noisy := _noisy_runs(data["runs"])) else []),
         "",
         "Reproduce:",
         "",

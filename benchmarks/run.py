@@ -30,7 +30,7 @@ from openrtc_testing import LoopbackDispatchServer
 from openrtc_testing.measure import percentile
 
 from .runner import LAG_PREFIX
-from .sampling import PssSample, TreeSampler, tree_cpu_seconds
+from .sampling import PssSample, TreeSampler, pss_resolution_mb, tree_cpu_seconds
 from .variants import Variant
 from .workload import CALLER_TURNS, call_metadata
 
@@ -38,6 +38,9 @@ ROOT: Final = Path(__file__).resolve().parent.parent
 
 REGISTER_TIMEOUT_S: Final = 120.0
 SETTLE_S: Final = 2.0
+IDLE_SAMPLES: Final = 5
+IDLE_INTERVAL_S: Final = 0.5
+"""The idle PSS is the median of 5 samples 0.5 s apart; their spread is the run's noise."""
 REDISPATCH_DELAY_S: Final = 0.25
 WORKER_EXIT_TIMEOUT_S: Final = 30.0
 STDOUT_LINE_LIMIT: Final = 64 * 1024 * 1024
@@ -156,14 +159,18 @@ def live_at(calls: list[CallRecord], at: float) -> int:
 
 
 def memory_figures(
-    calls: list[CallRecord], samples: list[PssSample], baseline_mb: float
+    calls: list[CallRecord], samples: list[PssSample], idle_mb: list[float]
 ) -> dict[str, Any]:
     """PSS while the most sessions were live at once, and what each of them added.
 
     The samples taken while the number of live sessions was at its maximum are the "all
     live" samples (all N when the hold outlasts the spread of start times); their median,
-    minus the idle worker's PSS, divided by that number, is the added PSS per session.
+    minus the idle worker's PSS (the median of `idle_mb`), divided by that number, is the
+    added PSS per session. Its resolution is the PSS resolution (the idle samples' spread,
+    at least the floor) divided by the same number: a figure smaller than that is noise.
     """
+    baseline_mb = statistics.median(idle_mb)
+    resolution_mb = pss_resolution_mb(idle_mb)
     peak_mb = max((s.pss_mb for s in samples), default=0.0)
     max_live, at_max = while_most_live(calls, [(s.at, s.pss_mb) for s in samples])
     if not at_max:
@@ -172,6 +179,8 @@ def memory_figures(
             "max_live_sessions": 0,
             "live_pss_mb": None,
             "added_pss_per_session_mb": None,
+            "pss_resolution_mb": resolution_mb,
+            "added_pss_resolution_mb": None,
             "processes_at_peak": max((s.processes for s in samples), default=0),
         }
     live_mb = statistics.median(at_max)
@@ -180,6 +189,8 @@ def memory_figures(
         "max_live_sessions": max_live,
         "live_pss_mb": live_mb,
         "added_pss_per_session_mb": (live_mb - baseline_mb) / max_live,
+        "pss_resolution_mb": resolution_mb,
+        "added_pss_resolution_mb": resolution_mb / max_live,
         "processes_at_peak": max((s.processes for s in samples), default=0),
     }
 
@@ -301,6 +312,7 @@ async def run_once(plan: RunPlan) -> dict[str, Any]:
     result: dict[str, Any] = {
         "variant": plan.variant.key,
         "label": plan.variant.label,
+        "name": plan.variant.name,
         "config": plan.variant.describe(plan.calls),
         "calls": plan.calls,
         "repeat": plan.repeat,
@@ -391,9 +403,14 @@ async def _drive(
         memory_floor_mb=plan.memory_floor_mb,
         on_out_of_memory=lambda: loop.call_soon_threadsafe(memory_low.set),
     )
-    idle = [await asyncio.to_thread(sampler.sample) for _ in range(3)]
-    baseline_mb = statistics.median(s.pss_mb for s in idle)
-    result["idle_pss_mb"] = baseline_mb
+    idle = []
+    for i in range(IDLE_SAMPLES):
+        if i:
+            await asyncio.sleep(IDLE_INTERVAL_S)
+        idle.append(await asyncio.to_thread(sampler.sample))
+    idle_mb = [s.pss_mb for s in idle]
+    result["idle_pss_mb"] = statistics.median(idle_mb)
+    result["idle_pss_samples_mb"] = [round(mb, 3) for mb in idle_mb]
     result["idle_processes"] = max(s.processes for s in idle)
 
     metadata = call_metadata(hold_s=plan.hold_s, pause_s=plan.pause_s)
@@ -439,7 +456,7 @@ async def _drive(
     await asyncio.gather(everything, return_exceptions=True)
     calls = [t.result() for t in tasks if t.done() and not t.cancelled()]
     calls += [CallRecord(dispatched_at=0.0) for t in tasks if t.cancelled()]
-    _figures(plan, result, calls, sampler.samples, baseline_mb, wall, cpu_after - cpu_before)
+    _figures(plan, result, calls, sampler.samples, idle_mb, wall, cpu_after - cpu_before)
     result["loop_lag_all_live"] = all_live_lag(calls, lag)
     result["process_init"] = lag.pop("process_init", None) if lag is not None else None
     result["loop_lag"] = lag
@@ -450,7 +467,7 @@ def _figures(
     result: dict[str, Any],
     calls: list[CallRecord],
     samples: list[PssSample],
-    baseline_mb: float,
+    idle_mb: list[float],
     wall_s: float,
     cpu_s: float,
 ) -> None:
@@ -483,7 +500,7 @@ def _figures(
             **_quantiles(replies, "first_reply"),
             **_quantiles(turn_latencies, "turn"),
             "start_max_s": max(starts, default=None),
-            **memory_figures(calls, samples, baseline_mb),
+            **memory_figures(calls, samples, idle_mb),
             "pss_samples": [[round(s.at, 3), round(s.pss_mb, 2), s.processes] for s in samples],
         }
     )

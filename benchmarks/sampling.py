@@ -5,14 +5,37 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Final
 
 import attrs
 
 from openrtc_testing.measure import process_tree, pss_mb
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+PSS_FLOOR_MB: Final = 0.1
+"""The least a process tree's PSS can be resolved to, in MiB, on a quiet machine.
+
+Measured on the sweep in benchmarks/results/density.json (2 cores):
+between consecutive one-second samples at N = 1, the PSS of B's and C's one-process trees
+never fell and rose by at most 0.07 MiB, the session's own growth included. A run's own
+resolution is larger when its idle samples spread more (see :func:`pss_resolution_mb`).
+"""
+
+
+def pss_resolution_mb(idle_samples_mb: Sequence[float]) -> float:
+    """The smallest difference between two PSS readings of a tree that is not noise, in MiB.
+
+    Twice the spread (max - min) of the idle tree's samples, taken over a few seconds just
+    before the calls: the spread is what the tree's PSS moves by with nothing happening in
+    it (on a busy machine, other processes that map the same libraries starting or ending
+    move it by several MiB), and a difference of two readings carries that noise from both.
+    Never less than :data:`PSS_FLOOR_MB`.
+    """
+    spread = max(idle_samples_mb) - min(idle_samples_mb) if idle_samples_mb else 0.0
+    return max(2 * spread, PSS_FLOOR_MB)
 
 
 def cpu_seconds(pid: int) -> float:

@@ -18,6 +18,8 @@ MAX_SESSIONS_HEADROOM: Final = 10
 class Variant:
     key: str
     label: str
+    name: str
+    """Short name for tables: the letter and this, e.g. "A livekit process"."""
     kind: Literal["plain", "openrtc"]
     executor: str = ""
     isolation: str = ""
@@ -56,8 +58,32 @@ class Variant:
 
 
 VARIANTS: Final[dict[str, Variant]] = {
-    "A": Variant(key="A", label="livekit, process executor", kind="plain", executor="process"),
-    "B": Variant(key="B", label="livekit, thread executor", kind="plain", executor="thread"),
-    "C": Variant(key="C", label="OpenRTC, coroutine", kind="openrtc", isolation="coroutine"),
-    "D": Variant(key="D", label="OpenRTC, process", kind="openrtc", isolation="process"),
+    "A": Variant(
+        key="A",
+        label="livekit, process executor",
+        name="livekit process",
+        kind="plain",
+        executor="process",
+    ),
+    "B": Variant(
+        key="B",
+        label="livekit, thread executor",
+        name="livekit thread",
+        kind="plain",
+        executor="thread",
+    ),
+    "C": Variant(
+        key="C",
+        label="OpenRTC, coroutine",
+        name="OpenRTC coroutine",
+        kind="openrtc",
+        isolation="coroutine",
+    ),
+    "D": Variant(
+        key="D",
+        label="OpenRTC, process",
+        name="OpenRTC process",
+        kind="openrtc",
+        isolation="process",
+    ),
 }

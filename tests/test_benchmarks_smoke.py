@@ -33,6 +33,8 @@ def test_quick_density_run_reports_figures_for_each_size(tmp_path: Path) -> None
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
 
+    assert "C OpenRTC coroutine" in done.stdout  # the table names the variant
+
     data = json.loads(results.read_text())
     runs = {run["calls"]: run for run in data["runs"] if run["variant"] == "C"}
     assert sorted(runs) == [1, 2]
@@ -48,3 +50,6 @@ def test_quick_density_run_reports_figures_for_each_size(tmp_path: Path) -> None
         assert run["loop_lag_all_live"]["live_sessions"] == calls
         assert run["loop_lag_all_live"]["samples"] > 0
         assert run["pause_s"] == data["settings"]["pause_s"] == [4.0, 10.0]
+        assert len(run["idle_pss_samples_mb"]) == 5
+        # Raw, whatever its size; the tables show "< resolution" below this.
+        assert run["added_pss_resolution_mb"] == run["pss_resolution_mb"] / calls > 0
