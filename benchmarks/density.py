@@ -1,10 +1,14 @@
 """Session density: plain livekit-agents workers against OpenRTC, one workload, one command.
 
-    python -m benchmarks.density                      # the full sweep, writes docs/benchmarks.md
+    python -m benchmarks.density                      # the full sweep: tables and raw JSON
+    python -m benchmarks.density --out docs/benchmarks.md   # ... and refresh the committed page
     python -m benchmarks.density --quick              # N = 1, 10, one repeat, short holds
     python -m benchmarks.density --pace burst         # callers speak in lockstep: stress
     python -m benchmarks.density --variants C,D --sizes 1,100 --repeats 1 --json out.json
     python -m benchmarks.density --from-json out.json --out docs/benchmarks.md   # re-render
+
+Nothing under docs/ is written unless --out says so. Every run's raw figures go to --json
+(by default a new file under the system's temp directory), rewritten as each run ends.
 
 Variants: A plain worker, process executor; B plain worker, thread executor; C OpenRTC,
 coroutine isolation; D OpenRTC, process isolation. See benchmarks/README.md for the method.
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib.metadata
 import json
 import os
@@ -23,9 +28,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
 import attrs
 
@@ -52,7 +57,10 @@ FULL_HOLD_S: Final = 10.0
 QUICK_HOLD_S: Final = 2.0
 TIME_BOUND_S: Final = 240.0
 MEMORY_FLOOR_MB: Final = 2048.0
-DEFAULT_OUT: Final = ROOT / "docs" / "benchmarks.md"
+DOCS_PAGE: Final = Path("docs") / "benchmarks.md"
+"""The committed page, refreshed only with an explicit ``--out docs/benchmarks.md``."""
+RESULTS_DIR: Final = Path(tempfile.gettempdir()) / "openrtc-bench"
+"""Where raw results and worker logs go by default: outside the repository, never committed."""
 
 
 @attrs.frozen(kw_only=True)
@@ -67,7 +75,7 @@ class Settings:
     memory_floor_mb: float
     logs_dir: Path
     out: Path | None
-    json_path: Path | None
+    json_path: Path
     quick: bool
 
     def repeats_for(self, calls: int) -> int:
@@ -98,25 +106,63 @@ def _variants(text: str) -> tuple[str, ...]:
     return keys
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: use a whole number of at least 1")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: use a number, 0 or more")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = _non_negative(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: use a number above 0")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """Reports a bad argument as one ``error:`` line naming it, and exits with status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m benchmarks.density",
         description="Drive the same simulated calls through plain livekit workers (A: process "
         "executor, B: thread executor) and OpenRTC pools (C: coroutine, D: process), and "
-        "report memory, latency, loop lag and CPU per variant and N.",
+        "report memory, latency, loop lag and CPU per variant and N. Prints the tables and "
+        "writes every run's raw figures to --json as it ends; writes the Markdown report only "
+        "with --out (--out docs/benchmarks.md refreshes the committed page).",
     )
     parser.add_argument("--quick", action="store_true", help="N = 1,10, one repeat, 2 s holds")
     parser.add_argument("--sizes", type=_ints, help="concurrent calls per run, e.g. 1,10,50")
     parser.add_argument(
-        "--repeats", type=int, help=f"runs per variant and N below {LARGE_N} ({FULL_REPEATS})"
+        "--repeats", type=_count, help=f"runs per variant and N below {LARGE_N} ({FULL_REPEATS})"
     )
     parser.add_argument(
         "--large-repeats",
-        type=int,
+        type=_count,
         help=f"runs per variant and N of {LARGE_N} or more ({LARGE_REPEATS}; --repeats if lower)",
     )
     parser.add_argument("--variants", type=_variants, default=tuple(VARIANTS), help="e.g. A,C")
-    parser.add_argument("--hold", type=float, help=f"seconds each call stays up ({FULL_HOLD_S})")
+    parser.add_argument(
+        "--hold", type=_non_negative, help=f"seconds each call stays up ({FULL_HOLD_S:g})"
+    )
     parser.add_argument(
         "--pace",
         choices=tuple(PACES),
@@ -127,39 +173,50 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--time-bound",
-        type=float,
+        type=_positive,
         default=TIME_BOUND_S,
         help="seconds a run may take; a variant that exceeds it is not run at larger N",
     )
     parser.add_argument(
         "--memory-floor",
-        type=float,
+        type=_non_negative,
         default=MEMORY_FLOOR_MB,
         help="MiB of available memory below which a run is stopped",
     )
     parser.add_argument(
         "--out",
         type=Path,
-        help="the Markdown report (plots go to img/ beside it); default docs/benchmarks.md, "
-        "none with --quick",
+        help=f"write the Markdown report here, plots in img/ beside it; --out {DOCS_PAGE} "
+        "refreshes the committed page. Without --out no Markdown is written: the tables are "
+        "printed and the raw figures go to --json",
     )
-    parser.add_argument("--json", dest="json_path", type=Path, help="also write every figure")
-    parser.add_argument("--logs", type=Path, help="worker logs (default: a new temp directory)")
     parser.add_argument(
-        "--from-json", type=Path, help="render the report from an earlier --json file, no runs"
+        "--json",
+        dest="json_path",
+        type=Path,
+        help="every run's raw figures, rewritten as each run ends, so an interrupted sweep "
+        f"keeps its finished runs (default: a new {RESULTS_DIR}/density-<time>-<pid>.json)",
+    )
+    parser.add_argument(
+        "--logs",
+        type=Path,
+        help=f"worker logs (default: {RESULTS_DIR}/density-<time>-<pid>-logs/)",
+    )
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        help="render an earlier --json file (complete or not) without running anything: the "
+        "tables, and the Markdown report with --out",
     )
     return parser
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
+    """The sweep's settings: the arguments (already checked by the parser) and the defaults."""
     quick = bool(args.quick)
     repeats = args.repeats if args.repeats is not None else (1 if quick else FULL_REPEATS)
     large_repeats = args.large_repeats if args.large_repeats is not None else LARGE_REPEATS
-    if repeats < 1 or large_repeats < 1:
-        raise SystemExit("--repeats and --large-repeats must be at least 1")
-    out: Path | None = args.out
-    if out is None and not quick:
-        out = DEFAULT_OUT
+    stem = f"density-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     return Settings(
         sizes=args.sizes or (QUICK_SIZES if quick else FULL_SIZES),
         repeats=repeats,
@@ -169,11 +226,153 @@ def settings_from(args: argparse.Namespace) -> Settings:
         pace=args.pace,
         time_bound_s=args.time_bound,
         memory_floor_mb=args.memory_floor,
-        logs_dir=args.logs or Path(tempfile.mkdtemp(prefix="openrtc-bench-")),
-        out=out,
-        json_path=args.json_path,
+        logs_dir=args.logs or RESULTS_DIR / f"{stem}-logs",
+        out=args.out,
+        json_path=args.json_path or RESULTS_DIR / f"{stem}.json",
         quick=quick,
     )
+
+
+# -- checking where results go, before anything runs ----------------------------------------
+
+
+def _unwritable_dir(directory: Path) -> str:
+    """Why no file can be created in `directory`, or "" when one can (tried, not guessed)."""
+    if not directory.exists():
+        return f"directory {directory} does not exist"
+    if not directory.is_dir():
+        return f"{directory} is not a directory"
+    try:
+        fd, probe = tempfile.mkstemp(dir=directory, prefix=".openrtc-bench-probe-")
+    except OSError as exc:
+        return f"cannot write in {directory}: {exc.strerror or exc}"
+    os.close(fd)
+    os.unlink(probe)
+    return ""
+
+
+def _unwritable_file(path: Path) -> str:
+    """Why `path` cannot be written as a file in an existing directory, or ""."""
+    if path.is_dir():
+        return f"{path} is a directory"
+    if path.exists() and not os.access(path, os.W_OK):
+        return f"{path} is not writable"
+    return _unwritable_dir(path.parent)
+
+
+def _uncreatable_dir(path: Path) -> str:
+    """Why `path` cannot be used (or made, parents and all) as a directory, or ""."""
+    if path.exists():
+        return _unwritable_dir(path)
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    return _unwritable_dir(ancestor)
+
+
+def check_out(parser: argparse.ArgumentParser, out: Path | None) -> None:
+    """--out: the page's directory exists and takes the page and its img/ directory."""
+    if out is None:
+        return
+    problem = _unwritable_file(out)
+    img = out.parent / "img"
+    if not problem and img.exists():
+        problem = _unwritable_dir(img)
+    if problem:
+        parser.error(f"argument --out: {problem}")
+
+
+def check_paths(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, settings: Settings
+) -> None:
+    """Every output path, before the first run: a sweep takes minutes to hours."""
+    check_out(parser, settings.out)
+    if args.json_path is not None:
+        problem = _unwritable_file(settings.json_path)
+    else:
+        problem = _uncreatable_dir(settings.json_path.parent)
+    if problem:
+        parser.error(f"argument --json: {problem}")
+    if settings.out is not None and settings.out.resolve() == settings.json_path.resolve():
+        parser.error("argument --json: it is the same file as --out")
+    problem = _uncreatable_dir(settings.logs_dir)
+    if problem:
+        parser.error(f"argument --logs: {problem}")
+
+
+RESULT_KEYS: Final = (
+    "command",
+    "started_at",
+    "duration_s",
+    "machine",
+    "settings",
+    "workload",
+    "variants",
+    "runs",
+)
+"""What a results file (--json) holds, from its first write on."""
+
+
+def load_results(parser: argparse.ArgumentParser, path: Path) -> dict[str, Any]:
+    """An earlier --json file, complete or written part-way through a sweep."""
+    try:
+        loaded: object = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        parser.error(f"argument --from-json: cannot read {path}: {exc.strerror or exc}")
+    except ValueError as exc:
+        parser.error(f"argument --from-json: {path} is not JSON: {exc}")
+    if not isinstance(loaded, dict):
+        parser.error(f"argument --from-json: {path} is not a results file")
+    data: dict[str, Any] = loaded
+    missing = [key for key in RESULT_KEYS if key not in data]
+    if missing or not isinstance(data["runs"], list):
+        what = f"no {missing[0]!r}" if missing else "'runs' is not a list"
+        parser.error(f"argument --from-json: {path} is not a results file ({what})")
+    if not data["runs"]:
+        parser.error(f"argument --from-json: {path} holds no finished runs yet")
+    return data
+
+
+# -- raw results, written as the sweep goes ---------------------------------------------------
+
+
+def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
+    """Replace `path` with `data` in one step: a reader (or a crash) never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            json.dump(data, file, indent=1)
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+@attrs.define(kw_only=True)
+class ResultsFile:
+    """A sweep's raw results, rewritten after every run so that none finished is lost."""
+
+    path: Path
+    header: dict[str, Any]
+    began: float
+    runs: list[dict[str, Any]] = attrs.field(factory=list)
+
+    def add(self, run: dict[str, Any]) -> None:
+        self.runs.append(run)
+        self.write(complete=False)
+
+    def write(self, *, complete: bool) -> dict[str, Any]:
+        data = {
+            **self.header,
+            "duration_s": time.time() - self.began,
+            "complete": complete,
+            "runs": self.runs,
+        }
+        write_json_atomically(self.path, data)
+        return data
 
 
 def _skipped(key: str, calls: int, reason: str) -> dict[str, Any]:
@@ -249,9 +448,9 @@ def _progress(result: dict[str, Any]) -> str:
     return f"{head}: {', '.join(parts)}{note}"
 
 
-def sweep(settings: Settings) -> list[dict[str, Any]]:
-    """Every run, N by N, variants interleaved within each N and repeat."""
-    runs: list[dict[str, Any]] = []
+def sweep(settings: Settings, record: Callable[[dict[str, Any]], None]) -> None:
+    """Every run, N by N, variants interleaved within each N and repeat; `record` gets each
+    run's result (or skip) as soon as it is known."""
     stopped: dict[str, str] = {}
     last_good: dict[str, dict[str, Any]] = {}
     for calls in settings.sizes:
@@ -263,8 +462,9 @@ def sweep(settings: Settings) -> list[dict[str, Any]]:
                         stopped[key] = reason
                 if key in stopped:
                     if repeat == 1:
-                        runs.append(_skipped(key, calls, stopped[key]))
-                        print(_progress(runs[-1]), file=sys.stderr, flush=True)
+                        skipped = _skipped(key, calls, stopped[key])
+                        record(skipped)
+                        print(_progress(skipped), file=sys.stderr, flush=True)
                     continue
                 plan = RunPlan(
                     variant=VARIANTS[key],
@@ -277,13 +477,12 @@ def sweep(settings: Settings) -> list[dict[str, Any]]:
                     logs_dir=settings.logs_dir,
                 )
                 result = asyncio.run(run_once(plan))
-                runs.append(result)
+                record(result)
                 print(_progress(result), file=sys.stderr, flush=True)
                 if result["status"] != "ok":
                     stopped[key] = f"stopped: it {result['status']} at N={calls}"
                 else:
                     last_good[key] = result
-    return runs
 
 
 def _cpu_model() -> str:
@@ -340,31 +539,22 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    arguments = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(arguments)
-    if args.from_json is not None:
-        loaded = json.loads(args.from_json.read_text())
-        out = args.out or DEFAULT_OUT
-        write_docs(loaded, out)
+def render_saved(parser: argparse.ArgumentParser, path: Path, out: Path | None) -> int:
+    """--from-json: the tables from an earlier (possibly partial) results file; the page too
+    with --out."""
+    check_out(parser, out)
+    data = load_results(parser, path)
+    print(render_console(data))
+    if out is not None:
+        write_docs(data, out)
         print(f"wrote {out}", file=sys.stderr)
-        return 0
-    settings = settings_from(args)
-    print(
-        f"sizes {list(settings.sizes)}, variants {','.join(settings.variants)}, "
-        f"{settings.repeats} repeat(s) ({settings.large_repeats} from N={LARGE_N}), "
-        f"pace {settings.pace}, hold {settings.hold_s:g} s, "
-        f"time bound {settings.time_bound_s:g} s; "
-        f"worker logs in {settings.logs_dir}",
-        file=sys.stderr,
-        flush=True,
-    )
-    began = time.time()
-    runs = sweep(settings)
-    data: dict[str, Any] = {
+    return 0
+
+
+def _header(settings: Settings, arguments: list[str], began: float) -> dict[str, Any]:
+    return {
         "command": shlex.join(["python", "-m", "benchmarks.density", *arguments]),
         "started_at": began,
-        "duration_s": time.time() - began,
         "machine": machine_info(),
         "settings": {
             "sizes": list(settings.sizes),
@@ -387,16 +577,50 @@ def main(argv: Sequence[str] | None = None) -> int:
             "token_delay_s": TOKEN_DELAY_S,
         },
         "variants": {key: VARIANTS[key].label for key in settings.variants},
-        "runs": runs,
     }
-    if settings.json_path is not None:
-        settings.json_path.parent.mkdir(parents=True, exist_ok=True)
-        settings.json_path.write_text(json.dumps(data, indent=1))
-        print(f"wrote {settings.json_path}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(arguments)
+    if args.from_json is not None:
+        return render_saved(parser, args.from_json, args.out)
+    settings = settings_from(args)
+    check_paths(parser, args, settings)
+    began = time.time()
+    results = ResultsFile(
+        path=settings.json_path, header=_header(settings, arguments, began), began=began
+    )
+    results.write(complete=False)
+    print(
+        f"sizes {list(settings.sizes)}, variants {','.join(settings.variants)}, "
+        f"{settings.repeats} repeat(s) ({settings.large_repeats} from N={LARGE_N}), "
+        f"pace {settings.pace}, hold {settings.hold_s:g} s, "
+        f"time bound {settings.time_bound_s:g} s; "
+        f"raw results in {settings.json_path} (rewritten after every run), "
+        f"worker logs in {settings.logs_dir}",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        sweep(settings, results.add)
+    except BaseException as exc:
+        print(
+            f"{'interrupted' if isinstance(exc, KeyboardInterrupt) else 'failed'}: "
+            f"{len(results.runs)} finished run(s) kept in {settings.json_path} "
+            f"(render them with --from-json {settings.json_path})",
+            file=sys.stderr,
+        )
+        if isinstance(exc, KeyboardInterrupt):
+            return 130
+        raise
+    data = results.write(complete=True)
+    print(render_console(data))
+    print(f"wrote {settings.json_path}", file=sys.stderr)
     if settings.out is not None:
         write_docs(data, settings.out)
         print(f"wrote {settings.out}", file=sys.stderr)
-    print(render_console(data))
     return 0
 
 

@@ -6,14 +6,17 @@ run is tests/test_benchmarks_smoke.py.
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from benchmarks import density
 from benchmarks.report import render_console, render_markdown
-from benchmarks.run import CallRecord, memory_figures
+from benchmarks.run import CallRecord, RunPlan, memory_figures
 from benchmarks.sampling import PSS_FLOOR_MB, PssSample
 from benchmarks.variants import VARIANTS
 
@@ -136,6 +139,183 @@ def all_variants(calls: int = 10) -> list[dict[str, Any]]:
         fake_run("C", calls, added=0.15),
         fake_run("D", calls, added=25.3),
     ]
+
+
+@attrs.define
+class Faked:
+    started: list[RunPlan] = attrs.field(factory=list)
+    """The plans of the runs the sweep started."""
+    pages: list[Path] = attrs.field(factory=list)
+    """Where it wrote a Markdown page."""
+
+
+@pytest.fixture
+def faked(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Faked:
+    """The benchmark run and the page writer replaced; default results under tmp_path."""
+    record = Faked()
+
+    async def run_once(plan: RunPlan) -> dict[str, Any]:
+        record.started.append(plan)
+        return fake_run(plan.variant.key, plan.calls, plan.repeat)
+
+    def write_docs(data: dict[str, Any], out: Path) -> None:
+        record.pages.append(out)
+
+    monkeypatch.setattr(density, "run_once", run_once)
+    monkeypatch.setattr(density, "write_docs", write_docs)
+    monkeypatch.setattr(density, "RESULTS_DIR", tmp_path / "results")
+    monkeypatch.chdir(tmp_path)
+    return record
+
+
+# -- the Markdown report only on request ------------------------------------------------------
+
+
+def test_a_sweep_without_out_writes_no_markdown_and_keeps_raw_json_outside_the_repo(
+    faked: Faked, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = density.main(["--variants", "C", "--sizes", "1", "--repeats", "1"])
+
+    assert code == 0
+    assert len(faked.started) == 1
+    assert faked.pages == []
+    saved = list((tmp_path / "results").glob("density-*.json"))
+    assert len(saved) == 1
+    assert json.loads(saved[0].read_text())["complete"] is True
+    out, err = capsys.readouterr()
+    assert "C OpenRTC coroutine" in out  # the tables went to the terminal
+    assert str(saved[0]) in err  # and it says where the raw figures went
+
+
+def test_default_settings_name_no_page_and_a_results_file_outside_the_repo() -> None:
+    settings = density.settings_from(density.build_parser().parse_args([]))
+    assert settings.out is None
+    assert not settings.json_path.resolve().is_relative_to(ROOT)
+    assert not settings.logs_dir.resolve().is_relative_to(ROOT)
+
+
+def test_help_says_how_to_refresh_the_committed_page() -> None:
+    text = " ".join(density.build_parser().format_help().split())
+    assert "--out docs/benchmarks.md refreshes the committed page" in text
+
+
+# -- every argument checked before anything runs -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["--out", "{tmp}/missing/bm.md"], "--out"),
+        (["--out", "{tmp}"], "--out"),
+        (["--out", "{file}/bm.md"], "--out"),
+        (["--json", "{tmp}/missing/density.json"], "--json"),
+        (["--json", "{file}/density.json"], "--json"),
+        (["--json", "{tmp}/same.md", "--out", "{tmp}/same.md"], "--json"),
+        (["--logs", "{file}/logs"], "--logs"),
+        (["--sizes", "1,x"], "--sizes"),
+        (["--sizes", "0,10"], "--sizes"),
+        (["--variants", "A,Z"], "--variants"),
+        (["--repeats", "0"], "--repeats"),
+        (["--large-repeats", "x"], "--large-repeats"),
+        (["--hold", "-1"], "--hold"),
+        (["--time-bound", "0"], "--time-bound"),
+        (["--pace", "slow"], "--pace"),
+        (["--from-json", "{tmp}/missing.json"], "--from-json"),
+        (["--from-json", "{file}"], "--from-json"),
+    ],
+)
+def test_a_bad_argument_is_one_error_line_before_any_run(
+    argv: list[str],
+    flag: str,
+    faked: Faked,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    argv = [arg.format(tmp=tmp_path, file=a_file) for arg in argv]
+
+    with pytest.raises(SystemExit) as exited:
+        density.main(argv)
+
+    assert exited.value.code == 2
+    assert faked.started == []
+    assert faked.pages == []
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert err.startswith(f"error: argument {flag}"), err
+
+
+def test_from_json_checks_out_before_rendering(
+    faked: Faked, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    saved = tmp_path / "density.json"
+    saved.write_text(json.dumps(results(all_variants())))
+    with pytest.raises(SystemExit) as exited:
+        density.main(["--from-json", str(saved), "--out", str(tmp_path / "no" / "bm.md")])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.startswith("error: argument --out:")
+    assert faked.pages == []
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes in read-only directories")
+def test_an_unwritable_out_directory_is_refused(
+    faked: Faked, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        with pytest.raises(SystemExit):
+            density.main(["--out", str(locked / "bm.md")])
+    finally:
+        locked.chmod(0o700)
+    assert capsys.readouterr().err.startswith("error: argument --out:")
+    assert faked.started == []
+
+
+# -- raw results written as each run ends -------------------------------------------------------
+
+
+def test_results_are_written_after_every_run_and_an_interrupted_sweep_renders(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    saved = tmp_path / "density.json"
+    seen: list[int] = []
+
+    async def run_once(plan: RunPlan) -> dict[str, Any]:
+        seen.append(len(json.loads(saved.read_text())["runs"]))
+        if len(seen) == 3:
+            raise KeyboardInterrupt  # Ctrl-C in the third run
+        return fake_run(plan.variant.key, plan.calls, plan.repeat)
+
+    monkeypatch.setattr(density, "run_once", run_once)
+    argv = ["--variants", "B,C", "--sizes", "1,10", "--repeats", "1"]
+    code = density.main([*argv, "--json", str(saved), "--logs", str(tmp_path / "logs")])
+
+    assert code == 130
+    assert seen == [0, 1, 2]  # the file held every finished run when the next one began
+    data = json.loads(saved.read_text())
+    assert data["complete"] is False
+    assert [(r["variant"], r["calls"]) for r in data["runs"]] == [("B", 1), ("C", 1)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["density.json"]  # no temp files
+    assert "2 finished run(s) kept in" in capsys.readouterr().err
+
+    page = tmp_path / "page" / "bm.md"
+    page.parent.mkdir()
+    assert density.main(["--from-json", str(saved), "--out", str(page)]) == 0
+    text = page.read_text()
+    assert "The sweep did not finish" in text
+    assert "| C OpenRTC coroutine | ok ×1 |" in text
+    assert "did not finish" in capsys.readouterr().out
+
+
+def test_the_results_file_is_replaced_whole(tmp_path: Path) -> None:
+    path = tmp_path / "density.json"
+    density.write_json_atomically(path, {"runs": [1]})
+    density.write_json_atomically(path, {"runs": [1, 2]})
+    assert json.loads(path.read_text()) == {"runs": [1, 2]}
+    assert [p.name for p in tmp_path.iterdir()] == ["density.json"]
 
 
 # -- variants named in every table ----------------------------------------------------------------

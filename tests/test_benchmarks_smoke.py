@@ -34,8 +34,10 @@ def test_quick_density_run_reports_figures_for_each_size(tmp_path: Path) -> None
     assert done.returncode == 0, done.stderr[-3000:]
 
     assert "C OpenRTC coroutine" in done.stdout  # the table names the variant
+    assert f"wrote {results}" in done.stderr
 
     data = json.loads(results.read_text())
+    assert data["complete"] is True
     runs = {run["calls"]: run for run in data["runs"] if run["variant"] == "C"}
     assert sorted(runs) == [1, 2]
     for calls, run in runs.items():
