@@ -81,8 +81,13 @@ class PoolEntrypoint:
         return (_rebuild_entrypoint, (self.pool, self.worker_plugins))
 
     async def __call__(self, ctx: JobContext) -> None:
-        job = job_view(ctx.job)
-        spec = self._agent_for(ctx, job)
+        # A real job passed the request handler, which warned about bad metadata already;
+        # only a job with no request step (console mode, simulate_job) is read here first.
+        job = job_view(ctx.job, warn=ctx.is_fake_job())
+        # livekit's job IPC (thread and process isolation) drops the accept attributes, so
+        # there the routing decision is taken again, from the same job.
+        routed = _livekit.accept_attributes(ctx).get(AGENT_ATTRIBUTE)
+        spec = self.pool.get(routed) if routed else self._unrouted_agent(job)
         # The tenant admission saw, when the request was handled in this process; a job process
         # (process isolation) resolves it again from the same job.
         handed_over, tenant = self.ledger.take_tenant(job.job_id)
@@ -90,10 +95,7 @@ class PoolEntrypoint:
             tenant = self.pool.plugins.resolve_tenant(job)
         await SessionRun(self.pool, spec, job, tenant, ctx, self.ledger).run()
 
-    def _agent_for(self, ctx: JobContext, job: JobView) -> AgentSpec:
-        name = _livekit.accept_attributes(ctx).get(AGENT_ATTRIBUTE)
-        if name:
-            return self.pool.get(name)
+    def _unrouted_agent(self, job: JobView) -> AgentSpec:
         # No request step ran (console mode, simulate_job): route here, then fall back to the
         # only agent.
         routed = self.router.route(job)

@@ -23,8 +23,12 @@ NO_ROUTE = (
 )
 
 
-def job_view(job: agent_pb.Job) -> JobView:
-    """Read what a livekit job carries into a frozen view, parsing metadata safely."""
+def job_view(job: agent_pb.Job, *, warn: bool = True) -> JobView:
+    """Read what a livekit job carries into a frozen view, parsing metadata safely.
+
+    Bad metadata is warned about once per job: by the request handler, or where the job runs
+    when no request step ran (`warn=False` everywhere else).
+    """
     return JobView(
         job_id=job.id,
         room_name=job.room.name,
@@ -32,8 +36,10 @@ def job_view(job: agent_pb.Job) -> JobView:
         dispatch_agent_name=job.agent_name,
         job_metadata_raw=job.metadata,
         room_metadata_raw=job.room.metadata,
-        job_metadata=parse_metadata(job.metadata, source="job metadata", job_id=job.id),
-        room_metadata=parse_metadata(job.room.metadata, source="room metadata", job_id=job.id),
+        job_metadata=parse_metadata(job.metadata, source="job metadata", job_id=job.id, warn=warn),
+        room_metadata=parse_metadata(
+            job.room.metadata, source="room metadata", job_id=job.id, warn=warn
+        ),
         dispatch_attributes=dict(job.attributes),
     )
 

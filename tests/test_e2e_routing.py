@@ -13,7 +13,7 @@ from e2e_pools import STRICT_POOL, THREAD_POOL
 from openrtc_core import AGENT_ATTRIBUTE
 from openrtc_core.metadata import MAX_METADATA_BYTES
 from openrtc_testing import LoopbackDispatchServer
-from openrtc_testing.worker import running_worker
+from openrtc_testing.worker import running_worker, simulate_call
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -140,3 +140,17 @@ async def test_agent_attribute_on_accept(lk: LoopbackDispatchServer) -> None:
     assert d.accepted
     assert d.participant_attributes[AGENT_ATTRIBUTE] == "booking"
     assert d.participant_attributes["lk.agent.name"] == ""
+
+
+async def test_malformed_metadata_is_warned_about_once_per_job(
+    lk: LoopbackDispatchServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="openrtc.metadata"):
+        d, report = await simulate_call(lk, "booking-6", turns=["hi"], room_metadata="{bad")
+    assert report["outcome"] == "completed"  # the session ran: both the request and the job
+    warned = [
+        r
+        for r in caplog.records
+        if r.name == "openrtc.metadata" and r.__dict__.get("job_id") == d.job_id
+    ]
+    assert len(warned) == 1, [r.getMessage() for r in warned]

@@ -96,7 +96,7 @@ class Simulation:
         if info.job_id in _CALLS or outcome.outcome is not Outcome.FAILED:
             return
         ctx = get_job_context(required=False)
-        if ctx is None or not is_simulated(job_view(ctx.job)):
+        if ctx is None or not is_simulated(job_view(ctx.job, warn=False)):
             return
         report = new_report(info, outcome="failed", error=outcome.error)
         url = report_url(self.server_url)
