@@ -73,6 +73,12 @@ class SessionFaults(logging.Handler):
             self._installed = True
         self._runs[run.job_id] = run
 
+    def fail(self, job_id: str, error: str) -> None:
+        """Fail the running session of `job_id`, if this process runs it."""
+        run = self._runs.get(job_id)
+        if run is not None:
+            run.fail(error)
+
     def emit(self, record: logging.LogRecord) -> None:
         if not record.exc_info or record.exc_info[1] is None:
             return

@@ -22,7 +22,7 @@ from ... import _livekit
 from ...models import AGENT_ATTRIBUTE
 from ...registry import CURRENT_SESSION, SessionTag
 from ..base import failed_reason, is_failed_reason
-from .watchdog import tasks_of
+from .watchdog import module_of, tasks_of
 
 if TYPE_CHECKING:
     from livekit.agents import JobContext, JobProcess
@@ -37,10 +37,7 @@ LEFTOVER_GRACE_S = 5.0
 
 
 def _framework_task(task: asyncio.Task[Any]) -> bool:
-    coro = task.get_coro()
-    frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
-    module = str(frame.f_globals.get("__name__", "")) if frame is not None else ""
-    return module.startswith(("livekit.", "openrtc_core."))
+    return module_of(task).startswith(("livekit.", "openrtc_core."))
 
 
 def settle_tasks(job_id: str, agent: str) -> None:

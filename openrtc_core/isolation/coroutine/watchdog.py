@@ -32,6 +32,7 @@ from typing import Any
 
 import attrs
 
+from ...faults import FAULTS
 from ...registry import CURRENT_SESSION, SessionTag
 
 logger = logging.getLogger("openrtc.watchdog")
@@ -49,8 +50,33 @@ def tasks_of(job_id: str) -> list[asyncio.Task[Any]]:
     return [task for task, tag in list(_TAGS.items()) if tag.job_id == job_id]
 
 
+_MODULES: weakref.WeakKeyDictionary[asyncio.Task[Any], str] = weakref.WeakKeyDictionary()
+
+
+def module_of(task: asyncio.Task[Any]) -> str:
+    """The module whose coroutine a session's task runs ("" for an untagged task)."""
+    return _MODULES.get(task, "")
+
+
+async def _contained(coro: Coroutine[Any, Any, Any], tag: SessionTag) -> Any:
+    """Run a session's coroutine; ``sys.exit()`` or ``KeyboardInterrupt`` from its code ends
+    that session, not the worker.
+
+    asyncio lets both out of the event loop (the whole worker would exit, every live call
+    with it). Here they become an ordinary exception of this task, and the session whose code
+    raised them fails, like any exception in an agent's code.
+    """
+    try:
+        return await coro
+    except (SystemExit, KeyboardInterrupt) as exc:
+        error = f"{type(exc).__name__}({', '.join(map(repr, exc.args))}) raised by agent code"
+        FAULTS.fail(tag.job_id, error)
+        raise RuntimeError(f"{error}; only this session ends") from exc
+
+
 class _TaggingTaskFactory:
-    """Wraps the loop's task factory to remember which session created each task."""
+    """Wraps the loop's task factory to remember which session created each task, and to
+    contain ``SystemExit`` / ``KeyboardInterrupt`` in it (see :func:`_contained`)."""
 
     def __init__(self, previous: Any) -> None:
         self.previous = previous
@@ -63,12 +89,18 @@ class _TaggingTaskFactory:
     ) -> asyncio.Task[Any]:
         context: contextvars.Context | None = kwargs.get("context")
         tag = context.run(CURRENT_SESSION.get) if context is not None else CURRENT_SESSION.get()
+        module = ""
+        if tag is not None:
+            frame = getattr(coro, "cr_frame", None)
+            module = str(frame.f_globals.get("__name__", "")) if frame is not None else ""
+            coro = _contained(coro, tag)
         if self.previous is not None:
             task: asyncio.Task[Any] = self.previous(loop, coro, **kwargs)
         else:
             task = asyncio.Task(coro, loop=loop, **kwargs)
         if tag is not None:
             _TAGS[task] = tag
+            _MODULES[task] = module
         return task
 
 
