@@ -65,6 +65,24 @@ def on_shutdown_requested(ctx: JobContext, callback: Callable[[str], None]) -> N
     ctx._on_shutdown = shutdown_requested
 
 
+async def end_jobs_and_report(server: AgentServer, *, within_s: float = 10.0) -> None:
+    """Close every job still running on `server` and wait until their final status has been
+    handed to the connection (not only queued), within `within_s`.
+
+    The worker's job pool is ``AgentServer._proc_pool``; a closed job's status goes out through
+    a task in ``_job_lifecycle_tasks`` that queues it on ``_msg_chan``, which the connection's
+    send loop drains (worker.py).
+    """
+    executors = [proc for proc in server._proc_pool.processes if proc.running_job]
+    await asyncio.gather(*(proc.aclose() for proc in executors), return_exceptions=True)
+    deadline = asyncio.get_running_loop().time() + within_s
+    while asyncio.get_running_loop().time() < deadline:
+        await asyncio.gather(*server._job_lifecycle_tasks, return_exceptions=True)
+        if server._msg_chan.empty():
+            return
+        await asyncio.sleep(0.01)
+
+
 def hide_console_deprecation() -> None:
     """Drop what livekit's console prints tagged "Deprecated" (its ``console`` mode tells the
     user to use the Go ``lk`` tool instead; ``openrtc console`` is ours to recommend).

@@ -23,7 +23,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import cache
-from typing import Annotated, Any, ClassVar, Final
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Final
 
 import attrs
 import typer
@@ -40,6 +40,9 @@ from .plugins import DISABLE_ENV, STRICT_ENV, PluginHost, disabled_from_env
 from .pool import AgentPool
 from .server import build_server
 from .targets import load_pool
+
+if TYPE_CHECKING:
+    from livekit.agents import AgentServer
 
 LIVEKIT_VERBS: dict[str, str] = {
     "dev": "Run the pool's worker in development mode (debug logs, no drain, no reload).",
@@ -286,8 +289,25 @@ def run_livekit(pool: AgentPool, argv: Sequence[str], *, prog_name: str | None =
         print_error(str(exc))
         raise SystemExit(1) from None
     app = _livekit.build_livekit_cli(server)
-    with quiet_livekit_notices(verb):
-        app(args=args, prog_name=prog)
+    try:
+        with quiet_livekit_notices(verb):
+            app(args=args, prog_name=prog)
+    except SystemExit as exc:
+        raise SystemExit(exit_status(server, exc.code)) from None
+    raise SystemExit(exit_status(server, 0))
+
+
+def exit_status(server: AgentServer, code: str | int | None) -> str | int | None:
+    """livekit's exit status, unless the drain timed out and cut calls: then 1, said once.
+
+    livekit exits 0 after a drain that timed out; an orchestrator should see that the
+    worker did not finish its calls.
+    """
+    cut = getattr(server, "cut_calls", [])
+    if cut and code in (0, None):
+        print_error(f"the drain timed out and cut {len(cut)} call(s); exit status 1")
+        return 1
+    return code
 
 
 def _load(target: str, *, entry_points: bool) -> AgentPool:

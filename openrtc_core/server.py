@@ -7,6 +7,7 @@ jobs; the isolation backend (:mod:`.isolation`) decides where they run; the entr
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
@@ -19,6 +20,7 @@ from .admission import JobLedger, PoolRequestHandler
 from .entrypoint import PoolEntrypoint, PoolPrewarm, register_worker_plugins
 from .errors import PoolConfigError
 from .isolation import IsolationBackend, WorkerSpec
+from .models import AGENT_ATTRIBUTE
 from .options import SERVER_KEYWORDS_OWNED
 from .routing import Router
 
@@ -26,22 +28,49 @@ if TYPE_CHECKING:
     from .plugins import PluginHost
     from .pool import AgentPool
 
+logger = logging.getLogger("openrtc.worker")
+
 HTTP_PORT_ENV: Final = "OPENRTC_HTTP_PORT"
 """The worker's health/HTTP port (livekit's default is 8081 in production, 0 in dev)."""
 PRELOADED_CORE: Final = "openrtc_core"
 
 
 class PoolServer(AgentServer):
-    """livekit's AgentServer, telling plugins when the worker starts draining."""
+    """livekit's AgentServer, telling plugins when the worker starts draining, and ending the
+    calls a drain timeout cuts in the open."""
 
     def __init__(self, pool: AgentPool, **options: Any) -> None:
         super().__init__(**options)
         self.openrtc_pool = pool
+        self.cut_calls: list[tuple[str, str]] = []
+        """``(job id, agent)`` of the calls the last drain's timeout cut."""
 
     async def drain(self, timeout: NotGivenOr[int | None] = NOT_GIVEN) -> None:
         if not self.draining:
             self.openrtc_pool.plugins.drain_started(self.openrtc_pool.view())
-        await super().drain(timeout)
+        try:
+            await super().drain(timeout)
+        except TimeoutError:
+            await self._end_cut_calls()
+            raise
+
+    async def _end_cut_calls(self) -> None:
+        """The drain timed out: end the calls still live while the worker is still connected,
+        so LiveKit hears that each ended (livekit's own close drops the connection first and
+        leaves them RUNNING there), and name them in one line."""
+        self.cut_calls = [
+            (job.job.id, (job.accept_arguments.attributes or {}).get(AGENT_ATTRIBUTE, ""))
+            for job in self.active_jobs
+        ]
+        if not self.cut_calls:
+            return
+        logger.error(
+            "drain timed out with %d call(s) still live; ending them and reporting them to "
+            "LiveKit as ended: %s",
+            len(self.cut_calls),
+            ", ".join(f"{job} ({agent or 'unrouted'})" for job, agent in self.cut_calls),
+        )
+        await _livekit.end_jobs_and_report(self)
 
 
 def isolation_backend(pool: AgentPool) -> IsolationBackend:
