@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from openrtc_core.isolation.coroutine.backend import CoroutineLoad
 from openrtc_core.isolation.coroutine.watchdog import LoopWatchdog
 from openrtc_core.registry import CURRENT_SESSION, SessionTag
 
@@ -75,3 +76,67 @@ def test_stop_removes_the_collector_callback() -> None:
         assert watchdog._on_gc not in gc.callbacks
 
     asyncio.run(run())
+
+
+async def test_sessions_that_block_in_turn_are_all_named(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    watchdog = LoopWatchdog(threshold_s=0.05)
+    watchdog.start()
+
+    async def blocks() -> None:
+        time.sleep(0.3)  # noqa: ASYNC251 - the bug under test
+
+    first, second = SessionTag("J1", "alpha"), SessionTag("J2", "beta")
+    try:
+        with caplog.at_level(logging.WARNING, logger="openrtc.watchdog"):
+            tasks = []
+            for tag in (first, second):  # both ready at once: they run back to back
+                token = CURRENT_SESSION.set(tag)
+                tasks.append(asyncio.create_task(blocks()))
+                CURRENT_SESSION.reset(token)
+            await asyncio.gather(*tasks)
+            await asyncio.sleep(0.1)  # the late heartbeat runs and reports
+    finally:
+        watchdog.stop()
+    both = [i for i in watchdog.incidents if {i.session, *i.others} == {first, second}]
+    assert len(both) == 1, list(watchdog.incidents)
+    assert "agent alpha (job J1, ~" in caplog.text
+    assert "then agent beta (job J2, ~" in caplog.text
+
+
+async def test_a_loop_kept_busy_without_lag_shows_in_its_utilisation() -> None:
+    watchdog = LoopWatchdog()
+    watchdog.start()
+
+    async def spin() -> None:
+        while True:  # noqa: ASYNC110 - a busy task: timers fire on time, the CPU is taken
+            await asyncio.sleep(0)
+
+    try:
+        await asyncio.sleep(1.0)
+        idle = watchdog.utilisation()
+        spinner = asyncio.create_task(spin())
+        await asyncio.sleep(1.0)
+        busy = watchdog.utilisation()
+        spinner.cancel()
+    finally:
+        watchdog.stop()
+    # Broad bounds: a loaded machine gives the loop less CPU, but never the idle loop's little.
+    assert idle < 0.3
+    assert busy > 0.5 and busy > 2 * idle
+
+
+def test_a_busy_loop_makes_the_coroutine_worker_full() -> None:
+    class Watchdog:
+        def sustained_lag_s(self) -> float:
+            return 0.0
+
+        def utilisation(self) -> float:
+            return 1.0
+
+    class JobPool:
+        watchdog = Watchdog()
+
+    load = CoroutineLoad(50, lambda server: 1, job_pool=JobPool())  # type: ignore[arg-type]
+    assert load(server=None) == 1.0  # type: ignore[arg-type]

@@ -22,6 +22,8 @@ logger = logging.getLogger("openrtc.coroutine")
 DEFAULT_MAX_SESSIONS = 50
 LAG_BUDGET_S = 0.1
 """Mean loop lag over the last second at which the worker reports itself full."""
+BUSY_BUDGET = 0.95
+"""Share of the last second the loop's thread ran at which the worker reports itself full."""
 _TRAITS = BackendTraits(jobs_run_in_worker=True, default_max_sessions=DEFAULT_MAX_SESSIONS)
 
 
@@ -36,12 +38,14 @@ class CoroutineLoad:
 
     def __call__(self, server: AgentServer) -> float:
         calls = self.calls(server)
-        lag = self.job_pool.watchdog.sustained_lag_s() if self.job_pool is not None else 0.0
-        load = min(1.0, max(calls / self.max_sessions, lag / LAG_BUDGET_S))
-        self._say_when_full_changes(load >= 1.0, calls, lag)
+        watchdog = self.job_pool.watchdog if self.job_pool is not None else None
+        lag = watchdog.sustained_lag_s() if watchdog is not None else 0.0
+        busy = watchdog.utilisation() if watchdog is not None else 0.0
+        load = min(1.0, max(calls / self.max_sessions, lag / LAG_BUDGET_S, busy / BUSY_BUDGET))
+        self._say_when_full_changes(load >= 1.0, calls, lag, busy)
         return load
 
-    def _say_when_full_changes(self, full: bool, calls: int, lag: float) -> None:
+    def _say_when_full_changes(self, full: bool, calls: int, lag: float, busy: float) -> None:
         """One line when the worker becomes full (and why), one when it has room again."""
         if full == self._full:
             return
@@ -55,12 +59,19 @@ class CoroutineLoad:
                 calls,
                 self.max_sessions,
             )
-        else:
+        elif lag >= LAG_BUDGET_S:
             logger.warning(
                 "worker full: its event loop lags %.0f ms on average over the last second "
                 "(budget %.0f ms) with %d calls live; LiveKit offers new calls elsewhere",
                 lag * 1000,
                 LAG_BUDGET_S * 1000,
+                calls,
+            )
+        else:
+            logger.warning(
+                "worker full: its event loop was busy %.0f%% of the last second with %d calls "
+                "live; LiveKit offers new calls elsewhere",
+                busy * 100,
                 calls,
             )
 

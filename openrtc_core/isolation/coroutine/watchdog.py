@@ -155,6 +155,8 @@ class Incident:
     task_name: str
     gc_s: float = 0.0
     """How much of the stall the garbage collector took."""
+    others: tuple[SessionTag, ...] = ()
+    """Other sessions whose tasks held the loop in the same stall, in turn."""
 
     @property
     def by_gc(self) -> bool:
@@ -171,6 +173,8 @@ class LoopWatchdog:
     calls_live: Callable[[], bool] = _always
     """Whether any call is live; a stall outside every session while none is, is not one."""
     lags: collections.deque[float] = attrs.field(init=False)
+    busy: collections.deque[tuple[float, float]] = attrs.field(init=False)
+    """Per tick: (wall seconds, CPU seconds the loop's thread used in them)."""
     incidents: collections.deque[Incident] = attrs.field(
         init=False, factory=lambda: collections.deque(maxlen=100)
     )
@@ -179,17 +183,21 @@ class LoopWatchdog:
     _handle: asyncio.TimerHandle | None = attrs.field(init=False, default=None)
     _thread: threading.Thread | None = attrs.field(init=False, default=None)
     _stop: threading.Event = attrs.field(init=False, factory=threading.Event)
-    _suspect: tuple[SessionTag | None, str] | None = attrs.field(init=False, default=None)
+    _suspects: dict[tuple[SessionTag | None, str], int] = attrs.field(init=False, factory=dict)
+    """Who was running, sampled each tick while the loop is late: (session, task) -> samples."""
     _gc_s: float = attrs.field(init=False, default=0.0)
     _gc_began: float = attrs.field(init=False, default=0.0)
+    _last_cpu: float = attrs.field(init=False, default=0.0)
 
     def __attrs_post_init__(self) -> None:
         self.lags = collections.deque(maxlen=self.window)
+        self.busy = collections.deque(maxlen=self.window)
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         install_task_tagging(self._loop)
         self._last_tick = time.monotonic()
+        self._last_cpu = time.thread_time()
         self._handle = self._loop.call_later(self.tick_s, self._tick)
         if self._on_gc not in gc.callbacks:
             gc.callbacks.append(self._on_gc)
@@ -215,13 +223,26 @@ class LoopWatchdog:
         recent = list(self.lags)[-count:]
         return sum(recent) / len(recent) if recent else 0.0
 
+    def utilisation(self, seconds: float = 1.0) -> float:
+        """The share of the last `seconds` the loop's thread spent running (0..1).
+
+        Lag alone misses a loop kept busy by tasks that yield often (``await sleep(0)`` in a
+        loop): timers still fire on time, yet nothing else gets much of the CPU.
+        """
+        recent = list(self.busy)[-max(1, int(seconds / self.tick_s)) :]
+        wall = sum(w for w, _ in recent)
+        return min(1.0, sum(c for _, c in recent) / wall) if wall > 0 else 0.0
+
     def _tick(self) -> None:
         now = time.monotonic()
+        cpu = time.thread_time()  # the loop's thread: this runs on it
+        self.busy.append((now - self._last_tick, cpu - self._last_cpu))
+        self._last_cpu = cpu
         lag = max(0.0, now - self._last_tick - self.tick_s)
         self.lags.append(lag)
         if lag >= self.threshold_s:
             self._report(lag)
-        self._suspect = None
+        self._suspects = {}
         self._gc_s = 0.0
         self._last_tick = now
         assert self._loop is not None
@@ -231,10 +252,11 @@ class LoopWatchdog:
         # Sample the running task while the loop is still stuck; the loop thread reports.
         while not self._stop.wait(self.tick_s):
             overdue = time.monotonic() - self._last_tick - self.tick_s
-            if overdue >= self.threshold_s / 2 and self._suspect is None and self._loop:
+            if overdue >= self.threshold_s / 2 and self._loop:
                 task = asyncio.current_task(self._loop)
                 name = task.get_name() if task is not None else "a callback outside any task"
-                self._suspect = (tag_of(task), name)
+                suspects = self._suspects
+                suspects[(tag_of(task), name)] = suspects.get((tag_of(task), name), 0) + 1
 
     def _on_gc(self, phase: str, info: dict[str, int]) -> None:
         # Collections in any thread stop the loop's thread too (they hold the GIL).
@@ -244,8 +266,23 @@ class LoopWatchdog:
             self._gc_s += time.perf_counter() - self._gc_began
 
     def _report(self, lag: float) -> None:
-        tag, task_name = self._suspect or (None, "unknown")
-        incident = Incident(duration_s=lag, session=tag, task_name=task_name, gc_s=self._gc_s)
+        sampled = list(self._suspects.items())  # in the order they held the loop
+        tag, task_name = max(sampled, key=lambda item: item[1])[0] if sampled else (None, "?")
+        # Sessions that held the loop in turn during one stall, each with its share.
+        shares: dict[SessionTag, int] = {}
+        for (session, _), samples in sampled:
+            if session is not None:
+                shares[session] = shares.get(session, 0) + samples
+        in_turn = list(shares)
+        blamed = sorted(in_turn, key=lambda session: -shares[session])
+        tag = blamed[0] if blamed else tag
+        incident = Incident(
+            duration_s=lag,
+            session=tag,
+            task_name=task_name,
+            gc_s=self._gc_s,
+            others=tuple(blamed[1:]),
+        )
         self.incidents.append(incident)
         if incident.by_gc:
             logger.warning(
@@ -256,12 +293,20 @@ class LoopWatchdog:
                 incident.gc_s * 1000,
             )
         elif tag is not None:
+            total = sum(shares.values()) or 1
+            who = (
+                f"agent {tag.agent} (job {tag.job_id})"
+                if len(blamed) == 1
+                else ", then ".join(
+                    f"agent {s.agent} (job {s.job_id}, ~{lag * shares[s] / total * 1000:.0f} ms)"
+                    for s in in_turn
+                )
+            )
             logger.warning(
-                "event loop blocked for %.0f ms by agent %s (job %s); every session on this "
-                "worker waited. Move blocking calls off the loop (asyncio.to_thread).",
+                "event loop blocked for %.0f ms by %s; every session on this worker waited. "
+                "Move blocking calls off the loop (asyncio.to_thread).",
                 lag * 1000,
-                tag.agent,
-                tag.job_id,
+                who,
                 extra={"job_id": tag.job_id, "agent": tag.agent, "tenant": tag.tenant},
             )
         else:
