@@ -682,9 +682,11 @@ def _resolution_method(runs: Sequence[dict[str, Any]]) -> str:
     if any("idle_pss_samples_mb" in run for run in runs):
         how = (
             "the idle PSS is the median of five samples taken 0.5 s apart just before the "
-            "calls, and the resolution is twice their spread (what the tree's PSS moves by "
-            "with nothing happening in it, on the idle and on the live reading; at least "
-            f"{floor}) ÷ the number of sessions"
+            "calls, and the resolution is what the tree's PSS moves by with nothing "
+            "happening in it: twice the spread of those samples (the idle and the live "
+            "reading both carry it), or the largest step between consecutive samples while "
+            f"the most sessions were live if that is larger, at least {floor}; ÷ the number "
+            "of sessions"
         )
     else:
         how = (

@@ -166,11 +166,11 @@ def memory_figures(
     The samples taken while the number of live sessions was at its maximum are the "all
     live" samples (all N when the hold outlasts the spread of start times); their median,
     minus the idle worker's PSS (the median of `idle_mb`), divided by that number, is the
-    added PSS per session. Its resolution is the PSS resolution (the idle samples' spread,
-    at least the floor) divided by the same number: a figure smaller than that is noise.
+    added PSS per session. Its resolution is the PSS resolution (from the idle samples'
+    spread and the all-live samples' steps, :func:`pss_resolution_mb`) divided by the same
+    number: a figure smaller than that is noise.
     """
     baseline_mb = statistics.median(idle_mb)
-    resolution_mb = pss_resolution_mb(idle_mb)
     peak_mb = max((s.pss_mb for s in samples), default=0.0)
     max_live, at_max = while_most_live(calls, [(s.at, s.pss_mb) for s in samples])
     if not at_max:
@@ -179,11 +179,12 @@ def memory_figures(
             "max_live_sessions": 0,
             "live_pss_mb": None,
             "added_pss_per_session_mb": None,
-            "pss_resolution_mb": resolution_mb,
+            "pss_resolution_mb": pss_resolution_mb(idle_mb),
             "added_pss_resolution_mb": None,
             "processes_at_peak": max((s.processes for s in samples), default=0),
         }
     live_mb = statistics.median(at_max)
+    resolution_mb = pss_resolution_mb(idle_mb, at_max)
     return {
         "peak_pss_mb": peak_mb,
         "max_live_sessions": max_live,

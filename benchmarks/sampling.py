@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import time
@@ -25,17 +26,26 @@ resolution is larger when its idle samples spread more (see :func:`pss_resolutio
 """
 
 
-def pss_resolution_mb(idle_samples_mb: Sequence[float]) -> float:
+def pss_resolution_mb(
+    idle_samples_mb: Sequence[float], live_samples_mb: Sequence[float] = ()
+) -> float:
     """The smallest difference between two PSS readings of a tree that is not noise, in MiB.
 
-    Twice the spread (max - min) of the idle tree's samples, taken over a few seconds just
-    before the calls: the spread is what the tree's PSS moves by with nothing happening in
-    it (on a busy machine, other processes that map the same libraries starting or ending
-    move it by several MiB), and a difference of two readings carries that noise from both.
+    The tree's PSS moves with nothing happening in it: on a busy machine, other processes
+    that map the same libraries starting or ending move it by several MiB. Two estimates of
+    that, the larger wins:
+
+    - twice the spread (max - min) of the idle samples, taken over a few seconds just
+      before the calls: the added PSS is the difference of two readings, and both carry it;
+    - the largest change between consecutive samples while the number of live sessions held
+      at its maximum (`live_samples_mb`, in order): noise that came after the idle samples.
+      It also counts the sessions' own growth, so it errs on the side of "unresolved".
+
     Never less than :data:`PSS_FLOOR_MB`.
     """
     spread = max(idle_samples_mb) - min(idle_samples_mb) if idle_samples_mb else 0.0
-    return max(2 * spread, PSS_FLOOR_MB)
+    steps = (abs(b - a) for a, b in itertools.pairwise(live_samples_mb))
+    return max(2 * spread, max(steps, default=0.0), PSS_FLOOR_MB)
 
 
 def cpu_seconds(pid: int) -> float:

@@ -15,7 +15,7 @@ import attrs
 import pytest
 
 from benchmarks import density
-from benchmarks.report import render_console, render_markdown
+from benchmarks.report import below_resolution, render_console, render_markdown
 from benchmarks.run import CallRecord, RunPlan, memory_figures
 from benchmarks.sampling import PSS_FLOOR_MB, PssSample
 from benchmarks.variants import VARIANTS
@@ -397,3 +397,16 @@ def test_memory_figures_keep_the_raw_figure_and_its_resolution() -> None:
     assert figures["added_pss_per_session_mb"] == pytest.approx(-1.6)
     assert figures["pss_resolution_mb"] == pytest.approx(0.4)  # twice the idle spread
     assert figures["added_pss_resolution_mb"] == pytest.approx(0.4)
+
+
+def test_a_jump_while_all_sessions_are_live_widens_the_resolution() -> None:
+    call = CallRecord(dispatched_at=0.0, started_at=10.0, duration_s=5.0, outcome="completed")
+    levels = (357.2, 357.2, 357.2, 366.4, 366.4)  # another process ended at 13.5 s
+    samples = [PssSample(at=11.0 + i, pss_mb=mb, processes=1) for i, mb in enumerate(levels)]
+    idle = [357.0, 357.0, 357.1, 357.0, 357.0]
+
+    figures = memory_figures([call], samples, idle)
+
+    assert figures["added_pss_per_session_mb"] == pytest.approx(0.2)
+    assert figures["pss_resolution_mb"] == pytest.approx(9.2)  # the jump, not 2 x 0.1 idle
+    assert below_resolution(0.2, figures["added_pss_resolution_mb"])
