@@ -28,6 +28,7 @@ import attrs
 
 from openrtc_testing import LoopbackDispatchServer
 from openrtc_testing.measure import percentile
+from openrtc_testing.worker import dispatch_until_accepted
 
 from .runner import LAG_PREFIX
 from .sampling import PssSample, TreeSampler, pss_resolution_mb, tree_cpu_seconds
@@ -363,10 +364,13 @@ async def _warm_up(lk: LoopbackDispatchServer) -> str:
 
     One-time costs (the forkserver a process-isolated pool starts for its first job,
     modules a first session imports lazily) then sit in the idle baseline instead of being
-    charged to the N sessions measured after it.
+    charged to the N sessions measured after it. A worker whose loop is still busy
+    starting up answers "not available"; the call is offered again, as LiveKit would.
     """
     metadata = call_metadata(turns=CALLER_TURNS[:1], hold_s=0.0)
-    d = await lk.dispatch("bench-warm-up", job_metadata=metadata)
+    d = await dispatch_until_accepted(
+        lk, "bench-warm-up", job_metadata=metadata, retry_for_s=REGISTER_TIMEOUT_S
+    )
     if not d.accepted:
         return f"not accepted: {d.error}"
     try:
