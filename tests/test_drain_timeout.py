@@ -10,6 +10,7 @@ from e2e_pools import make_coroutine_pool
 from livekit.protocol import agent as agent_pb
 
 from openrtc_core.cli import exit_status
+from openrtc_core.server import PoolServer
 from openrtc_testing import LoopbackDispatchServer
 from openrtc_testing.worker import dispatch_until_accepted, running_worker, simulated_call_metadata
 
@@ -30,6 +31,7 @@ async def test_calls_cut_by_a_drain_timeout_are_reported_ended_and_named(
             )
         )
         assert all(d.accepted for d in calls)
+        assert isinstance(server, PoolServer)
         for d in calls:
             await d.wait_for_status(agent_pb.JS_RUNNING)
         with caplog.at_level(logging.ERROR, logger="openrtc.worker"), pytest.raises(TimeoutError):
