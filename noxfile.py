@@ -117,7 +117,7 @@ def docs(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """The density benchmark against plain livekit workers; arguments after -- go to it.
 
-    nox -s bench                       the full sweep, rewrites docs/benchmarks.md
+    nox -s bench -- --out docs/benchmarks.md    the full sweep, rewrites the committed page
     nox -s bench -- --quick            N = 1, 10 in about two minutes
     """
     session.install("-e", ".[dev]", *editable(TESTING_PLUGIN), "matplotlib")
