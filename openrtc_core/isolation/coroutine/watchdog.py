@@ -229,7 +229,10 @@ class LoopWatchdog:
         Lag alone misses a loop kept busy by tasks that yield often (``await sleep(0)`` in a
         loop): timers still fire on time, yet nothing else gets much of the CPU.
         """
-        recent = list(self.busy)[-max(1, int(seconds / self.tick_s)) :]
+        count = max(1, int(seconds / self.tick_s))
+        if len(self.busy) < 2 * count:
+            return 0.0  # the worker's own start-up (connecting, registering) is not load
+        recent = list(self.busy)[-count:]
         wall = sum(w for w, _ in recent)
         return min(1.0, sum(c for _, c in recent) / wall) if wall > 0 else 0.0
 
