@@ -18,7 +18,7 @@ from livekit.agents import JobExecutorType
 
 if TYPE_CHECKING:
     import typer
-    from livekit.agents import AgentServer, JobContext, JobProcess
+    from livekit.agents import AgentServer, AgentSession, JobContext, JobProcess
     from livekit.agents.job import RunningJobInfo
 
 
@@ -81,6 +81,25 @@ async def end_jobs_and_report(server: AgentServer, *, within_s: float = 10.0) ->
         if server._msg_chan.empty():
             return
         await asyncio.sleep(0.01)
+
+
+async def close_unstarted_session(session: AgentSession[Any]) -> None:
+    """Close what a session that never finished starting left running.
+
+    ``AgentSession.start()`` starts the agent activity (and with it the STT pipeline) before
+    it joins the room; when joining fails, ``start()`` raises before the session counts as
+    started, and ``aclose()`` returns at once for a session that is not started
+    (voice/agent_session.py ``_started``). The activity, its STT stream and its room IO would
+    outlive the job. Closes ``_activity`` and ``_room_io`` of such a session.
+    """
+    if session._started:
+        return
+    activity, session._activity = session._activity, None
+    if activity is not None:
+        await activity.aclose()
+    room_io, session._room_io = session._room_io, None
+    if room_io is not None:
+        await room_io.aclose()
 
 
 def hide_console_deprecation() -> None:

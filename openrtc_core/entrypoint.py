@@ -169,6 +169,10 @@ class SessionRun:
         )
 
     async def _on_shutdown(self, reason: str) -> None:
+        # Shutdown callbacks run before livekit closes the job's HTTP session: a session that
+        # failed half-way through starting is closed now, while its streams can still end.
+        if self.entry.session is not None:
+            await _livekit.close_unstarted_session(self.entry.session)
         self.end(Outcome.FAILED if self.failure else Outcome.COMPLETED, self.failure)
 
     def fail(self, error: str) -> None:

@@ -239,3 +239,13 @@ def test_the_console_deprecation_goes_through_the_console_singleton(
     console.print("use lk", tag="Deprecated")
     console.print("starting", tag="Agents")
     assert shown == ["Agents"]
+
+
+def test_an_unstarted_session_keeps_its_activity_and_room_io_in_these_attributes() -> None:
+    from livekit.agents import AgentSession
+
+    source = inspect.getsource(AgentSession)
+    for name in ("self._started", "self._activity", "self._room_io"):
+        assert name in source, _fail(f"AgentSession.{name[5:]}")
+    close = inspect.getsource(AgentSession._aclose_locked)
+    assert "if not self._started" in close, _fail("aclose() of a session that never started")
