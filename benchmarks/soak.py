@@ -34,6 +34,7 @@ import os
 import platform
 import re
 import shlex
+import shutil
 import signal
 import statistics
 import subprocess
@@ -658,10 +659,12 @@ def machine_info() -> dict[str, Any]:
 def run_label(run: dict[str, Any]) -> str:
     """How a run is named in tables and on the plot: the variant, and the --env it had."""
     label = f"{run['variant']} {run['name']}"
-    env = run.get("env") or {}
-    if env:
-        label += " (" + ", ".join(f"{k}={v}" for k, v in sorted(env.items())) + ")"
-    return label
+    notes = [f"{k}={v}" for k, v in sorted((run.get("env") or {}).items())]
+    if run.get("release_probe"):
+        notes.append("collect+trim after every wave")
+    if run.get("census"):
+        notes.append("census")
+    return label + (" (" + ", ".join(notes) + ")" if notes else "")
 
 
 # -- the driver: one variant --------------------------------------------------------------------
@@ -812,6 +815,32 @@ async def wait_idle(worker: SoakWorker) -> tuple[int | None, float]:
     return jobs, time.monotonic() - began
 
 
+async def dump_stacks(pid: int, logs_dir: Path, key: str) -> str:
+    """The worker stopped answering: its threads' stacks, by py-spy when it is installed.
+
+    Returns where the dump went, or why there is none.
+    """
+    spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+    if spy is None:
+        return "the worker stopped answering; pip install py-spy to have its stacks dumped"
+    path = logs_dir / f"{key}-{pid}-stacks-{int(time.time())}.txt"
+    proc = await asyncio.create_subprocess_exec(
+        spy,
+        "dump",
+        "--pid",
+        str(pid),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    except TimeoutError:
+        proc.kill()
+        return "the worker stopped answering; py-spy dump timed out"
+    await asyncio.to_thread(path.write_bytes, out)
+    return str(path)
+
+
 def _worker_env(
     variant: Variant, concurrency: int, lk: Any, extra: dict[str, str]
 ) -> dict[str, str]:
@@ -916,6 +945,8 @@ async def soak_variant(
             wave = await run_wave(lk, variant, number, size, concurrency, metadata)
             served += size
             jobs, waited = await wait_idle(worker)
+            if jobs is None and worker.proc.returncode is None:
+                run["hang_dump"] = await dump_stacks(worker.proc.pid, logs_dir, variant.key)
             await asyncio.sleep(SETTLE_S)
             for job_id in wave.pop("_job_ids"):  # the driver's memory stays flat too
                 lk.dispatches.pop(job_id, None)
@@ -1006,6 +1037,9 @@ def load_results(parser: argparse.ArgumentParser, paths: Sequence[Path]) -> dict
             parser.error(f"argument --from-json: {path} is not JSON: {exc}")
         if not isinstance(loaded, dict) or not isinstance(loaded.get("runs"), list):
             parser.error(f"argument --from-json: {path} is not a soak results file")
+        for run in loaded["runs"]:  # how each run was made travels with it
+            for flag in ("release_probe", "census"):
+                run.setdefault(flag, bool((loaded.get("settings") or {}).get(flag)))
         if merged is None:
             merged = {**loaded, "runs": list(loaded["runs"]), "commands": [loaded.get("command")]}
         else:
@@ -1085,6 +1119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "label": variant.label,
                 "config": variant.describe(args.concurrency),
                 "env": extra_env,
+                "release_probe": args.release_probe,
+                "census": args.census,
                 "status": "running",
                 "note": "",
                 "waves": [],
