@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -62,3 +63,25 @@ def test_an_unknown_choice_is_named_and_the_collector_tuned() -> None:
     assert "OPENRTC_GC='off' is not a choice" in done.stderr
     assert "'tuned'" in done.stderr and "'python'" in done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1])["threshold"] == [10_000, 10, 10]
+
+
+def test_the_quiet_collector_collects_only_when_no_call_is_live() -> None:
+    from openrtc_core.isolation.coroutine import gctuning
+
+    collector = gctuning.QuietCollector()
+    try:
+        collector.last_full -= gctuning.QUIET_COLLECT_EVERY_S  # long enough ago
+        for _ in range(gctuning.QUIET_COLLECT_AFTER_CALLS - 1):
+            collector.call_ended()
+        assert not collector.due(calls_live=0)  # too few calls ended yet
+        collector.call_ended()
+        assert not collector.due(calls_live=3)  # calls live: they would wait for it
+        assert collector.due(calls_live=0)
+        collector.collect()
+        assert collector.collections == 1
+        # The full collection reset the count and the clock (seen through gc.callbacks).
+        assert collector.ended_since == 0
+        assert not collector.due(calls_live=0)
+    finally:
+        collector.close()
+    assert collector._on_gc not in gc.callbacks

@@ -288,7 +288,8 @@ class LoopWatchdog:
         )
         self.incidents.append(incident)
         if incident.by_gc:
-            logger.warning(
+            # With no call live (a collection the worker chose to run then), nobody waited.
+            (logger.warning if self.calls_live() else logger.debug)(
                 "event loop blocked for %.0f ms, %.0f ms of it by Python's garbage collector "
                 "(every session on this worker waited); many live objects make full "
                 "collections long",
