@@ -664,7 +664,11 @@ def run_label(run: dict[str, Any]) -> str:
         notes.append("collect+trim after every wave")
     if run.get("census"):
         notes.append("census")
-    return label + (" (" + ", ".join(notes) + ")" if notes else "")
+    label += " (" + ", ".join(notes) + ")" if notes else ""
+    status = run.get("status")
+    if status not in (None, "ok", "running"):
+        label += f" [{status} after {len(run.get('waves') or [])} waves]"
+    return label
 
 
 # -- the driver: one variant --------------------------------------------------------------------
@@ -691,6 +695,8 @@ class SoakWorker:
         async with self._lock:
             if self.proc.stdin is None or self.proc.returncode is not None:
                 return None
+            while not self.answers.empty():  # a late answer to a command that timed out
+                self.answers.get_nowait()
             try:
                 self.proc.stdin.write(command.encode() + b"\n")
                 await self.proc.stdin.drain()
