@@ -67,7 +67,9 @@ def summarize(run: dict[str, Any], warmup: int, target_pct: float = TARGET_PCT) 
     no later idle sample exceeds it by more than `target_pct` percent.
     """
     waves = run.get("waves") or []
-    judged = waves[warmup:]
+    # A wave after which the worker never got back to no job (it stopped answering) has no
+    # idle sample: it is left out of the verdict.
+    judged = [w for w in waves[warmup:] if w.get("jobs_left", 0) == 0]
     summary: dict[str, Any] = {
         "label": run_label(run),
         "status": run.get("status", "unknown"),
@@ -212,11 +214,12 @@ def internal_rows(data: dict[str, Any]) -> list[list[str]]:
         waves = run.get("waves") or []
         if run.get("ready"):
             rows.append(_internal_row(label, "warm-up call", run["ready"]))
+        idle = [w for w in waves if w.get("jobs_left", 0) == 0]  # see summarize()
         picked = []
-        if len(waves) > warmup:
+        if len(waves) > warmup and waves[warmup] in idle:
             picked.append(waves[warmup])
-        if waves and (not picked or waves[-1] is not picked[0]):
-            picked.append(waves[-1])
+        if idle and (not picked or idle[-1] is not picked[0]):
+            picked.append(idle[-1])
         for wave in picked:
             rows.append(_internal_row(label, f"{wave['calls']:,} calls", wave))
     return rows
@@ -345,7 +348,11 @@ WAVE_HEADERS: Final = (
 def _series(run: dict[str, Any], key: str) -> tuple[list[float], list[float]]:
     """(calls served, figure) after the warm-up call and after every wave that has it."""
     points = [(0.0, run["ready"][key])] if key in (run.get("ready") or {}) else []
-    points += [(float(w["calls"]), float(w[key])) for w in run.get("waves") or [] if key in w]
+    points += [
+        (float(w["calls"]), float(w[key]))
+        for w in run.get("waves") or []
+        if key in w and w.get("jobs_left", 0) == 0  # a worker that stopped has no idle sample
+    ]
     return [x for x, _ in points], [y for _, y in points]
 
 

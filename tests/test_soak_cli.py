@@ -156,6 +156,8 @@ def test_verdict_judges_waves_after_warm_up() -> None:
     assert growing["rise_pct"] == pytest.approx(40 / 310 * 100)
     assert growing["mib_per_1000"] == pytest.approx(200.0)  # 20 MiB per 100 calls
     assert summarize({**FLAT, "waves": FLAT["waves"][:1]}, warmup=1)["flat"] is None
+    hung = {**FLAT, "waves": [*FLAT["waves"], {**_wave(5, 400.0), "jobs_left": None}]}
+    assert summarize(hung, warmup=1)["max_mb"] == 312.0  # no idle sample: not judged
 
 
 def test_internals_are_in_mib() -> None:
