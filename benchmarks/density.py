@@ -19,12 +19,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib.metadata
 import json
 import os
 import platform
 import shlex
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +32,13 @@ from typing import Any, Final, NoReturn
 
 import attrs
 
+from .provenance import (
+    package_version,
+    source_revision,
+    uncreatable_dir,
+    unwritable_dir,
+    unwritable_file,
+)
 from .report import (
     UNRESOLVED,
     added_pss_resolution,
@@ -42,7 +47,7 @@ from .report import (
     variant_title,
     write_docs,
 )
-from .run import ROOT, RunPlan, run_once
+from .run import RunPlan, run_once
 from .sampling import mem_available_mb
 from .variants import VARIANTS
 from .workload import CALLER_TURNS, FIRST_TOKEN_DELAY_S, PACES, REPLY, TOKEN_DELAY_S
@@ -236,48 +241,14 @@ def settings_from(args: argparse.Namespace) -> Settings:
 # -- checking where results go, before anything runs ----------------------------------------
 
 
-def _unwritable_dir(directory: Path) -> str:
-    """Why no file can be created in `directory`, or "" when one can (tried, not guessed)."""
-    if not directory.exists():
-        return f"directory {directory} does not exist"
-    if not directory.is_dir():
-        return f"{directory} is not a directory"
-    try:
-        fd, probe = tempfile.mkstemp(dir=directory, prefix=".openrtc-bench-probe-")
-    except OSError as exc:
-        return f"cannot write in {directory}: {exc.strerror or exc}"
-    os.close(fd)
-    os.unlink(probe)
-    return ""
-
-
-def _unwritable_file(path: Path) -> str:
-    """Why `path` cannot be written as a file in an existing directory, or ""."""
-    if path.is_dir():
-        return f"{path} is a directory"
-    if path.exists() and not os.access(path, os.W_OK):
-        return f"{path} is not writable"
-    return _unwritable_dir(path.parent)
-
-
-def _uncreatable_dir(path: Path) -> str:
-    """Why `path` cannot be used (or made, parents and all) as a directory, or ""."""
-    if path.exists():
-        return _unwritable_dir(path)
-    ancestor = path.parent
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
-    return _unwritable_dir(ancestor)
-
-
 def check_out(parser: argparse.ArgumentParser, out: Path | None) -> None:
     """--out: the page's directory exists and takes the page and its img/ directory."""
     if out is None:
         return
-    problem = _unwritable_file(out)
+    problem = unwritable_file(out)
     img = out.parent / "img"
     if not problem and img.exists():
-        problem = _unwritable_dir(img)
+        problem = unwritable_dir(img)
     if problem:
         parser.error(f"argument --out: {problem}")
 
@@ -288,14 +259,14 @@ def check_paths(
     """Every output path, before the first run: a sweep takes minutes to hours."""
     check_out(parser, settings.out)
     if args.json_path is not None:
-        problem = _unwritable_file(settings.json_path)
+        problem = unwritable_file(settings.json_path)
     else:
-        problem = _uncreatable_dir(settings.json_path.parent)
+        problem = uncreatable_dir(settings.json_path.parent)
     if problem:
         parser.error(f"argument --json: {problem}")
     if settings.out is not None and settings.out.resolve() == settings.json_path.resolve():
         parser.error("argument --json: it is the same file as --out")
-    problem = _uncreatable_dir(settings.logs_dir)
+    problem = uncreatable_dir(settings.logs_dir)
     if problem:
         parser.error(f"argument --logs: {problem}")
 
@@ -502,28 +473,6 @@ def _mem_total_gib() -> float:
     return 0.0
 
 
-def _version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def source_revision() -> str:
-    """The git commit the benchmark ran from, with "+changes" when the tree was edited."""
-
-    def git(*args: str) -> str:
-        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True)
-        return done.stdout.strip()
-
-    try:
-        commit = git("rev-parse", "--short", "HEAD")
-        dirty = git("status", "--porcelain", "--untracked-files=no")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return f"{commit}+changes" if dirty else commit
-
-
 def machine_info() -> dict[str, Any]:
     return {
         "cpus": os.cpu_count(),
@@ -531,10 +480,10 @@ def machine_info() -> dict[str, Any]:
         "memory_gib": round(_mem_total_gib(), 1),
         "kernel": platform.release(),
         "python": platform.python_version(),
-        "livekit-agents": _version("livekit-agents"),
-        "livekit": _version("livekit"),
-        "openrtc-core": _version("openrtc-core"),
-        "openrtc-testing": _version("openrtc-testing"),
+        "livekit-agents": package_version("livekit-agents"),
+        "livekit": package_version("livekit"),
+        "openrtc-core": package_version("openrtc-core"),
+        "openrtc-testing": package_version("openrtc-testing"),
         "revision": source_revision(),
     }
 

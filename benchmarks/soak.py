@@ -27,7 +27,6 @@ import contextlib
 import ctypes
 import ctypes.util
 import gc
-import importlib.metadata
 import itertools
 import json
 import os
@@ -37,7 +36,6 @@ import shlex
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -46,6 +44,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final, NoReturn
 
+from .provenance import (
+    package_version,
+    source_revision,
+    uncreatable_dir,
+    unwritable_file,
+)
 from .variants import VARIANTS, Variant
 from .workload import BURST_PAUSE_S, CALLER_TURNS, call_metadata
 
@@ -533,44 +537,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _unwritable_dir(directory: Path) -> str:
-    """Why no file can be created in `directory`, or "" (tried, not guessed)."""
-    if not directory.exists():
-        return f"directory {directory} does not exist"
-    if not directory.is_dir():
-        return f"{directory} is not a directory"
-    try:
-        fd, probe = tempfile.mkstemp(dir=directory, prefix=".openrtc-soak-probe-")
-    except OSError as exc:
-        return f"cannot write in {directory}: {exc.strerror or exc}"
-    os.close(fd)
-    os.unlink(probe)
-    return ""
-
-
-def _unwritable_file(path: Path) -> str:
-    if path.is_dir():
-        return f"{path} is a directory"
-    if path.exists() and not os.access(path, os.W_OK):
-        return f"{path} is not writable"
-    return _unwritable_dir(path.parent)
-
-
-def _uncreatable_dir(path: Path) -> str:
-    if path.exists():
-        return _unwritable_dir(path)
-    ancestor = path.parent
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
-    return _unwritable_dir(ancestor)
-
-
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Everything that can be checked before a worker starts: a soak takes up to hours."""
     if args.out is not None:
         if args.out.suffix.lower() != ".md":
             parser.error(f"argument --out: {args.out} should be a Markdown file (.md)")
-        problem = _unwritable_file(args.out)
+        problem = unwritable_file(args.out)
         if problem:
             parser.error(f"argument --out: {problem}")
     if args.from_json:
@@ -591,17 +563,17 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
             "to judge; lower it or raise --calls"
         )
     if args.json_path is not None:
-        problem = _unwritable_file(args.json_path)
+        problem = unwritable_file(args.json_path)
         if not problem and args.out is not None and args.out.resolve() == args.json_path.resolve():
             problem = "it is the same file as --out"
         if problem:
             parser.error(f"argument --json: {problem}")
     else:
-        problem = _uncreatable_dir(RESULTS_DIR)
+        problem = uncreatable_dir(RESULTS_DIR)
         if problem:
             parser.error(f"argument --json: {problem} (the default place for results)")
     if args.logs is not None:
-        problem = _uncreatable_dir(args.logs)
+        problem = uncreatable_dir(args.logs)
         if problem:
             parser.error(f"argument --logs: {problem}")
 
@@ -624,35 +596,15 @@ def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
         raise
 
 
-def _version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def _revision() -> str:
-    def git(*args: str) -> str:
-        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True)
-        return done.stdout.strip()
-
-    try:
-        commit = git("rev-parse", "--short", "HEAD")
-        dirty = git("status", "--porcelain", "--untracked-files=no")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return f"{commit}+changes" if dirty else commit
-
-
 def machine_info() -> dict[str, Any]:
     return {
         "cpus": os.cpu_count(),
         "kernel": platform.release(),
         "python": platform.python_version(),
         "glibc": "-".join(platform.libc_ver()),
-        "livekit-agents": _version("livekit-agents"),
-        "livekit": _version("livekit"),
-        "revision": _revision(),
+        "livekit-agents": package_version("livekit-agents"),
+        "livekit": package_version("livekit"),
+        "revision": source_revision(),
     }
 
 
