@@ -40,6 +40,7 @@ import sys
 import tempfile
 import threading
 import time
+import types
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final, NoReturn
@@ -265,7 +266,14 @@ def garbage_census() -> dict[str, Any]:
         for obj in gc.garbage:
             name = _type_name(obj)
             counts[name] = counts.get(name, 0) + 1
-            code = getattr(obj, "f_code", None) or getattr(obj, "cr_code", None)
+            # Frames and coroutines only: other garbage may carry an attribute of that name.
+            code = (
+                obj.f_code
+                if isinstance(obj, types.FrameType)
+                else obj.cr_code
+                if isinstance(obj, types.CoroutineType)
+                else None
+            )
             if code is not None:
                 where = f"{type(obj).__name__} {code.co_qualname} ({code.co_filename})"
                 modules[where] = modules.get(where, 0) + 1
