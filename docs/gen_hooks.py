@@ -13,21 +13,20 @@ their label). The values section at the end comes from the attrs classes of
 
 from __future__ import annotations
 
-import argparse
 import ast
-import difflib
 import enum
 import inspect
 import itertools
 import json
 import re
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final
 
 import attrs
+from generated_page import write_or_check
 
 import openrtc_core
 from openrtc_core import hookspecs, models
@@ -543,40 +542,14 @@ def render() -> str:
     return "\n\n".join(blocks) + "\n"
 
 
-def _diff(current: str, wanted: str, page: Path) -> Iterator[str]:
-    lines = difflib.unified_diff(
-        current.splitlines(keepends=True),
-        wanted.splitlines(keepends=True),
-        fromfile=f"{page} (committed)",
-        tofile=f"{page} (generated)",
-    )
-    for count, line in enumerate(lines):
-        if count == 40:
-            yield "...\n"
-            return
-        yield line
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Generate the hook reference page.")
-    parser.add_argument(
-        "--check", action="store_true", help="exit 1 when the page differs, without writing it"
+    return write_or_check(
+        argv,
+        description="Generate the hook reference page.",
+        page=PAGE,
+        render=render,
+        command=COMMAND,
     )
-    parser.add_argument("--page", type=Path, default=PAGE, help="the page (docs/hooks.md)")
-    args = parser.parse_args(argv)
-    page: Path = args.page
-    wanted = render()
-    current = page.read_text(encoding="utf-8") if page.is_file() else ""
-    if args.check:
-        if current == wanted:
-            return 0
-        sys.stderr.writelines(_diff(current, wanted, page))
-        print(f"{page} is stale: run {COMMAND}", file=sys.stderr)
-        return 1
-    if current != wanted:
-        page.write_text(wanted, encoding="utf-8")
-        print(f"wrote {page}")
-    return 0
 
 
 if __name__ == "__main__":

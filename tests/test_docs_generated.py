@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -13,6 +14,9 @@ GENERATOR = ROOT / "docs" / "gen_hooks.py"
 
 
 def load_generator() -> ModuleType:
+    # The generators import their shared helper from docs/, as when run as scripts.
+    if str(GENERATOR.parent) not in sys.path:
+        sys.path.insert(0, str(GENERATOR.parent))
     spec = importlib.util.spec_from_file_location("openrtc_docs_gen_hooks", GENERATOR)
     assert spec is not None and spec.loader is not None, f"cannot load {GENERATOR}"
     module = importlib.util.module_from_spec(spec)
