@@ -22,7 +22,7 @@ from ... import _livekit
 from ...models import AGENT_ATTRIBUTE
 from ...registry import CURRENT_SESSION, SessionTag
 from ..base import failed_reason, is_failed_reason
-from .watchdog import module_of, tasks_of
+from .watchdog import forget_job, module_of, tasks_of
 
 if TYPE_CHECKING:
     from livekit.agents import JobContext, JobProcess
@@ -68,6 +68,7 @@ def settle_tasks(job_id: str, agent: str) -> None:
 def cancel_leftover_tasks(job_id: str, agent: str) -> None:
     """Cancel the tasks the job's code left running after its call ended, and say so once."""
     leftovers = [task for task in tasks_of(job_id) if not task.done()]
+    forget_job(job_id)
     if not leftovers:
         return
     for task in leftovers:

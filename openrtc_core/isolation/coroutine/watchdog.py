@@ -45,9 +45,18 @@ def tag_of(task: asyncio.Task[Any] | None) -> SessionTag | None:
     return _TAGS.get(task) if task is not None else None
 
 
+# Per job, so that settling a job's tasks when it ends does not walk every session's tasks.
+_BY_JOB: dict[str, weakref.WeakSet[asyncio.Task[Any]]] = {}
+
+
 def tasks_of(job_id: str) -> list[asyncio.Task[Any]]:
     """The tasks created on behalf of job `job_id` that still exist."""
-    return [task for task, tag in list(_TAGS.items()) if tag.job_id == job_id]
+    return list(_BY_JOB.get(job_id, ()))
+
+
+def forget_job(job_id: str) -> None:
+    """Stop indexing the tasks of a job that has ended and been settled."""
+    _BY_JOB.pop(job_id, None)
 
 
 _MODULES: weakref.WeakKeyDictionary[asyncio.Task[Any], str] = weakref.WeakKeyDictionary()
@@ -101,6 +110,7 @@ class _TaggingTaskFactory:
         if tag is not None:
             _TAGS[task] = tag
             _MODULES[task] = module
+            _BY_JOB.setdefault(tag.job_id, weakref.WeakSet()).add(task)
         return task
 
 
