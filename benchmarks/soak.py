@@ -51,6 +51,7 @@ from .provenance import (
     uncreatable_dir,
     unwritable_file,
 )
+from .soak_report import TARGET_PCT, render_console, run_label, write_report
 from .variants import VARIANTS, Variant
 from .workload import BURST_PAUSE_S, CALLER_TURNS, call_metadata
 
@@ -62,7 +63,6 @@ DEFAULT_WAVE: Final = 200
 DEFAULT_CONCURRENCY: Final = 50
 DEFAULT_TURNS: Final = 3
 DEFAULT_WARMUP: Final = 2
-TARGET_PCT: Final = 5.0
 """After warm-up, idle PSS stays within this share of the first post-warm-up sample."""
 
 IDLE_SAMPLES: Final = 3
@@ -616,21 +616,6 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-def run_label(run: dict[str, Any]) -> str:
-    """How a run is named in tables and on the plot: the variant, and the --env it had."""
-    label = f"{run['variant']} {run['name']}"
-    notes = [f"{k}={v}" for k, v in sorted((run.get("env") or {}).items())]
-    if run.get("release_probe"):
-        notes.append("collect+trim after every wave")
-    if run.get("census"):
-        notes.append("census")
-    label += " (" + ", ".join(notes) + ")" if notes else ""
-    status = run.get("status")
-    if status not in (None, "ok", "running"):
-        label += f" [{status} after {len(run.get('waves') or [])} waves]"
-    return label
-
-
 # -- the driver: one variant --------------------------------------------------------------------
 
 
@@ -1019,8 +1004,6 @@ def load_results(parser: argparse.ArgumentParser, paths: Sequence[Path]) -> dict
 
 
 def _write_outputs(data: dict[str, Any], out: Path | None) -> None:
-    from .soak_report import render_console, write_report
-
     print(render_console(data))
     if out is not None:
         write_report(data, out)

@@ -6,11 +6,28 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from .soak import TARGET_PCT, run_label
-
 MIB: Final = 2**20
 WAVE_ROWS_MAX: Final = 25
 """The report's per-wave table keeps at most this many rows per run (evenly spaced, last kept)."""
+
+
+TARGET_PCT: Final = 5.0
+"""Idle PSS within this many percent of its first post-warm-up wave counts as flat."""
+
+
+def run_label(run: dict[str, Any]) -> str:
+    """How a run is named in tables and on the plot: the variant, and the --env it had."""
+    label = f"{run['variant']} {run['name']}"
+    notes = [f"{k}={v}" for k, v in sorted((run.get("env") or {}).items())]
+    if run.get("release_probe"):
+        notes.append("collect+trim after every wave")
+    if run.get("census"):
+        notes.append("census")
+    label += " (" + ", ".join(notes) + ")" if notes else ""
+    status = run.get("status")
+    if status not in (None, "ok", "running"):
+        label += f" [{status} after {len(run.get('waves') or [])} waves]"
+    return label
 
 
 def _slope_per_1000(points: Sequence[tuple[float, float]]) -> float | None:
