@@ -65,19 +65,26 @@ def test_an_unknown_choice_is_named_and_the_collector_tuned() -> None:
     assert json.loads(done.stdout.strip().splitlines()[-1])["threshold"] == [10_000, 10, 10]
 
 
-def test_the_quiet_collector_collects_only_when_no_call_is_live() -> None:
+def test_full_collections_are_paced_by_ended_calls() -> None:
     from openrtc_core.isolation.coroutine import gctuning
 
-    collector = gctuning.QuietCollector()
+    collector = gctuning.CallGarbage()
     try:
         collector.last_full -= gctuning.QUIET_COLLECT_EVERY_S  # long enough ago
         for _ in range(gctuning.QUIET_COLLECT_AFTER_CALLS - 1):
             collector.call_ended()
         assert not collector.due(calls_live=0)  # too few calls ended yet
         collector.call_ended()
-        assert not collector.due(calls_live=3)  # calls live: they would wait for it
-        assert collector.due(calls_live=0)
-        collector.collect()
+        assert collector.due(calls_live=0)  # quiet: collect now
+        assert not collector.due(calls_live=3)  # busy: waits for more garbage
+        for _ in range(gctuning.BUSY_COLLECT_AFTER_CALLS - gctuning.QUIET_COLLECT_AFTER_CALLS):
+            collector.call_ended()
+        assert collector.due(calls_live=3)
+        # A fuller worker waits for a quarter as many ended calls as it has live ones.
+        assert not collector.due(calls_live=400)
+        collector.ended_since = 100
+        assert collector.due(calls_live=400)
+        collector.collect(calls_live=400)
         assert collector.collections == 1
         # The full collection reset the count and the clock (seen through gc.callbacks).
         assert collector.ended_since == 0

@@ -61,19 +61,31 @@ QUIET_COLLECT_AFTER_CALLS = 20
 """Calls ended since the last full collection before a quiet worker collects."""
 QUIET_COLLECT_EVERY_S = 5.0
 """At most one quiet-time collection this often."""
+BUSY_COLLECT_AFTER_CALLS = 50
+"""Calls ended since the last full collection before a busy worker collects (at least)."""
+BUSY_COLLECT_LIVE_SHARE = 4
+"""A busy worker also waits for a quarter as many ended calls as it has live ones."""
 
 
-class QuietCollector:
-    """Full garbage collections when no call is live, so the garbage of ended calls does not
-    pile up.
+class CallGarbage:
+    """Full garbage collections paced by the calls that ended, the only source of garbage.
 
     With the tuned thresholds (see :func:`tune_gc`) a call's objects outlive the young
-    collections (a call lasts longer than ten thousand allocations) and die in the oldest
-    generation, which Python collects only when it has grown by a quarter since its last full
-    collection. Measured with ``python -m benchmarks.soak`` (20,000 calls in waves of 200):
-    idle PSS grew 27.5% and 681,013 garbage objects waited for a collection that then took
-    1.39 s. Collected while no call is live, nobody waits for it, and the garbage of one
-    quiet spell to the next is small. The freed pymalloc arenas are reused by the next calls.
+    collections and its reference cycles (livekit's, about 1,000 objects a call: channels
+    and the exceptions that close them, futures, tasks, chat messages) die in the oldest
+    generation, which Python collects rarely: over 20,000 calls (``python -m
+    benchmarks.soak``) idle PSS grew 27.7% and full collections, when they came, walked
+    up to 700,000 dead objects and stopped the loop for up to 2.1 s. Python's own
+    thresholds collect sooner but also while no call has ended: with 500 calls starting,
+    9 full collections in 40 s found nothing to free and tripled the loop's p99 lag.
+
+    So a full collection comes when calls have ended:
+
+    * with no call live, once 20 have ended (at most every 5 s): nobody waits for it;
+    * with calls live, once ``max(50, live // 4)`` have ended: each collection walks the
+      live sessions once and frees the garbage of a quarter as many calls, so its cost per
+      call stays flat as the worker fills, and the garbage waiting is bounded by that many
+      calls instead of growing with the time since the last collection.
     """
 
     def __init__(self) -> None:
@@ -92,19 +104,23 @@ class QuietCollector:
         self.ended_since += 1
 
     def due(self, calls_live: int) -> bool:
-        """Whether to collect now: no call live, enough calls ended, not collected lately."""
-        return (
-            calls_live == 0
-            and self.ended_since >= QUIET_COLLECT_AFTER_CALLS
-            and time.monotonic() - self.last_full >= QUIET_COLLECT_EVERY_S
+        """Whether to collect now, with `calls_live` calls still live."""
+        if calls_live == 0:
+            return (
+                self.ended_since >= QUIET_COLLECT_AFTER_CALLS
+                and time.monotonic() - self.last_full >= QUIET_COLLECT_EVERY_S
+            )
+        return self.ended_since >= max(
+            BUSY_COLLECT_AFTER_CALLS, calls_live // BUSY_COLLECT_LIVE_SHARE
         )
 
-    def collect(self) -> None:
+    def collect(self, calls_live: int) -> None:
         started = time.perf_counter()
         freed = gc.collect()
         self.collections += 1
         logger.debug(
-            "no call live: collected %d garbage objects in %.0f ms",
+            "%d call(s) live: collected %d garbage objects in %.0f ms",
+            calls_live,
             freed,
             (time.perf_counter() - started) * 1000,
         )

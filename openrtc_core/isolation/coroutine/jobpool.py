@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from livekit.agents import utils
 
 from ... import _livekit
-from .gctuning import QuietCollector, gc_tuned, tune_gc
+from .gctuning import CallGarbage, gc_tuned, tune_gc
 from .job import CoroutineJob
 from .watchdog import LoopWatchdog, drop_cancelled_timers
 
@@ -48,7 +48,7 @@ class CoroutineJobPool(utils.EventEmitter[str]):
         self.watchdog = LoopWatchdog(calls_live=self._has_jobs)
         self._timers_swept_at = 0.0
         self._sweep_pending: asyncio.TimerHandle | None = None
-        self._collector: QuietCollector | None = None
+        self._collector: CallGarbage | None = None
 
     @property
     def processes(self) -> list[CoroutineJob]:
@@ -71,7 +71,7 @@ class CoroutineJobPool(utils.EventEmitter[str]):
             self._setup_fnc(self._shared_proc)
             _livekit.install_job_log_fields()
             gc_setup = tune_gc()
-            self._collector = QuietCollector() if gc_tuned() else None
+            self._collector = CallGarbage() if gc_tuned() else None
         self.watchdog.start()
         logger.info(
             "coroutine isolation ready: prewarm ran once in %.2f s; %s",
@@ -113,11 +113,15 @@ class CoroutineJobPool(utils.EventEmitter[str]):
         self._sweep_timers()
         if self._collector is not None:
             self._collector.call_ended()
-            if self._collector.due(calls_live=len(self._jobs)):
-                # No call live: nobody waits for this collection, and livekit's loop monitor
-                # is not asked to report it as a stall.
-                with _livekit.loop_monitor_paused(asyncio.get_running_loop()):
-                    self._collector.collect()
+            live = len(self._jobs)
+            if self._collector.due(calls_live=live):
+                if live:
+                    self._collector.collect(live)
+                else:
+                    # Nobody waits for this collection: livekit's loop monitor is not asked
+                    # to report it as a stall.
+                    with _livekit.loop_monitor_paused(asyncio.get_running_loop()):
+                        self._collector.collect(live)
 
     def _sweep_timers(self) -> None:
         """Let ended jobs go: drop cancelled timers that still hold their context (see
