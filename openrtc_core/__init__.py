@@ -6,11 +6,14 @@ from .hookspecs import hookimpl
 from .isolation import BackendTraits, IsolationBackend, JobPoolFactory, WorkerSpec
 from .models import (
     AGENT_ATTRIBUTE,
+    VERSION_ATTRIBUTE,
     AgentContext,
     JobView,
     Outcome,
     PoolSettings,
     PoolView,
+    ReloadEvent,
+    ReloadKind,
     RouteDecision,
     SessionInfo,
     SessionLaunch,
@@ -19,13 +22,17 @@ from .models import (
     Verdict,
 )
 from .options import merge_options
-from .pool import AgentPool, AgentSpec
+from .pool import AgentPool, AgentSpec, PoolChange, PoolState
+from .registry import LiveSession
+from .reloading import ReloadContext, Reloader
 from .routing import job_view
 from .server import build_server
-from .targets import agent, discover_agents, load_pool, load_target
+from .session import build_agent
+from .targets import agent, discover_agents, load_pool, load_pool_again, load_target
 
 __all__ = [
     "AGENT_ATTRIBUTE",
+    "VERSION_ATTRIBUTE",
     "AgentContext",
     "AgentPool",
     "AgentSpec",
@@ -33,12 +40,19 @@ __all__ = [
     "IsolationBackend",
     "JobPoolFactory",
     "JobView",
+    "LiveSession",
     "OpenRTCError",
     "Outcome",
     "PluginLoadError",
+    "PoolChange",
     "PoolConfigError",
     "PoolSettings",
+    "PoolState",
     "PoolView",
+    "ReloadContext",
+    "ReloadEvent",
+    "ReloadKind",
+    "Reloader",
     "RouteDecision",
     "SessionInfo",
     "SessionLaunch",
@@ -49,11 +63,13 @@ __all__ = [
     "WorkerSpec",
     "__version__",
     "agent",
+    "build_agent",
     "build_server",
     "discover_agents",
     "hookimpl",
     "job_view",
     "load_pool",
+    "load_pool_again",
     "load_target",
     "merge_options",
 ]

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from livekit.agents import JobExecutorType
 
+logger = logging.getLogger("openrtc.worker")
+
 if TYPE_CHECKING:
     import typer
     from livekit.agents import AgentServer, AgentSession, JobContext, JobProcess
@@ -328,6 +330,21 @@ class _JobLogFields(logging.Filter):
 
 
 _JOB_LOG_FIELDS = _JobLogFields()
+
+
+def publish_attributes(ctx: JobContext, attributes: dict[str, str]) -> None:
+    """Set attributes on the job's agent participant, when it is in a room (not otherwise:
+    a simulated call has none)."""
+    room = ctx.room
+    if not room.isconnected():
+        return
+    task = asyncio.ensure_future(room.local_participant.set_attributes(attributes))
+    task.add_done_callback(_log_attribute_failure)
+
+
+def _log_attribute_failure(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.warning("could not update the agent participant's attributes: %s", task.exception())
 
 
 def install_job_log_fields() -> None:

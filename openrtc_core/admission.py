@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from .models import AGENT_ATTRIBUTE, JobView, TenantContext, Verdict
+from .models import AGENT_ATTRIBUTE, VERSION_ATTRIBUTE, JobView, TenantContext, Verdict
 from .routing import Router, job_view
 
 if TYPE_CHECKING:
@@ -98,6 +98,11 @@ class PoolRequestHandler:
         # Jobs between our accept and their launch; with the live calls they fill the cap.
         self._accepting: set[str] = set()
 
+    def _attributes(self, agent: str) -> dict[str, str]:
+        """The agent participant's attributes: the agent, and the code version it runs."""
+        version = self.router.view().version_of(agent)
+        return {AGENT_ATTRIBUTE: agent, **({VERSION_ATTRIBUTE: version} if version else {})}
+
     def _capacity(self) -> Verdict:
         cap = self.session_cap
         live = self.ledger.calls(self.server)
@@ -140,7 +145,7 @@ class PoolRequestHandler:
         self._accepting.add(job.job_id)
         self.ledger.hand_over(job.job_id, tenant)
         try:
-            await req.accept(attributes={AGENT_ATTRIBUTE: routed.agent})
+            await req.accept(attributes=self._attributes(routed.agent))
         except BaseException:
             self.ledger.forget(job.job_id)
             raise

@@ -62,6 +62,7 @@ _RESULT_TYPES: dict[str, type | tuple[type, ...]] = {
     "openrtc_resolve_tenant": TenantContext,
     "openrtc_admit_job": Verdict,
     "openrtc_session_options": Mapping,
+    "openrtc_agent_error": bool,
 }
 _UNCONTAINED = frozenset({"openrtc_prewarm", "openrtc_start_session"})
 

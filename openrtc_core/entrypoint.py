@@ -21,6 +21,7 @@ from .faults import FAULTS
 from .isolation.base import JobPoolFactory, failed_reason
 from .models import (
     AGENT_ATTRIBUTE,
+    VERSION_ATTRIBUTE,
     AgentContext,
     JobView,
     Outcome,
@@ -32,6 +33,7 @@ from .models import (
     TenantContext,
 )
 from .registry import CURRENT_SESSION, SessionTag
+from .reloading import ensure_reloader
 from .routing import Router, job_view
 from .session import build_agent, build_session, session_options
 
@@ -69,18 +71,27 @@ class PoolEntrypoint:
         plugins: Sequence[object] = (),
         *,
         ledger: JobLedger | None = None,
+        reload: bool = False,
     ) -> None:
         self.pool = pool
         self.worker_plugins = tuple(plugins)
+        self.reload = reload
+        self.in_job_process = False
+        """Set when livekit shipped this entrypoint to a job process (process isolation)."""
         self.ledger = ledger if ledger is not None else JobLedger()
         self.router = Router(pool.plugins, pool.view)
         # Set by backends that run jobs themselves (coroutine); livekit's ProcPool otherwise.
         self.openrtc_job_pool: JobPoolFactory | None = None
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild_entrypoint, (self.pool, self.worker_plugins))
+        return (_rebuild_entrypoint, (self.pool, self.worker_plugins, self.reload))
 
     async def __call__(self, ctx: JobContext) -> None:
+        if self.reload:
+            # A job process prewarmed before the last edit starts on the code on disk.
+            reloader = await ensure_reloader(self.pool, "job" if self.in_job_process else "worker")
+            if reloader is not None:
+                await reloader.before_job()
         # A real job passed the request handler, which warned about bad metadata already;
         # only a job with no request step (console mode, simulate_job) is read here first.
         job = job_view(ctx.job, warn=ctx.is_fake_job())
@@ -134,10 +145,11 @@ class SessionRun:
             room_name=job.room_name,
             agent=spec.name,
             tenant=tenant,
-            version=pool.settings.version,
+            version=spec.version or pool.settings.version,
         )
         self.entry = pool.sessions.open(self.info)
-        self.extra = log_fields(job, spec.name, tenant)
+        self.entry.on_switch(self._switched)
+        self.extra = {**log_fields(job, spec.name, tenant), "version": self.info.version}
         self.failure = ""
         self.user_modules = frozenset({getattr(spec.target, "__module__", "") or ""})
         self._started = time.monotonic()
@@ -175,6 +187,22 @@ class SessionRun:
             await _livekit.close_unstarted_session(self.entry.session)
         self.end(Outcome.FAILED if self.failure else Outcome.COMPLETED, self.failure)
 
+    def fault(self, exc: BaseException, error: str) -> None:
+        """The agent's own code raised `exc` in this live session: plugins may handle it
+        (``openrtc_agent_error``, a reload rolling back); otherwise the session fails."""
+        session = self.entry.session
+        if self.failure or self._ended or session is None:
+            return
+        if self.pool.plugins.agent_error(self.entry.info, session, exc):
+            logger.warning(
+                "session for agent %s: %s; a plugin handled it, the session goes on",
+                self.spec.name,
+                error,
+                extra=self.extra,
+            )
+            return
+        self.fail(error)
+
     def fail(self, error: str) -> None:
         """End this session as failed (its job too); other sessions are not touched."""
         if self.failure or self._ended:
@@ -195,16 +223,15 @@ class SessionRun:
         session.on("close", on_close)
 
     def _build(self) -> SessionLaunch:
-        agent = build_agent(
-            self.spec,
-            AgentContext(
-                job_id=self.job.job_id,
-                room_name=self.job.room_name,
-                agent=self.spec.name,
-                metadata=self.job.job_metadata,
-                tenant=self.tenant,
-            ),
+        context = AgentContext(
+            job_id=self.job.job_id,
+            room_name=self.job.room_name,
+            agent=self.spec.name,
+            metadata=self.job.job_metadata,
+            tenant=self.tenant,
         )
+        self.entry.context = context
+        agent = build_agent(self.spec, context)
         self.user_modules = self.user_modules | {type(agent).__module__}
         options = session_options(
             self.pool.plugins,
@@ -227,10 +254,20 @@ class SessionRun:
             fail=self.fail,
             mark_connected=self._mark_connected,
             failure=self._failure,
+            version=self._version,
         )
 
     def _failure(self) -> str:
         return self.failure
+
+    def _version(self) -> str:
+        return self.entry.info.version
+
+    def _switched(self, version: str) -> None:
+        # Log lines of the job, and the agent participant's attribute, follow the switch.
+        self.extra["version"] = version
+        self.ctx.log_context_fields = {**self.ctx.log_context_fields, "version": version}
+        _livekit.publish_attributes(self.ctx, {VERSION_ATTRIBUTE: version})
 
     def _mark_connected(self) -> None:
         _livekit.mark_connected(self.ctx)
@@ -238,6 +275,11 @@ class SessionRun:
     async def run(self) -> None:
         tenant_id = self.tenant.tenant_id if self.tenant else ""
         CURRENT_SESSION.set(SessionTag(self.job.job_id, self.spec.name, tenant_id))
+        if self.info.version:
+            self.ctx.log_context_fields = {
+                **self.ctx.log_context_fields,
+                "version": self.info.version,
+            }
         _livekit.forget_loop_monitor_job(asyncio.get_running_loop())
         FAULTS.watch(self)
         try:
@@ -274,9 +316,13 @@ class SessionRun:
             self.ctx.shutdown(reason=failed_reason(error))
 
 
-def _rebuild_entrypoint(pool: AgentPool, plugins: tuple[object, ...]) -> PoolEntrypoint:
+def _rebuild_entrypoint(
+    pool: AgentPool, plugins: tuple[object, ...], reload: bool = False
+) -> PoolEntrypoint:
     register_worker_plugins(pool, plugins)
-    return PoolEntrypoint(pool, plugins)
+    entrypoint = PoolEntrypoint(pool, plugins, reload=reload)
+    entrypoint.in_job_process = True
+    return entrypoint
 
 
 def _rebuild_prewarm(pool: AgentPool, plugins: tuple[object, ...]) -> PoolPrewarm:

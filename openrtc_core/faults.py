@@ -58,6 +58,8 @@ class WatchedSession(Protocol):
 
     def fail(self, error: str) -> None: ...
 
+    def fault(self, exc: BaseException, error: str) -> None: ...
+
 
 class SessionFaults(logging.Handler):
     """Watches livekit's error logs for exceptions from agent code, per running session."""
@@ -90,7 +92,7 @@ class SessionFaults(logging.Handler):
             return
         _, exc, tb = record.exc_info
         if _user_frames(tb, run.user_modules):
-            run.fail(f"{type(exc).__name__}: {exc} ({record.getMessage()})")
+            run.fault(exc, f"{type(exc).__name__}: {exc} ({record.getMessage()})")
 
 
 FAULTS = SessionFaults()

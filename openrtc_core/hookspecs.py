@@ -26,6 +26,7 @@ import pluggy
 from .models import (
     JobView,
     PoolView,
+    ReloadEvent,
     RouteDecision,
     SessionInfo,
     SessionLaunch,
@@ -206,12 +207,50 @@ def openrtc_start_session(launch: SessionLaunch) -> Awaitable[None] | None:
 
 @hookspec
 def openrtc_register_reload_strategies(register: RegisterReloadStrategy) -> None:
-    """Offer reload strategies by name. Experimental: redesigned with the reload plugin.
+    """Offer reload strategies by name: ``register(name, factory)``.
 
-    Called: nowhere in the core yet; the reload plugin will define when.
+    A factory takes a :class:`~openrtc_core.ReloadContext` (the pool of one process, and
+    whether that process is the worker or a job process) and returns a
+    :class:`~openrtc_core.Reloader`. A worker started with reloading on (``openrtc dev``,
+    ``openrtc start --reload``, ``pool.create_server(reload=True)``) builds one reloader per
+    process that hosts the pool: the worker process at start, and each job process
+    (``process`` isolation) before its first job. The strategy named ``OPENRTC_RELOAD``
+    (default ``watch``, which openrtc-reload offers) is used.
 
-    :param register: call ``register(name, factory)``; the reload plugin defines what the
-        factory builds.
+    Called: in the worker process when the server is built (to check that a strategy
+    exists) and in every process that builds a reloader.
+
+    Order: the first registration of a name wins.
+
+    Failure: contained like other hooks; a worker asked to reload with no strategy stops
+    at start with an error naming the package to install.
+    """
+
+
+@hookspec(firstresult=True)
+def openrtc_agent_error(
+    info: SessionInfo, session: AgentSession[Any], error: BaseException
+) -> bool | None:
+    """The agent's own code raised ``error`` in a live session (``on_enter``, a ``*_node``
+    method, a tool). Return True if the plugin dealt with it and the session goes on (a
+    reload strategy sending the session back to code that worked); otherwise the session
+    ends as failed, and only it.
+
+    Called: where the job runs, from livekit's error log, once per exception.
+
+    Order: stops at the first non-None result.
+
+    Failure: contained; a failing implementation counts as None (the session fails).
+    """
+
+
+@hookspec
+def openrtc_code_reloaded(event: ReloadEvent) -> None:
+    """Agent code was reloaded, or a reload was refused or undone (``event.kind``).
+
+    Called: by the reload strategy, in the process where it happened: the worker process
+    for ``applied``/``rejected`` of the pool, the process hosting the session for
+    ``switched`` and ``rolled_back`` (a job process with ``process`` isolation).
     """
 
 

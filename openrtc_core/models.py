@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
 AGENT_ATTRIBUTE: Final = "openrtc.agent"
 """The agent participant's attribute that names the agent a job was routed to."""
+VERSION_ATTRIBUTE: Final = "openrtc.version"
+"""The agent participant's attribute with the code version its session runs."""
 
 
 def _frozen_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
@@ -82,9 +84,15 @@ class PoolView:
     isolation: str = "coroutine"
     version: str = ""
     options: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict, converter=_frozen_options)
+    agent_versions: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_mapping)
+    """Each agent's code version, where a reload strategy stamped one (see `version_of`)."""
 
     def hosts(self, name: str) -> bool:
         return name in self.agents
+
+    def version_of(self, agent: str) -> str:
+        """The version a new session of `agent` runs: its code version, else the pool's."""
+        return self.agent_versions.get(agent) or self.version
 
     def configured(self, agent: str) -> Mapping[str, Any]:
         """The configured session options of `agent` (empty for an agent not hosted)."""
@@ -168,7 +176,40 @@ class SessionInfo:
     agent: str
     tenant: TenantContext | None = None
     version: str = ""
+    """The code version the session started on: the agent's content hash when a reload
+    strategy stamped one, else the pool's ``version=``. A reload may switch a live session
+    to newer code; ``pool.sessions`` holds its current info."""
     started_at: float = attrs.field(factory=time.time)
+
+
+class ReloadKind(enum.Enum):
+    APPLIED = "applied"
+    """New code passed its checks and new calls get it; live sessions switch at their turn."""
+    REJECTED = "rejected"
+    """New code failed a check (or was rolled back before): nothing changed."""
+    ROLLED_BACK = "rolled_back"
+    """New code raised on a session's first turn: every session and new call is back on the
+    previous code."""
+    SWITCHED = "switched"
+    """One live session switched code version at a turn boundary."""
+
+
+@attrs.frozen(kw_only=True)
+class ReloadEvent:
+    """A reload strategy's report (``openrtc_code_reloaded``)."""
+
+    kind: ReloadKind
+    agents: tuple[str, ...] = ()
+    files: tuple[str, ...] = ()
+    """The changed files behind it, relative to the working directory where inside it."""
+    versions: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_mapping)
+    """Each agent's code version after the event."""
+    previous: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_mapping)
+    """Each agent's code version before it."""
+    sessions: tuple[str, ...] = ()
+    """Job ids of the live sessions it concerns (to switch, switched, sent back)."""
+    error: str = ""
+    """For ``rejected`` and ``rolled_back``: ``file:line: Type: message``."""
 
 
 @attrs.frozen(kw_only=True)
@@ -201,3 +242,5 @@ class SessionLaunch:
     mark_connected: Callable[[], None]
     failure: Callable[[], str]
     """Why the session failed, so far: "" while it has not."""
+    version: Callable[[], str]
+    """The code version the session runs now; a reload may switch it during the call."""

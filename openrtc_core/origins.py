@@ -9,10 +9,12 @@ was built (discovering installed agents) are replayed by name.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import sys
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
@@ -20,7 +22,8 @@ if TYPE_CHECKING:
     from .pool import AgentPool
 
 _POOLS: dict[str, AgentPool] = {}
-_POOLS_PER_MODULE: dict[str, int] = {}
+POOL_COUNT: Final = "__openrtc_pool_count__"
+"""Kept in the globals of a module that builds pools: how many this run of it built."""
 
 
 def _canonical_module(name: str) -> str:
@@ -104,20 +107,24 @@ class CallOrigin:
 Origin = ModuleOrigin | CallOrigin
 
 
-def module_origin(module: str, file: str) -> ModuleOrigin:
-    """The origin of the next pool `module` builds (each module numbers its pools)."""
-    canonical = _canonical_module(module)
-    index = _POOLS_PER_MODULE.get(canonical, 0)
-    _POOLS_PER_MODULE[canonical] = index + 1
-    return ModuleOrigin(module, file, index)
+def module_origin(namespace: dict[str, Any]) -> ModuleOrigin:
+    """The origin of the next pool built by the module whose globals are `namespace`.
+
+    Pools are numbered per run of the module (the count lives in its globals), so the same
+    file run again (in a job process, by a reload, or twice in one test session) numbers
+    its pools the same way.
+    """
+    index = int(namespace.get(POOL_COUNT, 0))
+    namespace[POOL_COUNT] = index + 1
+    return ModuleOrigin(
+        str(namespace.get("__name__", "")), str(namespace.get("__file__") or ""), index
+    )
 
 
-def remember(origin: Origin, pool: AgentPool, *, replace: bool = False) -> None:
-    """Record `pool` under `origin` so a rebuild in this process finds it."""
-    if replace:
-        _POOLS[origin.key] = pool
-    else:
-        _POOLS.setdefault(origin.key, pool)
+def remember(origin: Origin, pool: AgentPool) -> None:
+    """Record `pool` under `origin` so a rebuild in this process finds it (the latest run
+    of a module that is run again)."""
+    _POOLS[origin.key] = pool
 
 
 def with_replay(origin: Origin, step: str) -> Origin:
@@ -134,3 +141,15 @@ def restore_pool(origin: Origin) -> AgentPool:
         if step not in pool.replayed:
             resolve(step)(pool)
     return pool
+
+
+@contextlib.contextmanager
+def detached() -> Iterator[None]:
+    """Pools built inside are not recorded: this process's record of pools is as before."""
+    pools = dict(_POOLS)
+    _POOLS.clear()
+    try:
+        yield
+    finally:
+        _POOLS.clear()
+        _POOLS.update(pools)

@@ -27,6 +27,7 @@ from .errors import PluginLoadError
 from .models import (
     JobView,
     PoolView,
+    ReloadEvent,
     RouteDecision,
     SessionInfo,
     SessionLaunch,
@@ -343,6 +344,15 @@ class PluginHost:
 
         caller(register=register)
         return found
+
+    def agent_error(
+        self, info: SessionInfo, session: AgentSession[Any], error: BaseException
+    ) -> bool:
+        """Whether a plugin handled an exception from the agent's code (the session goes on)."""
+        return bool(self._pm.hook.openrtc_agent_error(info=info, session=session, error=error))
+
+    def code_reloaded(self, event: ReloadEvent) -> None:
+        self._pm.hook.openrtc_code_reloaded(event=event)
 
     def worker_started(self, pool: PoolView, server: AgentServer) -> None:
         self._pm.hook.openrtc_worker_started(pool=pool, server=server)

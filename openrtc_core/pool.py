@@ -54,6 +54,8 @@ class AgentSpec:
     overrides: Mapping[str, Any] = attrs.field(factory=dict)
     greeting: str | _Unset | None = UNSET
     default: bool = False
+    version: str = ""
+    """The code version of `target` (a content hash) when a reload strategy stamped one."""
 
     @property
     def is_factory(self) -> bool:
@@ -61,6 +63,67 @@ class AgentSpec:
 
     def greeting_or(self, pool_greeting: str | None) -> str | None:
         return pool_greeting if isinstance(self.greeting, _Unset) else self.greeting
+
+
+RESTART_SETTINGS: Final = (
+    "agent_name",
+    "isolation",
+    "max_sessions",
+    "job_memory_limit_mb",
+    "job_memory_warn_mb",
+    "server_options",
+)
+"""Pool settings a running worker cannot change: they shape its registration and executors."""
+
+
+@attrs.frozen(kw_only=True)
+class PoolChange:
+    """What :meth:`AgentPool.adopt` changed: agents by name, and what it could not change."""
+
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    code_changed: tuple[str, ...] = ()
+    """Agents whose code version differs (their live sessions may switch to the new code)."""
+    options_changed: tuple[str, ...] = ()
+    """Agents whose session options, greeting or default flag differ (new calls get them)."""
+    needs_restart: tuple[str, ...] = ()
+    """Worker settings that differ and were kept: they apply at the next start."""
+
+    @property
+    def empty(self) -> bool:
+        return not (self.added or self.removed or self.code_changed or self.options_changed)
+
+
+@attrs.frozen
+class PoolState:
+    """What :meth:`AgentPool.adopt` replaces, captured to put back (:meth:`AgentPool.restore`)."""
+
+    agents: Mapping[str, AgentSpec]
+    session_defaults: Mapping[str, Any]
+    declared: PoolSettings
+    greeting: str | None
+
+
+def _same_option(old: object, new: object) -> bool:
+    """Whether two option values are alike: equal, or objects of classes of the same name
+    (a provider instance built again by reloaded code never compares equal)."""
+    if isinstance(old, str | int | float | bool | type(None)) or isinstance(
+        new, str | int | float | bool | type(None)
+    ):
+        return old == new
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        return old.keys() == new.keys() and all(_same_option(old[k], new[k]) for k in old)
+    if isinstance(old, list | tuple) and isinstance(new, list | tuple):
+        return len(old) == len(new) and all(map(_same_option, old, new))
+    return type(old).__qualname__ == type(new).__qualname__
+
+
+def _same_setup(old: AgentSpec, new: AgentSpec) -> bool:
+    return (
+        old.greeting == new.greeting
+        and old.default == new.default
+        and _same_option(dict(old.overrides), dict(new.overrides))
+    )
 
 
 def validate_agent_name(name: object) -> str:
@@ -127,6 +190,8 @@ class AgentPool:
             server_options=dict(server_options or {}),
             version=version,
         )
+        self._declared = self._settings
+        """The settings as the code gave them (a command line may replace ``settings``)."""
         self._session_defaults: Mapping[str, Any] = MappingProxyType(
             check_session_options(session_defaults, where="AgentPool(...)", pool_settings=True)
         )
@@ -140,10 +205,7 @@ class AgentPool:
         self._plugins_loaded = False
         self.replayed: set[str] = set()
         """Origin replay steps already applied to this pool in this process."""
-        frame = sys._getframe(1)
-        self._origin: origins.Origin = origins.module_origin(
-            str(frame.f_globals.get("__name__", "")), str(frame.f_globals.get("__file__") or "")
-        )
+        self._origin: origins.Origin = origins.module_origin(sys._getframe(1).f_globals)
         origins.remember(self._origin, self)
 
     @property
@@ -171,7 +233,7 @@ class AgentPool:
     @origin.setter
     def origin(self, origin: origins.Origin) -> None:
         self._origin = origin
-        origins.remember(origin, self, replace=True)
+        origins.remember(origin, self)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (origins.restore_pool, (self._origin,))
@@ -244,6 +306,74 @@ class AgentPool:
                 f"no agent named {name!r} in this pool; registered: {', '.join(self._agents)}"
             ) from None
 
+    def stamp_versions(self, versions: Mapping[str, str]) -> None:
+        """Record the code version of each named agent (sessions carry it from then on)."""
+        for name, version in versions.items():
+            spec = self.get(name)
+            self._agents[name] = attrs.evolve(spec, version=version)
+        self._view = None
+
+    def adopt(self, other: AgentPool, *, versions: Mapping[str, str] | None = None) -> PoolChange:
+        """Take `other`'s agents, session defaults and greeting, as one step.
+
+        `other` is this pool's code loaded again (a reload strategy builds it); `versions`
+        stamps code versions on its agents. New sessions get the adopted agents at once;
+        live ones keep what they were built with. Worker settings that differ (isolation,
+        max_sessions, ...) cannot change in a running worker: they are kept and listed in
+        the result's ``needs_restart``.
+        """
+        stamped = {
+            name: attrs.evolve(spec, version=(versions or {}).get(name, spec.version))
+            for name, spec in other._agents.items()
+        }
+        defaults_changed = not _same_option(
+            dict(self._session_defaults), dict(other._session_defaults)
+        )
+        greeting_changed = self.settings.greeting != other.settings.greeting
+        change = PoolChange(
+            added=tuple(n for n in stamped if n not in self._agents),
+            removed=tuple(n for n in self._agents if n not in stamped),
+            code_changed=tuple(
+                n
+                for n, spec in stamped.items()
+                if n in self._agents and spec.version != self._agents[n].version
+            ),
+            options_changed=tuple(
+                n
+                for n, spec in stamped.items()
+                if n in self._agents
+                and (defaults_changed or greeting_changed or not _same_setup(self._agents[n], spec))
+            ),
+            needs_restart=tuple(
+                key
+                for key in RESTART_SETTINGS
+                if getattr(self._declared, key) != getattr(other._declared, key)
+            ),
+        )
+        self._declared = other._declared
+        self._agents = stamped
+        self._session_defaults = other._session_defaults
+        self._settings = attrs.evolve(self._settings, greeting=other.settings.greeting)
+        self._view = None
+        return change
+
+    def capture(self) -> PoolState:
+        """The agents, session defaults and greeting as they are now (to restore later)."""
+        return PoolState(
+            agents=dict(self._agents),
+            session_defaults=self._session_defaults,
+            declared=self._declared,
+            greeting=self.settings.greeting,
+        )
+
+    def restore(self, state: PoolState) -> None:
+        """Put back what :meth:`capture` saw: new sessions get those agents again."""
+        self._agents = dict(state.agents)
+        self._session_defaults = state.session_defaults
+        self._declared = state.declared
+        self._settings = attrs.evolve(self._settings, greeting=state.greeting)
+        self._view = None
+
     def configured_options(self, name: str) -> dict[str, Any]:
         """`name`'s session options: the pool defaults with the agent's overrides applied."""
         return merge_options(self.session_defaults, self.get(name).overrides)
@@ -262,6 +392,7 @@ class AgentPool:
             isolation=self.settings.isolation,
             version=self.settings.version,
             options={name: self.configured_options(name) for name in self._agents},
+            agent_versions={n: s.version for n, s in self._agents.items() if s.version},
         )
 
     # -- running ---------------------------------------------------------------------------

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import contextvars
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import attrs
 from livekit.agents import AgentSession
 
-from .models import SessionInfo, SessionState
+from .models import AgentContext, SessionInfo, SessionState
 
 
 @attrs.frozen
@@ -38,11 +38,24 @@ class LiveSession:
     info: SessionInfo
     state: SessionState = SessionState.STARTING
     session: AgentSession[Any] | None = None
+    context: AgentContext | None = None
+    """What the agent was built from (a factory is called with it again on a reload)."""
     state_since: float = attrs.field(factory=time.time)
+    _switch_listeners: list[Callable[[str], None]] = attrs.field(factory=list)
+
+    def on_switch(self, listener: Callable[[str], None]) -> None:
+        """Call `listener(version)` whenever the session switches code version."""
+        self._switch_listeners.append(listener)
 
     def mark(self, state: SessionState) -> None:
         self.state = state
         self.state_since = time.time()
+
+    def switch_version(self, version: str) -> None:
+        """The session now runs code `version` (a reload strategy switched it)."""
+        self.info = attrs.evolve(self.info, version=version)
+        for listener in self._switch_listeners:
+            listener(version)
 
 
 @attrs.define

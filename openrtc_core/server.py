@@ -7,6 +7,7 @@ jobs; the isolation backend (:mod:`.isolation`) decides where they run; the entr
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -22,6 +23,7 @@ from .errors import PoolConfigError
 from .isolation import IsolationBackend, WorkerSpec
 from .models import AGENT_ATTRIBUTE
 from .options import SERVER_KEYWORDS_OWNED
+from .reloading import close_reloader, ensure_reloader, reload_factory
 from .routing import Router
 
 if TYPE_CHECKING:
@@ -39,11 +41,30 @@ class PoolServer(AgentServer):
     """livekit's AgentServer, telling plugins when the worker starts draining, and ending the
     calls a drain timeout cuts in the open."""
 
-    def __init__(self, pool: AgentPool, **options: Any) -> None:
+    def __init__(self, pool: AgentPool, *, reload: bool = False, **options: Any) -> None:
         super().__init__(**options)
         self.openrtc_pool = pool
+        self.reload = reload
         self.cut_calls: list[tuple[str, str]] = []
         """``(job id, agent)`` of the calls the last drain's timeout cut."""
+        self._reloading: asyncio.Task[Any] | None = None
+
+    def start_reloading(self) -> None:
+        """Start this process's reloader (in the worker's loop, from ``worker_started``)."""
+
+        async def start() -> None:
+            try:
+                await ensure_reloader(self.openrtc_pool, "worker")
+            except Exception:
+                logger.exception("the reload strategy failed to start; code will not reload")
+
+        self._reloading = asyncio.ensure_future(start())
+
+    async def aclose(self) -> None:
+        await super().aclose()
+        if self._reloading is not None:
+            await asyncio.gather(self._reloading, return_exceptions=True)
+            await close_reloader(self.openrtc_pool)
 
     async def drain(self, timeout: NotGivenOr[int | None] = NOT_GIVEN) -> None:
         if not self.draining:
@@ -121,13 +142,19 @@ def _port_from_env() -> int:
 
 
 def build_server(
-    pool: AgentPool, *, plugins: Sequence[object] = (), **server_kwargs: Any
+    pool: AgentPool,
+    *,
+    plugins: Sequence[object] = (),
+    reload: bool = False,
+    **server_kwargs: Any,
 ) -> AgentServer:
     """Build livekit's ``AgentServer`` for `pool`.
 
     `plugins` are registered for this worker only and travel with the entrypoint into job
-    processes (the testing plugin's simulated callers use this). Other keyword arguments go
-    to ``AgentServer`` (``ws_url``, ``api_key``, ``port``, ``drain_timeout``, ...).
+    processes (the testing plugin's simulated callers use this). `reload` runs a reload
+    strategy (openrtc-reload) in every process hosting the pool, so edited agent code
+    reaches new and live calls (see :mod:`.reloading`). Other keyword arguments go to
+    ``AgentServer`` (``ws_url``, ``api_key``, ``port``, ``drain_timeout``, ...).
     """
     if not pool.agents:
         raise PoolConfigError(
@@ -137,6 +164,8 @@ def build_server(
     if owned:
         raise PoolConfigError(f"create_server: {', '.join(owned)} are set by the pool")
     register_worker_plugins(pool, plugins)
+    if reload:
+        reload_factory(pool)  # no strategy installed: say so now, not at the first edit
     backend = isolation_backend(pool)
     ledger = JobLedger(shares_tenants=backend.traits.jobs_run_in_worker)
     worker = WorkerSpec(
@@ -149,8 +178,8 @@ def build_server(
     if "port" not in options and os.environ.get(HTTP_PORT_ENV, "").strip():
         options["port"] = _port_from_env()
     options.update(_with_preloads(options, backend.server_options(worker)))
-    server = PoolServer(pool, setup_fnc=PoolPrewarm(pool, plugins), **options)
-    entrypoint = PoolEntrypoint(pool, plugins, ledger=ledger)
+    server = PoolServer(pool, reload=reload, setup_fnc=PoolPrewarm(pool, plugins), **options)
+    entrypoint = PoolEntrypoint(pool, plugins, ledger=ledger, reload=reload)
     job_pool = backend.job_pool(worker)
     if job_pool is not None:
         # The backend runs jobs itself instead of livekit's process pool (see _livekit).
@@ -171,6 +200,8 @@ def build_server(
 
     def _on_started() -> None:
         pool.plugins.worker_started(pool.view(), server)
+        if reload:
+            server.start_reloading()
 
     server.on("worker_started", _on_started)
     return server

@@ -28,8 +28,9 @@ from typing import Any, TypeVar
 import attrs
 from livekit.agents import Agent
 
+from . import origins
 from .errors import PoolConfigError, TargetError
-from .origins import CallOrigin, with_replay
+from .origins import CallOrigin, ModuleOrigin, with_replay
 from .pool import UNSET, AgentPool, Unset
 from .server import isolation_backend
 
@@ -239,6 +240,27 @@ def load_target(target: str) -> AgentPool:
     except Exception as exc:
         raise target_error(exc, target) from exc
     return _pick_pool(module, attr or None, target)
+
+
+def load_pool_again(pool: AgentPool) -> AgentPool:
+    """A new copy of `pool`, built the way a job process builds it (from its origin: the
+    module that created it, or the function), without touching this process's pools.
+
+    Modules are imported as ``sys.modules`` has them: one that is missing there is imported
+    again from its file, one that is present is reused. A reload strategy removes the
+    project's modules first, so the copy runs the code on disk. Whatever the code raises
+    becomes a :class:`TargetError` naming file and line.
+    """
+    origin = pool.origin
+    where = origin.file if isinstance(origin, ModuleOrigin) else origin.function
+    files = (Path(origin.file),) if isinstance(origin, ModuleOrigin) and origin.file else ()
+    try:
+        with origins.detached():
+            return origins.restore_pool(origin)
+    except TargetError:
+        raise
+    except Exception as exc:
+        raise target_error(exc, _shown(where), files) from exc
 
 
 def load_pool(

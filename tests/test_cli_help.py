@@ -63,10 +63,12 @@ def test_start_shows_its_log_level_default_and_drain_timeout() -> None:
     assert "LIVEKIT_LOG_LEVEL" in text
 
 
-def test_dev_help_says_it_does_not_reload() -> None:
-    text = words(help_at_80("dev", "--help"))
-    assert "--reload" not in text.replace("livekit's --reload is not passed on", "")
-    assert "openrtc-reload" in text
+def test_dev_and_start_offer_reload_naming_the_plugin() -> None:
+    for verb in ("dev", "start"):
+        text = words(help_at_80(verb, "--help"))
+        assert "--reload" in text and "--no-reload" in text
+        assert "openrtc-reload" in text
+    assert "--reload" not in words(help_at_80("console", "--help"))
 
 
 @pytest.mark.parametrize("verb", VERBS_WITH_TARGET)

@@ -42,7 +42,7 @@ def test_paced_calls_complete_and_report_figures(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     figures = json.loads(out.read_text())
-    assert figures["calls"] == 6
+    assert figures["call_count"] == len(figures["calls"]) == 6
     assert figures["failures"] == 0
     assert sum(agent["turns"] for agent in figures["agents"].values()) == 12
     # Each call waits at least 0.1 s before each of its two lines.

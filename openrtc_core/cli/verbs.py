@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import sys
 from collections.abc import Sequence
@@ -12,12 +11,13 @@ import typer
 
 from .. import _livekit
 from ..errors import OpenRTCError
+from ..reloading import RELOAD_DISTRIBUTION
 from ..server import build_server
 from ..targets import load_pool
 from .credentials import CONNECTING_VERBS, credentials_message, missing_credentials
 from .livekit_help import VerbCommand
 from .livekit_notices import quiet_livekit_notices
-from .output import fail, print_error, print_warning
+from .output import fail, print_error
 
 if TYPE_CHECKING:
     from livekit.agents import AgentServer
@@ -25,19 +25,22 @@ if TYPE_CHECKING:
     from ..pool import AgentPool
 
 LIVEKIT_VERBS: dict[str, str] = {
-    "dev": "Run the pool's worker in development mode (debug logs, no drain, no reload).",
+    "dev": "Run the pool's worker in development mode (debug logs, no drain, code reloads).",
     "start": "Run the pool's worker in production mode.",
     "console": "Talk to one agent of the pool in the terminal (livekit's console mode).",
     "connect": "Start one agent of the pool directly in a named room.",
     "download-files": "Download the model files the installed livekit plugins need.",
 }
 
-RELOAD_DISTRIBUTION: Final = "openrtc-reload"
+RELOAD_VERBS: Final = ("dev", "start")
+"""The verbs that take ``--reload/--no-reload`` (on by default for dev)."""
 VERB_NOTES: Final = {
     "dev": (
-        "openrtc dev does not reload code when files change: reloading will come with the "
-        f"{RELOAD_DISTRIBUTION} plugin. livekit's --reload is not passed on."
+        "Code reloads when files change if a reload strategy is installed (pip install "
+        f"{RELOAD_DISTRIBUTION}); --no-reload turns it off. livekit's own --reload is not "
+        "passed on."
     ),
+    "start": f"--reload reloads code when files change (needs {RELOAD_DISTRIBUTION}).",
 }
 """What each verb's help says after the options."""
 
@@ -50,20 +53,23 @@ TARGET_HELP = (
 # -- running livekit's CLI --------------------------------------------------------------------
 
 
-def _without_reload(args: list[str]) -> list[str]:
-    """``dev`` args with livekit's ``--reload`` switched off, saying so if it was asked for."""
-    if "--reload" in args:
-        try:
-            importlib.metadata.distribution(RELOAD_DISTRIBUTION)
-            state = "installed"
-        except importlib.metadata.PackageNotFoundError:
-            state = "not installed"
-        print_warning(
-            "--reload has no effect: openrtc dev does not reload code when files change; "
-            f"reloading comes with the {RELOAD_DISTRIBUTION} plugin ({state})"
-        )
+def reload_choice(pool: AgentPool, verb: str, args: list[str]) -> tuple[bool, list[str]]:
+    """Whether the worker reloads code, and `args` without our ``--reload`` flags.
+
+    ``dev`` reloads when a reload strategy is installed, ``start`` only with ``--reload``;
+    the last flag given wins. livekit's own ``dev --reload`` is always switched off (it
+    removed in-process reloading and would only print a notice).
+    """
+    if verb not in RELOAD_VERBS:
+        return False, args
+    flags = [a for a in args if a in ("--reload", "--no-reload")]
+    rest = [a for a in args if a not in ("--reload", "--no-reload")]
+    if flags:
+        wanted = flags[-1] == "--reload"
+    else:
+        wanted = verb == "dev" and bool(pool.plugins.reload_strategies())
     # livekit's reload defaults to on and only prints a notice; off, it prints none.
-    return [*(a for a in args if a not in ("--reload", "--no-reload")), "--no-reload"]
+    return wanted, [*rest, "--no-reload"] if verb == "dev" else rest
 
 
 def run_livekit(pool: AgentPool, argv: Sequence[str], *, prog_name: str | None = None) -> None:
@@ -78,13 +84,14 @@ def run_livekit(pool: AgentPool, argv: Sequence[str], *, prog_name: str | None =
     prog = prog_name or os.path.basename(sys.argv[0]) or "openrtc"
     wants_help = "--help" in args
     try:
-        if verb == "dev" and not wants_help:
-            args = _without_reload(args)
+        reload = False
+        if not wants_help:
+            reload, args = reload_choice(pool, verb, args)
         if verb in CONNECTING_VERBS and not wants_help:
             missing = missing_credentials(args[1:], pool)
             if missing:
                 raise OpenRTCError(credentials_message(f"{prog} {verb}", missing))
-        server = build_server(pool)
+        server = build_server(pool, reload=reload)
     except OpenRTCError as exc:
         print_error(str(exc))
         raise SystemExit(1) from None
@@ -135,11 +142,26 @@ def add_verb(app: typer.Typer, verb: str, summary: str) -> None:
                 help="Also register agents that installed packages expose (openrtc.agents).",
             ),
         ] = False,
+        reload: bool | None = None,
     ) -> None:
         pool = _load(target, entry_points=entry_points)
-        run_livekit(pool, [verb, *ctx.args], prog_name="openrtc")
+        flag = [] if reload is None else ["--reload" if reload else "--no-reload"]
+        run_livekit(pool, [verb, *ctx.args, *flag], prog_name="openrtc")
 
     command.__doc__ = summary
+    # Set here, not in the signature: whether the option shows depends on the verb.
+    command.__annotations__["reload"] = Annotated[
+        bool | None,
+        typer.Option(
+            "--reload/--no-reload",
+            help=(
+                "Reload agent code when its files change; live calls switch at their next "
+                f"turn (needs {RELOAD_DISTRIBUTION}). Default: on for dev, off for start."
+            ),
+            hidden=verb not in RELOAD_VERBS,
+            show_default=False,
+        ),
+    ]
     app.command(
         verb,
         cls=type(f"{verb.title()}Command", (VerbCommand,), {"verb": verb}),

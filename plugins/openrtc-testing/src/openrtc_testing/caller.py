@@ -145,6 +145,7 @@ class SimulatedCall:
         on_failed: Callable[[str], None],
         failure: Callable[[], str],
         report_to: str,
+        version: Callable[[], str] = str,
     ) -> None:
         self.ctx = ctx
         self.session = session
@@ -153,6 +154,8 @@ class SimulatedCall:
         self.on_failed = on_failed
         self.failure = failure
         """The session's failure so far ("" while it has none): the call's outcome follows."""
+        self.version = version
+        """The code version the session runs now (a reload may switch it between turns)."""
         self.report_to = report_to
         self.started = time.monotonic()
         self.report = new_report(info, outcome="running")
@@ -180,15 +183,7 @@ class SimulatedCall:
                     await asyncio.sleep(pause)
                 if self.failure():
                     break  # a failed session takes no more turns
-                turn_started = time.monotonic()
-                result: RunResult[None] = await self.session.run(user_input=text)
-                self.report["turns"].append(
-                    {
-                        "user": text,
-                        "events": _event_dicts(result.events),
-                        "latency_s": time.monotonic() - turn_started,
-                    }
-                )
+                self.report["turns"].append(await self._turn(text))
             if self.script.hold_s:
                 await asyncio.sleep(self.script.hold_s)
         except Exception as exc:
@@ -202,6 +197,54 @@ class SimulatedCall:
             return
         await self._finish("completed")
         self.ctx.shutdown(reason="simulated call completed")
+
+    async def _turn(self, text: str) -> dict[str, Any]:
+        """One caller line and the agent's answer, with the code version that gave it."""
+        started = time.monotonic()
+        seen = len(self.session.history.items)
+        error = ""
+        try:
+            result: RunResult[None] = await self.session.run(user_input=text)
+            events = _event_dicts(result.events)
+        except Exception as exc:
+            if self.failure():
+                raise  # the session failed: so does the call
+            # The turn failed but the session goes on (a plugin handled the error, e.g. a
+            # reload sending the session back to code that worked): whatever the agent says
+            # next answers this line.
+            error = f"{type(exc).__name__}: {exc}"
+            await self._settle()
+            events = [
+                _item_dict(item)
+                for item in self.session.history.items[seen:]
+                if _is_agent_output(item)
+            ]
+        turn: dict[str, Any] = {
+            "user": text,
+            "events": events,
+            "reply": " ".join(
+                e["text"] for e in events if e["type"] == "message" and e["role"] == "assistant"
+            ),
+            "version": self.version(),
+            "latency_s": time.monotonic() - started,
+        }
+        if error:
+            turn["error"] = error
+        return turn
+
+    async def _settle(self, timeout_s: float = 10.0) -> None:
+        """Wait until the agent has said what it has to say (its current speech is done)."""
+        deadline = time.monotonic() + timeout_s
+        await asyncio.sleep(0)
+        while time.monotonic() < deadline:
+            speech = self.session.current_speech
+            if speech is None:
+                await asyncio.sleep(0.05)
+                if self.session.current_speech is None:
+                    return
+                continue
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(speech.wait_for_playout(), deadline - time.monotonic())
 
     async def _finish(self, outcome: str, error: str = "") -> None:
         if self._posted:
@@ -230,6 +273,7 @@ def new_report(info: SessionInfo, *, outcome: str, error: str = "") -> dict[str,
         "agent": info.agent,
         "room": info.room_name,
         "tenant": info.tenant.tenant_id if info.tenant else None,
+        "version": info.version,
         "outcome": outcome,
         "error": error,
         "greeting": [],

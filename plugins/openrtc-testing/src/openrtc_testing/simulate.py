@@ -59,6 +59,21 @@ class CallResult:
     """Offers the worker refused (a rejection naming its reason in the worker's log)."""
     unavailable: int = 0
     """Offers made while no worker was available (it reported itself full)."""
+    job_id: str = ""
+    outcome: str = ""
+    """The caller's report: ``completed``, ``failed``, ``ended``; "" when none came."""
+    turns: list[dict[str, Any]] = attrs.field(factory=list)
+    """Per turn: the caller's line, the agent's reply, the code version that replied."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "job_id": self.job_id,
+            "agent": self.agent,
+            "room": self.room,
+            "outcome": self.outcome or ("completed" if self.ok else "failed"),
+            "error": self.error,
+            "turns": self.turns,
+        }
 
 
 @attrs.define
@@ -110,7 +125,7 @@ class SimulationResult:
     def as_dict(self) -> dict[str, Any]:
         return {
             "isolation": self.isolation,
-            "calls": len(self.calls),
+            "call_count": len(self.calls),
             "failures": sum(not c.ok for c in self.calls),
             "wall_s": self.wall_s,
             "worker_baseline_pss_mb": self.baseline_pss_mb,
@@ -119,6 +134,7 @@ class SimulationResult:
             "swapped_providers": self.swapped,
             "admission": self.admission(),
             "agents": self.per_agent(),
+            "calls": [call.as_dict() for call in self.calls],
         }
 
 
@@ -142,14 +158,21 @@ async def run_simulation(
     pause_s: Pause = 0.0,
     call_timeout_s: float = 60.0,
     on_call_done: Callable[[CallResult], None] | None = None,
+    reload: bool = False,
+    script: Sequence[str] | None = None,
 ) -> SimulationResult:
-    """Dispatch `calls` simulated calls, `concurrency` at a time, round-robin over agents."""
+    """Dispatch `calls` simulated calls, `concurrency` at a time, round-robin over agents.
+
+    `reload` runs the worker with code reloading (openrtc-reload); `script` replaces the
+    stock caller lines (`turns` of them).
+    """
     agents = list(pool.agents)
-    script = [CALLER_LINES[i % len(CALLER_LINES)] for i in range(turns)]
+    lines = list(script) if script else list(CALLER_LINES)
+    script = [lines[i % len(lines)] for i in range(turns)]
     lag = LoopLagMonitor()
     memory = PeakMemory()
     results: list[CallResult] = []
-    async with LoopbackDispatchServer() as lk, running_worker(pool, lk):
+    async with LoopbackDispatchServer() as lk, running_worker(pool, lk, reload=reload):
         memory.start()
         lag.start()
         gate = asyncio.Semaphore(concurrency)
@@ -221,6 +244,12 @@ async def _call(
         return CallResult(agent, room, ok=False, error=f"{type(exc).__name__}: {exc}")
     started_at = report.get("session_started_at")
     return CallResult(
+        job_id=d.job_id,
+        outcome=str(report.get("outcome") or ""),
+        turns=[
+            {key: t[key] for key in ("user", "reply", "version", "error", "latency_s") if key in t}
+            for t in report.get("turns", [])
+        ],
         agent=str(report.get("agent", agent)),
         room=room,
         ok=report.get("outcome") == "completed",
@@ -278,6 +307,11 @@ def render(result: SimulationResult, console: Console) -> None:
             console.print(f"[red]{agent}[/red]: {error}")
 
 
+def _print_error(message: str) -> None:
+    # One line, never wrapped, the message's brackets printed as they are.
+    Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/bold red] {escape(message)}")
+
+
 def _longest(pause: Pause) -> float:
     return pause[1] if isinstance(pause, tuple) else pause
 
@@ -326,6 +360,14 @@ def simulate_command(
         Path | None, typer.Option("--json", help="Also write the figures as JSON to this file.")
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", help="Show the worker's logs.")] = False,
+    reload: Annotated[
+        bool,
+        typer.Option(
+            "--reload",
+            help="Reload agent code when its files change while the calls run; live calls "
+            "switch at their next turn (needs openrtc-reload).",
+        ),
+    ] = False,
 ) -> None:
     """Run a pool against an embedded LiveKit stand-in with scripted callers; print figures.
 
@@ -341,13 +383,13 @@ def simulate_command(
     if not verbose:
         for name in ("livekit", "livekit.agents", "openrtc"):
             logging.getLogger(name).setLevel(logging.ERROR)
+        if reload:
+            # What a reload did is what the user is trying out: said, not hidden.
+            logging.getLogger("openrtc.reload").setLevel(logging.INFO)
     try:
         pool = load_pool(target, isolation=isolation)
     except OpenRTCError as exc:
-        # One line, never wrapped, the message's brackets printed as they are.
-        Console(stderr=True, soft_wrap=True).print(
-            f"[bold red]error:[/bold red] {escape(str(exc))}"
-        )
+        _print_error(str(exc))
         raise typer.Exit(1) from None
     os.environ.setdefault("LIVEKIT_API_KEY", "openrtc-simulation")
     os.environ.setdefault("LIVEKIT_API_SECRET", "openrtc-simulation-secret-0123456789")
@@ -373,17 +415,22 @@ def simulate_command(
             failed += not call.ok
             progress.update(task, advance=1, failed=failed)
 
-        result = asyncio.run(
-            run_simulation(
-                pool,
-                calls=calls,
-                concurrency=concurrency,
-                turns=turns,
-                hold_s=hold_s,
-                pause_s=pause_s,
-                on_call_done=done,
+        try:
+            result = asyncio.run(
+                run_simulation(
+                    pool,
+                    calls=calls,
+                    concurrency=concurrency,
+                    turns=turns,
+                    hold_s=hold_s,
+                    pause_s=pause_s,
+                    on_call_done=done,
+                    reload=reload,
+                )
             )
-        )
+        except OpenRTCError as exc:  # the worker would not start (reload with no strategy)
+            _print_error(str(exc))
+            raise typer.Exit(1) from None
     render(result, console)
     if json_path is not None:
         json_path.write_text(json.dumps(result.as_dict(), indent=2))

@@ -86,6 +86,7 @@ class Simulation:
             on_failed=launch.fail,
             failure=launch.failure,
             report_to=report_url(self.server_url),
+            version=launch.version,
         )
         _CALLS[launch.info.job_id] = call
         call.start()
