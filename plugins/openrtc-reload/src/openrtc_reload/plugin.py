@@ -59,4 +59,7 @@ def openrtc_agent_error(
     reloader = reloader_of(info.job_id)
     if reloader is None:
         return None
+    if info.job_id not in reloader.live:
+        # Raised while the session was starting (on_enter): not announced as started yet.
+        reloader.track(info.job_id, session)
     return reloader.fault(info.job_id, error) or None

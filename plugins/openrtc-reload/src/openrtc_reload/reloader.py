@@ -256,7 +256,7 @@ class WatchReloader:
 
     def track(self, job_id: str, session: AgentSession[Any]) -> None:
         entry = self.pool.sessions.get(job_id)
-        if entry is None:
+        if entry is None or job_id in self.live:
             return
         info = entry.info
         self.live[job_id] = LiveCode(
@@ -300,14 +300,14 @@ class WatchReloader:
             return True
         if not live.probation or self.previous is None:
             return False
-        self._roll_back(live, error)
+        self._roll_back(live, error, entering=_raised_in(error, "on_enter"))
         return True
 
     def _on_bad_code(self, live: LiveCode) -> bool:
         agent = live.entry.info.agent
         return any(bad.get(agent) == live.version for bad in self.bad)
 
-    def _roll_back(self, live: LiveCode, error: BaseException) -> None:
+    def _roll_back(self, live: LiveCode, error: BaseException, *, entering: bool) -> None:
         assert self.loaded is not None and self.previous is not None
         agent = live.entry.info.agent
         bad = dict(self.loaded.code.versions)
@@ -335,7 +335,9 @@ class WatchReloader:
         )
         for other in going_back:
             spec = previous_state.agents.get(other.entry.info.agent)
-            task = asyncio.ensure_future(self._send_back(other, spec, answer=other is live))
+            task = asyncio.ensure_future(
+                self._send_back(other, spec, answer=other is live, entering=entering)
+            )
             self._sending_back.add(task)
             task.add_done_callback(self._sending_back.discard)
         self._event(
@@ -347,10 +349,15 @@ class WatchReloader:
             error=message,
         )
 
-    async def _send_back(self, live: LiveCode, spec: AgentSpec | None, *, answer: bool) -> None:
+    async def _send_back(
+        self, live: LiveCode, spec: AgentSpec | None, *, answer: bool, entering: bool
+    ) -> None:
         try:
             if not await live.revert(spec):
                 return
+            if answer and entering:
+                # The new on_enter failed: the previous one greets the caller instead.
+                await live.session.current_agent.on_enter()
         except Exception:
             logger.exception("session %s could not be sent back to its previous code", live.job_id)
             return
@@ -362,6 +369,15 @@ def _answer(session: AgentSession[Any]) -> None:
     """The failed turn left the caller's last words without a reply: answer them now."""
     if _unanswered(session):
         session.generate_reply()
+
+
+def _raised_in(error: BaseException, function: str) -> bool:
+    tb = error.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == function:
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def _unanswered(session: AgentSession[Any]) -> bool:
