@@ -10,11 +10,14 @@ on a session's first turn puts the previous code back for all of its sessions an
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import watchfiles
 from livekit.agents import AgentSession, llm
@@ -34,6 +37,7 @@ from .loader import CheckFailed, Load
 from .switch import LiveCode
 
 logger = logging.getLogger("openrtc.reload")
+T = TypeVar("T")
 
 DEBOUNCE_MS = 150
 """Changes closer together than this are one save (an editor writes, renames, touches)."""
@@ -72,8 +76,8 @@ class WatchReloader:
         probation until its first turn completes)."""
         self.live: dict[str, LiveCode] = {}
         self._lock = asyncio.Lock()
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
         self._checked_staleness = False
         self._sending_back: set[asyncio.Future[None]] = set()
         self.applied = 0
@@ -83,11 +87,17 @@ class WatchReloader:
     async def start(self) -> None:
         # Listing installed distributions and the process's modules takes a few hundred
         # ms: not in the loop (both only read).
-        await asyncio.to_thread(library_packages)
-        self.loaded = await asyncio.to_thread(loader.current, self.pool)
+        await in_daemon_thread(library_packages)
+        self.loaded = await in_daemon_thread(loader.current, self.pool)
         self.pool.stamp_versions(self.loaded.code.versions)
         ACTIVE.append(self)
-        self._task = asyncio.ensure_future(self._watch())
+        self._thread = threading.Thread(
+            target=self._watch,
+            args=(asyncio.get_running_loop(),),
+            name="openrtc-reload-watch",
+            daemon=True,
+        )
+        self._thread.start()
         logger.debug(
             "reload: watching %s for %s (%s)",
             ", ".join(sorted(shown(f) for f in self.loaded.code.folders)) or "nothing",
@@ -105,8 +115,8 @@ class WatchReloader:
 
     async def aclose(self) -> None:
         self._stop.set()
-        if self._task is not None:
-            await asyncio.gather(self._task, return_exceptions=True)
+        if self._thread is not None:
+            await in_daemon_thread(self._thread.join, 2.0)
         for live in self.live.values():
             live.close()
         self.live.clear()
@@ -127,22 +137,32 @@ class WatchReloader:
                     return True
         return False
 
-    async def _watch(self) -> None:
+    def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The watching thread: waits on the files, hands each save to the loop and waits
+        for it to be applied before looking again (a daemon thread of its own, so a job
+        process ends without waiting for it)."""
         while not self._stop.is_set():
             assert self.loaded is not None
             folders = sorted(self.loaded.code.folders)
             if not folders:
                 return
             watched = frozenset(folders)
-            async for changes in watchfiles.awatch(
+            for changes in watchfiles.watch(
                 *folders,
                 stop_event=self._stop,
                 debounce=DEBOUNCE_MS,
                 step=50,
                 watch_filter=_relevant_in(folders),
                 recursive=True,
+                raise_interrupt=False,
             ):
-                await self.reload(sorted({Path(path) for _, path in changes}))
+                paths = sorted({Path(path) for _, path in changes})
+                try:
+                    asyncio.run_coroutine_threadsafe(self.reload(paths), loop).result()
+                except (RuntimeError, concurrent.futures.CancelledError):
+                    return  # the loop is closing
+                except Exception:
+                    logger.exception("reload: applying %s failed", ", ".join(map(shown, paths)))
                 if self.loaded.code.folders != watched:
                     break  # the code moved into other folders: watch those
 
@@ -398,6 +418,34 @@ def _relevant_in(folders: Iterable[Path]) -> Callable[[watchfiles.Change, str], 
         return not ignored(Path(file.name))
 
     return relevant
+
+
+def in_daemon_thread(function: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+    """`function(*args)` in a daemon thread of its own, awaited from the loop: unlike the
+    loop's default executor, it never keeps a job process from exiting."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+
+    def run() -> None:
+        try:
+            result = function(*args)
+        except BaseException as exc:
+            outcome: tuple[T | None, BaseException | None] = (None, exc)
+        else:
+            outcome = (result, None)
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(settle, *outcome)
+
+    threading.Thread(target=run, name="openrtc-reload", daemon=True).start()
+    return future
 
 
 ACTIVE: list[WatchReloader] = []
