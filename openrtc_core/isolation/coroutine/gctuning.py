@@ -34,7 +34,9 @@ def tune_gc() -> str:
       turn's short-lived objects die before they are promoted, and the older generations,
       whose collections walk the sessions' live objects, fill up ten times more slowly.
 
-    A threshold the pool's prewarm set itself is kept. ``OPENRTC_GC=python`` leaves
+    Full collections are then paced by ended calls (:class:`CallGarbage`), or livekit's
+    per-call reference cycles pile up in the oldest generation (docs/soak.md). A threshold
+    the pool's prewarm set itself is kept. ``OPENRTC_GC=python`` leaves
     Python's collector as it is (``tuned`` is the default). Returns what was done, for the
     start-up log line.
     """
