@@ -347,6 +347,21 @@ def _log_attribute_failure(task: asyncio.Future[None]) -> None:
         logger.warning("could not update the agent participant's attributes: %s", task.exception())
 
 
+def on_job_closed(server: AgentServer, callback: Callable[[str, bool], None]) -> None:
+    """Call ``callback(job_id, failed)`` in the worker when a job's executor closes, whatever
+    the isolation (``AgentServer._proc_pool``, created by ``run``: call after it started).
+    `failed` is livekit's view: the executor's status (a job process that crashed, or an
+    OpenRTC in-loop job whose session failed)."""
+    from livekit.agents.ipc.job_executor import JobStatus
+
+    def closed(executor: Any) -> None:
+        info = executor.running_job
+        if info is not None:
+            callback(info.job.id, executor.status == JobStatus.FAILED)
+
+    server._proc_pool.on("process_closed", closed)
+
+
 def install_job_log_fields() -> None:
     for handler in logging.getLogger().handlers:
         if _JOB_LOG_FIELDS not in handler.filters:

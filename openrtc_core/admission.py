@@ -9,11 +9,20 @@ shutting down holds no slot.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from .models import AGENT_ATTRIBUTE, VERSION_ATTRIBUTE, JobView, TenantContext, Verdict
+from .models import (
+    AGENT_ATTRIBUTE,
+    VERSION_ATTRIBUTE,
+    JobView,
+    Outcome,
+    SessionOutcome,
+    TenantContext,
+    Verdict,
+)
 from .routing import Router, job_view
 
 if TYPE_CHECKING:
@@ -48,8 +57,35 @@ class JobLedger:
     """
 
     shares_tenants: bool = False
+    released: Callable[[JobView, TenantContext | None, SessionOutcome | None], None] | None = None
+    """Told when an admitted job holds no slot any more (``openrtc_job_released``)."""
     _tenants: dict[str, TenantContext | None] = attrs.field(init=False, factory=dict)
     _ended: set[str] = attrs.field(init=False, factory=set)
+    _admitted: dict[str, tuple[JobView, TenantContext | None]] = attrs.field(
+        init=False, factory=dict
+    )
+    _outcomes: dict[str, SessionOutcome] = attrs.field(init=False, factory=dict)
+
+    def admitted(self, job: JobView, tenant: TenantContext | None) -> None:
+        """Admission let `job` through: from now on it is released exactly once."""
+        self._admitted[job.job_id] = (job, tenant)
+
+    def release(self, job_id: str, outcome: SessionOutcome | None = None) -> None:
+        found = self._admitted.pop(job_id, None)
+        if found is not None and self.released is not None:
+            self.released(found[0], found[1], outcome)
+
+    def session_ended(self, job_id: str, outcome: SessionOutcome) -> None:
+        """How the session ended, where it ran in this process (read when its job closes)."""
+        if job_id in self._admitted:
+            self._outcomes[job_id] = outcome
+
+    def job_closed(self, job_id: str, failed: bool) -> None:
+        """livekit closed the job's executor: the job holds no slot any more."""
+        outcome = self._outcomes.pop(job_id, None)
+        if outcome is None:
+            outcome = SessionOutcome(outcome=Outcome.FAILED if failed else Outcome.COMPLETED)
+        self.release(job_id, outcome)
 
     def hand_over(self, job_id: str, tenant: TenantContext | None) -> None:
         if self.shares_tenants:
@@ -130,10 +166,22 @@ class PoolRequestHandler:
         if not verdict.admitted:
             await _reject(req, job, verdict, agent=routed.agent, tenant=tenant, by_plugin=True)
             return
-        verdict = self._capacity()
-        if not verdict.admitted:
-            await _reject(req, job, verdict, agent=routed.agent, tenant=tenant)
-            return
+        # Admitted: whatever happens from here, the job is released exactly once.
+        self.ledger.admitted(job, tenant)
+        try:
+            verdict = await self.plugins.claim_job(job, routed, tenant)
+            by_plugin = True
+            if verdict.admitted:
+                verdict, by_plugin = self._capacity(), False
+            if not verdict.admitted:
+                self.ledger.release(job.job_id)
+                await _reject(
+                    req, job, verdict, agent=routed.agent, tenant=tenant, by_plugin=by_plugin
+                )
+                return
+        except BaseException:
+            self.ledger.release(job.job_id)
+            raise
         logger.info(
             "accepting job for agent %s (%s)",
             routed.agent,
@@ -148,6 +196,7 @@ class PoolRequestHandler:
             await req.accept(attributes=self._attributes(routed.agent))
         except BaseException:
             self.ledger.forget(job.job_id)
+            self.ledger.release(job.job_id)
             raise
         finally:
             self._accepting.discard(job.job_id)

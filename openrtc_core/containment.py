@@ -14,6 +14,7 @@ pass unchanged.
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -65,6 +66,8 @@ _RESULT_TYPES: dict[str, type | tuple[type, ...]] = {
     "openrtc_agent_error": bool,
 }
 _UNCONTAINED = frozenset({"openrtc_prewarm", "openrtc_start_session"})
+ADMISSION_HOOKS = frozenset({"openrtc_admit_job", "openrtc_claim_job"})
+"""Hooks that fail closed: a failing implementation refuses the job."""
 
 
 @attrs.define
@@ -88,7 +91,7 @@ def _on_failure(
 ) -> Any:
     first = errors.first(plugin, hook)
     log = logger.error if first else logger.debug
-    admission = hook == "openrtc_admit_job"
+    admission = hook in ADMISSION_HOOKS
     log(
         "plugin %s failed in %s (%s: %s); %s%s",
         plugin,
@@ -104,6 +107,22 @@ def _on_failure(
             f"admission plugin {plugin} failed: {type(exc).__name__}", source=plugin
         )
     return None
+
+
+async def _claim(claim: Any, plugin: str, errors: HookErrors) -> Verdict | None:
+    """A plugin's claim, awaited: failing closed, and naming the plugin in a refusal."""
+    try:
+        if not inspect.isawaitable(claim):
+            raise TypeError(f"returned {type(claim).__name__!r}, not an awaitable")
+        verdict = await claim
+        if verdict is not None and not isinstance(verdict, Verdict):
+            raise TypeError(f"its claim resolved to {type(verdict).__name__!r}, not a Verdict")
+    except Exception as exc:
+        failed: Verdict | None = _on_failure("openrtc_claim_job", plugin, exc, errors)
+        return failed
+    if verdict is not None and not verdict.source:
+        return attrs.evolve(verdict, source=plugin)
+    return verdict
 
 
 def _contain(
@@ -125,6 +144,8 @@ def _contain(
             return _on_failure(hook, plugin, wrong, errors, traceback=False)
         if hook == "openrtc_admit_job" and isinstance(result, Verdict) and not result.source:
             return attrs.evolve(result, source=plugin)
+        if hook == "openrtc_claim_job" and result is not None:
+            return _claim(result, plugin, errors)
         return result
 
     return contained

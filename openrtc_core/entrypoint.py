@@ -173,12 +173,11 @@ class SessionRun:
         self._ended = True
         self._call_ended()
         self.pool.sessions.close(self.job.job_id)
-        self.pool.plugins.session_ended(
-            self.info,
-            SessionOutcome(
-                outcome=outcome, error=error, duration_s=time.monotonic() - self._started
-            ),
+        ended = SessionOutcome(
+            outcome=outcome, error=error, duration_s=time.monotonic() - self._started
         )
+        self.ledger.session_ended(self.job.job_id, ended)
+        self.pool.plugins.session_ended(self.info, ended)
 
     async def _on_shutdown(self, reason: str) -> None:
         # Shutdown callbacks run before livekit closes the job's HTTP session: a session that

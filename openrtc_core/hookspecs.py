@@ -148,6 +148,41 @@ def openrtc_admit_job(
 
 
 @hookspec
+def openrtc_claim_job(
+    job: JobView, decision: RouteDecision, tenant: TenantContext | None
+) -> Awaitable[Verdict | None] | None:
+    """An admission step that must wait (a fleet-wide count in a shared store): return an
+    awaitable resolving to a refusal, or None.
+
+    Called: in the worker process, for each job every ``openrtc_admit_job`` let through,
+    after them; the awaitables of all implementations are awaited one after the other, and
+    the worker's own session cap is checked after the last. A job refused after a plugin
+    admitted or claimed it, or that ends, is announced by ``openrtc_job_released``, so a
+    plugin that counted it can count it out.
+
+    Order: every implementation is asked; the first refusal, in call order, wins.
+
+    Failure: fails closed, like ``openrtc_admit_job``: an awaitable that raises refuses the
+    job with ``terminate=False``, naming the plugin.
+    """
+
+
+@hookspec
+def openrtc_job_released(
+    job: JobView, tenant: TenantContext | None, outcome: SessionOutcome | None
+) -> None:
+    """A job that admission let through holds no slot any more: it was refused after all
+    (by a later plugin or the worker's cap), its accept failed, or it ended.
+
+    Called: in the worker process, once per admitted job. `outcome` is how its session
+    ended when the worker knows: always with ``coroutine`` and ``thread`` isolation; with
+    ``process`` isolation only a job process that crashed is known to have failed (a session
+    that failed inside a healthy job process is reported as completed). None when the job
+    never ran.
+    """
+
+
+@hookspec
 def openrtc_session_options(
     agent: str,
     tenant: TenantContext | None,

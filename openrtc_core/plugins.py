@@ -308,6 +308,22 @@ class PluginHost:
                 return verdict
         return Verdict.admit()
 
+    async def claim_job(
+        self, job: JobView, decision: RouteDecision, tenant: TenantContext | None
+    ) -> Verdict:
+        """Every plugin's claim, awaited in call order; the first refusal wins."""
+        claims = self._pm.hook.openrtc_claim_job(job=job, decision=decision, tenant=tenant)
+        for claim in claims:
+            verdict = claim if isinstance(claim, Verdict) else await claim
+            if verdict is not None and not verdict.admitted:
+                return verdict
+        return Verdict.admit()
+
+    def job_released(
+        self, job: JobView, tenant: TenantContext | None, outcome: SessionOutcome | None
+    ) -> None:
+        self._pm.hook.openrtc_job_released(job=job, tenant=tenant, outcome=outcome)
+
     def session_options(
         self,
         agent: str,

@@ -167,7 +167,9 @@ def build_server(
     if reload:
         reload_factory(pool)  # no strategy installed: say so now, not at the first edit
     backend = isolation_backend(pool)
-    ledger = JobLedger(shares_tenants=backend.traits.jobs_run_in_worker)
+    ledger = JobLedger(
+        shares_tenants=backend.traits.jobs_run_in_worker, released=pool.plugins.job_released
+    )
     worker = WorkerSpec(
         settings=pool.settings,
         session_cap=pool.settings.max_sessions or backend.traits.default_max_sessions,
@@ -199,6 +201,8 @@ def build_server(
     backend.install(server)
 
     def _on_started() -> None:
+        # The executors exist now: a job that closes releases what admission counted.
+        _livekit.on_job_closed(server, ledger.job_closed)
         pool.plugins.worker_started(pool.view(), server)
         if reload:
             server.start_reloading()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from importlib.metadata import version
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 from livekit.agents import AgentServer, JobContext
@@ -249,3 +249,13 @@ def test_an_unstarted_session_keeps_its_activity_and_room_io_in_these_attributes
         assert name in source, _fail(f"AgentSession.{name[5:]}")
     close = inspect.getsource(AgentSession._aclose_locked)
     assert "if not self._started" in close, _fail("aclose() of a session that never started")
+
+
+def test_job_executors_close_through_the_proc_pool_with_their_job_and_status() -> None:
+    from livekit.agents.ipc import job_executor, proc_pool
+
+    assert "process_closed" in get_args(proc_pool.EventTypes)
+    assert {"running_job", "status"} <= set(dir(job_executor.JobExecutor))
+    assert job_executor.JobStatus.FAILED.name == "FAILED"
+    source = inspect.getsource(AgentServer.run)
+    assert "self._proc_pool = ipc.proc_pool.ProcPool(" in source
