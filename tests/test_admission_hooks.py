@@ -7,8 +7,8 @@ import asyncio
 from typing import Any
 
 import pytest
-
 from e2e_pools import make_coroutine_pool
+
 from openrtc_core import (
     JobView,
     Outcome,
