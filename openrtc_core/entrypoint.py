@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from livekit.agents import AgentSession, JobContext, JobProcess
-from livekit.agents.voice.events import CloseEvent, CloseReason
+from livekit.agents.voice.events import CloseEvent, CloseReason, ErrorEvent
 
 from . import _livekit
 from .admission import JobLedger, log_fields
@@ -151,6 +151,7 @@ class SessionRun:
         self.entry.on_switch(self._switched)
         self.extra = {**log_fields(job, spec.name, tenant), "version": self.info.version}
         self.failure = ""
+        self.provider_errors = 0
         self.user_modules = frozenset({getattr(spec.target, "__module__", "") or ""})
         self._started = time.monotonic()
         self._ended = False
@@ -174,7 +175,10 @@ class SessionRun:
         self._call_ended()
         self.pool.sessions.close(self.job.job_id)
         ended = SessionOutcome(
-            outcome=outcome, error=error, duration_s=time.monotonic() - self._started
+            outcome=outcome,
+            error=error,
+            duration_s=time.monotonic() - self._started,
+            provider_errors=self.provider_errors,
         )
         self.ledger.session_ended(self.job.job_id, ended)
         self.pool.plugins.session_ended(self.info, ended)
@@ -219,7 +223,12 @@ class SessionRun:
             elif not self._ended:
                 self.ctx.shutdown(reason=f"session closed: {event.reason.value}")
 
+        def on_error(event: ErrorEvent) -> None:
+            if not getattr(event.error, "recoverable", True):
+                self.provider_errors += 1
+
         session.on("close", on_close)
+        session.on("error", on_error)
 
     def _build(self) -> SessionLaunch:
         context = AgentContext(

@@ -48,6 +48,8 @@ class PoolSettings:
     job_memory_warn_mb: float = 1000
     server_options: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_mapping)
     version: str = ""
+    tenants: str = ""
+    """The tenants file a tenancy plugin reads (``AgentPool(tenants=...)``, ``--tenants``)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -85,6 +87,8 @@ class PoolView:
     version: str = ""
     options: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict, converter=_frozen_options)
     agent_versions: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_mapping)
+    tenants: str = ""
+    """The tenants file of the pool, for a tenancy plugin ("" when none is set)."""
     """Each agent's code version, where a reload strategy stamped one (see `version_of`)."""
 
     def hosts(self, name: str) -> bool:
@@ -219,6 +223,10 @@ class SessionOutcome:
     outcome: Outcome
     error: str = ""
     duration_s: float = 0.0
+    provider_errors: int = 0
+    """Unrecoverable errors the session's providers (STT, LLM, TTS) reported while it went on
+    (livekit ends a session only after several in a row): a call that heard none of its
+    replies can still have completed."""
 
 
 @attrs.frozen(kw_only=True)

@@ -25,6 +25,7 @@ POOL_SETTINGS: Final = frozenset(
         "job_memory_warn_mb",
         "server_options",
         "version",
+        "tenants",
         "plugins",
         "load_plugins",
     }

@@ -7,6 +7,7 @@ The pool is a registry. Building livekit's ``AgentServer`` from it is
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -65,6 +66,9 @@ class AgentSpec:
         return pool_greeting if isinstance(self.greeting, _Unset) else self.greeting
 
 
+TENANTS_ENV: Final = "OPENRTC_TENANTS"
+"""The tenants file when the pool names none (set by ``--tenants``, so job processes see it)."""
+
 RESTART_SETTINGS: Final = (
     "agent_name",
     "isolation",
@@ -72,6 +76,7 @@ RESTART_SETTINGS: Final = (
     "job_memory_limit_mb",
     "job_memory_warn_mb",
     "server_options",
+    "tenants",
 )
 """Pool settings a running worker cannot change: they shape its registration and executors."""
 
@@ -175,6 +180,7 @@ class AgentPool:
         job_memory_warn_mb: float = 1000,
         server_options: Mapping[str, Any] | None = None,
         version: str = "",
+        tenants: str | os.PathLike[str] = "",
         plugins: Sequence[object] = (),
         load_plugins: bool = True,
         **session_defaults: Any,
@@ -189,6 +195,7 @@ class AgentPool:
             job_memory_warn_mb=job_memory_warn_mb,
             server_options=dict(server_options or {}),
             version=version,
+            tenants=os.fspath(tenants),
         )
         self._declared = self._settings
         """The settings as the code gave them (a command line may replace ``settings``)."""
@@ -393,6 +400,7 @@ class AgentPool:
             version=self.settings.version,
             options={name: self.configured_options(name) for name in self._agents},
             agent_versions={n: s.version for n, s in self._agents.items() if s.version},
+            tenants=self.settings.tenants or os.environ.get(TENANTS_ENV, ""),
         )
 
     # -- running ---------------------------------------------------------------------------

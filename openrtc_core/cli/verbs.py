@@ -120,9 +120,9 @@ def exit_status(server: AgentServer, code: str | int | None) -> str | int | None
 # -- the verbs' commands ----------------------------------------------------------------------
 
 
-def _load(target: str, *, entry_points: bool) -> AgentPool:
+def _load(target: str, *, entry_points: bool, tenants: str | None) -> AgentPool:
     try:
-        return load_pool(target, entry_points=entry_points)
+        return load_pool(target, entry_points=entry_points, tenants=tenants)
     except OpenRTCError as exc:
         raise fail(str(exc)) from None
 
@@ -143,8 +143,17 @@ def add_verb(app: typer.Typer, verb: str, summary: str) -> None:
             ),
         ] = False,
         reload: bool | None = None,
+        tenants: Annotated[
+            str | None,
+            typer.Option(
+                "--tenants",
+                help="The tenants file (keys, caps, breakers per tenant; needs openrtc-tenancy).",
+                envvar="OPENRTC_TENANTS",
+                show_default=False,
+            ),
+        ] = None,
     ) -> None:
-        pool = _load(target, entry_points=entry_points)
+        pool = _load(target, entry_points=entry_points, tenants=tenants)
         flag = [] if reload is None else ["--reload" if reload else "--no-reload"]
         run_livekit(pool, [verb, *ctx.args, *flag], prog_name="openrtc")
 
