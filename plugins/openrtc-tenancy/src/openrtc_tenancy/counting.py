@@ -1,0 +1,354 @@
+"""Exact per-tenant session caps: in one process (`LocalSlots`) and across workers (`FleetSlots`).
+
+A slot is held by one job (one LiveKit session) for one tenant. Taking a slot either succeeds,
+and the job counts against its tenant's cap until it is released, or is refused because the
+tenant already has ``cap`` live jobs. A cap of ``None`` means unlimited, but the job still counts.
+
+`LocalSlots` counts inside one worker process. Its methods are plain synchronous code with no
+``await``, so on the event loop a check-and-take can never interleave with another.
+
+`FleetSlots` counts across every worker that shares one Redis. Each held slot is a lease that
+the holder renews; a worker that dies stops renewing, and its slots come back when their leases
+run out (``lease_s`` after the last renewal), never before. All lease arithmetic happens inside
+Lua scripts on the Redis server's clock (``TIME``), so the workers' own clocks do not matter.
+
+Key layout in Redis (``prefix`` defaults to ``openrtc:tenancy``)::
+
+    {prefix}:tenant:{tenant}    sorted set, one per tenant
+        member  the job id (LiveKit job ids are unique across a deployment, so jobs taken by
+                different workers never share a member; a job id belongs to one tenant)
+        score   when that job's lease expires, in milliseconds of the Redis server's clock
+
+A member whose score is at or before the server's current time is expired: it no longer counts,
+and the next `FleetSlots.take` for that tenant deletes it. Every write also makes sure the
+tenant's key expires no sooner than twice the lease from now (``PEXPIRE``, never shortening it),
+so the key of a tenant that has gone idle disappears by itself. Each script touches exactly one
+key, so the layout also works on Redis Cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    # redis is the optional extra ``openrtc-tenancy[redis]``: LocalSlots works without it.
+    import redis.asyncio as aioredis
+
+__all__ = ["FleetSlots", "LocalSlots"]
+
+logger = logging.getLogger("openrtc.tenancy")
+
+DEFAULT_PREFIX: Final = "openrtc:tenancy"
+DEFAULT_LEASE_S: Final = 15.0
+
+
+def _check_cap(cap: int | None) -> None:
+    if cap is not None and cap < 0:
+        raise ValueError(f"cap must be None (unlimited) or >= 0, not {cap}")
+
+
+class LocalSlots:
+    """Exact session counting per tenant inside one process.
+
+    Nothing here awaits, so a caller on the event loop may check and take in one step without
+    another coroutine slipping in between.
+    """
+
+    def __init__(self) -> None:
+        self._tenant_of: dict[str, str] = {}
+        self._live: dict[str, int] = {}
+
+    def take(self, tenant: str, job_id: str, cap: int | None) -> bool:
+        """Take a slot of ``tenant`` for ``job_id`` if it has fewer than ``cap`` live jobs.
+
+        ``cap=None`` is unlimited (the job is still counted). Taking a job id that already holds
+        a slot of the same tenant returns True and counts it once. Raises ValueError if the job
+        id holds a slot of another tenant, or if ``cap`` is negative.
+        """
+        _check_cap(cap)
+        holder = self._tenant_of.get(job_id)
+        if holder is not None:
+            if holder != tenant:
+                raise ValueError(
+                    f"job {job_id!r} already holds a slot of tenant {holder!r}, not {tenant!r}"
+                )
+            return True
+        live = self._live.get(tenant, 0)
+        if cap is not None and live >= cap:
+            return False
+        self._tenant_of[job_id] = tenant
+        self._live[tenant] = live + 1
+        return True
+
+    def release(self, job_id: str) -> str | None:
+        """Free the slot ``job_id`` holds; the tenant it belonged to, or None if it held none."""
+        tenant = self._tenant_of.pop(job_id, None)
+        if tenant is None:
+            return None
+        left = self._live[tenant] - 1
+        if left:
+            self._live[tenant] = left
+        else:
+            del self._live[tenant]
+        return tenant
+
+    def live(self, tenant: str) -> int:
+        """How many slots ``tenant`` holds right now."""
+        return self._live.get(tenant, 0)
+
+    def held(self) -> dict[str, str]:
+        """A copy of every held slot, job id -> tenant (what `FleetSlots.start` renews)."""
+        return dict(self._tenant_of)
+
+
+# Server time in whole milliseconds. TIME answers seconds and microseconds as strings.
+_NOW_MS = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+"""
+
+# Keep the tenant's key for twice this lease at least. Never shortens its TTL: a worker with a
+# shorter lease_s must not make the key vanish under another worker's longer leases.
+_KEEP_KEY = """
+if redis.call('PTTL', KEYS[1]) < 2 * lease then
+    redis.call('PEXPIRE', KEYS[1], 2 * lease)
+end
+"""
+
+# KEYS[1] the tenant's key; ARGV[1] job id, ARGV[2] lease ms, ARGV[3] cap (-1 = unlimited).
+# Returns 1 if the job holds a slot now (taken or renewed), 0 if the tenant is at its cap.
+_TAKE = (
+    _NOW_MS
+    + """
+local lease = tonumber(ARGV[2])
+local cap = tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+    if cap >= 0 and redis.call('ZCARD', KEYS[1]) >= cap then
+        return 0
+    end
+end
+redis.call('ZADD', KEYS[1], now + lease, ARGV[1])
+"""
+    + _KEEP_KEY
+    + """
+return 1
+"""
+)
+
+# KEYS[1] the tenant's key; ARGV[1] lease ms, ARGV[2..] job ids. Extends the leases that are
+# still live; a lease that has already run out stays gone (renewing it would count a job the
+# tenant's cap may since have given to another). Returns the job ids that no longer hold a slot.
+_RENEW = (
+    _NOW_MS
+    + """
+local lease = tonumber(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local lost = {}
+local renewed = false
+for i = 2, #ARGV do
+    if redis.call('ZSCORE', KEYS[1], ARGV[i]) then
+        redis.call('ZADD', KEYS[1], 'XX', now + lease, ARGV[i])
+        renewed = true
+    else
+        lost[#lost + 1] = ARGV[i]
+    end
+end
+if renewed then
+"""
+    + _KEEP_KEY
+    + """
+end
+return lost
+"""
+)
+
+# KEYS[1] the tenant's key. The number of unexpired leases.
+_LIVE = (
+    _NOW_MS
+    + """
+return redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')
+"""
+)
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class FleetSlots:
+    """Exact session counting per tenant across every worker sharing one Redis.
+
+    Each held slot is a lease of ``lease_s`` seconds on the Redis server's clock. Keep the
+    leases of live jobs alive with `start` (or call `renew` yourself more often than
+    ``lease_s``); the slots of a worker that crashes come back ``lease_s`` after its last
+    renewal. Counting is exact: `take` checks and adds in one atomic script.
+    """
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        lease_s: float = DEFAULT_LEASE_S,
+        prefix: str = DEFAULT_PREFIX,
+    ) -> None:
+        lease_ms = round(lease_s * 1000)
+        if lease_ms < 3:
+            raise ValueError(f"lease_s must be at least 0.003 s, not {lease_s}")
+        self.client = client
+        self.lease_s = lease_s
+        self.prefix = prefix
+        self._lease_ms = lease_ms
+        self._owns_client = False
+        self._take = client.register_script(_TAKE)
+        self._renew = client.register_script(_RENEW)
+        self._live = client.register_script(_LIVE)
+        self._renewer: asyncio.Task[None] | None = None
+        self._errors_logged: set[str] = set()
+        self._lost_logged: set[str] = set()
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        lease_s: float = DEFAULT_LEASE_S,
+        prefix: str = DEFAULT_PREFIX,
+        **client_options: Any,
+    ) -> FleetSlots:
+        """Slots on a client of their own for ``url`` (``redis://[:password@]host:port/db``).
+
+        ``client_options`` go to `redis.asyncio.Redis.from_url`. `aclose` closes this client.
+        Needs the ``redis`` extra: ``pip install 'openrtc-tenancy[redis]'``.
+        """
+        try:
+            import redis.asyncio as aioredis
+        except ImportError as exc:
+            raise ImportError(
+                "fleet-wide session caps need redis-py: pip install 'openrtc-tenancy[redis]'"
+            ) from exc
+        slots = cls(aioredis.Redis.from_url(url, **client_options), lease_s=lease_s, prefix=prefix)
+        slots._owns_client = True
+        return slots
+
+    def key(self, tenant: str) -> str:
+        """The Redis key of ``tenant``'s sorted set of leases."""
+        return f"{self.prefix}:tenant:{tenant}"
+
+    async def take(self, tenant: str, job_id: str, cap: int | None) -> bool:
+        """Take a slot of ``tenant`` for ``job_id`` if fewer than ``cap`` leases are live.
+
+        ``cap=None`` is unlimited (the job is still counted). Taking a job id that already holds
+        a live slot renews its lease and returns True, whatever the cap.
+        """
+        _check_cap(cap)
+        result = await self._take(
+            keys=[self.key(tenant)],
+            args=[job_id, self._lease_ms, -1 if cap is None else cap],
+        )
+        return int(result) == 1
+
+    async def release(self, tenant: str, job_id: str) -> None:
+        """Free the slot ``job_id`` holds for ``tenant`` (nothing happens if it holds none)."""
+        await self.client.zrem(self.key(tenant), job_id)
+
+    async def renew(self, held: Mapping[str, str]) -> set[str]:
+        """Extend every lease in ``held`` (job id -> tenant) by ``lease_s``, in one round trip.
+
+        Only leases that are still live are extended. Returns the job ids that no longer hold a
+        slot (their lease ran out or they were released); they are not taken again.
+        """
+        by_tenant: dict[str, list[str]] = {}
+        for job_id, tenant in held.items():
+            by_tenant.setdefault(tenant, []).append(job_id)
+        if not by_tenant:
+            return set()
+        # One script call per tenant key (so each touches one key, as Cluster needs), all sent
+        # in one pipeline. Not a transaction: each script is atomic on its own.
+        async with self.client.pipeline(transaction=False) as pipe:
+            for tenant, job_ids in by_tenant.items():
+                await self._renew(
+                    keys=[self.key(tenant)], args=[self._lease_ms, *job_ids], client=pipe
+                )
+            replies = await pipe.execute()
+        return {_text(job_id) for reply in replies for job_id in reply}
+
+    async def live(self, tenant: str) -> int:
+        """How many unexpired leases ``tenant`` holds across the fleet."""
+        return int(await self._live(keys=[self.key(tenant)]))
+
+    def start(self, held: Callable[[], Mapping[str, str]]) -> None:
+        """Renew the leases ``held()`` names (job id -> tenant) every ``lease_s / 3`` seconds.
+
+        Runs as an asyncio task on the running loop until `stop`. A failed renewal is logged as a
+        warning (once per distinct error until a renewal succeeds again) and retried next tick.
+        """
+        if self._renewer is not None and not self._renewer.done():
+            raise RuntimeError("the lease renewer is already running")
+        self._renewer = asyncio.get_running_loop().create_task(
+            self._renew_forever(held), name="openrtc-tenancy-lease-renewer"
+        )
+
+    async def stop(self) -> None:
+        """Stop the renewer started by `start` (the leases it kept then run out by themselves)."""
+        task, self._renewer = self._renewer, None
+        if task is None:
+            return
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    async def aclose(self) -> None:
+        """Stop the renewer, and close the client if `from_url` made it."""
+        await self.stop()
+        if self._owns_client:
+            await self.client.aclose()
+
+    async def _renew_forever(self, held: Callable[[], Mapping[str, str]]) -> None:
+        loop = asyncio.get_running_loop()
+        interval = self.lease_s / 3
+        deadline = loop.time()
+        while True:
+            # Ticks keep to a fixed schedule, so a slow renewal does not push the next one out.
+            deadline += interval
+            await asyncio.sleep(max(0.0, deadline - loop.time()))
+            deadline = max(deadline, loop.time())
+            try:
+                # A renewal still hanging by the next tick is as good as failed: retry then.
+                async with asyncio.timeout(interval):
+                    lost = await self.renew(held())
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._log_failure(exc)
+                continue
+            if self._errors_logged:
+                logger.info("tenancy: lease renewal works again")
+                self._errors_logged.clear()
+            # A lost job id comes back every tick while the caller still holds it: say it once.
+            for job_id in sorted(lost - self._lost_logged):
+                logger.warning(
+                    "tenancy: job %s no longer holds its slot lease (it ran out before a renewal"
+                    " reached Redis, or it was released); it does not count against its tenant's"
+                    " cap",
+                    job_id,
+                )
+            self._lost_logged = lost
+
+    def _log_failure(self, exc: Exception) -> None:
+        message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        password = self.client.connection_pool.connection_kwargs.get("password")
+        if password:
+            message = message.replace(str(password), "***")
+        if message in self._errors_logged:
+            return
+        self._errors_logged.add(message)
+        logger.warning(
+            "tenancy: renewing slot leases failed, retrying every %.3g s: %s",
+            self.lease_s / 3,
+            message,
+        )

@@ -1,0 +1,303 @@
+"""openrtc-tenancy's hooks: which tenant a job is, whether it may start, with which keys.
+
+One :class:`Tenancy` per process and tenants file, configured from the pool's ``tenants``
+(``AgentPool(tenants=...)``, ``--tenants``, ``OPENRTC_TENANTS``). Without a tenants file the
+plugin does nothing. In the worker it resolves tenants, admits jobs (allowed agents, breaker,
+per-worker cap, counted before accept with requests in flight) and claims fleet-wide slots
+in Redis; where sessions run it builds each tenant's providers with its keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import typer
+from livekit.agents import AgentServer, JobProcess
+
+from openrtc_core import (
+    JobView,
+    Outcome,
+    PoolView,
+    RouteDecision,
+    SessionOutcome,
+    TenantContext,
+    Verdict,
+    hookimpl,
+)
+
+from . import commands
+from .breaker import Breaker, BreakerState, Transition
+from .config import ConfigFile, TenancyConfig
+from .counting import FleetSlots, LocalSlots
+from .ids import TenancyError, check_tenant_id
+from .providers import tenant_providers
+from .signing import SIGNATURE_KEY, verify
+
+logger = logging.getLogger("openrtc.tenancy")
+
+TENANT_KEY = "tenant"
+"""The job-metadata key naming the tenant."""
+TENANTS_ENV = "OPENRTC_TENANTS"
+
+
+class Tenancy:
+    """Tenancy for one tenants file, in one process."""
+
+    def __init__(self, path: str, *, environ: Mapping[str, str] = os.environ) -> None:
+        self.file = ConfigFile(path)
+        self.environ = environ
+        self.local = LocalSlots()
+        self.breakers: dict[str, Breaker] = {}
+        self.listeners: list[Callable[[Transition], None]] = []
+        self._fleet: FleetSlots | None = None
+        self._fleet_held: dict[str, str] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        config = self.file.current
+        if config.fleet_needs_redis and config.redis_url_from(environ) is None:
+            logger.warning(
+                "%s sets fleet_max_sessions but no Redis (redis_url or redis_url_env): fleet "
+                "caps are counted on this worker only",
+                config.source,
+            )
+
+    @property
+    def config(self) -> TenancyConfig:
+        self.file.refresh()
+        return self.file.current
+
+    # -- resolving ----------------------------------------------------------------------
+
+    def resolve(self, job: JobView) -> tuple[str | None, str]:
+        """``(tenant id, "")`` or ``(None, why the job has no acceptable tenant)``."""
+        config = self.config
+        raw = job.job_metadata.get(TENANT_KEY)
+        if raw is None:
+            if config.default_tenant is None:
+                return None, f"job metadata names no {TENANT_KEY!r} and there is no default_tenant"
+            return config.default_tenant, ""
+        try:
+            tenant_id = check_tenant_id(raw, where=f"job metadata {TENANT_KEY!r}")
+        except TenancyError as exc:
+            return None, str(exc)
+        if tenant_id != config.default_tenant and config.tenant(tenant_id) is None:
+            return None, f"unknown tenant {tenant_id!r}"
+        secret = config.signing_secret(self.environ)
+        if secret is not None:
+            signature = job.job_metadata.get(SIGNATURE_KEY)
+            if not verify(tenant_id, job.room_name, signature, secret):
+                state = "missing" if signature is None else "wrong"
+                return None, (
+                    f"tenant {tenant_id!r}: the {SIGNATURE_KEY!r} signature is {state} for room "
+                    f"{job.room_name!r} (signed tenancy is on)"
+                )
+        return tenant_id, ""
+
+    # -- admission ------------------------------------------------------------------------
+
+    def breaker(self, tenant_id: str) -> Breaker | None:
+        tenant = self.config.tenant(tenant_id)
+        if tenant is None or tenant.breaker is None:
+            return None
+        breaker = self.breakers.get(tenant_id)
+        if breaker is None or breaker.config != tenant.breaker:
+            breaker = self.breakers[tenant_id] = Breaker(tenant_id, tenant.breaker)
+        return breaker
+
+    def admit(self, job: JobView, decision: RouteDecision) -> Verdict | None:
+        tenant_id, error = self.resolve(job)
+        if tenant_id is None:
+            return Verdict.refuse(error, terminate=True)
+        tenant = self.config.tenant(tenant_id)
+        if tenant is not None and not tenant.allows(decision.agent):
+            return Verdict.refuse(
+                f"tenant {tenant_id!r} may not use agent {decision.agent!r}", terminate=True
+            )
+        breaker = self.breaker(tenant_id)
+        if breaker is not None:
+            refusal, moved = breaker.admit(job.job_id)
+            self._announce(moved)
+            if refusal is not None:
+                return Verdict.refuse(f"tenant {tenant_id!r}: {refusal}")
+        cap = tenant.max_sessions if tenant is not None else None
+        if not self.local.take(tenant_id, job.job_id, cap):
+            if breaker is not None:
+                breaker.released(job.job_id)
+            return Verdict.refuse(
+                f"tenant {tenant_id!r} is at max_sessions={cap} on this worker "
+                f"({self.local.live(tenant_id)} calls live or being accepted)"
+            )
+        return None
+
+    def fleet(self) -> FleetSlots | None:
+        if self._fleet is None:
+            url = self.config.redis_url_from(self.environ)
+            if url is None:
+                return None
+            self._fleet = FleetSlots.from_url(url, lease_s=self.config.lease_s)
+            self._fleet.start(self._held)
+        return self._fleet
+
+    def _held(self) -> Mapping[str, str]:
+        return dict(self._fleet_held)
+
+    async def claim(self, job: JobView, tenant: TenantContext | None) -> Verdict | None:
+        if tenant is None:
+            return None
+        config = self.config.tenant(tenant.tenant_id)
+        cap = config.fleet_max_sessions if config is not None else None
+        if cap is None:
+            return None
+        fleet = self.fleet()
+        if fleet is None:
+            return None  # said at start: the per-worker count stands in
+        if not await fleet.take(tenant.tenant_id, job.job_id, cap):
+            return Verdict.refuse(
+                f"tenant {tenant.tenant_id!r} is at fleet_max_sessions={cap}", terminate=True
+            )
+        self._fleet_held[job.job_id] = tenant.tenant_id
+        return None
+
+    def released(
+        self, job: JobView, tenant: TenantContext | None, outcome: SessionOutcome | None
+    ) -> None:
+        self.local.release(job.job_id)
+        held = self._fleet_held.pop(job.job_id, None)
+        if held is not None and self._fleet is not None:
+            self._spawn(self._fleet.release(held, job.job_id))
+        if tenant is None:
+            return
+        breaker = self.breakers.get(tenant.tenant_id)
+        if breaker is None:
+            return
+        if outcome is None:
+            breaker.released(job.job_id)
+        else:
+            failed = outcome.outcome is Outcome.FAILED or outcome.provider_errors > 0
+            self._announce(breaker.record(job.job_id, failed))
+
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.warning("releasing a fleet slot failed: %s", task.exception())
+
+    def _announce(self, transition: Transition | None) -> None:
+        if transition is None:
+            return
+        log = logger.warning if transition.after is BreakerState.OPEN else logger.info
+        log(
+            "tenant %s: breaker %s -> %s: %s",
+            transition.tenant_id,
+            transition.before.value,
+            transition.after.value,
+            transition.reason,
+        )
+        for listener in list(self.listeners):
+            listener(transition)
+
+    # -- sessions ---------------------------------------------------------------------------
+
+    def session_options(self, tenant: TenantContext | None) -> Mapping[str, Any] | None:
+        if tenant is None:
+            return None
+        config = self.config.tenant(tenant.tenant_id)
+        if config is None or not config.providers:
+            return None
+        return tenant_providers(config, self.environ)
+
+    async def aclose(self) -> None:
+        if self._fleet is not None:
+            await self._fleet.stop()
+            for job_id, tenant_id in list(self._fleet_held.items()):
+                await self._fleet.release(tenant_id, job_id)
+            self._fleet_held.clear()
+            await self._fleet.aclose()
+            self._fleet = None
+
+
+_TENANCIES: dict[str, Tenancy] = {}
+_PATH: list[str] = []
+"""The tenants file this process uses (the last pool seen names it)."""
+
+
+def tenancy_for(path: str) -> Tenancy:
+    """This process's tenancy for `path`, loaded on first use (a bad file raises)."""
+    found = _TENANCIES.get(path)
+    if found is None:
+        found = _TENANCIES[path] = Tenancy(path)
+    _PATH[:] = [path]
+    return found
+
+
+def current() -> Tenancy | None:
+    """The tenancy of this process: the pool's file, else ``OPENRTC_TENANTS``, else none."""
+    if _PATH:
+        return _TENANCIES[_PATH[0]]
+    path = os.environ.get(TENANTS_ENV, "")
+    return tenancy_for(path) if path else None
+
+
+def _configure(pool: PoolView) -> None:
+    if pool.tenants:
+        tenancy_for(pool.tenants)
+
+
+@hookimpl
+def openrtc_prewarm(proc: JobProcess, pool: PoolView) -> None:
+    _configure(pool)
+
+
+@hookimpl
+def openrtc_worker_started(pool: PoolView, server: AgentServer) -> None:
+    _configure(pool)
+
+
+@hookimpl(tryfirst=True)
+def openrtc_resolve_tenant(job: JobView) -> TenantContext | None:
+    tenancy = current()
+    if tenancy is None:
+        return None
+    tenant_id, _ = tenancy.resolve(job)
+    return TenantContext(tenant_id=tenant_id) if tenant_id else None
+
+
+@hookimpl
+def openrtc_admit_job(
+    job: JobView, decision: RouteDecision, tenant: TenantContext | None
+) -> Verdict | None:
+    tenancy = current()
+    return tenancy.admit(job, decision) if tenancy is not None else None
+
+
+@hookimpl
+def openrtc_claim_job(job: JobView, tenant: TenantContext | None) -> Any:
+    tenancy = current()
+    return tenancy.claim(job, tenant) if tenancy is not None else None
+
+
+@hookimpl
+def openrtc_job_released(
+    job: JobView, tenant: TenantContext | None, outcome: SessionOutcome | None
+) -> None:
+    tenancy = current()
+    if tenancy is not None:
+        tenancy.released(job, tenant, outcome)
+
+
+@hookimpl
+def openrtc_session_options(tenant: TenantContext | None) -> Mapping[str, Any] | None:
+    tenancy = current()
+    return tenancy.session_options(tenant) if tenancy is not None else None
+
+
+@hookimpl
+def openrtc_register_commands(app: typer.Typer) -> None:
+    commands.register(app)
