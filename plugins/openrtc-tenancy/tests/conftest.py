@@ -1,0 +1,7 @@
+"""The real-Redis fixtures (redis_url, redis_client) for the tenancy tests; see redis_server.py."""
+
+from __future__ import annotations
+
+from redis_server import redis_client, redis_url
+
+__all__ = ["redis_client", "redis_url"]

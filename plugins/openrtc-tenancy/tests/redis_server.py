@@ -1,0 +1,128 @@
+"""pytest fixtures for tests that need a real Redis server (no mocks, no fakeredis).
+
+``redis_url`` (session scope) is, in order of preference:
+
+* ``OPENRTC_TEST_REDIS_URL`` when it is set (CI starts a server and sets it). The database it
+  names is flushed before every test that uses ``redis_client``: point it at a throwaway one.
+* a private ``redis-server`` this fixture starts on a free loopback port, with no persistence,
+  in a temporary directory, and stops at the end of the session;
+* otherwise the test is skipped, unless ``OPENRTC_REQUIRE_REDIS=1`` (CI sets it), when it fails:
+  CI must never skip these tests silently.
+
+``redis_client`` (function scope) is a fresh `redis.asyncio.Redis` on a flushed database.
+
+A conftest.py imports both names to make them available to the tests beside it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+__all__ = ["redis_client", "redis_url"]
+
+MISSING = "redis-server is not installed: apt install redis-server (CI installs it)"
+START_TIMEOUT_S = 10.0
+
+
+def _free_loopback_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _answers_ping(url: str) -> bool:
+    client = redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
+
+
+def _start_server(executable: str, workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """Start redis-server and wait for PING; retry on a new port if the chosen one was taken."""
+    problems: list[str] = []
+    for attempt in range(3):
+        port = _free_loopback_port()
+        log = workdir / f"redis-{attempt}.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [
+                    executable,
+                    "--port",
+                    str(port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(workdir),
+                ],
+                cwd=workdir,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        url = f"redis://127.0.0.1:{port}/0"
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while process.poll() is None and time.monotonic() < deadline:
+            if _answers_ping(url):
+                return process, url
+            time.sleep(0.05)
+        _stop_server(process)
+        problems.append(f"port {port}: {log.read_text(errors='replace').strip()[-2000:]}")
+    raise RuntimeError("redis-server did not answer PING:\n" + "\n".join(problems))
+
+
+def _stop_server(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URL of a real Redis server for this test session (see the module docstring)."""
+    configured = os.environ.get("OPENRTC_TEST_REDIS_URL")
+    if configured:
+        yield configured
+        return
+    executable = shutil.which("redis-server")
+    if executable is None:
+        if os.environ.get("OPENRTC_REQUIRE_REDIS") == "1":
+            pytest.fail(MISSING, pytrace=False)
+        pytest.skip(MISSING)
+    process, url = _start_server(executable, tmp_path_factory.mktemp("redis"))
+    try:
+        yield url
+    finally:
+        _stop_server(process)
+
+
+@pytest.fixture
+async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """A new client on ``redis_url``'s database, flushed first; closed after the test."""
+    client = aioredis.Redis.from_url(redis_url)
+    await client.flushdb()
+    try:
+        yield client
+    finally:
+        await client.aclose()
