@@ -51,3 +51,8 @@ def make_pool(tenants: str, **settings: Any) -> AgentPool:
     pool.add("support", Support, default=True)
     pool.add("sales", Sales)
     return pool
+
+
+# Process isolation: job processes rebuild this pool by importing this module; the tenants
+# file reaches them through OPENRTC_TENANTS, set by the test before the worker starts.
+PROCESS_POOL = make_pool("", isolation="process", max_sessions=20)

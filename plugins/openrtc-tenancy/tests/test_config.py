@@ -315,7 +315,7 @@ BAD: list[tuple[str, str, list[str]]] = [
     (
         "provider-without-model",
         "[tenants.acme.providers.llm]\ntemperature = 0.2\n",
-        ['tenants.acme.providers.llm: needs a model, e.g. model = "openai/gpt-4.1-mini"'],
+        ["tenants.acme.providers.llm: needs a model", "or a provider class"],
     ),
     (
         "provider-model-not-str",

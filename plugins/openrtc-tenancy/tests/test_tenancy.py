@@ -259,3 +259,69 @@ async def test_bad_tenant_ids_are_refused_with_one_clear_line(
     assert not refused.accepted and refused.terminate
     lines = [r.getMessage() for r in caplog.records if "rejecting job" in r.getMessage()]
     assert len(lines) == 1 and says in lines[0], lines
+
+
+async def test_process_isolation_builds_keyed_providers_in_the_job_process(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    openrtc_dispatch: LoopbackDispatchServer,
+    openrtc_worker: Any,
+) -> None:
+    from tenancy_fixtures import PROCESS_POOL
+
+    monkeypatch.setenv("ACME_KEY", ACME_KEY)
+    monkeypatch.setenv("GLOBEX_KEY", GLOBEX_KEY)
+    path = tenants_file(
+        tmp_path,
+        """
+        [tenants.acme]
+        max_sessions = 1
+        [tenants.acme.providers.llm]
+        class = "tenancy_fixtures:KeyedLLM"
+        api_key_env = "ACME_KEY"
+        [tenants.globex.providers.llm]
+        class = "tenancy_fixtures:KeyedLLM"
+        api_key_env = "GLOBEX_KEY"
+        """,
+    )
+    monkeypatch.setenv("OPENRTC_TENANTS", path)
+    async with openrtc_worker(PROCESS_POOL):
+        first = await openrtc_dispatch.dispatch("acme-1", job_metadata=metadata("acme", hold=3))
+        # The worker counts acme's calls while they run in their job processes.
+        second = await openrtc_dispatch.dispatch("acme-2", job_metadata=metadata("acme"))
+        _, globex = await call(openrtc_dispatch, "globex-1", "globex")
+        acme = await openrtc_dispatch.wait_for_report(first.job_id, timeout=90)
+    assert first.accepted and not second.accepted and not second.terminate
+    assert acme["pid"] != globex["pid"]
+    assert acme["turns"][0]["events"][-1]["text"].startswith(f"key {fingerprint(ACME_KEY)}")
+    assert globex["turns"][0]["events"][-1]["text"].startswith(f"key {fingerprint(GLOBEX_KEY)}")
+
+
+async def test_a_bad_tenants_file_stops_the_worker_at_start_naming_file_tenant_and_key(
+    tmp_path: Path, openrtc_worker: Any
+) -> None:
+    from openrtc_core import OpenRTCError
+
+    path = tenants_file(tmp_path, "[tenants.acme]\nmax_sessions = 'three'\n")
+    with pytest.raises(OpenRTCError, match=r"tenants\.toml: tenants\.acme\.max_sessions"):
+        async with openrtc_worker(make_pool(path)):
+            pass
+
+
+async def test_an_edit_of_the_tenants_file_applies_without_a_restart_and_a_bad_one_is_kept_out(
+    tmp_path: Path,
+    openrtc_dispatch: LoopbackDispatchServer,
+    openrtc_worker: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    path = tenants_file(tmp_path, "[tenants.acme]\nagents = ['sales']\n")
+    async with openrtc_worker(make_pool(path)):
+        before, _ = await call(openrtc_dispatch, "acme-1", "acme")
+        await asyncio.to_thread(Path(path).write_text, "[tenants.acme]\nagents = ['support']\n")
+        await asyncio.sleep(1.1)  # the file is looked at again at most once a second
+        after, _ = await call(openrtc_dispatch, "acme-2", "acme")
+        await asyncio.to_thread(Path(path).write_text, "[tenants.acme]\nagents = 'support'\n")
+        await asyncio.sleep(1.1)
+        kept, _ = await call(openrtc_dispatch, "acme-3", "acme")
+    assert not before.accepted and after.accepted and kept.accepted
+    assert "keeping the previous configuration" in caplog.text

@@ -235,7 +235,8 @@ class ProviderConfig:
     """
 
     kind: str = attrs.field(validator=_attrs_check(_provider_kind))
-    model: str = attrs.field(validator=_attrs_check(_non_empty_str))
+    model: str = attrs.field(default="", validator=attrs.validators.instance_of(str))
+    """A model string ("openai/gpt-4.1-mini"); "" for a provider class that needs none."""
     secret_env: Mapping[str, str] = attrs.field(
         factory=dict,
         converter=_frozen,
@@ -533,11 +534,15 @@ def _provider(reader: _Reader, tenant_id: str, kind: str, value: object) -> Prov
         raise reader.error(
             (*path, both[0]), f"is given both as {both[0]} and {both[0]}{ENV_SUFFIX}; keep one"
         )
-    if model is None:
-        raise reader.error(path, 'needs a model, e.g. model = "openai/gpt-4.1-mini"')
+    if model is None and provider_class is None:
+        raise reader.error(
+            path,
+            'needs a model (model = "openai/gpt-4.1-mini") or a provider class '
+            '(class = "package.module:Name")',
+        )
     return ProviderConfig(
         kind=kind,
-        model=model,
+        model=model or "",
         secret_env=secret_env,
         options=options,
         provider_class=provider_class,
