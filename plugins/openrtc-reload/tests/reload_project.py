@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import tempfile
 import textwrap
 import time
 import uuid
@@ -18,6 +19,12 @@ from typing import Any
 import attrs
 
 from openrtc_core import AgentPool, ReloadEvent, hookimpl, load_pool
+
+# Job processes (process isolation) fork from livekit's forkserver, which keeps the
+# environment of when it started: set before any test runs (at collection), not by a test.
+TURNS_DIR = Path(tempfile.gettempdir()) / f"openrtc-reload-turns-{os.getpid()}"
+TURNS_DIR.mkdir(exist_ok=True)
+os.environ["RELOAD_TEST_TURNS_DIR"] = str(TURNS_DIR)
 
 APP = """
 from openrtc_core import AgentPool
@@ -52,8 +59,9 @@ class Support(Agent):
 
     async def llm_node(self, chat_ctx, tools, model_settings):
         self.turns += 1
-        if os.environ.get("RELOAD_TEST_TURNS"):  # where a test watches turns happen
-            with open(os.environ["RELOAD_TEST_TURNS"], "a") as log:
+        if os.environ.get("RELOAD_TEST_TURNS_DIR"):  # where a test watches turns happen
+            turns = os.path.join(os.environ["RELOAD_TEST_TURNS_DIR"], "{pkg}.log")
+            with open(turns, "a") as log:
                 log.write(f"{{TAG}} {{self.turns}}\\n")
         users = [i for i in chat_ctx.items if getattr(i, "role", "") == "user"]
         yield (
@@ -117,6 +125,11 @@ class Project:
 
     def write(self, name: str, text: str) -> None:
         save(self.file(name), textwrap.dedent(text).format(pkg=self.package))
+
+    @property
+    def turns_log(self) -> Path:
+        """Where the project's support agent notes each turn (any process)."""
+        return TURNS_DIR / f"{self.package}.log"
 
     def load(self) -> AgentPool:
         return load_pool(str(self.app))

@@ -311,15 +311,12 @@ async def test_agent_files_added_to_and_deleted_from_a_directory_target(
 
 async def test_process_isolation_switches_the_session_in_its_job_process(
     tmp_path: Path,
-    tmp_path_factory: pytest.TempPathFactory,
-    monkeypatch: pytest.MonkeyPatch,
     openrtc_dispatch: LoopbackDispatchServer,
     openrtc_worker: Any,
 ) -> None:
-    # The job processes note each turn here (outside the watched project).
-    turns_log = tmp_path_factory.mktemp("turns") / "turns.log"
-    monkeypatch.setenv("RELOAD_TEST_TURNS", str(turns_log))
+    # The job processes note each turn in project.turns_log (outside the watched project).
     project = make_project(tmp_path, isolation="process")
+    turns_log = project.turns_log
     pool = project.load()
     recorder = Recorder()
     pool.plugins.register(recorder)

@@ -18,7 +18,7 @@ async def test_simulate_reload_reports_which_code_answered_each_turn(
     tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     project = make_project(tmp_path)
-    turns_log = tmp_path_factory.mktemp("turns") / "turns.log"
+    turns_log = project.turns_log
     out = tmp_path_factory.mktemp("out") / "sim.json"
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -37,7 +37,7 @@ async def test_simulate_reload_reports_which_code_answered_each_turn(
         "1",
         "--json",
         str(out),
-        env={**os.environ, "RELOAD_TEST_TURNS": str(turns_log), "COLUMNS": "200"},
+        env={**os.environ, "COLUMNS": "200"},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )

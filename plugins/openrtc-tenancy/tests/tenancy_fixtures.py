@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import tempfile
+from pathlib import Path
 from typing import Any, ClassVar
 
 from livekit.agents import Agent
@@ -53,6 +56,25 @@ def make_pool(tenants: str, **settings: Any) -> AgentPool:
     return pool
 
 
-# Process isolation: job processes rebuild this pool by importing this module; the tenants
-# file reaches them through OPENRTC_TENANTS, set by the test before the worker starts.
-PROCESS_POOL = make_pool("", isolation="process", max_sessions=20)
+ACME_KEY = "sk-acme-0123456789abcdef-SECRET"
+GLOBEX_KEY = "sk-globex-fedcba9876543210-SECRET"
+
+# Process isolation: job processes rebuild this pool by importing this module, and fork from
+# livekit's forkserver, which keeps the environment of when it started. So the tenants file
+# and the keys are set when this module is imported (at collection), never by a test.
+os.environ["TENANCY_TEST_ACME_KEY"] = ACME_KEY
+os.environ["TENANCY_TEST_GLOBEX_KEY"] = GLOBEX_KEY
+PROCESS_TENANTS = Path(tempfile.gettempdir()) / f"openrtc-tenancy-{os.getpid()}.toml"
+PROCESS_TENANTS.write_text(
+    """
+[tenants.acme]
+max_sessions = 1
+[tenants.acme.providers.llm]
+class = "tenancy_fixtures:KeyedLLM"
+api_key_env = "TENANCY_TEST_ACME_KEY"
+[tenants.globex.providers.llm]
+class = "tenancy_fixtures:KeyedLLM"
+api_key_env = "TENANCY_TEST_GLOBEX_KEY"
+"""
+)
+PROCESS_POOL = make_pool(str(PROCESS_TENANTS), isolation="process", max_sessions=20)

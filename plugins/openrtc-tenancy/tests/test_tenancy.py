@@ -10,16 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tenancy_fixtures import KeyedLLM, fingerprint, make_pool
+from tenancy_fixtures import ACME_KEY, GLOBEX_KEY, KeyedLLM, fingerprint, make_pool
 
 from openrtc_core import SessionInfo, SessionOutcome, hookimpl
 from openrtc_tenancy import plugin as tenancy_plugin
 from openrtc_tenancy import sign
 from openrtc_testing import LoopbackDispatchServer
 from openrtc_testing.worker import simulated_call_metadata
-
-ACME_KEY = "sk-acme-0123456789abcdef-SECRET"
-GLOBEX_KEY = "sk-globex-fedcba9876543210-SECRET"
 
 
 def tenants_file(tmp_path: Path, text: str) -> str:
@@ -262,29 +259,10 @@ async def test_bad_tenant_ids_are_refused_with_one_clear_line(
 
 
 async def test_process_isolation_builds_keyed_providers_in_the_job_process(
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    openrtc_dispatch: LoopbackDispatchServer,
-    openrtc_worker: Any,
+    openrtc_dispatch: LoopbackDispatchServer, openrtc_worker: Any
 ) -> None:
     from tenancy_fixtures import PROCESS_POOL
 
-    monkeypatch.setenv("ACME_KEY", ACME_KEY)
-    monkeypatch.setenv("GLOBEX_KEY", GLOBEX_KEY)
-    path = tenants_file(
-        tmp_path,
-        """
-        [tenants.acme]
-        max_sessions = 1
-        [tenants.acme.providers.llm]
-        class = "tenancy_fixtures:KeyedLLM"
-        api_key_env = "ACME_KEY"
-        [tenants.globex.providers.llm]
-        class = "tenancy_fixtures:KeyedLLM"
-        api_key_env = "GLOBEX_KEY"
-        """,
-    )
-    monkeypatch.setenv("OPENRTC_TENANTS", path)
     async with openrtc_worker(PROCESS_POOL):
         first = await openrtc_dispatch.dispatch("acme-1", job_metadata=metadata("acme", hold=3))
         # The worker counts acme's calls while they run in their job processes.
