@@ -3,8 +3,8 @@
 A provider in the tenants file is a model string for livekit's inference gateway
 (``model = "openai/gpt-4.1-mini"``) or a provider class (``class = "package.module:Name"``),
 with options, and secrets named by environment variable. A new provider object is built for
-every session: two tenants' sessions never share a keyed provider, and a key is read from
-the environment when a session starts, so a rotated key reaches the next call.
+every session, its key read from the environment then: two tenants' sessions never share a
+keyed provider.
 """
 
 from __future__ import annotations
