@@ -57,11 +57,19 @@ def _normalize(project: str) -> str:
     return re.sub(r"[-_.]+", "-", project).lower()
 
 
+def extras_of(folder: str) -> list[str]:
+    """The plugin's optional features (``openrtc-tenancy[redis]``): its tests cover them too."""
+    with (PLUGINS_DIR / folder / "pyproject.toml").open("rb") as fh:
+        project = tomllib.load(fh)["project"]
+    return sorted(project.get("optional-dependencies", {}))
+
+
 def editable(*folders: str) -> list[str]:
-    """``-e plugins/<folder>`` for each folder, without duplicates, in order."""
+    """``-e plugins/<folder>[extras]`` for each folder, without duplicates, in order."""
     args: list[str] = []
     for folder in dict.fromkeys(folders):
-        args += ["-e", f"plugins/{folder}"]
+        extras = extras_of(folder)
+        args += ["-e", f"plugins/{folder}" + (f"[{','.join(extras)}]" if extras else "")]
     return args
 
 
