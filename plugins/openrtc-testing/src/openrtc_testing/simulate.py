@@ -3,19 +3,26 @@
 Simulated callers (scripted text turns) are dispatched across the pool's agents through the
 routing rules; the real worker accepts them, builds each session with the pool's factory and
 runs it. Providers that need keys or a network are swapped for scripted ones (and said so).
+
+With tenants (``--tenants FILE``, ``--tenant NAME``) each call's job metadata names a tenant,
+round-robin, and the figures are also given per tenant: what the worker admitted, what it
+refused and why, and how many of a tenant's sessions were live at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
+import re
 import time
-from collections import defaultdict
-from collections.abc import Callable, Sequence
+import tomllib
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 import attrs
 import typer
@@ -30,7 +37,7 @@ from openrtc_core import AgentPool, OpenRTCError, load_pool
 
 from . import offline
 from .caller import MAX_SCRIPT_S
-from .dispatch import LoopbackDispatchServer
+from .dispatch import Dispatch, LoopbackDispatchServer
 from .measure import LoopLagMonitor, PeakMemory, percentile
 from .worker import Pause, dispatch_until_accepted, running_worker, simulated_call_metadata
 
@@ -64,9 +71,20 @@ class CallResult:
     """The caller's report: ``completed``, ``failed``, ``ended``; "" when none came."""
     turns: list[dict[str, Any]] = attrs.field(factory=list)
     """Per turn: the caller's line, the agent's reply, the code version that replied."""
+    tenant: str | None = None
+    """The tenant the job metadata named (None: the call named none)."""
+    accepted: bool = False
+    """Whether a worker accepted the call (after any re-offers)."""
+    refusal: str = ""
+    """Why a call never accepted was not: the worker's stated reason for its last refusal,
+    in the form figures group by (:func:`reason_key`); "" for an accepted call."""
+    session_started_at: float | None = None
+    """Wall-clock time the session started, from the report; None when it never did."""
+    duration_s: float | None = None
+    """From the session's start to the end of the call, from the report."""
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        call = {
             "job_id": self.job_id,
             "agent": self.agent,
             "room": self.room,
@@ -74,6 +92,15 @@ class CallResult:
             "error": self.error,
             "turns": self.turns,
         }
+        if self.tenant is not None:
+            call["tenant"] = self.tenant
+        return call
+
+    def live_span(self) -> tuple[float, float] | None:
+        """When the call's session was live (wall clock), from its report; None if never."""
+        if self.session_started_at is None or self.duration_s is None:
+            return None
+        return self.session_started_at, self.session_started_at + self.duration_s
 
 
 @attrs.define
@@ -87,6 +114,8 @@ class SimulationResult:
     swapped: dict[str, dict[str, str]]
     worker_full_s: float = 0.0
     """How long the worker reported itself full (at max_sessions or its loop saturated)."""
+    tenants: list[str] = attrs.field(factory=list)
+    """The tenants calls were spread over, in order; empty when calls named none."""
 
     def admission(self) -> dict[str, Any]:
         """Offers, re-offers and why: what stood between callers and a session."""
@@ -122,7 +151,32 @@ class SimulationResult:
             }
         return figures
 
+    def per_tenant(self) -> dict[str, dict[str, Any]]:
+        """Per tenant: calls, ``admitted`` (accepted, after any re-offers), ``rejected`` (never
+        accepted, by reason), ``failed`` (admitted but did not complete) and ``max_live``.
+
+        ``calls`` is always ``admitted`` plus every count in ``rejected``. ``max_live`` is the
+        most of the tenant's sessions live at one instant, from the calls' reports (each
+        session's start time and duration), not sampled.
+        """
+        grouped: dict[str, list[CallResult]] = {name: [] for name in self.tenants}
+        for call in self.calls:
+            if call.tenant is not None:
+                grouped.setdefault(call.tenant, []).append(call)
+        figures: dict[str, dict[str, Any]] = {}
+        for tenant, calls in grouped.items():
+            refused = Counter(c.refusal or "not accepted" for c in calls if not c.accepted)
+            figures[tenant] = {
+                "calls": len(calls),
+                "admitted": sum(c.accepted for c in calls),
+                "rejected": dict(sorted(refused.items(), key=lambda item: (-item[1], item[0]))),
+                "failed": sum(c.accepted and not c.ok for c in calls),
+                "max_live": most_at_once(span for c in calls if (span := c.live_span())),
+            }
+        return figures
+
     def as_dict(self) -> dict[str, Any]:
+        tenants = {"tenants": self.per_tenant()} if self.tenants else {}
         return {
             "isolation": self.isolation,
             "call_count": len(self.calls),
@@ -134,8 +188,123 @@ class SimulationResult:
             "swapped_providers": self.swapped,
             "admission": self.admission(),
             "agents": self.per_agent(),
+            **tenants,
             "calls": [call.as_dict() for call in self.calls],
         }
+
+
+def most_at_once(spans: Iterable[tuple[float, float]]) -> int:
+    """The most of `spans` (start, end) overlapping at one instant; one ending as another
+    starts does not overlap it."""
+    # At the same time an end (-1) sorts before a start (+1).
+    events = sorted(event for start, end in spans for event in ((start, 1), (end, -1)))
+    live = most = 0
+    for _, step in events:
+        live += step
+        most = max(most, live)
+    return most
+
+
+# -- why the worker refused a call --------------------------------------------------------------
+
+REFUSAL_LOGGER: Final = "openrtc.worker"
+_REFUSAL_MESSAGE: Final = "rejecting job %s in room %s: %s%s"
+"""The core's one log line per refusal (``openrtc_core.admission``); its last argument is the
+reason. LiveKit's protocol carries no reason with a rejection, so this is where it is read."""
+_ASIDE: Final = re.compile(r"\s*\([^()]*\)")
+_COUNT: Final = re.compile(r"(?<![=\w'\".])\d+(?:\.\d+)?(?![\w'\"])")
+_WORKER_ID: Final = re.compile(r"\bworker AW_\w+")
+_CAP: Final = re.compile(r"\b(?:fleet_)?max_sessions=\d+")
+_SHORT: Final = (
+    ("may not use agent", "agent not allowed"),
+    ("not allowed", "not allowed"),
+    ("unknown tenant", "unknown tenant"),
+    ("names no 'tenant'", "no tenant"),
+    ("signature", "signature"),
+    ("breaker", "breaker"),
+    ("too long", "id too long"),
+    ("tenant id", "invalid tenant id"),
+    ("no worker available", "worker full"),
+)
+SHORT_REASON_CHARS: Final = 28
+TENANT_KEY: Final = "tenant"
+"""The job-metadata key naming a call's tenant (what openrtc-tenancy reads)."""
+
+
+def reason_key(reason: str) -> str:
+    """A refusal reason in the form figures group by: asides in parentheses dropped, counts
+    that change from one offer to the next (calls live, seconds left) written ``N``. Limits
+    (``max_sessions=2``) and quoted values stay."""
+    reason = _WORKER_ID.sub("the worker", _ASIDE.sub("", reason))
+    return " ".join(_COUNT.sub("N", reason).split())
+
+
+def short_reason(key: str) -> str:
+    """A grouped reason (:func:`reason_key`) in its shortest form, for the table: the limit
+    it hit (``max_sessions=2``, ``worker max_sessions=4``) or a few words."""
+    cap = _CAP.search(key)
+    if cap is not None:
+        return ("worker " if key.startswith("the worker") else "") + cap.group()
+    for phrase, short in _SHORT:
+        if phrase in key:
+            return short
+    if len(key) <= SHORT_REASON_CHARS:
+        return key
+    cut = key[: SHORT_REASON_CHARS - 1]
+    words = cut.rsplit(" ", 1)[0] if " " in cut else cut  # no word cut in two
+    return words.rstrip(" ,:;") + "…"
+
+
+class WorkerRefusals(logging.Filter):
+    """The worker's stated reason for each job it refused, by job id, read from its log line.
+
+    Installed on the ``openrtc.worker`` logger for a run (:func:`watching_refusals`), which is
+    opened to INFO so that refusals logged at INFO (a full worker) are seen; records below the
+    level the logger had are dropped here once read, so what is printed does not change.
+    """
+
+    def __init__(self, shown_from: int) -> None:
+        super().__init__()
+        self.shown_from = shown_from
+        self.reasons: dict[str, str] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        job_id = getattr(record, "job_id", None)
+        args = record.args
+        if record.msg == _REFUSAL_MESSAGE and isinstance(job_id, str) and isinstance(args, tuple):
+            self.reasons[job_id] = str(args[-1])
+        return record.levelno >= self.shown_from
+
+    def stated(self, d: Dispatch) -> str:
+        """The reason the worker gave for refusing `d` (its last offer); "" if none was seen."""
+        return self.reasons.pop(d.job_id, "") if d.rejected_by else ""
+
+
+def refusal_key(d: Dispatch, stated: str) -> str:
+    """Why `d`, a dispatch no worker accepted, was not: the worker's `stated` reason, else
+    what the dispatch saw; grouped form (:func:`reason_key`)."""
+    if stated:
+        return reason_key(stated)
+    if d.rejected_by:  # refused, but its log line was not seen
+        return "rejected by the worker" + (" with terminate=True" if d.terminate else "")
+    if d.error.startswith("no available worker"):
+        return "no worker available: it reported itself full"
+    return reason_key(d.error or "not accepted")
+
+
+@contextlib.contextmanager
+def watching_refusals() -> Iterator[WorkerRefusals]:
+    """Read the worker's refusals while the block runs; the logger is as it was afterwards."""
+    logger = logging.getLogger(REFUSAL_LOGGER)
+    level = logger.level
+    refusals = WorkerRefusals(shown_from=logger.getEffectiveLevel())
+    logger.addFilter(refusals)
+    logger.setLevel(min(logging.INFO, logger.getEffectiveLevel()))
+    try:
+        yield refusals
+    finally:
+        logger.removeFilter(refusals)
+        logger.setLevel(level)
 
 
 def planned_swaps(pool: AgentPool) -> dict[str, dict[str, str]]:
@@ -160,47 +329,54 @@ async def run_simulation(
     on_call_done: Callable[[CallResult], None] | None = None,
     reload: bool = False,
     script: Sequence[str] | None = None,
+    tenants: Sequence[str] = (),
 ) -> SimulationResult:
     """Dispatch `calls` simulated calls, `concurrency` at a time, round-robin over agents.
 
     `reload` runs the worker with code reloading (openrtc-reload); `script` replaces the
-    stock caller lines (`turns` of them).
+    stock caller lines (`turns` of them). With `tenants`, call ``i`` names tenant
+    ``tenants[i % len(tenants)]`` in its job metadata (as it names agent ``i % len(agents)``).
     """
     agents = list(pool.agents)
+    tenants = list(tenants)
     lines = list(script) if script else list(CALLER_LINES)
     script = [lines[i % len(lines)] for i in range(turns)]
     lag = LoopLagMonitor()
     memory = PeakMemory()
     results: list[CallResult] = []
-    async with LoopbackDispatchServer() as lk, running_worker(pool, lk, reload=reload):
-        memory.start()
-        lag.start()
-        gate = asyncio.Semaphore(concurrency)
-        started = time.monotonic()
+    with watching_refusals() as refusals:
+        async with LoopbackDispatchServer() as lk, running_worker(pool, lk, reload=reload):
+            memory.start()
+            lag.start()
+            gate = asyncio.Semaphore(concurrency)
+            started = time.monotonic()
 
-        async def one(index: int) -> None:
-            agent = agents[index % len(agents)]
-            room = f"sim-{index}"
-            async with gate:
-                result = await _call(
-                    lk,
-                    agent,
-                    room,
-                    script,
-                    hold_s=hold_s,
-                    pause_s=pause_s,
-                    timeout_s=call_timeout_s + hold_s + (10 + _longest(pause_s)) * len(script),
-                    agent_name=pool.settings.agent_name,
-                )
-            results.append(result)
-            if on_call_done is not None:
-                on_call_done(result)
+            async def one(index: int) -> None:
+                agent = agents[index % len(agents)]
+                tenant = tenants[index % len(tenants)] if tenants else None
+                room = f"sim-{index}"
+                async with gate:
+                    result = await _call(
+                        lk,
+                        agent,
+                        room,
+                        script,
+                        hold_s=hold_s,
+                        pause_s=pause_s,
+                        timeout_s=call_timeout_s + hold_s + (10 + _longest(pause_s)) * len(script),
+                        agent_name=pool.settings.agent_name,
+                        tenant=tenant,
+                        refusals=refusals,
+                    )
+                results.append(result)
+                if on_call_done is not None:
+                    on_call_done(result)
 
-        await asyncio.gather(*(one(i) for i in range(calls)))
-        wall = time.monotonic() - started
-        full_s = sum(w.seconds_in(agent_pb.WS_FULL, since=started) for w in lk.workers)
-        await lag.stop()
-        await memory.stop()
+            await asyncio.gather(*(one(i) for i in range(calls)))
+            wall = time.monotonic() - started
+            full_s = sum(w.seconds_in(agent_pb.WS_FULL, since=started) for w in lk.workers)
+            await lag.stop()
+            await memory.stop()
     return SimulationResult(
         calls=results,
         wall_s=wall,
@@ -210,6 +386,7 @@ async def run_simulation(
         isolation=pool.settings.isolation,
         swapped=planned_swaps(pool),
         worker_full_s=full_s,
+        tenants=tenants,
     )
 
 
@@ -223,26 +400,52 @@ async def _call(
     pause_s: Pause,
     timeout_s: float,
     agent_name: str,
+    tenant: str | None = None,
+    refusals: WorkerRefusals | None = None,
 ) -> CallResult:
     dispatched_at = time.time()
-    metadata = simulated_call_metadata(agent, turns=script, hold_s=hold_s, pause_s=pause_s)
+    metadata = simulated_call_metadata(
+        agent,
+        turns=script,
+        hold_s=hold_s,
+        pause_s=pause_s,
+        extra=None if tenant is None else {TENANT_KEY: tenant},
+    )
+    d: Dispatch | None = None
     try:
         d = await dispatch_until_accepted(lk, room, job_metadata=metadata, agent_name=agent_name)
         offers, refused, unavailable = d.offers, d.refused, d.unavailable
         if not d.accepted:
+            stated = refusals.stated(d) if refusals is not None else ""
             return CallResult(
                 agent,
                 room,
                 ok=False,
-                error=f"not accepted: {d.error}",
+                error=f"not accepted: {d.error}" + (f": {reason_key(stated)}" if stated else ""),
                 offers=offers,
                 refused=refused,
                 unavailable=unavailable,
+                tenant=tenant,
+                refusal=refusal_key(d, stated),
             )
         report = await lk.wait_for_report(d.job_id, timeout=timeout_s)
     except (TimeoutError, ConnectionError, RuntimeError) as exc:
-        return CallResult(agent, room, ok=False, error=f"{type(exc).__name__}: {exc}")
+        error = f"{type(exc).__name__}: {exc}"
+        accepted = d is not None and d.accepted
+        return CallResult(
+            agent,
+            room,
+            ok=False,
+            error=error,
+            offers=1 if d is None else d.offers,
+            refused=0 if d is None else d.refused,
+            unavailable=0 if d is None else d.unavailable,
+            tenant=tenant,
+            accepted=accepted,
+            refusal="" if accepted else reason_key(error),
+        )
     started_at = report.get("session_started_at")
+    duration = report.get("duration_s")
     return CallResult(
         job_id=d.job_id,
         outcome=str(report.get("outcome") or ""),
@@ -259,6 +462,10 @@ async def _call(
         offers=offers,
         refused=refused,
         unavailable=unavailable,
+        tenant=tenant,
+        accepted=True,
+        session_started_at=started_at if isinstance(started_at, float) else None,
+        duration_s=float(duration) if isinstance(duration, int | float) else None,
     )
 
 
@@ -269,8 +476,33 @@ def _time(seconds: float | None) -> str:
     return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.1f} s"
 
 
+def tenant_table(result: SimulationResult) -> Table:
+    """Per tenant: calls, admitted, rejected (by reason, shortest form), failed, most live."""
+    table = Table(title="per tenant", box=box.SIMPLE_HEAD)
+    table.add_column("tenant", overflow="fold")
+    for column in ("calls", "admitted"):
+        table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("rejected", overflow="fold")
+    for column in ("failed", "most live"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for tenant, f in result.per_tenant().items():
+        rejected = "\n".join(
+            f"[red]{count}[/red] {escape(short_reason(reason))}"
+            for reason, count in f["rejected"].items()
+        )
+        table.add_row(
+            escape(tenant),
+            str(f["calls"]),
+            str(f["admitted"]),
+            rejected or "0",
+            f"[red]{f['failed']}[/red]" if f["failed"] else "0",
+            str(f["max_live"]),
+        )
+    return table
+
+
 def render(result: SimulationResult, console: Console) -> None:
-    """The per-agent table and what held calls back, in 80 columns."""
+    """The per-agent table (and per-tenant one) and what held calls back, in 80 columns."""
     table = Table(
         title=f"openrtc simulate: {len(result.calls)} calls, isolation={result.isolation}",
         box=box.SIMPLE_HEAD,
@@ -289,6 +521,8 @@ def render(result: SimulationResult, console: Console) -> None:
             _time(f["turn_latency_p95_s"]),
         )
     console.print(table)
+    if result.tenants:
+        console.print(tenant_table(result))
     admission = result.admission()
     if admission["re_offers"]:
         console.print(
@@ -297,6 +531,7 @@ def render(result: SimulationResult, console: Console) -> None:
             f"{admission['offered_while_full']} while it reported itself full, for "
             f"{result.worker_full_s:.1f} s of {result.wall_s:.1f} s). More concurrent "
             "callers than max_sessions queue: raise it, or run more workers."
+            + (" A tenant's own max_sessions queues its calls too." if result.tenants else "")
         )
     console.print(
         f"worker PSS: {result.baseline_pss_mb:.0f} MiB idle, {result.peak_pss_mb:.0f} MiB peak; "
@@ -304,7 +539,7 @@ def render(result: SimulationResult, console: Console) -> None:
     )
     for agent, f in result.per_agent().items():
         for error in f["errors"]:
-            console.print(f"[red]{agent}[/red]: {error}")
+            console.print(f"[red]{agent}[/red]: {escape(error)}")
 
 
 def _print_error(message: str) -> None:
@@ -332,6 +567,57 @@ def parse_pause(text: str) -> Pause:
     return low, high
 
 
+def tenants_in_file(path: Path) -> list[str]:
+    """The tenants a tenants file names, to spread calls over: its ``[tenants.NAME]`` tables
+    in file order, then ``default_tenant`` when it is not one of them.
+
+    Only the names are read here; the tenancy plugin checks the whole file when the worker
+    starts. :raises ValueError: the file cannot be read, is not TOML, or its ``tenants`` or
+    ``default_tenant`` has the wrong type (one line, naming the file).
+    """
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such tenants file") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read the tenants file: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path}: invalid TOML: {exc}") from None
+    tenants = data.get("tenants", {})
+    if not isinstance(tenants, dict):
+        raise ValueError(f"{path}: tenants must be a table of tenants ([tenants.NAME])")
+    names = list(tenants)
+    default = data.get("default_tenant")
+    if default is not None and not isinstance(default, str):
+        raise ValueError(f"{path}: default_tenant must be a string (a tenant id)")
+    if default is not None and default not in names:
+        names.append(default)
+    return names
+
+
+def call_tenants(tenants_file: Path | None, names: Sequence[str]) -> list[str]:
+    """The tenants calls are spread over: `names` (``--tenant``) if any, else the file's.
+
+    :raises ValueError: the file cannot be read for its names, or names none.
+    """
+    in_file = tenants_in_file(tenants_file) if tenants_file is not None else []
+    if names or tenants_file is None:
+        return list(names)
+    if not in_file:
+        raise ValueError(
+            f"{tenants_file}: names no tenant to place calls for: add a [tenants.NAME] table "
+            "or default_tenant, or give --tenant NAME"
+        )
+    return in_file
+
+
+def _tenancy_hooked(pool: AgentPool) -> bool:
+    """Whether a plugin resolves tenants (openrtc-tenancy does), so a tenants file applies."""
+    return bool(pool.plugins.manager.hook.openrtc_resolve_tenant.get_hookimpls())
+
+
 def simulate_command(
     target: Annotated[
         str,
@@ -356,6 +642,24 @@ def simulate_command(
     isolation: Annotated[
         str | None, typer.Option("--isolation", help="Override the pool's isolation backend.")
     ] = None,
+    tenants_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--tenants",
+            help="Run the pool with this tenants file (needs openrtc-tenancy) and spread the "
+            "calls round-robin over its tenants; figures per tenant follow.",
+            show_default=False,
+        ),
+    ] = None,
+    tenant_names: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tenant",
+            help="Place calls for this tenant (repeat for several): calls are spread over "
+            "these names instead. A name is sent as given, for the worker to accept or refuse.",
+            show_default=False,
+        ),
+    ] = None,
     json_path: Annotated[
         Path | None, typer.Option("--json", help="Also write the figures as JSON to this file.")
     ] = None,
@@ -379,6 +683,11 @@ def simulate_command(
         pause_s = parse_pause(pause)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--pause") from None
+    try:
+        tenants = call_tenants(tenants_file, tenant_names or [])
+    except ValueError as exc:
+        _print_error(str(exc))
+        raise typer.Exit(1) from None
     logging.basicConfig(level=logging.INFO if verbose else logging.ERROR)
     if not verbose:
         for name in ("livekit", "livekit.agents", "openrtc"):
@@ -387,7 +696,11 @@ def simulate_command(
             # What a reload did is what the user is trying out: said, not hidden.
             logging.getLogger("openrtc.reload").setLevel(logging.INFO)
     try:
-        pool = load_pool(target, isolation=isolation)
+        pool = load_pool(
+            target,
+            isolation=isolation,
+            tenants=str(tenants_file) if tenants_file is not None else None,
+        )
     except OpenRTCError as exc:
         _print_error(str(exc))
         raise typer.Exit(1) from None
@@ -397,6 +710,13 @@ def simulate_command(
     for agent, swapped in planned_swaps(pool).items():
         listed = ", ".join(f"{k}={v}" for k, v in swapped.items())
         console.print(f"[yellow]scripted providers for {agent}[/yellow] (instead of {listed})")
+    if tenants:
+        console.print(f"calls for tenants: {escape(', '.join(tenants))}")
+    if tenants_file is not None and not _tenancy_hooked(pool):
+        console.print(
+            "[yellow]no installed plugin resolves tenants[/yellow]: the tenants file is not "
+            "applied (install openrtc-tenancy)"
+        )
 
     with Progress(
         TextColumn("calls"),
@@ -426,9 +746,11 @@ def simulate_command(
                     pause_s=pause_s,
                     on_call_done=done,
                     reload=reload,
+                    tenants=tenants,
                 )
             )
-        except OpenRTCError as exc:  # the worker would not start (reload with no strategy)
+        except OpenRTCError as exc:
+            # The worker would not start: reload with no strategy, a bad tenants file.
             _print_error(str(exc))
             raise typer.Exit(1) from None
     render(result, console)
