@@ -1,0 +1,283 @@
+"""Fleet-wide caps through real worker processes sharing one real Redis.
+
+Each worker is its own OS process (fleet_worker.py): a production OpenRTC worker with
+coroutine isolation and the Simulation plugin, registered with this test's loopback dispatch
+server. Only the workers and Redis count the slots; the test reads Redis to watch them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+from livekit.protocol import agent
+
+from openrtc_tenancy.counting import FleetSlots
+from openrtc_testing import LoopbackDispatchServer
+from openrtc_testing.dispatch import Dispatch
+from openrtc_testing.worker import dispatch_until_accepted, simulated_call_metadata
+
+WORKER_SCRIPT = Path(__file__).with_name("fleet_worker.py")
+REGISTER_TIMEOUT_S = 45.0
+"""Starting a worker imports livekit and loads the VAD model: seconds, more on a busy box."""
+REDIS_URL_ENV = "OPENRTC_FLEET_TEST_REDIS_URL"
+RELEASE_WITHIN_S = 2.0
+"""A closed job's slot goes back to Redis as the job closes; allow this long for it."""
+
+
+def tenants_file(tmp_path: Path, text: str) -> str:
+    """The fleet's tenants file; Redis is named by REDIS_URL_ENV (its URL may hold a password)."""
+    path = tmp_path / "tenants.toml"
+    path.write_text(f'redis_url_env = "{REDIS_URL_ENV}"\n' + textwrap.dedent(text))
+    return str(path)
+
+
+def acme_call(hold_s: float) -> str:
+    return simulated_call_metadata("support", turns=["hi"], hold_s=hold_s, extra={"tenant": "acme"})
+
+
+class Fleet:
+    """Worker processes started for one test, each in a process group of its own."""
+
+    def __init__(
+        self, dispatch: LoopbackDispatchServer, tenants: str, redis_url: str, logs: Path
+    ) -> None:
+        self.dispatch = dispatch
+        self.tenants = tenants
+        self.redis_url = redis_url
+        self.logs = logs
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def start(self, count: int) -> None:
+        env = {k: v for k, v in os.environ.items() if k != "OPENRTC_TENANTS"}
+        env.update(PYTHONUNBUFFERED="1", **{REDIS_URL_ENV: self.redis_url})
+        for _ in range(count):
+            log = self.logs / f"worker-{len(self.processes)}.log"
+            with log.open("wb") as out:
+                self.processes.append(
+                    subprocess.Popen(
+                        [
+                            sys.executable,
+                            str(WORKER_SCRIPT),
+                            "--url",
+                            self.dispatch.url,
+                            "--api-key",
+                            self.dispatch.api_key,
+                            "--api-secret",
+                            self.dispatch.api_secret,
+                            "--tenants",
+                            self.tenants,
+                        ],
+                        cwd=WORKER_SCRIPT.parent,
+                        env=env,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,  # its own group: nothing it starts outlives it
+                    )
+                )
+
+    def log_tails(self) -> str:
+        tails = []
+        for n, process in enumerate(self.processes):
+            text = (self.logs / f"worker-{n}.log").read_text(errors="replace")
+            tails.append(f"--- worker {n} (pid {process.pid}, exit {process.poll()}) ---")
+            tails.append(text[-3000:])
+        return "\n".join(tails)
+
+    async def registered(self) -> None:
+        """Wait until every started worker is registered with the dispatch server."""
+        deadline = time.monotonic() + REGISTER_TIMEOUT_S
+        while len([w for w in self.dispatch.workers if not w.closed]) < len(self.processes):
+            stopped = [p.pid for p in self.processes if p.poll() is not None]
+            if stopped:
+                pytest.fail(f"worker(s) {stopped} exited before registering\n{self.log_tails()}")
+            if time.monotonic() > deadline:
+                pytest.fail(
+                    f"{len(self.dispatch.workers)} of {len(self.processes)} workers registered "
+                    f"within {REGISTER_TIMEOUT_S:g} s\n{self.log_tails()}"
+                )
+            await asyncio.sleep(0.05)
+
+    def kill_all(self) -> None:
+        for process in self.processes:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def fleet(
+    dispatch: LoopbackDispatchServer, tenants: str, redis_url: str, logs: Path
+) -> Iterator[Fleet]:
+    workers = Fleet(dispatch, tenants, redis_url, logs)
+    try:
+        yield workers
+    finally:
+        workers.kill_all()
+
+
+async def until_live(slots: FleetSlots, wanted: int, within_s: float) -> int:
+    """Poll the tenant's live leases until there are `wanted` or `within_s` passed."""
+    deadline = time.monotonic() + within_s
+    live = await slots.live("acme")
+    while live != wanted and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+        live = await slots.live("acme")
+    return live
+
+
+async def test_three_worker_processes_never_exceed_the_fleet_cap_together(
+    tmp_path: Path,
+    redis_url: str,
+    redis_client: aioredis.Redis,
+    openrtc_dispatch: LoopbackDispatchServer,
+) -> None:
+    path = tenants_file(
+        tmp_path,
+        """
+        [tenants.acme]
+        fleet_max_sessions = 10
+        """,
+    )
+    slots = FleetSlots(redis_client)
+    samples: list[tuple[int, int]] = []
+    """(live leases in Redis, burst jobs accepted whose end the dispatch server has not seen)."""
+    earlier: set[str] = set()
+
+    def running() -> int:
+        ended = (agent.JS_SUCCESS, agent.JS_FAILED)
+        return sum(
+            1
+            for job_id, d in list(openrtc_dispatch.dispatches.items())
+            if job_id not in earlier and d.accepted and d.status not in ended
+        )
+
+    async def watch() -> None:
+        while True:
+            samples.append((await slots.live("acme"), running()))
+            await asyncio.sleep(0.01)
+
+    with fleet(openrtc_dispatch, path, redis_url, tmp_path) as workers:
+        workers.start(3)
+        await workers.registered()
+        worker_ids = {w.worker_id for w in openrtc_dispatch.workers}
+        # One short call per worker first (offers go round-robin), so each has its Redis
+        # connection and scripts ready: the burst's claims then race across processes.
+        warm = [
+            await dispatch_until_accepted(
+                openrtc_dispatch, f"acme-warm-{i}", job_metadata=acme_call(hold_s=0)
+            )
+            for i in range(3)
+        ]
+        for d in warm:
+            await openrtc_dispatch.wait_for_report(d.job_id, timeout=30)
+        live_after_warm_up = await until_live(slots, 0, RELEASE_WITHIN_S)
+        earlier.update(openrtc_dispatch.dispatches)
+        watcher = asyncio.create_task(watch())
+        try:
+            burst: list[Dispatch] = await asyncio.gather(
+                *(
+                    openrtc_dispatch.dispatch(f"acme-{i}", job_metadata=acme_call(hold_s=3))
+                    for i in range(50)
+                )
+            )
+            live_after_burst = await slots.live("acme")
+            accepted = [d for d in burst if d.accepted]
+            reports = [
+                await openrtc_dispatch.wait_for_report(d.job_id, timeout=30) for d in accepted
+            ]
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+        live_after_calls = await until_live(slots, 0, RELEASE_WITHIN_S)
+        again = await dispatch_until_accepted(
+            openrtc_dispatch, "acme-again", job_metadata=acme_call(hold_s=0)
+        )
+        again_report = await openrtc_dispatch.wait_for_report(again.job_id, timeout=30)
+        assert all(p.poll() is None for p in workers.processes), workers.log_tails()
+
+    assert all(d.accepted for d in warm) and live_after_warm_up == 0, warm
+    refused = [d for d in burst if not d.accepted]
+    assert len(accepted) == 10, f"{len(accepted)} accepted: {burst}"
+    assert len(refused) == 40
+    # A full fleet ends the dispatch (terminate=True): no worker has room for the tenant. Before
+    # that, a worker whose load was at its threshold (a busy CPU) may have passed the job on
+    # with terminate=False, as livekit's workers do by themselves; that is not tenancy.
+    odd = [
+        (d.room, d.rejected_by, d.error)
+        for d in refused
+        if not d.terminate or not d.rejected_by[-1][1] or any(t for _, t in d.rejected_by[:-1])
+    ]
+    assert not odd, odd
+    logs = [(tmp_path / f"worker-{n}.log").read_text(errors="replace") for n in range(3)]
+    assert sum(text.count("is at fleet_max_sessions=10") for text in logs) == 40
+    # Separate processes decided: the cap held across them, not inside one.
+    deciders = {d.worker_id for d in accepted} | {d.rejected_by[-1][0] for d in refused}
+    assert len(deciders) >= 2 and deciders <= worker_ids, (deciders, worker_ids)
+    assert live_after_burst == 10
+    assert samples, "the watcher took no sample"
+    most_live = max(live for live, _ in samples)
+    most_running = max(jobs for _, jobs in samples)
+    assert most_live <= 10 and most_running <= 10, (most_live, most_running)
+    assert most_live == 10  # the holds overlapped: the cap was reached, not merely respected
+    assert all(r["outcome"] == "completed" and r["tenant"] == "acme" for r in reports), reports
+    assert live_after_calls == 0
+    assert again.accepted and again_report["outcome"] == "completed"
+
+
+async def test_a_killed_worker_keeps_its_slots_until_their_leases_run_out(
+    tmp_path: Path,
+    redis_url: str,
+    redis_client: aioredis.Redis,
+    openrtc_dispatch: LoopbackDispatchServer,
+) -> None:
+    lease_s = 2.0
+    path = tenants_file(
+        tmp_path,
+        f"""
+        lease_s = {lease_s}
+        [tenants.acme]
+        fleet_max_sessions = 10
+        """,
+    )
+    slots = FleetSlots(redis_client)
+    with fleet(openrtc_dispatch, path, redis_url, tmp_path) as workers:
+        workers.start(1)
+        await workers.registered()
+        calls = [
+            await dispatch_until_accepted(
+                openrtc_dispatch, f"acme-long-{i}", job_metadata=acme_call(hold_s=30)
+            )
+            for i in range(3)
+        ]
+        assert all(d.accepted for d in calls), calls
+        assert await slots.live("acme") == 3
+        # The live worker renews its leases: they outlast lease_s.
+        await asyncio.sleep(lease_s + 0.5)
+        live_before_kill = await slots.live("acme")
+
+        (process,) = workers.processes
+        os.kill(process.pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        process.wait(timeout=10)
+        await asyncio.sleep(max(0.0, killed_at + 0.5 - time.monotonic()))
+        live_after_kill = await slots.live("acme")
+        live_later = await until_live(slots, 0, killed_at + lease_s + 1.5 - time.monotonic())
+        freed_after_s = time.monotonic() - killed_at
+
+    assert live_before_kill == 3
+    # Nobody released them: the dead worker's slots still count ...
+    assert live_after_kill == 3
+    # ... until their leases, no longer renewed, run out.
+    assert live_later == 0, f"still {live_later} live {freed_after_s:.2f} s after the kill"
