@@ -79,6 +79,7 @@ def test_a_tiny_run_reports_every_figure_and_every_cap_is_exact(tmp_path: Path) 
         assert cap["refused"] == 5, cap
     # The per-worker cap lets another worker try; a full fleet ends the dispatch.
     assert local["refused_terminate"] == 0 and fleet["refused_terminate"] == 5
+    assert local["refused_by_openrtc"] == fleet["refused_by_openrtc"] == 5
     assert local["refused_unanswered"] == fleet["refused_unanswered"] == 0
     assert one["live_after"] == three["live_after"] == 3
     assert data["caps_wrong"] == []

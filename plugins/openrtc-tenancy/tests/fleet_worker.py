@@ -5,8 +5,8 @@
 
 Builds a coroutine-isolation pool with one ``support`` agent (scripted LLM) and the tenants
 file, then runs its production worker with the Simulation plugin against the loopback
-dispatch server at ``--url``, until it is killed. The tenancy plugin comes from its entry
-point, as in any deployment.
+dispatch server at ``--url``, until it is killed or its stdin closes (the test process
+ended). The tenancy plugin comes from its entry point, as in any deployment.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import asyncio
 import logging
 import os
 import sys
+import threading
 from collections.abc import Sequence
 
 from livekit.agents import Agent
@@ -57,6 +58,12 @@ async def serve(args: argparse.Namespace) -> None:
     await server.run(devmode=True)
 
 
+def exit_with_the_test() -> None:
+    """Exit when stdin closes: the test process that started this one has ended (even killed)."""
+    sys.stdin.buffer.read()
+    os._exit(0)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fleet_worker.py", description=__doc__)
     parser.add_argument("--url", required=True, help="the loopback dispatch server's ws:// URL")
@@ -67,6 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"
     )
+    threading.Thread(target=exit_with_the_test, name="exit-with-the-test", daemon=True).start()
     asyncio.run(serve(args))
     return 0
 

@@ -80,6 +80,7 @@ class Fleet:
                         ],
                         cwd=WORKER_SCRIPT.parent,
                         env=env,
+                        stdin=subprocess.PIPE,  # closed when this process ends: it exits too
                         stdout=out,
                         stderr=subprocess.STDOUT,
                         start_new_session=True,  # its own group: nothing it starts outlives it
@@ -113,6 +114,8 @@ class Fleet:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=10)
+            if process.stdin is not None:
+                process.stdin.close()
 
 
 @contextlib.contextmanager
@@ -162,8 +165,12 @@ async def test_three_worker_processes_never_exceed_the_fleet_cap_together(
             if job_id not in earlier and d.accepted and d.status not in ended
         )
 
+    stop = asyncio.Event()
+
     async def watch() -> None:
-        while True:
+        # Stopped by `stop`, not cancelled: redis-py can swallow a cancellation that lands
+        # during a command, and the task would then never end.
+        while not stop.is_set():
             samples.append((await slots.live("acme"), running()))
             await asyncio.sleep(0.01)
 
@@ -185,9 +192,13 @@ async def test_three_worker_processes_never_exceed_the_fleet_cap_together(
         earlier.update(openrtc_dispatch.dispatches)
         watcher = asyncio.create_task(watch())
         try:
+            # A job every worker passed on with terminate=False (each at its load threshold, on
+            # a busy CPU) is offered again, as LiveKit's dispatcher does.
             burst: list[Dispatch] = await asyncio.gather(
                 *(
-                    openrtc_dispatch.dispatch(f"acme-{i}", job_metadata=acme_call(hold_s=3))
+                    dispatch_until_accepted(
+                        openrtc_dispatch, f"acme-{i}", job_metadata=acme_call(hold_s=3)
+                    )
                     for i in range(50)
                 )
             )
@@ -197,9 +208,8 @@ async def test_three_worker_processes_never_exceed_the_fleet_cap_together(
                 await openrtc_dispatch.wait_for_report(d.job_id, timeout=30) for d in accepted
             ]
         finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            stop.set()
+            await watcher
         live_after_calls = await until_live(slots, 0, RELEASE_WITHIN_S)
         again = await dispatch_until_accepted(
             openrtc_dispatch, "acme-again", job_metadata=acme_call(hold_s=0)
@@ -213,7 +223,7 @@ async def test_three_worker_processes_never_exceed_the_fleet_cap_together(
     assert len(refused) == 40
     # A full fleet ends the dispatch (terminate=True): no worker has room for the tenant. Before
     # that, a worker whose load was at its threshold (a busy CPU) may have passed the job on
-    # with terminate=False, as livekit's workers do by themselves; that is not tenancy.
+    # with terminate=False, as livekit's workers do by themselves (tenancy never does here).
     odd = [
         (d.room, d.rejected_by, d.error)
         for d in refused

@@ -44,6 +44,8 @@ logger = logging.getLogger("openrtc.tenancy")
 
 DEFAULT_PREFIX: Final = "openrtc:tenancy"
 DEFAULT_LEASE_S: Final = 15.0
+STOP_ATTEMPTS: Final = 20
+STOP_WAIT_S: Final = 0.1
 
 
 def _check_cap(cap: int | None) -> None:
@@ -298,9 +300,16 @@ class FleetSlots:
         task, self._renewer = self._renewer, None
         if task is None:
             return
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        # redis-py can swallow a cancel that lands mid-command (redis-py #2665): cancel
+        # again until the renewer is done, within a bound, so stopping never hangs.
+        for _ in range(STOP_ATTEMPTS):
+            task.cancel()
+            done, _ = await asyncio.wait({task}, timeout=STOP_WAIT_S)
+            if done:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    task.result()
+                return
+        logger.warning("the lease renewer did not stop; leaving it to end with the loop")
 
     async def aclose(self) -> None:
         """Stop the renewer, and close the client if `from_url` made it."""
