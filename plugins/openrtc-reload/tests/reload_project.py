@@ -171,6 +171,13 @@ class Recorder:
         raise AssertionError(f"no {count} {kind!r} event(s) within {timeout} s: {self.kinds()}")
 
 
+def recorded(pool: AgentPool) -> Recorder:
+    """A Recorder registered on `pool`: it keeps the pool's reload events."""
+    recorder = Recorder()
+    pool.plugins.register(recorder)
+    return recorder
+
+
 async def wait_until(check: Callable[[], Any], timeout: float = 20.0, what: str = "") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from reload_project import Recorder, make_project, wait_until
+from reload_project import make_project, recorded, wait_until
 
 from openrtc_core import AgentPool, load_pool
 from openrtc_testing import LoopbackDispatchServer
@@ -51,8 +51,7 @@ async def test_live_calls_switch_at_their_next_turn(
 ) -> None:
     project = make_project(tmp_path)
     pool = project.load()
-    recorder = Recorder()
-    pool.plugins.register(recorder)
+    recorder = recorded(pool)
     async with openrtc_worker(pool, reload=True):
         first = await started(pool)
         tasks = await calls(openrtc_dispatch, 5)
@@ -121,8 +120,7 @@ async def test_a_bad_save_changes_nothing_and_says_where(
     edit, line, says = BAD_SAVES[kind]
     project = make_project(tmp_path)
     pool = project.load()
-    recorder = Recorder()
-    pool.plugins.register(recorder)
+    recorder = recorded(pool)
     async with openrtc_worker(pool, reload=True):
         first = await started(pool)
         tasks = await calls(openrtc_dispatch, 2)
@@ -160,8 +158,7 @@ async def test_new_code_failing_its_first_turn_is_rolled_back_for_everyone(
 ) -> None:
     project = make_project(tmp_path)
     pool = project.load()
-    recorder = Recorder()
-    pool.plugins.register(recorder)
+    recorder = recorded(pool)
     async with openrtc_worker(pool, reload=True):
         first = await started(pool)
         tasks = await calls(openrtc_dispatch, 3, turns=4)
@@ -200,8 +197,7 @@ async def test_a_helper_or_a_prompt_edit_switches_only_the_agents_that_use_it(
 ) -> None:
     project = make_project(tmp_path)
     pool = project.load()
-    recorder = Recorder()
-    pool.plugins.register(recorder)
+    recorder = recorded(pool)
     async with openrtc_worker(pool, reload=True):
         first = await started(pool)
         sales_version = pool.view().agent_versions["sales"]
@@ -275,8 +271,7 @@ async def test_agent_files_added_to_and_deleted_from_a_directory_target(
     for name in ("support", "sales"):
         agent_file(folder, name)
     pool = load_pool(str(folder))
-    recorder = Recorder()
-    pool.plugins.register(recorder)
+    recorder = recorded(pool)
     async with openrtc_worker(pool, reload=True):
         await started(pool)
         live_sales = asyncio.create_task(
@@ -318,8 +313,7 @@ async def test_process_isolation_switches_the_session_in_its_job_process(
     project = make_project(tmp_path, isolation="process")
     turns_log = project.turns_log
     pool = project.load()
-    recorder = Recorder()
-    pool.plugins.register(recorder)
+    recorder = recorded(pool)
     async with openrtc_worker(pool, reload=True):
         first = await started(pool)
         dispatched = [
@@ -380,8 +374,7 @@ async def test_options_edited_in_the_pool_module_apply_to_new_calls(
 ) -> None:
     project = make_project(tmp_path)
     pool = project.load()
-    recorder = Recorder()
-    pool.plugins.register(recorder)
+    recorder = recorded(pool)
     async with openrtc_worker(pool, reload=True):
         await started(pool)
         _, before = await simulate_call(
@@ -405,8 +398,7 @@ async def test_a_new_on_enter_that_raises_is_rolled_back_and_the_old_one_runs(
 ) -> None:
     project = make_project(tmp_path)
     pool = project.load()
-    recorder = Recorder()
-    pool.plugins.register(recorder)
+    recorder = recorded(pool)
     async with openrtc_worker(pool, reload=True):
         first = await started(pool)
         project.edit(
