@@ -80,7 +80,6 @@ class WatchReloader:
         self._thread: threading.Thread | None = None
         self._checked_staleness = False
         self._sending_back: set[asyncio.Future[None]] = set()
-        self.applied = 0
 
     # -- the Reloader protocol -------------------------------------------------------------
 
@@ -194,7 +193,6 @@ class WatchReloader:
             self.previous = (self.loaded, state)
             loader.install(load)
             self.loaded = load
-            self.applied += 1
             for name in (*change.code_changed, *change.added):
                 self.reloaded.add((name, versions[name]))
             switching = self._switch_sessions(change)
