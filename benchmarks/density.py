@@ -28,10 +28,11 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Final, NoReturn
+from typing import Any, Final
 
 import attrs
 
+from .arguments import OneLineParser
 from .provenance import (
     package_version,
     source_revision,
@@ -138,15 +139,8 @@ def _positive(text: str) -> float:
     return value
 
 
-class _Parser(argparse.ArgumentParser):
-    """Reports a bad argument as one ``error:`` line naming it, and exits with status 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"error: {message}\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineParser(
         prog="python -m benchmarks.density",
         description="Drive the same simulated calls through plain livekit workers (A: process "
         "executor, B: thread executor) and OpenRTC pools (C: coroutine, D: process), and "

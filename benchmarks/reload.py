@@ -38,12 +38,13 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Final, NoReturn
+from typing import Any, Final
 
 from openrtc_core import load_pool
 from openrtc_testing import LoopbackDispatchServer
 from openrtc_testing.worker import dispatch_until_accepted, running_worker, simulated_call_metadata
 
+from .arguments import OneLineParser, add_numeric_options
 from .provenance import package_version, source_revision, uncreatable_dir, unwritable_file
 
 RESULTS_DIR: Final = Path(tempfile.gettempdir()) / "openrtc-bench"
@@ -319,27 +320,6 @@ def render(summary: dict[str, Any], a: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-def _number(kind: type[int] | type[float], low: float) -> Callable[[str], Any]:
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            value = None
-        if value is None or not low <= value < math.inf:
-            whole = "whole " if kind is int else ""
-            raise argparse.ArgumentTypeError(f"{text!r}: use a {whole}number of at least {low:g}")
-        return value
-
-    return parse
-
-
-class _Parser(argparse.ArgumentParser):
-    """Reports a bad argument as one ``error:`` line naming it, and exits with status 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"error: {message}\n")
-
-
 OPTIONS: Final = (
     ("--calls", int, 1, 100, "live calls to support, all dispatched at once"),
     ("--turns", int, 2, 40, "lines each caller says"),
@@ -351,11 +331,8 @@ OPTIONS: Final = (
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     """The arguments, every one checked before anything runs."""
-    parser = _Parser(prog="python -m benchmarks.reload", description=__doc__.split("\n\n")[0])
-    for flag, kind, low, default, what in OPTIONS:
-        parser.add_argument(
-            flag, type=_number(kind, low), default=default, help=f"{what} ({default})"
-        )
+    parser = OneLineParser(prog="python -m benchmarks.reload", description=__doc__.split("\n\n")[0])
+    add_numeric_options(parser, OPTIONS)
     parser.add_argument("--isolation", choices=("coroutine", "process"), default="coroutine")
     parser.add_argument(
         "--json", dest="json_path", type=Path, help=f"raw results (a new file in {RESULTS_DIR})"

@@ -61,9 +61,9 @@ import tempfile
 import textwrap
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Final, NoReturn
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 import redis
@@ -76,6 +76,7 @@ from openrtc_tenancy.counting import FleetSlots
 from openrtc_testing import LoopbackDispatchServer, ScriptedLLM
 from openrtc_testing.worker import running_worker, simulated_call_metadata
 
+from .arguments import OneLineParser, add_numeric_options
 from .provenance import package_version, source_revision, uncreatable_dir, unwritable_file
 
 RESULTS_DIR: Final = Path(tempfile.gettempdir()) / "openrtc-bench"
@@ -560,27 +561,6 @@ def render(summary: dict[str, Any], a: argparse.Namespace, redis_note: str) -> s
 # -- arguments --------------------------------------------------------------------------------
 
 
-def _number(kind: type[int] | type[float], low: float) -> Callable[[str], Any]:
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            value = None
-        if value is None or not low <= value < math.inf:
-            whole = "whole " if kind is int else ""
-            raise argparse.ArgumentTypeError(f"{text!r}: use a {whole}number of at least {low:g}")
-        return value
-
-    return parse
-
-
-class _Parser(argparse.ArgumentParser):
-    """Reports a bad argument as one ``error:`` line naming it, and exits with status 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"error: {message}\n")
-
-
 OPTIONS: Final = (
     ("--requests", int, 1, 2000, "direct requests per configuration"),
     ("--calls", int, 1, 500, "calls end to end per configuration"),
@@ -593,11 +573,10 @@ OPTIONS: Final = (
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     """The arguments, every one checked before anything runs (a given Redis gets one PING)."""
-    parser = _Parser(prog="python -m benchmarks.tenancy", description=__doc__.split("\n\n")[0])
-    for flag, kind, low, default, what in OPTIONS:
-        parser.add_argument(
-            flag, type=_number(kind, low), default=default, help=f"{what} ({default})"
-        )
+    parser = OneLineParser(
+        prog="python -m benchmarks.tenancy", description=__doc__.split("\n\n")[0]
+    )
+    add_numeric_options(parser, OPTIONS)
     parser.add_argument(
         "--redis-url",
         help="a Redis to use (redis://[:password@]host:port/db); by default a private "
