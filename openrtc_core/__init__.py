@@ -22,6 +22,7 @@ from .models import (
     Verdict,
 )
 from .options import merge_options
+from .origins import resolve as resolve_reference
 from .pool import AgentPool, AgentSpec, PoolChange, PoolState
 from .registry import LiveSession
 from .reloading import ReloadContext, Reloader
@@ -72,4 +73,5 @@ __all__ = [
     "load_pool_again",
     "load_target",
     "merge_options",
+    "resolve_reference",
 ]

@@ -9,11 +9,12 @@ keyed provider.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
 from typing import Any
 
 from livekit.agents import inference
+
+from openrtc_core import resolve_reference
 
 from .config import ProviderConfig, TenantConfig
 
@@ -24,18 +25,10 @@ _INFERENCE: Mapping[str, Any] = {
 }
 
 
-def _provider_class(reference: str) -> Any:
-    module, _, name = reference.partition(":")
-    target: Any = importlib.import_module(module)
-    for part in name.split("."):
-        target = getattr(target, part)
-    return target
-
-
 def build_provider(config: ProviderConfig, environ: Mapping[str, str]) -> Any:
     """One provider object for one session, its secrets read from `environ` now."""
     options = dict(config.resolve(environ))
-    factory = _provider_class(config.provider_class) if config.provider_class else None
+    factory = resolve_reference(config.provider_class) if config.provider_class else None
     if factory is None:
         return _INFERENCE[config.kind](config.model, **options)
     if config.model:
