@@ -29,6 +29,13 @@ from .reloading import ReloadContext, Reloader
 from .routing import job_view
 from .server import build_server
 from .session import build_agent
+from .supervision import (
+    Supervisor,
+    SupervisorContext,
+    WorkerIdentity,
+    WorkerPlan,
+    worker_identity,
+)
 from .targets import agent, discover_agents, load_pool, load_pool_again, load_target
 
 __all__ = [
@@ -58,9 +65,13 @@ __all__ = [
     "SessionInfo",
     "SessionLaunch",
     "SessionOutcome",
+    "Supervisor",
+    "SupervisorContext",
     "TargetError",
     "TenantContext",
     "Verdict",
+    "WorkerIdentity",
+    "WorkerPlan",
     "WorkerSpec",
     "__version__",
     "agent",
@@ -74,4 +85,5 @@ __all__ = [
     "load_target",
     "merge_options",
     "resolve_reference",
+    "worker_identity",
 ]

@@ -401,3 +401,19 @@ def restore_job_pool() -> None:
     proc_pool = _ipc().proc_pool
     if isinstance(proc_pool.ProcPool, _JobPoolSelector):
         proc_pool.ProcPool = proc_pool.ProcPool.original
+
+
+def production_port() -> int:
+    """The health/HTTP port livekit's AgentServer listens on outside dev mode (8081)."""
+    from livekit.agents import AgentServer
+
+    port: int = AgentServer._default_port.prod_default
+    return port
+
+
+def setup_production_logging(level: str) -> None:
+    """Log like livekit's ``start`` does (JSON lines on stdout, at `level`): the supervisor
+    process of ``start --workers N`` uses it before any worker has set up its own."""
+    from livekit.agents.cli import log
+
+    log.setup_logging(level, devmode=False, console=False)

@@ -48,6 +48,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 RegisterBackend = Callable[[str, "Callable[[], IsolationBackend]"], None]
 RegisterReloadStrategy = Callable[[str, Callable[..., Any]], None]
+RegisterSupervisor = Callable[[str, Callable[..., Any]], None]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -232,6 +233,32 @@ def openrtc_start_session(launch: SessionLaunch) -> Awaitable[None] | None:
 
     Failure: not contained. An exception, raised here or by the awaitable, fails this
     session, and only it, like any exception while a session starts.
+    """
+
+
+# ---------------------------------------------------------------------------------------------
+# workers: several worker processes from one command
+# ---------------------------------------------------------------------------------------------
+
+
+@hookspec
+def openrtc_register_supervisors(register: RegisterSupervisor) -> None:
+    """Offer supervisors by name: ``register(name, factory)``.
+
+    A factory takes a :class:`~openrtc_core.SupervisorContext` (the pool, the
+    :class:`~openrtc_core.WorkerPlan`, and the core's ``prewarm()`` and ``run_worker(index,
+    count)``) and returns a :class:`~openrtc_core.Supervisor`, whose ``run()`` starts the
+    workers, keeps them running and returns the command's exit status. ``openrtc start
+    --workers N`` (``pool.run(workers=N)``, ``OPENRTC_WORKERS``) uses the supervisor named
+    ``OPENRTC_SUPERVISOR`` (default ``workers``, which openrtc-workers offers).
+
+    Called: in the ``openrtc`` process, when ``start`` is asked for more than one worker or
+    for worker recycling, and when ``start`` picks its default number of workers.
+
+    Order: the first registration of a name wins.
+
+    Failure: contained like other hooks; ``start --workers N`` with no supervisor installed
+    stops with an error naming the package to install.
     """
 
 

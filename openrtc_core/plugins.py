@@ -23,7 +23,7 @@ from stevedore.extension import Extension
 from . import hookspecs
 from ._version import __version__
 from .containment import HookErrors, StandIn, contained_plugin
-from .errors import PluginLoadError
+from .errors import PluginLoadError, PoolConfigError
 from .models import (
     JobView,
     PoolView,
@@ -349,6 +349,9 @@ class PluginHost:
     def reload_strategies(self) -> dict[str, Callable[..., Any]]:
         return self._collect_registry(self._pm.hook.openrtc_register_reload_strategies)
 
+    def supervisors(self) -> dict[str, Callable[..., Any]]:
+        return self._collect_registry(self._pm.hook.openrtc_register_supervisors)
+
     def _collect_registry(self, caller: Any) -> dict[str, Any]:
         found: dict[str, Any] = {}
 
@@ -388,6 +391,31 @@ class PluginHost:
 
     def register_commands(self, app: typer.Typer) -> None:
         self._pm.hook.openrtc_register_commands.call_historic(kwargs={"app": app})
+
+
+def pick_registered(
+    registered: Mapping[str, Any],
+    name: str,
+    *,
+    asked_for: str,
+    kind: str,
+    env: str,
+    distribution: str,
+) -> Any:
+    """The factory registered as `name` in `registered` (a ``register(name, factory)`` hook's
+    results); a :class:`PoolConfigError` naming what to install or set when there is none."""
+    factory = registered.get(name)
+    if factory is None:
+        offered = ", ".join(sorted(registered)) or "none"
+        hint = (
+            f"install it: pip install {distribution}"
+            if not registered
+            else f"set {env} to one of: {offered}"
+        )
+        raise PoolConfigError(
+            f"{asked_for}, but no {kind} {name!r} is installed (offered: {offered}); {hint}"
+        )
+    return factory
 
 
 def _strict_message(failed: Sequence[tuple[str, str, str]]) -> str:

@@ -409,15 +409,27 @@ class AgentPool:
         """Build livekit's ``AgentServer`` for this pool (see :func:`.server.build_server`)."""
         return build_server(self, plugins=plugins, **server_kwargs)
 
-    def run(self, argv: Sequence[str] | None = None, *, prog_name: str | None = None) -> None:
+    def run(
+        self,
+        argv: Sequence[str] | None = None,
+        *,
+        prog_name: str | None = None,
+        workers: int | str | None = None,
+        plugins: Sequence[object] = (),
+    ) -> None:
         """Run the worker with livekit's CLI: ``python app.py dev|start|console|connect``.
 
-        Call it under ``if __name__ == "__main__":`` (job processes re-import the module).
+        `workers` is ``start``'s ``--workers`` (a number, or ``"auto"``); `plugins` are
+        registered for the worker(s) only, like ``create_server(plugins=...)``. Call it under
+        ``if __name__ == "__main__":`` (job processes re-import the module).
         """
         # The command line is the top layer, above the pool: imported when a pool runs.
         from .cli import run_livekit
 
-        run_livekit(self, list(sys.argv[1:] if argv is None else argv), prog_name=prog_name)
+        args = list(sys.argv[1:] if argv is None else argv)
+        if workers is not None:
+            args += ["--workers", str(workers)]
+        run_livekit(self, args, prog_name=prog_name, plugins=plugins)
 
     def describe(self) -> str:
         names = ", ".join(

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Final, Literal, Protocol
 
 import attrs
 
-from .errors import PoolConfigError
+from .plugins import pick_registered
 
 if TYPE_CHECKING:
     from .pool import AgentPool
@@ -70,20 +70,14 @@ def strategy_name() -> str:
 
 def reload_factory(pool: AgentPool) -> ReloaderFactory:
     """The factory of the reload strategy this worker uses; a clear error when none is."""
-    name = strategy_name()
-    strategies = pool.plugins.reload_strategies()
-    factory = strategies.get(name)
-    if factory is None:
-        offered = ", ".join(sorted(strategies)) or "none"
-        hint = (
-            f"install it: pip install {RELOAD_DISTRIBUTION}"
-            if not strategies
-            else f"set {RELOAD_ENV} to one of: {offered}"
-        )
-        raise PoolConfigError(
-            f"reloading was asked for, but no reload strategy {name!r} is installed "
-            f"(offered: {offered}); {hint}"
-        )
+    factory: ReloaderFactory = pick_registered(
+        pool.plugins.reload_strategies(),
+        strategy_name(),
+        asked_for="reloading was asked for",
+        kind="reload strategy",
+        env=RELOAD_ENV,
+        distribution=RELOAD_DISTRIBUTION,
+    )
     return factory
 
 

@@ -25,6 +25,7 @@ from .models import AGENT_ATTRIBUTE
 from .options import SERVER_KEYWORDS_OWNED
 from .reloading import close_reloader, ensure_reloader, reload_factory
 from .routing import Router
+from .supervision import install_worker_log_fields
 
 if TYPE_CHECKING:
     from .plugins import PluginHost
@@ -131,6 +132,15 @@ def _with_preloads(options: Mapping[str, Any], backend: Mapping[str, Any]) -> di
     return merged
 
 
+def configured_port(pool: AgentPool) -> int | None:
+    """The health/HTTP port asked for: ``OPENRTC_HTTP_PORT``, else the pool's
+    ``server_options``; None for livekit's default."""
+    if os.environ.get(HTTP_PORT_ENV, "").strip():
+        return _port_from_env()
+    port = pool.settings.server_options.get("port")
+    return None if port is None else int(port)
+
+
 def _port_from_env() -> int:
     raw = os.environ[HTTP_PORT_ENV].strip()
     if not raw.isdigit() or int(raw) > 65535:
@@ -139,6 +149,18 @@ def _port_from_env() -> int:
             "(0 picks a free one)"
         )
     return int(raw)
+
+
+def check_servable(pool: AgentPool, *, reload: bool = False) -> IsolationBackend:
+    """What would stop a worker of `pool` at start, raised now as a :class:`PoolConfigError`;
+    the pool's isolation backend when nothing would."""
+    if not pool.agents:
+        raise PoolConfigError(
+            "the pool has no agents: register at least one with pool.add(name, AgentClass)"
+        )
+    if reload:
+        reload_factory(pool)  # no strategy installed: say so now, not at the first edit
+    return isolation_backend(pool)
 
 
 def build_server(
@@ -156,17 +178,11 @@ def build_server(
     reaches new and live calls (see :mod:`.reloading`). Other keyword arguments go to
     ``AgentServer`` (``ws_url``, ``api_key``, ``port``, ``drain_timeout``, ...).
     """
-    if not pool.agents:
-        raise PoolConfigError(
-            "the pool has no agents: register at least one with pool.add(name, AgentClass)"
-        )
     owned = sorted(set(server_kwargs) & SERVER_KEYWORDS_OWNED)
     if owned:
         raise PoolConfigError(f"create_server: {', '.join(owned)} are set by the pool")
     register_worker_plugins(pool, plugins)
-    if reload:
-        reload_factory(pool)  # no strategy installed: say so now, not at the first edit
-    backend = isolation_backend(pool)
+    backend = check_servable(pool, reload=reload)
     ledger = JobLedger(
         shares_tenants=backend.traits.jobs_run_in_worker, released=pool.plugins.job_released
     )
@@ -203,6 +219,7 @@ def build_server(
     def _on_started() -> None:
         # The executors exist now: a job that closes releases what admission counted.
         _livekit.on_job_closed(server, ledger.job_closed)
+        install_worker_log_fields()
         pool.plugins.worker_started(pool.view(), server)
         if reload:
             server.start_reloading()

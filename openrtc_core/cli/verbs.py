@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from collections.abc import Sequence
@@ -12,7 +13,23 @@ import typer
 from .. import _livekit
 from ..errors import OpenRTCError
 from ..reloading import RELOAD_DISTRIBUTION
-from ..server import build_server
+from ..server import build_server, check_servable, configured_port
+from ..supervision import (
+    MEMORY_FLAG,
+    SESSIONS_FLAG,
+    SUPERVISED_VERB,
+    WORKERS_DISTRIBUTION,
+    WORKERS_ENV,
+    WORKERS_FLAG,
+    SupervisorContext,
+    WorkerPlan,
+    become_worker,
+    log_level,
+    prewarm_before_fork,
+    supervisor_factory,
+    take_worker_flags,
+    worker_port,
+)
 from ..targets import load_pool
 from .credentials import CONNECTING_VERBS, credentials_message, missing_credentials
 from .livekit_help import VerbCommand
@@ -72,36 +89,93 @@ def reload_choice(pool: AgentPool, verb: str, args: list[str]) -> tuple[bool, li
     return wanted, [*rest, "--no-reload"] if verb == "dev" else rest
 
 
-def run_livekit(pool: AgentPool, argv: Sequence[str], *, prog_name: str | None = None) -> None:
+def run_livekit(
+    pool: AgentPool,
+    argv: Sequence[str],
+    *,
+    prog_name: str | None = None,
+    plugins: Sequence[object] = (),
+) -> None:
     """Build the pool's server and run livekit's CLI on `argv`; exits like a CLI does.
 
     What would fail once livekit runs fails here instead, as one ``error:`` line and exit
     status 1: a pool livekit cannot serve, a verb that connects with no server URL or keys.
-    ``pool.run()`` means the same thing as ``openrtc VERB TARGET``.
+    ``start`` with several workers (or worker recycling) runs the installed supervisor,
+    which runs this same worker in each of its processes. `plugins` are worker plugins
+    (``create_server(plugins=...)``). ``pool.run()`` means the same as ``openrtc VERB TARGET``.
     """
     args = list(argv)
     verb = args[0] if args else ""
     prog = prog_name or os.path.basename(sys.argv[0]) or "openrtc"
     wants_help = "--help" in args
     try:
-        reload = False
+        reload, plan = False, WorkerPlan(count=1)
         if not wants_help:
             reload, args = reload_choice(pool, verb, args)
+            plan, args = take_worker_flags(pool, verb, args)
         if verb in CONNECTING_VERBS and not wants_help:
             missing = missing_credentials(args[1:], pool)
             if missing:
                 raise OpenRTCError(credentials_message(f"{prog} {verb}", missing))
-        server = build_server(pool, reload=reload)
+        if plan.supervised:
+            raise SystemExit(_supervise(pool, plan, args, prog, plugins, reload))
+        server = build_server(pool, reload=reload, plugins=plugins)
     except OpenRTCError as exc:
         print_error(str(exc))
         raise SystemExit(1) from None
+    raise SystemExit(_run_app(server, args, prog))
+
+
+def _run_app(server: AgentServer, args: list[str], prog: str) -> str | int | None:
+    """Run livekit's CLI over `server`; its exit status."""
     app = _livekit.build_livekit_cli(server)
     try:
-        with quiet_livekit_notices(verb):
+        with quiet_livekit_notices(args[0] if args else ""):
             app(args=args, prog_name=prog)
     except SystemExit as exc:
-        raise SystemExit(exit_status(server, exc.code)) from None
-    raise SystemExit(exit_status(server, 0))
+        return exit_status(server, exc.code)
+    return exit_status(server, 0)
+
+
+def _supervise(
+    pool: AgentPool,
+    plan: WorkerPlan,
+    args: list[str],
+    prog: str,
+    plugins: Sequence[object],
+    reload: bool,
+) -> int:
+    """Run `plan`'s workers under the installed supervisor; the command's exit status."""
+    factory = supervisor_factory(pool, plan)
+    check_servable(pool, reload=reload)
+    port = configured_port(pool)
+
+    def run_worker(index: int, count: int) -> int:
+        become_worker(index, count)
+        try:
+            server = build_server(
+                pool, reload=reload, plugins=plugins, port=worker_port(port, index)
+            )
+        except OpenRTCError as exc:
+            print_error(str(exc))
+            return 1
+        return status_number(_run_app(server, args, prog))
+
+    _livekit.setup_production_logging(log_level(args))
+    context = SupervisorContext(
+        pool=pool,
+        plan=plan,
+        prewarm=functools.partial(prewarm_before_fork, pool, plugins),
+        run_worker=run_worker,
+    )
+    return factory(context).run()
+
+
+def status_number(code: str | int | None) -> int:
+    """A ``SystemExit`` code as a process exit status (a message means 1)."""
+    if code is None:
+        return 0
+    return code if isinstance(code, int) else 1
 
 
 def exit_status(server: AgentServer, code: str | int | None) -> str | int | None:
@@ -152,10 +226,20 @@ def add_verb(app: typer.Typer, verb: str, summary: str) -> None:
                 show_default=False,
             ),
         ] = None,
+        workers: str | None = None,
+        max_worker_memory: float | None = None,
+        max_worker_sessions: int | None = None,
     ) -> None:
         pool = _load(target, entry_points=entry_points, tenants=tenants)
-        flag = [] if reload is None else ["--reload" if reload else "--no-reload"]
-        run_livekit(pool, [verb, *ctx.args, *flag], prog_name="openrtc")
+        flags = [] if reload is None else ["--reload" if reload else "--no-reload"]
+        for flag, value in (
+            (WORKERS_FLAG, workers),
+            (MEMORY_FLAG, max_worker_memory),
+            (SESSIONS_FLAG, max_worker_sessions),
+        ):
+            if value is not None:
+                flags += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+        run_livekit(pool, [verb, *ctx.args, *flags], prog_name="openrtc")
 
     command.__doc__ = summary
     # Set here, not in the signature: whether the option shows depends on the verb.
@@ -171,6 +255,35 @@ def add_verb(app: typer.Typer, verb: str, summary: str) -> None:
             show_default=False,
         ),
     ]
+    supervised = verb == SUPERVISED_VERB
+    for name, kind, flag, text, envvar in (
+        (
+            "workers",
+            str,
+            WORKERS_FLAG,
+            "Worker processes to run, each registered with LiveKit: a number, or auto (one "
+            f"per usable core; the default when {WORKERS_DISTRIBUTION} is installed).",
+            WORKERS_ENV,
+        ),
+        (
+            "max_worker_memory",
+            float,
+            MEMORY_FLAG,
+            "Replace a worker whose memory (PSS, MiB) goes above this, once its calls end.",
+            None,
+        ),
+        (
+            "max_worker_sessions",
+            int,
+            SESSIONS_FLAG,
+            "Replace a worker once it has taken this many calls, once they end.",
+            None,
+        ),
+    ):
+        command.__annotations__[name] = Annotated[
+            kind | None,
+            typer.Option(flag, help=text, envvar=envvar, hidden=not supervised, show_default=False),
+        ]
     app.command(
         verb,
         cls=type(f"{verb.title()}Command", (VerbCommand,), {"verb": verb}),

@@ -18,7 +18,7 @@ import attrs
 from ..models import PoolSettings
 
 if TYPE_CHECKING:
-    from livekit.agents import AgentServer
+    from livekit.agents import AgentServer, JobProcess
 
 JobPoolFactory = Callable[..., Any]
 """Called by livekit with its process-pool keyword arguments; returns the job pool."""
@@ -49,6 +49,10 @@ class BackendTraits:
     (its tenant) reaches the session directly instead of being resolved again."""
     default_max_sessions: int | None = None
     """The session cap of a pool that sets no ``max_sessions``; None for no cap."""
+    prewarm_once: bool = False
+    """Every job of the worker sees one prewarmed ``JobProcess``: a supervisor may then run
+    the prewarm before it forks its workers (:func:`take_prewarmed`), and they share its
+    memory. False when prewarm runs per job process or thread."""
 
 
 @attrs.frozen(kw_only=True)
@@ -90,3 +94,18 @@ class IsolationBackend(Protocol):
     def install(self, server: AgentServer) -> None:
         """Adjust the built server before it runs; most backends need nothing here."""
         ...
+
+
+_prewarmed: list[JobProcess] = []
+
+
+def hand_over_prewarmed(proc: JobProcess) -> None:
+    """Keep `proc`, prewarmed in this process before it forked its workers, for the first
+    server of each worker to take (:func:`take_prewarmed`)."""
+    _prewarmed[:] = [proc]
+
+
+def take_prewarmed() -> JobProcess | None:
+    """The ``JobProcess`` a supervisor prewarmed before forking this worker, once; None when
+    there is none (a worker started on its own prewarms for itself)."""
+    return _prewarmed.pop() if _prewarmed else None

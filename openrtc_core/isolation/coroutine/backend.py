@@ -24,7 +24,9 @@ LAG_BUDGET_S = 0.1
 """Mean loop lag over the last second at which the worker reports itself full."""
 BUSY_BUDGET = 0.95
 """Share of the last second the loop's thread ran at which the worker reports itself full."""
-_TRAITS = BackendTraits(jobs_run_in_worker=True, default_max_sessions=DEFAULT_MAX_SESSIONS)
+_TRAITS = BackendTraits(
+    jobs_run_in_worker=True, default_max_sessions=DEFAULT_MAX_SESSIONS, prewarm_once=True
+)
 
 
 @attrs.define

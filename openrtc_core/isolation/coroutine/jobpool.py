@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from livekit.agents import utils
 
 from ... import _livekit
+from ..base import take_prewarmed
 from .gctuning import CallGarbage, gc_tuned, tune_gc
 from .job import CoroutineJob
 from .watchdog import LoopWatchdog, drop_cancelled_timers
@@ -67,15 +68,24 @@ class CoroutineJobPool(utils.EventEmitter[str]):
         # Prewarm and the GC set-up run in the worker's loop before it registers: no call
         # waits on them, so livekit's loop monitor is not asked to report them as stalls.
         with _livekit.loop_monitor_paused(asyncio.get_running_loop()):
-            self._shared_proc = _livekit.shared_job_process(self._http_proxy)
-            self._setup_fnc(self._shared_proc)
+            prewarmed = take_prewarmed()
+            if prewarmed is None:
+                self._shared_proc = _livekit.shared_job_process(self._http_proxy)
+                self._setup_fnc(self._shared_proc)
+            else:
+                # A supervisor ran the prewarm before it forked this worker (openrtc-workers).
+                self._shared_proc = prewarmed
             _livekit.install_job_log_fields()
             gc_setup = tune_gc()
             self._collector = CallGarbage() if gc_tuned() else None
         self.watchdog.start()
         logger.info(
-            "coroutine isolation ready: prewarm ran once in %.2f s; %s",
-            time.monotonic() - started,
+            "coroutine isolation ready: %s; %s",
+            (
+                f"prewarm ran once in {time.monotonic() - started:.2f} s"
+                if prewarmed is None
+                else "prewarm ran once in the supervisor, before this worker was forked"
+            ),
             gc_setup,
         )
 
