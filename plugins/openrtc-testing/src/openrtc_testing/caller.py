@@ -30,7 +30,7 @@ import aiohttp
 import attrs
 from livekit.agents import AgentSession, JobContext, llm
 
-from openrtc_core import SessionInfo
+from openrtc_core import SessionInfo, worker_identity
 
 if TYPE_CHECKING:
     from livekit.agents.voice.run_result import RunEvent, RunResult
@@ -280,6 +280,17 @@ def new_report(info: SessionInfo, *, outcome: str, error: str = "") -> dict[str,
         "turns": [],
         "providers": {},
         "pid": os.getpid(),
+        **_worker_fields(),
+    }
+
+
+def _worker_fields() -> dict[str, int | None]:
+    """Which of a supervisor's workers ran the call (openrtc-workers), by index and pid (the
+    worker's, which differs from ``pid`` under process isolation); None with one."""
+    identity = worker_identity()
+    return {
+        "worker": identity.index if identity is not None else None,
+        "worker_pid": identity.pid if identity is not None else None,
     }
 
 

@@ -1,0 +1,17 @@
+"""openrtc-workers: one ``openrtc start`` runs a worker per core under a supervisor.
+
+Installed, it offers the ``workers`` supervisor: ``openrtc start TARGET --workers N``
+(``pool.run(workers=N)``, ``OPENRTC_WORKERS``; the default for ``start`` is one worker per
+usable core). The supervisor runs the pool's prewarm once, forks the workers (each a normal
+OpenRTC worker with its own LiveKit registration), replaces a worker that dies (exponential
+backoff; a crash loop stops), recycles one above ``--max-worker-memory`` or
+``--max-worker-sessions`` without cutting a call, and drains them all on SIGTERM. See
+docs/workers.md.
+"""
+
+from __future__ import annotations
+
+from .policy import RestartPolicy
+from .supervisor import WorkerSupervisor
+
+__all__ = ["RestartPolicy", "WorkerSupervisor"]

@@ -1,0 +1,387 @@
+"""The supervisor: forks the workers after prewarm, replaces the dead, recycles the bloated,
+drains them all when asked to stop.
+
+One thread, no event loop, no LiveKit connection: it waits on the workers' report pipes and
+a signal wake-up pipe with a selector, and reaps its children on SIGCHLD. Each worker is a
+forked copy of it that runs the core's ``run_worker`` (a normal OpenRTC worker with its own
+LiveKit registration) in a process group of its own, so a terminal's Ctrl-C reaches the
+supervisor alone and it decides what the workers get.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import selectors
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Iterator
+from typing import Any, Final
+
+import attrs
+
+from openrtc_core import SupervisorContext, WorkerPlan
+
+from .memory import pss_mib
+from .policy import RestartPolicy
+from .reports import READY, RELEASED, TAKEN, Reporter, ReportReader
+
+logger = logging.getLogger("openrtc.workers")
+
+CRASHED_IN_WORKER: Final = 70
+"""Exit status of a worker whose own code raised out of ``run_worker`` (EX_SOFTWARE)."""
+_PR_SET_PDEATHSIG: Final = 1
+_STOP_SIGNALS: Final = (signal.SIGTERM, signal.SIGINT)
+
+
+@attrs.define(eq=False)
+class Worker:
+    """One worker process, as the supervisor knows it."""
+
+    index: int
+    pid: int
+    reports: ReportReader
+    started_at: float = attrs.field(factory=time.monotonic)
+    ready: bool = False
+    calls: dict[str, str] = attrs.field(factory=dict)
+    """Live calls: job id -> agent."""
+    taken: int = 0
+    retiring: str = ""
+    """Why it was asked to drain and exit ("" while it serves)."""
+
+    def describe(self, count: int) -> str:
+        return f"worker {self.index}/{count} (pid {self.pid})"
+
+
+@attrs.define(eq=False)
+class Slot:
+    """One of the N places a worker runs in; a dead worker's replacement takes its slot."""
+
+    index: int
+    worker: Worker | None = None
+    crashes: int = 0
+    """Crashes right after start, in a row."""
+    restart_at: float | None = None
+    given_up: bool = False
+
+
+def exit_reason(status: int) -> str:
+    """A wait status in words: ``exit status 3``, ``killed by SIGKILL``."""
+    code = os.waitstatus_to_exitcode(status)
+    if code >= 0:
+        return f"exit status {code}"
+    try:
+        return f"killed by {signal.Signals(-code).name}"
+    except ValueError:
+        return f"killed by signal {-code}"
+
+
+class WorkerSupervisor:
+    """Runs ``plan.count`` workers of one ``openrtc start`` (see the module's docstring)."""
+
+    def __init__(self, context: SupervisorContext, policy: RestartPolicy | None = None) -> None:
+        self.context = context
+        self.plan: WorkerPlan = context.plan
+        self.policy = policy or RestartPolicy.from_env()
+        self.slots = [Slot(index) for index in range(1, self.plan.count + 1)]
+        self.workers: dict[int, Worker] = {}
+        """Every live worker process by pid, serving or retiring."""
+        self._selector = selectors.DefaultSelector()
+        self._wake_read, self._wake_write = os.pipe()
+        self._signals: list[int] = []
+        self._stopping = False
+        self._forced = False
+        self._failed_exits = 0
+        self._next_memory_check = 0.0
+
+    # -- the main loop -------------------------------------------------------------------------
+
+    def run(self) -> int:
+        said = self.context.prewarm()
+        logger.info(
+            "supervisor (pid %d): %s; starting %d worker(s)%s",
+            os.getpid(),
+            said,
+            self.plan.count,
+            self._limits(),
+        )
+        with self._signal_handling():
+            for slot in self.slots:
+                self._start(slot)
+            while self.workers or not (self._stopping or self._all_given_up()):
+                self._wait()
+                self._handle_signals()
+                self._reap()
+                self._check_memory()
+                self._restart_due()
+        return self._status()
+
+    def _limits(self) -> str:
+        limits = []
+        if self.plan.max_memory_mb is not None:
+            limits.append(f"memory above {self.plan.max_memory_mb:g} MiB")
+        if self.plan.max_sessions is not None:
+            limits.append(f"{self.plan.max_sessions} calls taken")
+        return f"; a worker is replaced after {' or '.join(limits)}" if limits else ""
+
+    def _all_given_up(self) -> bool:
+        return all(slot.given_up for slot in self.slots)
+
+    def _status(self) -> int:
+        if self._all_given_up() and not self._stopping:
+            logger.error("no worker is left running: every slot crash-looped; exiting")
+            return 1
+        if self._forced or self._failed_exits:
+            return 1
+        logger.info("all workers drained; supervisor exiting")
+        return 0
+
+    def _wait(self) -> None:
+        now = time.monotonic()
+        due = [slot.restart_at for slot in self.slots if slot.restart_at is not None]
+        if self.plan.max_memory_mb is not None and not self._stopping:
+            due.append(self._next_memory_check)
+        timeout = max(0.0, min(due) - now) if due else None
+        for key, _ in self._selector.select(timeout):
+            if key.fd == self._wake_read:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self._wake_read, 4096)
+            else:
+                self._read_reports(key.data)
+
+    @contextlib.contextmanager
+    def _signal_handling(self) -> Iterator[None]:
+        os.set_blocking(self._wake_read, False)
+        os.set_blocking(self._wake_write, False)
+        self._selector.register(self._wake_read, selectors.EVENT_READ)
+        handled = (*_STOP_SIGNALS, signal.SIGCHLD)
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in handled}
+        old_wakeup = signal.set_wakeup_fd(self._wake_write)
+        try:
+            yield
+        finally:
+            signal.set_wakeup_fd(old_wakeup)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            self._selector.close()
+            os.close(self._wake_read)
+            os.close(self._wake_write)
+
+    def _on_signal(self, sig: int, frame: Any) -> None:
+        self._signals.append(sig)
+
+    def _handle_signals(self) -> None:
+        pending, self._signals = self._signals, []
+        for sig in pending:
+            if sig == signal.SIGCHLD:
+                continue  # reaped after every wake-up
+            if not self._stopping:
+                self._stop_gracefully(signal.Signals(sig).name)
+            elif not self._forced:
+                self._stop_now(signal.Signals(sig).name)
+
+    # -- starting workers ----------------------------------------------------------------------
+
+    def _start(self, slot: Slot) -> None:
+        slot.restart_at = None
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(read_end)
+            self._run_child(slot.index, write_end)  # never returns
+        os.close(write_end)
+        os.set_blocking(read_end, False)
+        worker = Worker(index=slot.index, pid=pid, reports=ReportReader(read_end))
+        self.workers[pid] = worker
+        slot.worker = worker
+        self._selector.register(read_end, selectors.EVENT_READ, data=worker)
+        logger.info("started %s", worker.describe(self.plan.count))
+
+    def _run_child(self, index: int, report_fd: int) -> None:
+        """In the forked process: become worker `index`, run it, exit with its status."""
+        code = CRASHED_IN_WORKER
+        try:
+            self._leave_supervisor()
+            self.context.pool.plugins.register(Reporter(report_fd), name="openrtc.workers.reports")
+            code = self.context.run_worker(index, self.plan.count)
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(Exception):
+                    stream.flush()
+            os._exit(code)
+
+    def _leave_supervisor(self) -> None:
+        """Drop what belongs to the supervisor; drain when it dies (parent-death signal)."""
+        supervisor = os.getppid()
+        os.setpgid(0, 0)
+        signal.set_wakeup_fd(-1)
+        for key in list(self._selector.get_map().values()):
+            os.close(key.fd)
+        self._selector.close()
+        os.close(self._wake_write)
+        _drain_when_parent_dies()
+        if os.getppid() != supervisor:  # it died before the signal was asked for
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    # -- reports -------------------------------------------------------------------------------
+
+    def _read_reports(self, worker: Worker) -> None:
+        for event in worker.reports.read():
+            kind = event.get("event")
+            job = str(event.get("job", ""))
+            if kind == READY and not worker.ready:
+                worker.ready = True
+                logger.info("%s is running", worker.describe(self.plan.count))
+            elif kind == TAKEN and job:
+                worker.calls[job] = str(event.get("agent", ""))
+                worker.taken += 1
+                limit = self.plan.max_sessions
+                if limit is not None and worker.taken >= limit:
+                    self._recycle(worker, f"it has taken {worker.taken} calls (limit {limit})")
+            elif kind == RELEASED and job:
+                worker.calls.pop(job, None)
+
+    # -- workers that exit ---------------------------------------------------------------------
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            worker = self.workers.pop(pid, None)
+            if worker is not None:
+                self._exited(worker, status)
+
+    def _exited(self, worker: Worker, status: int) -> None:
+        self._read_reports(worker)  # what it said just before it went
+        self._selector.unregister(worker.reports.fd)
+        os.close(worker.reports.fd)
+        slot = self.slots[worker.index - 1]
+        if slot.worker is worker:
+            slot.worker = None
+        name, reason = worker.describe(self.plan.count), exit_reason(status)
+        clean = os.waitstatus_to_exitcode(status) == 0
+        if worker.retiring:
+            if not clean:
+                self._failed_exits += 1
+            log = logger.info if clean and not worker.calls else logger.error
+            log(
+                "%s exited (%s) after it was asked to stop because %s; it took %d call(s)%s",
+                name,
+                reason,
+                worker.retiring,
+                worker.taken,
+                _lost(worker),
+            )
+            return
+        ran_s = time.monotonic() - worker.started_at
+        logger.error("%s died unexpectedly (%s) after %.1f s%s", name, reason, ran_s, _lost(worker))
+        if self._stopping:
+            self._failed_exits += 1
+            return
+        quick = ran_s < self.policy.quick_crash_s
+        slot.crashes = slot.crashes + 1 if quick else 1
+        if quick and slot.crashes >= self.policy.crash_loop:
+            slot.given_up = True
+            logger.error(
+                "worker %d crashed %d times in a row within %g s of starting (last: %s); "
+                "not starting it again",
+                slot.index,
+                slot.crashes,
+                self.policy.quick_crash_s,
+                reason,
+            )
+            return
+        delay = self.policy.delay_s(slot.crashes)
+        slot.restart_at = time.monotonic() + delay
+        logger.info("starting worker %d again in %.1f s", slot.index, delay)
+
+    def _restart_due(self) -> None:
+        if self._stopping:
+            return
+        now = time.monotonic()
+        for slot in self.slots:
+            if slot.restart_at is not None and slot.restart_at <= now:
+                self._start(slot)
+
+    # -- recycling and stopping ----------------------------------------------------------------
+
+    def _check_memory(self) -> None:
+        limit = self.plan.max_memory_mb
+        now = time.monotonic()
+        if limit is None or self._stopping or now < self._next_memory_check:
+            return
+        self._next_memory_check = now + self.policy.memory_check_s
+        for slot in self.slots:
+            worker = slot.worker
+            if worker is None:
+                continue
+            used = pss_mib(worker.pid)
+            if used is not None and used > limit:
+                self._recycle(worker, f"its memory is {used:.0f} MiB (limit {limit:g} MiB)")
+
+    def _recycle(self, worker: Worker, reason: str) -> None:
+        """Drain `worker` (it takes no new call, finishes its calls, exits) and start its
+        replacement now, so the capacity stays."""
+        if worker.retiring or self._stopping:
+            return
+        self._retire(worker, reason)
+        slot = self.slots[worker.index - 1]
+        slot.worker = None
+        logger.info(
+            "replacing %s: %s; it finishes its %d live call(s) first",
+            worker.describe(self.plan.count),
+            reason,
+            len(worker.calls),
+        )
+        self._start(slot)
+
+    def _retire(self, worker: Worker, reason: str) -> None:
+        worker.retiring = reason
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker.pid, signal.SIGTERM)  # livekit's start: drain, then exit
+
+    def _stop_gracefully(self, signal_name: str) -> None:
+        self._stopping = True
+        live = sum(len(worker.calls) for worker in self.workers.values())
+        logger.info(
+            "%s: draining %d worker(s) with %d live call(s); send it again to stop at once",
+            signal_name,
+            len(self.workers),
+            live,
+        )
+        for slot in self.slots:
+            slot.restart_at = None
+        for worker in self.workers.values():
+            if not worker.retiring:
+                self._retire(worker, f"the supervisor got {signal_name}")
+
+    def _stop_now(self, signal_name: str) -> None:
+        self._forced = True
+        logger.warning("%s again: stopping every worker at once", signal_name)
+        for worker in self.workers.values():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(worker.pid, signal.SIGKILL)
+
+
+def _lost(worker: Worker) -> str:
+    if not worker.calls:
+        return "; no call was live"
+    calls = ", ".join(f"{job} ({agent or 'unrouted'})" for job, agent in worker.calls.items())
+    return f"; {len(worker.calls)} live call(s) lost: {calls}"
+
+
+def _drain_when_parent_dies() -> None:
+    """Ask the kernel to send this process SIGTERM (a drain) when its parent dies."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)

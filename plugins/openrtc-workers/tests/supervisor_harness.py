@@ -1,0 +1,137 @@
+"""A real supervisor (``openrtc start --workers N`` with simulation on) in a subprocess,
+against a loopback dispatch server, for the tests to drive."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+from openrtc_workers.memory import descendants
+
+from openrtc_testing import LoopbackDispatchServer
+from openrtc_testing.dispatch import WorkerConnection
+from openrtc_testing.worker import dispatch_until_accepted, simulated_call_metadata
+
+TESTS = Path(__file__).resolve().parent
+TARGET = "worker_pools:pool"
+START_TIMEOUT_S = 120.0
+
+
+@attrs.define
+class Supervised:
+    """The supervisor process, its log, and the loopback server its workers register with."""
+
+    lk: LoopbackDispatchServer
+    proc: asyncio.subprocess.Process
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def records(self) -> list[dict[str, Any]]:
+        """The JSON log records written so far (other lines skipped)."""
+        found = []
+        for line in self.output().splitlines():
+            with contextlib.suppress(ValueError):
+                record = json.loads(line)
+                if isinstance(record, dict):
+                    found.append(record)
+        return found
+
+    def messages(self, logger: str = "openrtc.workers") -> list[str]:
+        return [str(r.get("message", "")) for r in self.records() if r.get("name") == logger]
+
+    def live_workers(self) -> list[WorkerConnection]:
+        return [w for w in self.lk.workers if not w.closed]
+
+    def worker_pids(self) -> list[int]:
+        """The supervisor's worker processes (its direct children)."""
+        return [pid for pid in descendants(self.proc.pid) if _parent(pid) == self.proc.pid]
+
+    async def wait_for_workers(self, count: int, timeout: float = START_TIMEOUT_S) -> None:
+        """Until `count` workers are registered with the loopback server."""
+        await self.until(lambda: len(self.live_workers()) >= count, timeout, f"{count} workers")
+
+    async def until(self, condition: Any, timeout: float, what: str) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not condition():
+            if self.proc.returncode is not None:
+                raise AssertionError(
+                    f"the supervisor exited while waiting for {what}:\n{self.output()[-4000:]}"
+                )
+            if loop.time() > deadline:
+                raise AssertionError(f"no {what} within {timeout} s:\n{self.output()[-4000:]}")
+            await asyncio.sleep(0.05)
+
+    async def call(
+        self, room: str, *, hold_s: float = 0.0, turns: Sequence[str] = ("hello",)
+    ) -> str:
+        """Dispatch one simulated call; its job id once a worker accepted it."""
+        d = await dispatch_until_accepted(
+            self.lk, room, job_metadata=simulated_call_metadata(turns=turns, hold_s=hold_s)
+        )
+        assert d.accepted, f"call {room} not accepted: {d.error}"
+        return d.job_id
+
+    async def stop(self, timeout: float = 90.0) -> int:
+        """SIGTERM (drain), and the exit status."""
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return await asyncio.wait_for(self.proc.wait(), timeout)
+
+
+def _parent(pid: int) -> int:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return -1
+    return int(stat.rpartition(")")[2].split()[1])
+
+
+@contextlib.asynccontextmanager
+async def supervised(
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None
+) -> AsyncIterator[Supervised]:
+    """Start ``openrtc start worker_pools:pool ARGS`` with simulation on; kill it at the end
+    if the test did not stop it."""
+    async with LoopbackDispatchServer() as lk:
+        log = tmp_path / "supervisor.log"
+        full_env = {
+            **os.environ,
+            "OPENRTC_HTTP_PORT": "0",
+            "LIVEKIT_URL": lk.url,
+            "LIVEKIT_API_KEY": lk.api_key,
+            "LIVEKIT_API_SECRET": lk.api_secret,
+            "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
+            **(env or {}),
+        }
+        with log.open("wb") as out:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "openrtc_testing.supervised",
+                TARGET,
+                *args,
+                env=full_env,
+                stdout=out,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+        handle = Supervised(lk=lk, proc=proc, log=log)
+        try:
+            yield handle
+        finally:
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    for pid in handle.worker_pids():
+                        os.killpg(pid, signal.SIGKILL)
+                    proc.kill()
+                await proc.wait()

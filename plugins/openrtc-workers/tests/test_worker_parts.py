@@ -1,0 +1,80 @@
+"""The supervisor's parts on their own: backoff, exit statuses, reports, memory."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+from openrtc_workers.memory import descendants, pss_mib
+from openrtc_workers.policy import RESTART_DELAY_ENV, RestartPolicy
+from openrtc_workers.reports import Reporter, ReportReader
+from openrtc_workers.supervisor import exit_reason
+
+from openrtc_core import PoolConfigError
+
+
+def test_backoff_doubles_per_crash_in_a_row_up_to_its_ceiling() -> None:
+    policy = RestartPolicy(first_delay_s=0.5, max_delay_s=4.0)
+    assert [policy.delay_s(n) for n in range(1, 7)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+
+
+def test_the_first_delay_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(RESTART_DELAY_ENV, "0.25")
+    assert RestartPolicy.from_env().first_delay_s == 0.25
+    for bad in ("0", "-1", "soon", "31"):
+        monkeypatch.setenv(RESTART_DELAY_ENV, bad)
+        with pytest.raises(PoolConfigError, match=f"{RESTART_DELAY_ENV}='{bad}'"):
+            RestartPolicy.from_env()
+
+
+def test_exit_statuses_in_words() -> None:
+    exited = subprocess.run([sys.executable, "-c", "raise SystemExit(3)"], check=False)
+    assert exited.returncode == 3
+    assert exit_reason(3 << 8) == "exit status 3"
+    assert exit_reason(signal.SIGKILL) == "killed by SIGKILL"
+    assert exit_reason(0) == "exit status 0"
+
+
+def test_reports_cross_the_pipe_as_whole_events_even_when_split() -> None:
+    read_end, write_end = os.pipe()
+    os.set_blocking(read_end, False)
+    reader = ReportReader(read_end)
+    reporter = Reporter(write_end)
+    reporter._say("taken", job="AJ_1", agent="desk")
+    line = json.dumps({"event": "released", "job": "AJ_1"}).encode() + b"\n"
+    os.write(write_end, line[:7])
+    assert reader.read() == [{"event": "taken", "job": "AJ_1", "agent": "desk"}]
+    os.write(write_end, line[7:] + b"not json\n")
+    assert reader.read() == [{"event": "released", "job": "AJ_1"}]
+    os.close(write_end)
+    assert reader.read() == []
+    os.close(read_end)
+
+
+def test_a_full_pipe_drops_reports_instead_of_blocking_the_worker() -> None:
+    read_end, write_end = os.pipe()
+    reporter = Reporter(write_end)
+    while reporter.dropped == 0:
+        reporter._say("taken", job="AJ_" + "x" * 200, agent="desk")
+    assert reporter.dropped == 1
+    os.close(read_end)
+    os.close(write_end)
+
+
+def test_memory_is_the_pss_of_a_process_and_its_descendants() -> None:
+    code = "import sys, time; print('up', flush=True); time.sleep(30)"
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "up\n"
+        own = pss_mib(child.pid)
+        assert own is not None and own > 1  # an interpreter is a few MiB at least
+        assert child.pid in descendants(os.getpid())
+        assert (pss_mib(os.getpid()) or 0) > own
+    finally:
+        child.kill()
+        child.wait()
+    assert pss_mib(child.pid) is None
