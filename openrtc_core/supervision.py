@@ -117,9 +117,14 @@ class Supervisor(Protocol):
 SupervisorFactory = Callable[[SupervisorContext], Supervisor]
 
 
+def supervisor_name() -> str:
+    """The supervisor ``start`` uses: ``OPENRTC_SUPERVISOR``, else the default."""
+    return os.environ.get(SUPERVISOR_ENV, "").strip() or DEFAULT_SUPERVISOR
+
+
 def supervisor_factory(pool: AgentPool, plan: WorkerPlan) -> SupervisorFactory:
     """The installed supervisor's factory; a clear error naming what to install when none."""
-    name = os.environ.get(SUPERVISOR_ENV, "").strip() or DEFAULT_SUPERVISOR
+    name = supervisor_name()
     factory: SupervisorFactory = pick_registered(
         pool.plugins.supervisors(),
         name,

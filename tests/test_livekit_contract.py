@@ -259,3 +259,31 @@ def test_job_executors_close_through_the_proc_pool_with_their_job_and_status() -
     assert job_executor.JobStatus.FAILED.name == "FAILED"
     source = inspect.getsource(AgentServer.run)
     assert "self._proc_pool = ipc.proc_pool.ProcPool(" in source
+
+
+def test_the_production_port_is_the_agent_servers_default() -> None:
+    default = getattr(AgentServer, "_default_port", None)
+    assert default is not None and hasattr(default, "prod_default"), _fail(
+        "AgentServer._default_port (a ServerEnvOption with prod_default)"
+    )
+    assert _livekit.production_port() == default.prod_default == 8081
+
+
+def test_production_logging_is_livekits_json_on_stdout() -> None:
+    import logging
+
+    from livekit.agents.cli import log
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        _livekit.setup_production_logging("INFO")
+        added = [h for h in root.handlers if h not in handlers]
+        assert len(added) == 1, _fail("cli.log.setup_logging (one handler added to the root)")
+        assert isinstance(added[0].formatter, log.JsonFormatter), _fail(
+            "cli.log.setup_logging's production formatter"
+        )
+    finally:
+        for handler in [h for h in root.handlers if h not in handlers]:
+            root.removeHandler(handler)
+        root.setLevel(level)

@@ -231,3 +231,21 @@ def test_identity_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) 
     assert identity is not None and str(identity) == "worker 1/2 (pid 4242)"
     monkeypatch.setenv(WORKER_ENV, "garbage")
     assert worker_identity() is None
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        ({"OPENRTC_DISABLE_PLUGINS": "workers"}, "start runs one worker process (pip install"),
+        ({WORKER_ENV: "2/4/123"}, "this process is worker 2/4 (pid 123) of a supervisor"),
+    ],
+)
+def test_openrtc_plugins_says_how_start_runs_its_workers(env: dict[str, str], says: str) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "openrtc_core", "plugins"],
+        env={**os.environ, "COLUMNS": "200", **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert says in out

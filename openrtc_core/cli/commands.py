@@ -16,6 +16,12 @@ from rich.text import Text
 from .._version import __version__
 from ..errors import PluginLoadError
 from ..plugins import PluginHost
+from ..supervision import (
+    WORKERS_DISTRIBUTION,
+    supervisor_name,
+    usable_cores,
+    worker_identity,
+)
 from .output import fail, print_error, print_warning
 
 
@@ -76,7 +82,27 @@ def plugins_command(
             name.append(f"\n  {detail}", style="dim")
         style = {"failed": "red", "disabled": "yellow"}.get(r.status, "")
         table.add_row(name, r.status, r.distribution or r.source, r.version, style=style)
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    console.print(workers_line(host), highlight=False)
+
+
+def workers_line(host: PluginHost) -> str:
+    """How many workers ``start`` runs here, and under which supervisor; inside a
+    supervised worker, which one this process is."""
+    identity = worker_identity()
+    if identity is not None:
+        return f"this process is {identity} of a supervisor"
+    name = supervisor_name()
+    if name not in host.supervisors():
+        return (
+            f"start runs one worker process (pip install {WORKERS_DISTRIBUTION} for one per core)"
+        )
+    cores = usable_cores()
+    return (
+        f"start runs {cores} worker process(es), one per usable core, under the supervisor "
+        f"{name!r} (--workers N to choose)"
+    )
 
 
 def versions() -> str:

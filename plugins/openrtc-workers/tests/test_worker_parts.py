@@ -78,3 +78,16 @@ def test_memory_is_the_pss_of_a_process_and_its_descendants() -> None:
         child.kill()
         child.wait()
     assert pss_mib(child.pid) is None
+
+
+def test_openrtc_plugins_says_start_runs_one_worker_per_core() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "openrtc_core", "plugins"],
+        env={**os.environ, "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    cores = len(os.sched_getaffinity(0))
+    assert f"start runs {cores} worker process(es), one per usable core" in out
+    assert "under the supervisor 'workers'" in out
