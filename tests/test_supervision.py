@@ -26,6 +26,7 @@ from openrtc_core import (
 from openrtc_core.isolation.base import take_prewarmed
 from openrtc_core.supervision import (
     WORKER_ENV,
+    cpu_quota,
     log_level,
     prewarm_before_fork,
     take_worker_flags,
@@ -249,3 +250,25 @@ def test_openrtc_plugins_says_how_start_runs_its_workers(env: dict[str, str], sa
         check=True,
     ).stdout
     assert says in out
+
+
+@pytest.mark.parametrize(
+    ("v2", "v1", "quota"),
+    [
+        ("max 100000\n", None, None),
+        ("150000 100000\n", None, 1.5),
+        (None, ("200000\n", "100000\n"), 2.0),
+        (None, ("-1\n", "100000\n"), None),
+        (None, None, None),
+    ],
+)
+def test_a_containers_cpu_quota_caps_the_default_worker_count(
+    tmp_path: Path, v2: str | None, v1: tuple[str, str] | None, quota: float | None
+) -> None:
+    v2_file, quota_file, period_file = (tmp_path / n for n in ("cpu.max", "quota", "period"))
+    if v2 is not None:
+        v2_file.write_text(v2)
+    if v1 is not None:
+        quota_file.write_text(v1[0])
+        period_file.write_text(v1[1])
+    assert cpu_quota(v2_file, (quota_file, period_file)) == quota
