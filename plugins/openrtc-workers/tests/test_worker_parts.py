@@ -50,8 +50,10 @@ def test_reports_cross_the_pipe_as_whole_events_even_when_split() -> None:
     assert reader.read() == [{"event": "taken", "job": "AJ_1", "agent": "desk"}]
     os.write(write_end, line[7:] + b"not json\n")
     assert reader.read() == [{"event": "released", "job": "AJ_1"}]
+    assert not reader.ended
     os.close(write_end)
     assert reader.read() == []
+    assert reader.ended
     os.close(read_end)
 
 

@@ -80,6 +80,8 @@ class ReportReader:
     """The supervisor's end of one worker's pipe: complete lines in, events out."""
 
     fd: int
+    ended: bool = False
+    """The worker's end is closed (it exited): nothing more will come."""
     _pending: bytes = b""
 
     def read(self) -> list[dict[str, Any]]:
@@ -91,6 +93,7 @@ class ReportReader:
             except BlockingIOError:
                 break
             if not chunk:
+                self.ended = True
                 break
             chunks.append(chunk)
         data = self._pending + b"".join(chunks)

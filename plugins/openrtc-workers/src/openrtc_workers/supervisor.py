@@ -232,7 +232,10 @@ class WorkerSupervisor:
     # -- reports -------------------------------------------------------------------------------
 
     def _read_reports(self, worker: Worker) -> None:
-        for event in worker.reports.read():
+        events = worker.reports.read()
+        if worker.reports.ended and worker.reports.fd in self._selector.get_map():
+            self._selector.unregister(worker.reports.fd)  # else it reads as ready forever
+        for event in events:
             kind = event.get("event")
             job = str(event.get("job", ""))
             if kind == READY and not worker.ready:
@@ -263,7 +266,8 @@ class WorkerSupervisor:
 
     def _exited(self, worker: Worker, status: int) -> None:
         self._read_reports(worker)  # what it said just before it went
-        self._selector.unregister(worker.reports.fd)
+        if worker.reports.fd in self._selector.get_map():
+            self._selector.unregister(worker.reports.fd)
         os.close(worker.reports.fd)
         slot = self.slots[worker.index - 1]
         if slot.worker is worker:
