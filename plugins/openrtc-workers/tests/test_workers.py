@@ -47,6 +47,8 @@ async def test_calls_spread_over_the_workers_and_sigterm_drains_them_all(tmp_pat
     pids = {r["pid"] for r in done.values()}
     assert len(pids) == 2
     messages = handle.messages()
+    registered = [m for m in messages if "registered with LiveKit as AW_" in m]
+    assert len(registered) == 2, messages
     assert any("draining 2 worker(s)" in m for m in messages), messages
     assert any("all workers drained" in m for m in messages), messages
     # The logs name the worker of each record its workers write.

@@ -28,7 +28,7 @@ from openrtc_core import (
 
 logger = logging.getLogger("openrtc.workers")
 
-READY: Final = "ready"
+REGISTERED: Final = "registered"
 TAKEN: Final = "taken"
 RELEASED: Final = "released"
 DRAINING: Final = "draining"
@@ -54,8 +54,12 @@ class Reporter:
             self.dropped += 1  # the supervisor is gone; the parent-death signal drains us
 
     @hookimpl
-    def openrtc_worker_started(self, pool: PoolView, server: object) -> None:
-        self._say(READY)
+    def openrtc_worker_started(self, pool: PoolView, server: Any) -> None:
+        # livekit's AgentServer event, on every registration (again after a reconnect).
+        server.on("worker_registered", self._registered)
+
+    def _registered(self, worker_id: str, server_info: object) -> None:
+        self._say(REGISTERED, id=worker_id)
 
     @hookimpl
     def openrtc_claim_job(

@@ -28,7 +28,7 @@ from openrtc_core import SupervisorContext, WorkerPlan
 
 from .memory import pss_mib
 from .policy import RestartPolicy
-from .reports import READY, RELEASED, TAKEN, Reporter, ReportReader
+from .reports import REGISTERED, RELEASED, TAKEN, Reporter, ReportReader
 
 logger = logging.getLogger("openrtc.workers")
 
@@ -46,7 +46,8 @@ class Worker:
     pid: int
     reports: ReportReader
     started_at: float = attrs.field(factory=time.monotonic)
-    ready: bool = False
+    registered: str = ""
+    """Its LiveKit worker id, once it registered."""
     calls: dict[str, str] = attrs.field(factory=dict)
     """Live calls: job id -> agent."""
     taken: int = 0
@@ -238,9 +239,13 @@ class WorkerSupervisor:
         for event in events:
             kind = event.get("event")
             job = str(event.get("job", ""))
-            if kind == READY and not worker.ready:
-                worker.ready = True
-                logger.info("%s is running", worker.describe(self.plan.count))
+            if kind == REGISTERED:
+                worker.registered = str(event.get("id", ""))
+                logger.info(
+                    "%s registered with LiveKit as %s",
+                    worker.describe(self.plan.count),
+                    worker.registered,
+                )
             elif kind == TAKEN and job:
                 worker.calls[job] = str(event.get("agent", ""))
                 worker.taken += 1
