@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,17 @@ from openrtc_testing.worker import (
 )
 
 PAUSE_S = 1.0
+
+
+@pytest.fixture(autouse=True)
+def _fresh_import_time() -> Iterator[None]:
+    """When this process imported "the" pool's code is process-wide (one pool per worker in
+    production); each test's pool is new, so no test inherits an earlier one's."""
+    from openrtc_reload.reloader import WatchReloader
+
+    WatchReloader.loaded_at = None
+    yield
+    WatchReloader.loaded_at = None
 
 
 async def started(pool: AgentPool) -> str:
@@ -417,3 +428,28 @@ async def test_a_new_on_enter_that_raises_is_rolled_back_and_the_old_one_runs(
     # Back on the previous code, whose on_enter ran (once more, after the failed one).
     assert report["turns"][0]["version"] == first
     assert report["turns"][0]["reply"].startswith("v1 turn 1 heard 1 entered 2")
+
+
+async def test_a_worker_forked_from_code_older_than_its_files_loads_them_first(
+    tmp_path: Path, openrtc_dispatch: LoopbackDispatchServer, openrtc_worker: Any
+) -> None:
+    # What a supervisor's replacement worker sees (openrtc-workers): the supervisor imported
+    # and prewarmed the pool, the files changed, then it forked the worker.
+    from openrtc_core.supervision import prewarm_before_fork
+
+    project = make_project(tmp_path)
+    pool = project.load()
+    prewarm_before_fork(pool)
+    await asyncio.sleep(0.05)
+    project.edit("support.py", lambda s: s.replace('TAG = "v1"', 'TAG = "v2"'))
+    recorder = recorded(pool)
+    async with openrtc_worker(pool, reload=True):
+        version = await started(pool)
+        _, report = await simulate_call(
+            openrtc_dispatch, "after-fork", agent="support", turns=["hi"], timeout=60
+        )
+    applied = [e for e in recorder.events if e.kind.value == "applied"]
+    assert len(applied) == 1 and applied[0].versions["support"] == version
+    assert "loaded its code before the last change" in applied[0].files[0]
+    assert report["turns"][0]["reply"].startswith("v2"), report
+    assert report["turns"][0]["version"] == version

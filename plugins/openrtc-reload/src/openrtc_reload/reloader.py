@@ -60,8 +60,9 @@ class WatchReloader:
     """Watches the pool's project files and applies each good change (see module doc)."""
 
     loaded_at: float | None = None
-    """When this process imported the pool's code (set from prewarm): a job process that
-    starts a job on code older than its files loads them first."""
+    """When this process (or the supervisor that forked it) imported the pool's code, set
+    from prewarm: a worker or job process running code older than its files loads them
+    first."""
 
     def __init__(self, context: ReloadContext) -> None:
         self.pool = context.pool
@@ -88,7 +89,10 @@ class WatchReloader:
         # ms: not in the loop (both only read).
         await in_daemon_thread(library_packages)
         self.loaded = await in_daemon_thread(loader.current, self.pool)
-        self.pool.stamp_versions(self.loaded.code.versions)
+        if not self._stale():
+            # Else the files' versions are not the running code's: the catch-up reload
+            # (below for a worker, before the first job in a job process) stamps them.
+            self.pool.stamp_versions(self.loaded.code.versions)
         ACTIVE.append(self)
         self._thread = threading.Thread(
             target=self._watch,
@@ -97,6 +101,8 @@ class WatchReloader:
             daemon=True,
         )
         self._thread.start()
+        if self.role == "worker":
+            await self._catch_up()
         logger.debug(
             "reload: watching %s for %s (%s)",
             ", ".join(sorted(shown(f) for f in self.loaded.code.folders)) or "nothing",
@@ -105,12 +111,20 @@ class WatchReloader:
         )
 
     async def before_job(self) -> None:
-        if self.role == "job" and not self._checked_staleness:
-            self._checked_staleness = True
-            if self._stale():
-                await self.reload((), why="this job process loaded its code before the last change")
+        await self._catch_up()
         async with self._lock:
             pass  # a reload under way finishes before the job is built
+
+    async def _catch_up(self) -> None:
+        """Load the files afresh, once, when this process runs code imported before their
+        last change: a job process started from an older preload, or a worker forked by a
+        supervisor (openrtc-workers) that imported the pool before the save."""
+        if self._checked_staleness:
+            return
+        self._checked_staleness = True
+        if self._stale():
+            where = "job process" if self.role == "job" else "worker"
+            await self.reload((), why=f"this {where} loaded its code before the last change")
 
     async def aclose(self) -> None:
         self._stop.set()
