@@ -419,7 +419,8 @@ class AgentPool:
     ) -> None:
         """Run the worker with livekit's CLI: ``python app.py dev|start|console|connect``.
 
-        `workers` is ``start``'s ``--workers`` (a number, or ``"auto"``); `plugins` are
+        `workers` is ``start``'s ``--workers`` (a number, or ``"auto"``; other verbs run one
+        process and ignore it, so ``python app.py dev`` works as ever); `plugins` are
         registered for the worker(s) only, like ``create_server(plugins=...)``. Call it under
         ``if __name__ == "__main__":`` (job processes re-import the module).
         """
@@ -427,7 +428,7 @@ class AgentPool:
         from .cli import run_livekit
 
         args = list(sys.argv[1:] if argv is None else argv)
-        if workers is not None:
+        if workers is not None and args[:1] == ["start"]:
             args += ["--workers", str(workers)]
         run_livekit(self, args, prog_name=prog_name, plugins=plugins)
 

@@ -103,8 +103,10 @@ class SupervisorContext:
     plan: WorkerPlan
     prewarm: Callable[[], str]
     """Run the pool's prewarm in this process, before forking; says what it did."""
-    run_worker: Callable[[int, int], int]
-    """Run worker `index` of `count` in this (forked) process; its exit status."""
+    run_worker: Callable[[int, int, int], int]
+    """Run worker `index` of `count` in this (forked) process on port slot `port_slot`
+    (its health port is the configured one plus the slot); its exit status. A replacement
+    started while its predecessor still drains needs a slot of its own."""
 
 
 class Supervisor(Protocol):
@@ -187,7 +189,8 @@ def take_worker_flags(
     """The worker plan `args` ask for, and `args` without our worker flags.
 
     ``start`` runs one worker per usable core when a supervisor is installed and neither
-    ``--workers`` nor ``OPENRTC_WORKERS`` says otherwise; every other verb runs one.
+    ``--workers`` nor ``OPENRTC_WORKERS`` says otherwise; every other verb runs one (and
+    ignores ``OPENRTC_WORKERS``, so one environment serves ``dev`` and ``start``).
     """
     values: dict[str, str] = {}
     rest: list[str] = []
@@ -200,7 +203,11 @@ def take_worker_flags(
         if not eq:
             value = next(items, "")
         values[flag] = value
-    if WORKERS_FLAG not in values and os.environ.get(WORKERS_ENV, "").strip():
+    if (
+        verb == SUPERVISED_VERB
+        and WORKERS_FLAG not in values
+        and os.environ.get(WORKERS_ENV, "").strip()
+    ):
         values[WORKERS_FLAG] = os.environ[WORKERS_ENV].strip()
     memory = _number(values, MEMORY_FLAG, "a size in MiB, e.g. 1024", float)
     sessions = _number(values, SESSIONS_FLAG, "a number of calls, e.g. 1000", int)
@@ -339,11 +346,11 @@ def prewarm_before_fork(pool: AgentPool, plugins: Sequence[object] = ()) -> str:
 # -- one worker, in a forked process -----------------------------------------------------------
 
 
-def worker_port(configured: int | None, index: int) -> int:
-    """The health/HTTP port of worker `index` (1-based): the `configured` port (or livekit's
-    production default) plus ``index - 1``; 0 stays 0 (each picks a free one)."""
+def worker_port(configured: int | None, port_slot: int) -> int:
+    """The health/HTTP port of a worker on `port_slot` (0-based): the `configured` port (or
+    livekit's production default) plus the slot; 0 stays 0 (each picks a free one)."""
     base = _livekit.production_port() if configured is None else configured
-    return 0 if base == 0 else base + index - 1
+    return 0 if base == 0 else base + port_slot
 
 
 def become_worker(index: int, count: int) -> None:

@@ -195,9 +195,23 @@ def test_a_prewarm_that_leaves_what_a_fork_breaks_is_refused(plugin: Any, says: 
 
 
 def test_worker_ports_follow_the_configured_one() -> None:
-    assert [worker_port(9000, n) for n in (1, 2, 3)] == [9000, 9001, 9002]
+    assert [worker_port(9000, n) for n in (0, 1, 2)] == [9000, 9001, 9002]
     assert worker_port(0, 2) == 0
-    assert worker_port(None, 2) == 8082  # livekit's production default, 8081, plus one
+    assert worker_port(None, 1) == 8082  # livekit's production default, 8081, plus one
+
+
+def test_other_verbs_ignore_the_workers_environment_and_pool_run_workers(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("OPENRTC_WORKERS", "4")
+    assert take_worker_flags(pool(FakeSupervisor()), "dev", []) == (WorkerPlan(count=1), [])
+    for name in ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(SystemExit):
+        # dev goes past the worker flags to the next check: the missing server settings.
+        pool(FakeSupervisor()).run(["dev"], workers=4)
+    err = capsys.readouterr().err
+    assert "LIVEKIT_URL" in err and "--workers" not in err
 
 
 def test_log_level_reads_livekits_option(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -150,11 +150,11 @@ def _supervise(
     check_servable(pool, reload=reload)
     port = configured_port(pool)
 
-    def run_worker(index: int, count: int) -> int:
+    def run_worker(index: int, count: int, port_slot: int) -> int:
         become_worker(index, count)
         try:
             server = build_server(
-                pool, reload=reload, plugins=plugins, port=worker_port(port, index)
+                pool, reload=reload, plugins=plugins, port=worker_port(port, port_slot)
             )
         except OpenRTCError as exc:
             print_error(str(exc))

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-from openrtc_workers.memory import descendants
+from openrtc_workers.memory import children
 
 from openrtc_testing import LoopbackDispatchServer
 from openrtc_testing.dispatch import WorkerConnection
@@ -54,7 +54,7 @@ class Supervised:
 
     def worker_pids(self) -> list[int]:
         """The supervisor's worker processes (its direct children)."""
-        return [pid for pid in descendants(self.proc.pid) if _parent(pid) == self.proc.pid]
+        return children(self.proc.pid)
 
     async def wait_for_workers(self, count: int, timeout: float = START_TIMEOUT_S) -> None:
         """Until `count` workers are registered with the loopback server."""
@@ -87,14 +87,6 @@ class Supervised:
         if self.proc.returncode is None:
             self.proc.send_signal(signal.SIGTERM)
         return await asyncio.wait_for(self.proc.wait(), timeout)
-
-
-def _parent(pid: int) -> int:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return -1
-    return int(stat.rpartition(")")[2].split()[1])
 
 
 @contextlib.asynccontextmanager

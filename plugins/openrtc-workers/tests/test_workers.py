@@ -7,8 +7,10 @@ subprocess: the real supervisor, real forked workers, each registered on its own
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+import socket
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,10 @@ from worker_pools import BALLAST_ENV, CRASH_ENV, CRASH_STATUS, ISOLATION_ENV
 pytestmark = pytest.mark.asyncio
 
 REPORT_TIMEOUT_S = 60.0
+
+
+def registrations(handle: Supervised) -> int:
+    return sum("registered with LiveKit" in m for m in handle.messages())
 
 
 def alive(pid: int) -> bool:
@@ -188,4 +194,46 @@ async def test_process_isolation_runs_under_the_supervisor(tmp_path: Path) -> No
     for job, report in done.items():
         assert report["worker"] == index_of[handle.lk.dispatches[job].worker_id]
         assert report["pid"] not in pids  # a job process, not the worker itself
+    assert status == 0
+
+
+def free_ports(count: int) -> int:
+    """A port p with p, p + 1, ... p + count - 1 free now."""
+    for _ in range(50):
+        with contextlib.ExitStack() as held:
+            first = held.enter_context(socket.socket())
+            first.bind(("127.0.0.1", 0))
+            port = int(first.getsockname()[1])
+            try:
+                for n in range(1, count):
+                    held.enter_context(socket.socket()).bind(("127.0.0.1", port + n))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no {count} adjacent free ports")
+
+
+async def test_a_replacement_gets_its_own_port_while_its_predecessor_drains(
+    tmp_path: Path,
+) -> None:
+    port = free_ports(3)
+    env = {"OPENRTC_HTTP_PORT": str(port)}
+    args = ("--workers", "1", "--max-worker-sessions", "1")
+    async with supervised(tmp_path, *args, env=env) as handle:
+        await handle.wait_for_workers(1)
+        first = await handle.call("long", hold_s=4.0)
+        # The worker drains its call holding port P; its replacement listens on P + 1.
+        await handle.until(lambda: len(handle.live_workers()) == 2, 60, "the replacement")
+        second = await handle.call("next", hold_s=4.0)
+        done = await reports(handle, [first, second])
+        # That one retires in turn while the first still drains: the third takes P + 2.
+        await handle.until(lambda: registrations(handle) >= 3, 60, "the third worker")
+        messages = handle.messages()
+        status = await handle.stop()
+    assert {r["outcome"] for r in done.values()} == {"completed"}
+    assert not [m for m in messages if "died unexpectedly" in m], messages
+    listening = [
+        r["message"] for r in handle.records() if "HTTP server listening" in str(r.get("message"))
+    ]
+    assert listening[:3] == [f"HTTP server listening on :{p}" for p in range(port, port + 3)]
     assert status == 0

@@ -20,6 +20,12 @@ def pss_mib(pid: int) -> float | None:
     return total / 1024
 
 
+def own_pss_mib(pid: int) -> float | None:
+    """The proportional set size of `pid` alone, in MiB; None once it is gone."""
+    own = _pss_kib(pid)
+    return None if own is None else own / 1024
+
+
 def _pss_kib(pid: int) -> int | None:
     try:
         text = (PROC / str(pid) / "smaps_rollup").read_text()
@@ -37,13 +43,14 @@ def descendants(pid: int) -> list[int]:
     pending = [pid]
     while pending:
         parent = pending.pop()
-        for child in _children(parent):
+        for child in children(parent):
             found.append(child)
             pending.append(child)
     return found
 
 
-def _children(pid: int) -> list[int]:
+def children(pid: int) -> list[int]:
+    """The live children of `pid`."""
     children: list[int] = []
     try:
         tasks = list((PROC / str(pid) / "task").iterdir())

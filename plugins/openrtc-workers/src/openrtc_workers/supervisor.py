@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import itertools
 import logging
 import os
 import selectors
@@ -45,6 +46,8 @@ class Worker:
     index: int
     pid: int
     reports: ReportReader
+    port_slot: int
+    """Its health port is the configured one plus this."""
     started_at: float = attrs.field(factory=time.monotonic)
     registered: str = ""
     """Its LiveKit worker id, once it registered."""
@@ -187,28 +190,40 @@ class WorkerSupervisor:
 
     # -- starting workers ----------------------------------------------------------------------
 
+    def _port_slot(self, index: int) -> int:
+        """Worker `index`'s port slot: its own (``index - 1``), or while retiring workers of
+        the same index still hold that, the first free one after it in steps of the worker
+        count (``count + index - 1``, ``2 * count + index - 1``, ...)."""
+        taken = {w.port_slot for w in self.workers.values() if w.index == index}
+        return next(
+            slot for slot in itertools.count(index - 1, self.plan.count) if slot not in taken
+        )
+
     def _start(self, slot: Slot) -> None:
         slot.restart_at = None
+        port_slot = self._port_slot(slot.index)
         read_end, write_end = os.pipe()
         pid = os.fork()
         if pid == 0:
             os.close(read_end)
-            self._run_child(slot.index, write_end)  # never returns
+            self._run_child(slot.index, port_slot, write_end)  # never returns
         os.close(write_end)
         os.set_blocking(read_end, False)
-        worker = Worker(index=slot.index, pid=pid, reports=ReportReader(read_end))
+        worker = Worker(
+            index=slot.index, pid=pid, reports=ReportReader(read_end), port_slot=port_slot
+        )
         self.workers[pid] = worker
         slot.worker = worker
         self._selector.register(read_end, selectors.EVENT_READ, data=worker)
         logger.info("started %s", worker.describe(self.plan.count))
 
-    def _run_child(self, index: int, report_fd: int) -> None:
+    def _run_child(self, index: int, port_slot: int, report_fd: int) -> None:
         """In the forked process: become worker `index`, run it, exit with its status."""
         code = CRASHED_IN_WORKER
         try:
             self._leave_supervisor()
             self.context.pool.plugins.register(Reporter(report_fd), name="openrtc.workers.reports")
-            code = self.context.run_worker(index, self.plan.count)
+            code = self.context.run_worker(index, self.plan.count, port_slot)
         except BaseException:
             traceback.print_exc()
         finally:
