@@ -127,15 +127,16 @@ class GcPauses:
 
 @attrs.define
 class PeakMemory:
-    """Samples the PSS of this process tree and keeps the peak."""
+    """Samples the PSS of a process tree (`pid`'s; default this process's) and keeps the peak."""
 
     interval_s: float = 0.25
     baseline_mb: float = 0.0
     peak_mb: float = 0.0
+    pid: int | None = None
     _task: asyncio.Task[None] | None = attrs.field(default=None, init=False)
 
     def start(self) -> None:
-        self.baseline_mb = tree_pss_mb()
+        self.baseline_mb = tree_pss_mb(self.pid)
         self.peak_mb = self.baseline_mb
         self._task = asyncio.get_running_loop().create_task(self._run(), name="peak-memory")
 
@@ -143,9 +144,10 @@ class PeakMemory:
         loop = asyncio.get_running_loop()
         while True:
             # Reading smaps of many processes takes milliseconds: keep it off the loop.
-            self.peak_mb = max(self.peak_mb, await loop.run_in_executor(None, tree_pss_mb))
+            pss = await loop.run_in_executor(None, tree_pss_mb, self.pid)
+            self.peak_mb = max(self.peak_mb, pss)
             await asyncio.sleep(self.interval_s)
 
     async def stop(self) -> None:
         await _cancel(self._task)
-        self.peak_mb = max(self.peak_mb, tree_pss_mb())
+        self.peak_mb = max(self.peak_mb, tree_pss_mb(self.pid))

@@ -7,6 +7,10 @@ runs it. Providers that need keys or a network are swapped for scripted ones (an
 With tenants (``--tenants FILE``, ``--tenant NAME``) each call's job metadata names a tenant,
 round-robin, and the figures are also given per tenant: what the worker admitted, what it
 refused and why, and how many of a tenant's sessions were live at once.
+
+With ``--workers N`` (2 or more) the worker does not run in this process: the real supervisor
+of ``openrtc start --workers N`` runs as a subprocess (:mod:`.supervising`), its N workers
+register with the embedded server, and the figures are also given per worker.
 """
 
 from __future__ import annotations
@@ -17,12 +21,14 @@ import json
 import logging
 import os
 import re
+import shutil
+import tempfile
 import time
 import tomllib
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Protocol
 
 import attrs
 import typer
@@ -39,6 +45,14 @@ from . import offline
 from .caller import MAX_SCRIPT_S
 from .dispatch import Dispatch, LoopbackDispatchServer
 from .measure import LoopLagMonitor, PeakMemory, percentile
+from .supervising import (
+    LogRefusals,
+    SupervisedWorkers,
+    SupervisorFailed,
+    SupervisorSpec,
+    log_tail,
+    supervised_workers,
+)
 from .worker import Pause, dispatch_until_accepted, running_worker, simulated_call_metadata
 
 CALLER_LINES = (
@@ -82,9 +96,14 @@ class CallResult:
     """Wall-clock time the session started, from the report; None when it never did."""
     duration_s: float | None = None
     """From the session's start to the end of the call, from the report."""
+    worker: int | None = None
+    """Which of the supervisor's workers served the call (1-based), from the report; None
+    when one worker ran in-process, or no worker reported."""
+    worker_pid: int | None = None
+    """That worker's process id, from the report."""
 
-    def as_dict(self) -> dict[str, Any]:
-        call = {
+    def as_dict(self, *, with_worker: bool = False) -> dict[str, Any]:
+        call: dict[str, Any] = {
             "job_id": self.job_id,
             "agent": self.agent,
             "room": self.room,
@@ -94,6 +113,8 @@ class CallResult:
         }
         if self.tenant is not None:
             call["tenant"] = self.tenant
+        if with_worker:
+            call["worker"] = self.worker
         return call
 
     def live_span(self) -> tuple[float, float] | None:
@@ -109,13 +130,24 @@ class SimulationResult:
     wall_s: float
     baseline_pss_mb: float
     peak_pss_mb: float
-    loop_lag_p99_s: float
+    loop_lag_p99_s: float | None
+    """The in-process worker's event-loop lag; None with several workers (not measured)."""
     isolation: str
     swapped: dict[str, dict[str, str]]
     worker_full_s: float = 0.0
     """How long the worker reported itself full (at max_sessions or its loop saturated)."""
     tenants: list[str] = attrs.field(factory=list)
     """The tenants calls were spread over, in order; empty when calls named none."""
+    workers: int = 1
+    """Worker processes: 1 ran in this process; more ran under the supervisor, and the PSS
+    figures are then those of the supervisor with its workers."""
+    supervisor_error: str | None = None
+    """What went wrong when the supervisor stopped (a non-zero exit); None when it drained
+    and exited 0, or with one worker."""
+
+    @property
+    def supervised(self) -> bool:
+        return self.workers > 1
 
     def admission(self) -> dict[str, Any]:
         """Offers, re-offers and why: what stood between callers and a session."""
@@ -175,8 +207,35 @@ class SimulationResult:
             }
         return figures
 
+    def per_worker(self) -> dict[str, dict[str, Any]]:
+        """Per worker index (every one of them, as a string): its pids (one, or more if the
+        supervisor replaced it), the calls it served, completed and failed, and its turns'
+        latency. Calls no worker reported on are in none."""
+        grouped: dict[int, list[CallResult]] = {i: [] for i in range(1, self.workers + 1)}
+        for call in self.calls:
+            if call.worker is not None:
+                grouped.setdefault(call.worker, []).append(call)
+        figures: dict[str, dict[str, Any]] = {}
+        for index, calls in sorted(grouped.items()):
+            turns = [t for c in calls for t in c.turn_latencies_s]
+            figures[str(index)] = {
+                "pids": sorted({c.worker_pid for c in calls if c.worker_pid is not None}),
+                "calls": len(calls),
+                "completed": sum(c.ok for c in calls),
+                "failed": sum(not c.ok for c in calls),
+                "turns": len(turns),
+                "turn_latency_p50_s": percentile(turns, 50) if turns else None,
+                "turn_latency_p95_s": percentile(turns, 95) if turns else None,
+            }
+        return figures
+
     def as_dict(self) -> dict[str, Any]:
         tenants = {"tenants": self.per_tenant()} if self.tenants else {}
+        workers = (
+            {"workers": self.per_worker(), "supervisor_error": self.supervisor_error}
+            if self.supervised
+            else {}
+        )
         return {
             "isolation": self.isolation,
             "call_count": len(self.calls),
@@ -189,7 +248,8 @@ class SimulationResult:
             "admission": self.admission(),
             "agents": self.per_agent(),
             **tenants,
-            "calls": [call.as_dict() for call in self.calls],
+            **workers,
+            "calls": [call.as_dict(with_worker=self.supervised) for call in self.calls],
         }
 
 
@@ -227,6 +287,9 @@ _SHORT: Final = (
     ("no worker available", "worker full"),
 )
 SHORT_REASON_CHARS: Final = 28
+SUPERVISOR_LOG: Final = "supervisor.log"
+"""The file the supervisor's output goes to (``--workers N``), in a temporary directory kept
+only when something went wrong."""
 TENANT_KEY: Final = "tenant"
 """The job-metadata key naming a call's tenant (what openrtc-tenancy reads)."""
 
@@ -280,6 +343,13 @@ class WorkerRefusals(logging.Filter):
         return self.reasons.pop(d.job_id, "") if d.rejected_by else ""
 
 
+class Refusals(Protocol):
+    """Where a worker's stated reasons for refusing calls are read (its log)."""
+
+    def stated(self, d: Dispatch) -> str:
+        """The reason given for refusing `d` (its last offer); "" if none was seen."""
+
+
 def refusal_key(d: Dispatch, stated: str) -> str:
     """Why `d`, a dispatch no worker accepted, was not: the worker's `stated` reason, else
     what the dispatch saw; grouped form (:func:`reason_key`)."""
@@ -330,24 +400,50 @@ async def run_simulation(
     reload: bool = False,
     script: Sequence[str] | None = None,
     tenants: Sequence[str] = (),
+    supervisor: SupervisorSpec | None = None,
+    supervisor_log: Path | None = None,
 ) -> SimulationResult:
     """Dispatch `calls` simulated calls, `concurrency` at a time, round-robin over agents.
 
     `reload` runs the worker with code reloading (openrtc-reload); `script` replaces the
     stock caller lines (`turns` of them). With `tenants`, call ``i`` names tenant
     ``tenants[i % len(tenants)]`` in its job metadata (as it names agent ``i % len(agents)``).
+
+    With `supervisor`, its workers serve the calls instead of one in this process (`pool` is
+    then only read for its agents and settings); their output goes to `supervisor_log`
+    (None: the terminal). :raises SupervisorFailed: its workers did not all register, or it
+    exited while the calls ran; a non-zero exit after the calls is the result's
+    ``supervisor_error``.
     """
     agents = list(pool.agents)
     tenants = list(tenants)
     lines = list(script) if script else list(CALLER_LINES)
     script = [lines[i % len(lines)] for i in range(turns)]
     lag = LoopLagMonitor()
-    memory = PeakMemory()
     results: list[CallResult] = []
-    with watching_refusals() as refusals:
-        async with LoopbackDispatchServer() as lk, running_worker(pool, lk, reload=reload):
+    fleet: SupervisedWorkers | None = None
+    with watching_refusals() as in_process:
+        async with contextlib.AsyncExitStack() as stack:
+            lk = await stack.enter_async_context(LoopbackDispatchServer())
+            refusals: Refusals | None = in_process
+            if supervisor is None:
+                await stack.enter_async_context(running_worker(pool, lk, reload=reload))
+                lag.start()  # the worker's loop is this one
+            else:
+                fleet = await stack.enter_async_context(
+                    supervised_workers(
+                        supervisor,
+                        lk,
+                        agent_name=pool.settings.agent_name,
+                        log_path=supervisor_log,
+                    )
+                )
+                refusals = LogRefusals(supervisor_log) if supervisor_log is not None else None
+            memory = PeakMemory(pid=None if fleet is None else fleet.pid)
             memory.start()
-            lag.start()
+            # Stopped before the workers are (callbacks run last in, first out).
+            stack.push_async_callback(memory.stop)
+            stack.push_async_callback(lag.stop)
             gate = asyncio.Semaphore(concurrency)
             started = time.monotonic()
 
@@ -372,21 +468,22 @@ async def run_simulation(
                 if on_call_done is not None:
                     on_call_done(result)
 
-            await asyncio.gather(*(one(i) for i in range(calls)))
+            placed = asyncio.gather(*(one(i) for i in range(calls)))
+            await (placed if fleet is None else fleet.while_running(placed))
             wall = time.monotonic() - started
             full_s = sum(w.seconds_in(agent_pb.WS_FULL, since=started) for w in lk.workers)
-            await lag.stop()
-            await memory.stop()
     return SimulationResult(
         calls=results,
         wall_s=wall,
         baseline_pss_mb=memory.baseline_mb,
         peak_pss_mb=memory.peak_mb,
-        loop_lag_p99_s=percentile(lag.samples, 99),
+        loop_lag_p99_s=percentile(lag.samples, 99) if fleet is None else None,
         isolation=pool.settings.isolation,
         swapped=planned_swaps(pool),
         worker_full_s=full_s,
         tenants=tenants,
+        workers=1 if supervisor is None else supervisor.workers,
+        supervisor_error=None if fleet is None else fleet.failure(),
     )
 
 
@@ -401,7 +498,7 @@ async def _call(
     timeout_s: float,
     agent_name: str,
     tenant: str | None = None,
-    refusals: WorkerRefusals | None = None,
+    refusals: Refusals | None = None,
 ) -> CallResult:
     dispatched_at = time.time()
     metadata = simulated_call_metadata(
@@ -466,7 +563,14 @@ async def _call(
         accepted=True,
         session_started_at=started_at if isinstance(started_at, float) else None,
         duration_s=float(duration) if isinstance(duration, int | float) else None,
+        worker=_whole(report.get("worker")),
+        worker_pid=_whole(report.get("worker_pid")),
     )
+
+
+def _whole(value: object) -> int | None:
+    """An integer field of a report; None when it is missing or not one."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _time(seconds: float | None) -> str:
@@ -501,10 +605,33 @@ def tenant_table(result: SimulationResult) -> Table:
     return table
 
 
+def worker_table(result: SimulationResult) -> Table:
+    """Per worker: its pid(s), the calls it served, completed and failed, turn latency."""
+    table = Table(title="per worker", box=box.SIMPLE_HEAD)
+    table.add_column("worker", justify="right", no_wrap=True)
+    table.add_column("pid", justify="right", overflow="fold")
+    for column in ("calls", "completed", "failed", "turn p50", "p95"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for index, f in result.per_worker().items():
+        table.add_row(
+            index,
+            "\n".join(str(pid) for pid in f["pids"]) or "-",
+            str(f["calls"]),
+            str(f["completed"]),
+            f"[red]{f['failed']}[/red]" if f["failed"] else "0",
+            _time(f["turn_latency_p50_s"]),
+            _time(f["turn_latency_p95_s"]),
+        )
+    return table
+
+
 def render(result: SimulationResult, console: Console) -> None:
-    """The per-agent table (and per-tenant one) and what held calls back, in 80 columns."""
+    """The per-agent table (and per-tenant and per-worker ones) and what held calls back, in
+    80 columns."""
+    workers = f", {result.workers} workers" if result.supervised else ""
     table = Table(
-        title=f"openrtc simulate: {len(result.calls)} calls, isolation={result.isolation}",
+        title=f"openrtc simulate: {len(result.calls)} calls, isolation={result.isolation}"
+        + workers,
         box=box.SIMPLE_HEAD,
     )
     table.add_column("agent", overflow="fold")
@@ -523,20 +650,35 @@ def render(result: SimulationResult, console: Console) -> None:
     console.print(table)
     if result.tenants:
         console.print(tenant_table(result))
+    if result.supervised:
+        console.print(worker_table(result))
     admission = result.admission()
     if admission["re_offers"]:
+        full = (
+            f"{admission['offered_while_full']} while every worker reported itself full; "
+            f"workers full for {result.worker_full_s:.1f} s in all, over {result.wall_s:.1f} s"
+            if result.supervised
+            else f"{admission['offered_while_full']} while it reported itself full, for "
+            f"{result.worker_full_s:.1f} s of {result.wall_s:.1f} s"
+        )
         console.print(
             f"calls waited for a slot: {admission['re_offers']} re-offers "
-            f"({admission['refused_by_worker']} refused by the worker, which logs why; "
-            f"{admission['offered_while_full']} while it reported itself full, for "
-            f"{result.worker_full_s:.1f} s of {result.wall_s:.1f} s). More concurrent "
-            "callers than max_sessions queue: raise it, or run more workers."
+            f"({admission['refused_by_worker']} refused by "
+            f"{'a' if result.supervised else 'the'} worker, which logs why; "
+            f"{full}). More concurrent callers than max_sessions queue: raise it, or run "
+            "more workers."
             + (" A tenant's own max_sessions queues its calls too." if result.tenants else "")
         )
-    console.print(
-        f"worker PSS: {result.baseline_pss_mb:.0f} MiB idle, {result.peak_pss_mb:.0f} MiB peak; "
-        f"event-loop lag p99 {_time(result.loop_lag_p99_s)}; wall {result.wall_s:.1f} s"
-    )
+    memory = f"{result.baseline_pss_mb:.0f} MiB idle, {result.peak_pss_mb:.0f} MiB peak"
+    if result.supervised:
+        console.print(
+            f"supervisor and {result.workers} workers PSS: {memory}; wall {result.wall_s:.1f} s"
+        )
+    else:
+        console.print(
+            f"worker PSS: {memory}; event-loop lag p99 {_time(result.loop_lag_p99_s)}; "
+            f"wall {result.wall_s:.1f} s"
+        )
     for agent, f in result.per_agent().items():
         for error in f["errors"]:
             console.print(f"[red]{agent}[/red]: {escape(error)}")
@@ -545,6 +687,36 @@ def render(result: SimulationResult, console: Console) -> None:
 def _print_error(message: str) -> None:
     # One line, never wrapped, the message's brackets printed as they are.
     Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/bold red] {escape(message)}")
+
+
+def _supervisor_failed(message: str, log_dir: Path | None) -> bool:
+    """Say what went wrong with the supervisor, then the last lines of its log (unless it
+    holds no more than that error line); whether the log is worth keeping."""
+    _print_error(message)
+    if log_dir is None:  # --verbose: its output went to the terminal
+        return False
+    log = log_dir / SUPERVISOR_LOG
+    tail = log_tail(log)
+    if not [line for line in tail if not line.startswith("error:")]:
+        return False
+    err = Console(stderr=True, soft_wrap=True, highlight=False)
+    err.print(f"last lines of the supervisor's log ({log}):", markup=False)
+    for line in tail:
+        err.print(f"  {line}", markup=False)
+    return True
+
+
+def parse_workers(text: str | None) -> int:
+    """``--workers``: how many worker processes (1, or none given: one in this process).
+
+    :raises ValueError: not a whole number of 1 or more (one line, naming the option).
+    """
+    if text is None:
+        return 1
+    raw = text.strip()
+    if not raw.isdecimal() or int(raw) < 1:
+        raise ValueError(f"--workers {text!r}: give a number of worker processes, 1 or more")
+    return int(raw)
 
 
 def _longest(pause: Pause) -> float:
@@ -672,6 +844,17 @@ def simulate_command(
             "switch at their next turn (needs openrtc-reload).",
         ),
     ] = False,
+    workers: Annotated[
+        str | None,
+        typer.Option(
+            "--workers",
+            metavar="N",
+            help="Run N worker processes under the real supervisor of openrtc start --workers "
+            "N (needs openrtc-workers), each registered with the stand-in, instead of one "
+            "worker in this process; figures per worker follow.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run a pool against an embedded LiveKit stand-in with scripted callers; print figures.
 
@@ -683,6 +866,11 @@ def simulate_command(
         pause_s = parse_pause(pause)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--pause") from None
+    try:
+        worker_count = parse_workers(workers)
+    except ValueError as exc:
+        _print_error(str(exc))
+        raise typer.Exit(2) from None
     try:
         tenants = call_tenants(tenants_file, tenant_names or [])
     except ValueError as exc:
@@ -717,7 +905,66 @@ def simulate_command(
             "[yellow]no installed plugin resolves tenants[/yellow]: the tenants file is not "
             "applied (install openrtc-tenancy)"
         )
+    supervisor: SupervisorSpec | None = None
+    log_dir: Path | None = None
+    if worker_count > 1:
+        supervisor = SupervisorSpec(
+            target=target,
+            workers=worker_count,
+            isolation=isolation,
+            tenants=str(tenants_file) if tenants_file is not None else None,
+            reload=reload,
+        )
+        if not verbose:
+            log_dir = Path(tempfile.mkdtemp(prefix="openrtc-simulate-"))
+        console.print(f"{worker_count} worker processes, under openrtc start's supervisor")
+    keep_log = False
+    try:
+        result = _run(
+            console,
+            pool,
+            calls=calls,
+            concurrency=concurrency,
+            turns=turns,
+            hold_s=hold_s,
+            pause_s=pause_s,
+            reload=reload,
+            tenants=tenants,
+            supervisor=supervisor,
+            log_dir=log_dir,
+        )
+        render(result, console)
+        if json_path is not None:
+            json_path.write_text(json.dumps(result.as_dict(), indent=2))
+            console.print(f"figures written to {json_path}")
+        if result.supervisor_error is not None:
+            keep_log = _supervisor_failed(result.supervisor_error, log_dir)
+            raise typer.Exit(1)
+    except SupervisorFailed as exc:
+        keep_log = _supervisor_failed(str(exc), log_dir)
+        raise typer.Exit(1) from None
+    finally:
+        if log_dir is not None and not keep_log:
+            shutil.rmtree(log_dir, ignore_errors=True)
+    if any(not call.ok for call in result.calls):
+        raise typer.Exit(1)
 
+
+def _run(
+    console: Console,
+    pool: AgentPool,
+    *,
+    calls: int,
+    concurrency: int,
+    turns: int,
+    hold_s: float,
+    pause_s: Pause,
+    reload: bool,
+    tenants: Sequence[str],
+    supervisor: SupervisorSpec | None,
+    log_dir: Path | None,
+) -> SimulationResult:
+    """The calls, with a progress bar; :class:`SupervisorFailed` as run_simulation raises it."""
     with Progress(
         TextColumn("calls"),
         BarColumn(),
@@ -736,7 +983,7 @@ def simulate_command(
             progress.update(task, advance=1, failed=failed)
 
         try:
-            result = asyncio.run(
+            return asyncio.run(
                 run_simulation(
                     pool,
                     calls=calls,
@@ -747,15 +994,11 @@ def simulate_command(
                     on_call_done=done,
                     reload=reload,
                     tenants=tenants,
+                    supervisor=supervisor,
+                    supervisor_log=None if log_dir is None else log_dir / SUPERVISOR_LOG,
                 )
             )
         except OpenRTCError as exc:
             # The worker would not start: reload with no strategy, a bad tenants file.
             _print_error(str(exc))
             raise typer.Exit(1) from None
-    render(result, console)
-    if json_path is not None:
-        json_path.write_text(json.dumps(result.as_dict(), indent=2))
-        console.print(f"figures written to {json_path}")
-    if failed:
-        raise typer.Exit(1)

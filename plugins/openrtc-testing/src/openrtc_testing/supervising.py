@@ -1,0 +1,328 @@
+"""``openrtc simulate --workers N``: the real supervisor of ``openrtc start --workers N``, run
+as a subprocess against the loopback dispatch server.
+
+The supervisor is ``python -m openrtc_testing.supervised`` (``openrtc start`` with the
+simulation plugin in every worker, so each swaps providers that need keys as the in-process
+worker does). Its output (the supervisor's and the workers' JSON log lines) goes to a log
+file; what went wrong is read back from it: the ``error:`` line a failed start prints, the
+last lines of the log, the reason a worker gave for refusing a call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable
+from pathlib import Path
+from typing import Any, BinaryIO, Final, TypeVar
+
+import attrs
+
+from .dispatch import Dispatch, LoopbackDispatchServer
+
+SUPERVISED_MODULE: Final = "openrtc_testing.supervised"
+REGISTER_TIMEOUT_S: Final = 120.0
+"""How long the workers have to register: the supervisor imports the pool, prewarms, forks."""
+DRAIN_TIMEOUT_S: Final = 60.0
+"""How long the supervisor has to drain its workers after SIGTERM (the calls are over)."""
+KILL_TIMEOUT_S: Final = 10.0
+TAIL_LINES: Final = 15
+_TAIL_BYTES: Final = 64 * 1024
+_LINE_CHARS: Final = 300
+_POLL_S: Final = 0.1
+
+T = TypeVar("T")
+
+
+class SupervisorFailed(Exception):
+    """The supervisor could not start its workers, or stopped before the calls were done."""
+
+
+@attrs.frozen(kw_only=True)
+class SupervisorSpec:
+    """What to run: TARGET with `workers` workers, loaded as ``openrtc simulate`` loads it."""
+
+    target: str
+    workers: int
+    isolation: str | None = None
+    tenants: str | None = None
+    reload: bool = False
+
+    def argv(self) -> list[str]:
+        """The supervisor's command line."""
+        args = [sys.executable, "-m", SUPERVISED_MODULE, self.target]
+        if self.isolation:
+            args += ["--isolation", self.isolation]
+        if self.tenants:
+            args += ["--tenants", self.tenants]
+        args += ["--workers", str(self.workers)]
+        if self.reload:
+            args.append("--reload")
+        return args
+
+    def describe(self) -> str:
+        return f"the supervisor (openrtc start --workers {self.workers})"
+
+
+def exit_reason(status: int) -> str:
+    """A subprocess return code in words: ``exited with status 1``, ``was killed by SIGKILL``."""
+    if status >= 0:
+        return f"exited with status {status}"
+    try:
+        return f"was killed by {signal.Signals(-status).name}"
+    except ValueError:
+        return f"was killed by signal {-status}"
+
+
+class SupervisedWorkers:
+    """One supervisor subprocess: started, waited for, stopped (see :func:`supervised_workers`)."""
+
+    def __init__(
+        self,
+        spec: SupervisorSpec,
+        dispatch: LoopbackDispatchServer,
+        *,
+        agent_name: str,
+        log_path: Path | None,
+    ) -> None:
+        self.spec = spec
+        self.dispatch = dispatch
+        self.agent_name = agent_name
+        self.log_path = log_path
+        """Where its output goes; None: to this process's terminal."""
+        self.process: asyncio.subprocess.Process | None = None
+        self.forced = False
+        """Whether it had to be stopped at once (it did not drain in time)."""
+
+    @property
+    def pid(self) -> int:
+        if self.process is None:
+            raise RuntimeError("the supervisor is not started")
+        return self.process.pid
+
+    @property
+    def status(self) -> int | None:
+        """Its return code once it exited (negative: killed by that signal)."""
+        return None if self.process is None else self.process.returncode
+
+    def environment(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "LIVEKIT_URL": self.dispatch.url,
+            "LIVEKIT_API_KEY": self.dispatch.api_key,
+            "LIVEKIT_API_SECRET": self.dispatch.api_secret,
+            # Each worker picks a free health port; lines reach the log as they are written.
+            "OPENRTC_HTTP_PORT": "0",
+            "PYTHONUNBUFFERED": "1",
+        }
+
+    async def start(self) -> None:
+        log: BinaryIO | None = None
+        if self.log_path is not None:
+            log = self.log_path.open("ab")
+        try:
+            self.process = await asyncio.create_subprocess_exec(
+                *self.spec.argv(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=None if log is None else subprocess.STDOUT,
+                env=self.environment(),
+            )
+        finally:
+            if log is not None:
+                log.close()
+
+    def registered(self) -> int:
+        """How many of its workers are registered with the dispatch server now."""
+        return sum(not w.closed and w.agent_name == self.agent_name for w in self.dispatch.workers)
+
+    async def wait_registered(self, timeout: float = REGISTER_TIMEOUT_S) -> None:
+        """Wait until all its workers registered; :class:`SupervisorFailed` if it exits first
+        or they take longer than `timeout`."""
+        deadline = time.monotonic() + timeout
+        while self.registered() < self.spec.workers:
+            if self.status is not None:
+                raise SupervisorFailed(self.failure() or f"{self.spec.describe()} exited")
+            if time.monotonic() > deadline:
+                raise SupervisorFailed(
+                    f"{self.spec.describe()}: {self.registered()} of {self.spec.workers} "
+                    f"workers registered within {timeout:g} s"
+                )
+            await asyncio.sleep(_POLL_S)
+
+    async def while_running(self, work: Awaitable[T]) -> T:
+        """Await `work`; if the supervisor exits before it is done, cancel it and raise
+        :class:`SupervisorFailed`."""
+        assert self.process is not None
+        task = asyncio.ensure_future(work)
+        exited = asyncio.ensure_future(self.process.wait())
+        try:
+            await asyncio.wait({task, exited}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            exited.cancel()
+        if task.done():
+            return task.result()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        raise SupervisorFailed(
+            f"{self.failure() or self.spec.describe() + ' exited'} while the calls ran"
+        )
+
+    async def stop(self) -> None:
+        """SIGTERM (drain every worker) and wait; if it does not exit in time, SIGTERM again
+        (it stops its workers at once), then SIGKILL."""
+        process = self.process
+        if process is None or process.returncode is not None:
+            return
+        for sig, timeout in (
+            (signal.SIGTERM, DRAIN_TIMEOUT_S),
+            (signal.SIGTERM, KILL_TIMEOUT_S),
+            (signal.SIGKILL, KILL_TIMEOUT_S),
+        ):
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(sig)
+            try:
+                await asyncio.wait_for(process.wait(), timeout)
+                return
+            except TimeoutError:
+                self.forced = True
+
+    def failure(self) -> str | None:
+        """What went wrong, in one line; None while it runs or when it drained and exited 0."""
+        status = self.status
+        if status is None or (status == 0 and not self.forced):
+            return None
+        said = error_line(self.log_path) if self.log_path is not None else None
+        if said:
+            return f"{said} (supervisor {exit_reason(status)})"
+        if self.forced:
+            return (
+                f"{self.spec.describe()} did not exit within {DRAIN_TIMEOUT_S:g} s of SIGTERM "
+                f"and was stopped at once; it {exit_reason(status)}"
+            )
+        return f"{self.spec.describe()} {exit_reason(status)}"
+
+
+@contextlib.asynccontextmanager
+async def supervised_workers(
+    spec: SupervisorSpec,
+    dispatch: LoopbackDispatchServer,
+    *,
+    agent_name: str,
+    log_path: Path | None,
+    register_timeout: float = REGISTER_TIMEOUT_S,
+) -> AsyncIterator[SupervisedWorkers]:
+    """Start the supervisor against `dispatch` and wait until its workers registered; on exit
+    stop it (a drain) and wait for it. Its exit status is then ``.status``, and
+    ``.failure()`` says what went wrong, if anything."""
+    run = SupervisedWorkers(spec, dispatch, agent_name=agent_name, log_path=log_path)
+    await run.start()
+    try:
+        await run.wait_registered(register_timeout)
+        yield run
+    finally:
+        await run.stop()
+
+
+# -- reading the log ---------------------------------------------------------------------------
+
+
+def _last_bytes(path: Path) -> str:
+    try:
+        with path.open("rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - _TAIL_BYTES))
+            return f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def readable(line: str) -> str:
+    """A log line as a person reads it: a JSON record as ``LEVEL name [worker]: message``
+    (and the exception's last line), anything else as it is; cut at a few hundred chars."""
+    text = line.rstrip()
+    record: Any = None
+    if text.startswith("{"):
+        with contextlib.suppress(ValueError):
+            record = json.loads(text)
+    if isinstance(record, dict) and "message" in record:
+        worker = f" [worker {record['worker']}]" if record.get("worker") else ""
+        text = f"{record.get('level', '')} {record.get('name', '')}{worker}: {record['message']}"
+        exc = record.get("exc_info")
+        if isinstance(exc, str) and exc.strip():
+            text += f" ({exc.strip().splitlines()[-1]})"
+    return text if len(text) <= _LINE_CHARS else text[: _LINE_CHARS - 1] + "…"
+
+
+def log_tail(path: Path, lines: int = TAIL_LINES) -> list[str]:
+    """The last `lines` non-empty lines of the log, readable."""
+    found = [line for line in _last_bytes(path).splitlines() if line.strip()]
+    return [readable(line) for line in found[-lines:]]
+
+
+def error_line(path: Path) -> str | None:
+    """The last ``error: ...`` line the supervisor printed (what ``openrtc start`` says when
+    it cannot start), without the ``error:``; None if there is none."""
+    said = [
+        line.strip()[len("error:") :].strip()
+        for line in _last_bytes(path).splitlines()
+        if line.startswith("error:")
+    ]
+    return said[-1] if said else None
+
+
+_REJECTING: Final = re.compile(r"rejecting job (?P<job>\S+) in room .*?: (?P<reason>.*)", re.S)
+_BY_PLUGIN: Final = re.compile(r"^refused by [^:]*: ")
+
+
+class LogRefusals:
+    """The workers' stated reason for each job they refused, read from the supervisor's log
+    (their ``rejecting job ...`` lines), as :class:`~openrtc_testing.simulate.WorkerRefusals`
+    reads it from the in-process worker's logger."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._offset = 0
+        self._partial = b""
+        self.reasons: dict[str, str] = {}
+
+    def read(self) -> None:
+        """Take in the lines written since the last read."""
+        try:
+            with self.path.open("rb") as f:
+                f.seek(self._offset)
+                data = f.read()
+        except OSError:
+            return
+        self._offset += len(data)
+        *lines, self._partial = (self._partial + data).split(b"\n")
+        for raw in lines:
+            self._take(raw)
+
+    def _take(self, raw: bytes) -> None:
+        if b"rejecting job" not in raw:
+            return
+        try:
+            record = json.loads(raw)
+        except ValueError:
+            return
+        if not isinstance(record, dict):
+            return
+        found = _REJECTING.fullmatch(str(record.get("message", "")))
+        if found is not None:
+            reason = _BY_PLUGIN.sub("", found["reason"], count=1)
+            self.reasons[str(record.get("job_id") or found["job"])] = reason
+
+    def stated(self, d: Dispatch) -> str:
+        """The reason a worker gave for refusing `d` (its last offer); "" if none was seen."""
+        if not d.rejected_by:
+            return ""
+        self.read()
+        return self.reasons.pop(d.job_id, "")
