@@ -134,6 +134,9 @@ class SupervisedWorkers:
                 stdout=log,
                 stderr=None if log is None else subprocess.STDOUT,
                 env=self.environment(),
+                # Its own session: a terminal's Ctrl-C reaches simulate, which stops the
+                # supervisor itself, not both (a second signal would stop it at once).
+                start_new_session=True,
             )
         finally:
             if log is not None:
