@@ -27,6 +27,8 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any, Final
 
+from openrtc_workers.memory import children, own_pss_mib
+
 from openrtc_testing import LoopbackDispatchServer
 from openrtc_testing.measure import percentile
 
@@ -41,17 +43,10 @@ DEFAULT_OUT: Final = Path("benchmarks/results/workers")
 
 
 def _pss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-        if line.startswith("Pss:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no Pss line for pid {pid}")
-
-
-def _children(pid: int) -> list[int]:
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found += [int(p) for p in (task / "children").read_text().split()]
-    return found
+    used = own_pss_mib(pid)
+    if used is None:
+        raise RuntimeError(f"process {pid} is gone")
+    return used
 
 
 class Fleet:
@@ -116,7 +111,7 @@ async def memory(workers: int, log: Path) -> dict[str, Any]:
             worker_pss = [_pss_mib(running.proc.pid)]
             supervisor = 0.0
         else:
-            worker_pss = [_pss_mib(pid) for pid in _children(running.proc.pid)]
+            worker_pss = [_pss_mib(pid) for pid in children(running.proc.pid)]
             supervisor = _pss_mib(running.proc.pid)
         running.proc.send_signal(signal.SIGTERM)
         await running.proc.wait()
@@ -133,7 +128,7 @@ async def restarts(kills: int, log: Path) -> dict[str, Any]:
     async with fleet(2, log) as running:
         for _ in range(kills):
             await asyncio.sleep(QUICK_CRASH_S)
-            victim = _children(running.proc.pid)[0]
+            victim = children(running.proc.pid)[0]
             os.kill(victim, signal.SIGKILL)
             killed = time.monotonic()
             await running.until(lambda: running.live() == 1, 30, "the dead worker's leave")
