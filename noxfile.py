@@ -128,5 +128,6 @@ def bench(session: nox.Session) -> None:
     nox -s bench -- --out docs/benchmarks.md    the full sweep, rewrites the committed page
     nox -s bench -- --quick            N = 1, 10 in about two minutes
     """
-    session.install("-e", ".[dev]", *editable(TESTING_PLUGIN), "matplotlib")
+    # openrtc-workers: variant E runs its supervisor.
+    session.install("-e", ".[dev]", *editable(TESTING_PLUGIN, "openrtc-workers"), "matplotlib")
     session.run("python", "-m", "benchmarks.density", *session.posargs)

@@ -5,13 +5,15 @@
     python -m benchmarks.density --quick              # N = 1, 10, one repeat, short holds
     python -m benchmarks.density --pace burst         # callers speak in lockstep: stress
     python -m benchmarks.density --variants C,D --sizes 1,100 --repeats 1 --json out.json
+    python -m benchmarks.density --pace burst --variants A,C,E --sizes 100,500   # E vs C, A
     python -m benchmarks.density --from-json out.json --out docs/benchmarks.md   # re-render
 
 Nothing under docs/ is written unless --out says so. Every run's raw figures go to --json
 (by default a new file under the system's temp directory), rewritten as each run ends.
 
 Variants: A plain worker, process executor; B plain worker, thread executor; C OpenRTC,
-coroutine isolation; D OpenRTC, process isolation. See benchmarks/README.md for the method.
+coroutine isolation; D OpenRTC, process isolation; E C's pool under openrtc-workers'
+supervisor, one forked worker per usable core. See benchmarks/README.md for the method.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import json
 import os
 import platform
@@ -31,6 +34,8 @@ from pathlib import Path
 from typing import Any, Final
 
 import attrs
+
+from openrtc_core.supervision import usable_cores
 
 from .arguments import OneLineParser
 from .provenance import (
@@ -143,8 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="python -m benchmarks.density",
         description="Drive the same simulated calls through plain livekit workers (A: process "
-        "executor, B: thread executor) and OpenRTC pools (C: coroutine, D: process), and "
-        "report memory, latency, loop lag and CPU per variant and N. Prints the tables and "
+        "executor, B: thread executor) and OpenRTC pools (C: coroutine, D: process, E: "
+        "coroutine under openrtc-workers' supervisor, one worker per usable core), and "
+        "report memory, latency, loop lag (E: per worker and the worst worker), CPU and, at "
+        "burst pace, completed turns per second per variant and N. Prints the tables and "
         "writes every run's raw figures to --json as it ends; writes the Markdown report only "
         "with --out (--out docs/benchmarks.md refreshes the committed page).",
     )
@@ -158,7 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=_count,
         help=f"runs per variant and N of {LARGE_N} or more ({LARGE_REPEATS}; --repeats if lower)",
     )
-    parser.add_argument("--variants", type=_variants, default=tuple(VARIANTS), help="e.g. A,C")
+    parser.add_argument(
+        "--variants",
+        type=_variants,
+        default=tuple(VARIANTS),
+        help="which of A,B,C,D,E to run, e.g. A,C,E (default: all)",
+    )
     parser.add_argument(
         "--hold", type=_non_negative, help=f"seconds each call stays up ({FULL_HOLD_S:g})"
     )
@@ -245,6 +257,31 @@ def check_out(parser: argparse.ArgumentParser, out: Path | None) -> None:
         problem = unwritable_dir(img)
     if problem:
         parser.error(f"argument --out: {problem}")
+
+
+SUPERVISOR_PACKAGE: Final = "openrtc_workers"
+"""What the supervised variant (E) runs: openrtc-workers' supervisor."""
+
+
+def supervisor_installed() -> bool:
+    return importlib.util.find_spec(SUPERVISOR_PACKAGE) is not None
+
+
+def check_variants(parser: argparse.ArgumentParser, settings: Settings) -> None:
+    """A supervised variant needs openrtc-workers: say so before the first run."""
+    supervised = [key for key in settings.variants if VARIANTS[key].supervised]
+    if supervised and not supervisor_installed():
+        parser.error(
+            f"argument --variants: {','.join(supervised)} runs openrtc-workers' supervisor, "
+            "which is not installed (pip install -e plugins/openrtc-workers), or choose "
+            "others, e.g. --variants A,B,C,D"
+        )
+    if supervised and usable_cores() < 2:
+        parser.error(
+            f"argument --variants: {','.join(supervised)} runs one worker per usable core and "
+            "this process may use only one (one worker is C), or choose others, e.g. "
+            "--variants A,B,C,D"
+        )
 
 
 def check_paths(
@@ -408,6 +445,20 @@ def _progress(result: dict[str, Any]) -> str:
     held = result.get("loop_lag_all_live") or {}
     if held.get("p99_s") is not None:
         parts.append(f"(all live {held['p99_s'] * 1000:.0f} ms)")
+    if result.get("turns_per_s") is not None:
+        parts.append(f"{result['turns_per_s']:.1f} turns/s")
+    workers = result.get("workers") or []
+    if workers:
+        each = []
+        for worker in workers:
+            lag = (worker.get("loop_lag") or {}).get("p99_s")
+            live = (worker.get("loop_lag_all_live") or {}).get("p99_s")
+            each.append(
+                f"{worker['worker']}: {worker['calls']} calls, lag p99 "
+                f"{'—' if lag is None else f'{lag * 1000:.0f} ms'} (all live "
+                f"{'—' if live is None else f'{live * 1000:.0f} ms'})"
+            )
+        parts.append(f"workers [{'; '.join(each)}]")
     parts.append(f"{result.get('wall_s', 0.0):.0f} s")
     note = f" ({result['note']})" if result.get("note") else ""
     return f"{head}: {', '.join(parts)}{note}"
@@ -530,6 +581,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.from_json is not None:
         return render_saved(parser, args.from_json, args.out)
     settings = settings_from(args)
+    check_variants(parser, settings)
     check_paths(parser, args, settings)
     began = time.time()
     results = ResultsFile(

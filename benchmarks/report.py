@@ -34,12 +34,32 @@ METRICS: Final = (
     "process_init_p50_s",
     "wall_s",
     "worker_ready_s",
+    "turns_per_s",
+    "supervisor_idle_pss_mb",
+    "supervisor_live_pss_mb",
 )
+
+WORKER_METRICS: Final = (
+    "calls",
+    "turn_p95_s",
+    "lag_p99_s",
+    "lag_all_live_p99_s",
+    "idle_pss_mb",
+    "live_pss_mb",
+    "added_pss_per_session_mb",
+)
+"""Per worker of a supervised variant (E): medians over its good runs."""
 
 ANALYSIS: Final = Path(__file__).with_name("analysis.md")
 """Hand-written reading of the current results, included in the page under "Analysis"."""
 
-PLOT_COLORS: Final = {"A": "#d62728", "B": "#ff7f0e", "C": "#1f77b4", "D": "#2ca02c"}
+PLOT_COLORS: Final = {
+    "A": "#d62728",
+    "B": "#ff7f0e",
+    "C": "#1f77b4",
+    "D": "#2ca02c",
+    "E": "#9467bd",
+}
 HEADLINE_PREFERRED_N: Final = 100
 
 
@@ -49,6 +69,17 @@ class Spread:
     low: float
     high: float
     count: int
+
+
+@attrs.frozen(kw_only=True)
+class WorkerCell:
+    """One worker of a supervised variant at one N, over the repeats (medians)."""
+
+    index: int
+    figures: dict[str, float]
+
+    def get(self, metric: str) -> float | None:
+        return self.figures.get(metric)
 
 
 @attrs.frozen(kw_only=True)
@@ -74,6 +105,8 @@ class Cell:
     """Offers made again after the worker answered "not available" (it reported itself full)."""
     pss_resolution_mb: float | None = None
     """The largest resolution of the added PSS per session over the good runs, in MiB."""
+    workers: tuple[WorkerCell, ...] = ()
+    """A supervised variant's workers (E); its loop-lag figures are the worst worker's."""
 
     @property
     def ok(self) -> bool:
@@ -99,6 +132,8 @@ NESTED_METRICS: Final = {
     "lag_p99_s": ("loop_lag", "p99_s"),
     "lag_all_live_p99_s": ("loop_lag_all_live", "p99_s"),
     "process_init_p50_s": ("process_init", "p50_s"),
+    "supervisor_idle_pss_mb": ("supervisor", "idle_pss_mb"),
+    "supervisor_live_pss_mb": ("supervisor", "live_pss_mb"),
 }
 """Figures that sit inside a part of a run's result: (part, key)."""
 
@@ -110,6 +145,25 @@ def _metric(run: dict[str, Any], name: str) -> float | None:
     else:
         value = run.get(name)
     return float(value) if isinstance(value, int | float) else None
+
+
+def _worker_cells(good: Sequence[dict[str, Any]]) -> tuple[WorkerCell, ...]:
+    """A supervised variant's workers, by index: the median of each figure over `good`."""
+    values: dict[int, dict[str, list[float]]] = {}
+    for run in good:
+        for worker in run.get("workers") or ():
+            figures = values.setdefault(int(worker["worker"]), {})
+            for name in WORKER_METRICS:
+                value = _metric(worker, name)
+                if value is not None:
+                    figures.setdefault(name, []).append(value)
+    return tuple(
+        WorkerCell(
+            index=index,
+            figures={name: statistics.median(found) for name, found in figures.items()},
+        )
+        for index, figures in sorted(values.items())
+    )
 
 
 def added_pss_resolution(run: dict[str, Any]) -> float | None:
@@ -184,6 +238,7 @@ def summarize(runs: Sequence[dict[str, Any]]) -> list[Cell]:
                 partial=partial,
                 redispatches=sum(int(r.get("redispatches", 0)) for r in good),
                 pss_resolution_mb=max(resolutions, default=None),
+                workers=_worker_cells(good),
             )
         )
     return cells
@@ -341,12 +396,75 @@ def render_console(data: dict[str, Any]) -> str:
             f"{_mib(c.pss_resolution_mb)}"
             for c in unresolved
         ]
+    throughput = _throughput_lines(table)
+    if throughput:
+        lines += ["", "completed turns per second (burst pace: first dispatch to last reply):"]
+        lines += [f"  {line}" for line in throughput]
+    for cell in table.cells:
+        if cell.workers and cell.ok:
+            lines += ["", *_worker_lines(cell)]
     noisy = _noisy_runs(data["runs"])
     if noisy:
         lines += ["", noisy]
     if data.get("complete") is False:
         lines += ["", _interrupted(data)]
     return "\n".join(lines)
+
+
+def _throughput_lines(table: Table) -> list[str]:
+    """Per N: each variant's completed turns per second, and E's against C and A."""
+    lines = []
+    for calls in table.sizes:
+        rates = {v: r for v in table.variants if (r := table.value(v, calls, "turns_per_s"))}
+        if not rates:
+            continue
+        parts = [f"{v} {_rate(rate)}" for v, rate in rates.items()]
+        ratios = []
+        if "E" in rates:
+            ratios = [
+                f"E/{ref} {_ratio(rates['E'], rates[ref])}" for ref in ("C", "A") if ref in rates
+            ]
+        lines.append(f"N={calls}: " + ", ".join(parts + ratios))
+    return lines
+
+
+def _worker_texts(worker: WorkerCell) -> tuple[str, ...]:
+    """One worker's figures as text: calls, turn p95, lag p99 (whole run, all live), PSS
+    idle and live, added PSS per session."""
+    calls = worker.get("calls")
+    return (
+        "—" if calls is None else f"{calls:.0f}",
+        _ms(worker.get("turn_p95_s")),
+        _ms(worker.get("lag_p99_s")),
+        _ms(worker.get("lag_all_live_p99_s")),
+        _mib(worker.get("idle_pss_mb")),
+        _mib(worker.get("live_pss_mb")),
+        _signed_mib(worker.get("added_pss_per_session_mb")),
+    )
+
+
+def _worker_lines(cell: Cell) -> list[str]:
+    """A supervised variant at one N: the supervisor's PSS, then each worker's figures."""
+    lines = [
+        f"{cell.name} N={cell.calls}, per worker (its loop-lag columns above are the worst "
+        f"worker's): supervisor PSS {_mib(cell.get('supervisor_idle_pss_mb'))} idle, "
+        f"{_mib(cell.get('supervisor_live_pss_mb'))} with all calls live"
+    ]
+    for worker in cell.workers:
+        calls, turn, lag, all_live, idle, live, added = _worker_texts(worker)
+        lines.append(
+            f"  worker {worker.index}: {calls} calls, turn p95 {turn}, lag p99 {lag} "
+            f"(all live {all_live}), PSS {idle} idle, {live} live ({added} per session)"
+        )
+    return lines
+
+
+def _rate(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1f}/s" if value < 100 else f"{value:.0f}/s"
+
+
+def _signed_mib(value: float | None) -> str:
+    return "—" if value is None else f"{value:+.2f} MiB"
 
 
 NOISY_PSS_MB: Final = 1.0
@@ -547,6 +665,33 @@ def _target_rows(table: Table, headline_n: int | None) -> list[str]:
             f"{largest_c} are live; {_ms(whole)} over the whole run, start-up burst included "
             f"| {'met' if met else 'not met'} |"
         )
+    return rows + _worker_target_rows(table)
+
+
+def _worker_target_rows(table: Table) -> list[str]:
+    """E's targets at its largest N: turn p95 held, loop lag p99 < 50 ms in every worker."""
+    largest = max((n for n in table.sizes if table.value("E", n, "turn_p95_s")), default=None)
+    cell = table.cell("E", largest) if largest is not None else None
+    if largest is None or cell is None:
+        return []
+    base = table.value("E", min(table.sizes), "turn_p95_s")
+    turn = table.value("E", largest, "turn_p95_s")
+    met = turn is not None and base is not None and turn <= 1.5 * base
+    rows = [
+        f"| E turn p95 at N={largest} within 1.5× of N={min(table.sizes)} "
+        f"| {_ms(turn)} vs {_ms(base)} ({_ratio(turn, base)}) "
+        f"| {'met' if met else 'not met'} |"
+    ]
+    lags = [(w.index, w.get("lag_all_live_p99_s"), w.get("lag_p99_s")) for w in cell.workers]
+    met = bool(lags) and all(held is not None and held < 0.05 for _, held, _ in lags)
+    each = "; ".join(
+        f"worker {index}: {_ms(held)} while all {largest} are live, {_ms(whole)} over the run"
+        for index, held, whole in lags
+    )
+    rows.append(
+        f"| E loop lag p99 < 50 ms in every worker while holding N={largest} "
+        f"| {each or 'no worker measured'} | {'met' if met else 'not met'} |"
+    )
     return rows
 
 
@@ -737,7 +882,8 @@ def render_markdown(data: dict[str, Any], images: Sequence[tuple[Plot, Path]], o
         "<!-- Generated by `python -m benchmarks.density --out docs/benchmarks.md`; edit "
         "benchmarks/report.py, not this file. -->",
         "",
-        "The same simulated calls driven through four workers, N calls dispatched at once, "
+        "The same simulated calls driven through each variant's worker, N calls dispatched "
+        "at once, "
         "against the loopback dispatch server (no LiveKit server exists on the benchmark "
         "machine; the worker protocol, dispatch, accept and assignment are real):",
         "",
@@ -770,6 +916,18 @@ def render_markdown(data: dict[str, Any], images: Sequence[tuple[Plot, Path]], o
             if cell is not None and (cell.partial or not cell.runs):
                 lines.append(f"- {variant}: {'; '.join(cell.partial or cell.notes)}.")
         lines.append("")
+    throughput = _throughput_table(table)
+    if throughput:
+        lines += [
+            "### Completed turns per second (burst pace)",
+            "",
+            "Turns answered ÷ the time from the first dispatch to the last reply done, with "
+            "every caller talking in lockstep: how many turns a worker (E: all its workers) "
+            "completes per second when saturated.",
+            "",
+            *throughput,
+            "",
+        ]
     lines += [
         "### Targets",
         "",
@@ -793,6 +951,18 @@ def render_markdown(data: dict[str, Any], images: Sequence[tuple[Plot, Path]], o
     lines += ["## Per N", ""]
     for calls in table.sizes:
         lines += [*_per_n(table, calls), ""]
+    per_worker = [cell for cell in table.cells if cell.workers and cell.ok]
+    if per_worker:
+        lines += [
+            "## Per worker",
+            "",
+            "A supervised variant's supervisor and each of its workers (medians over the "
+            "repeats). PSS of each worker's own process tree, of the supervisor alone; the "
+            "tables above show the whole tree and the worst worker's loop lag.",
+            "",
+        ]
+        for cell in sorted(per_worker, key=lambda c: (c.calls, c.variant)):
+            lines += [*_per_worker(cell), ""]
     wins = _where_plain_wins(table)
     lines += [
         "## Where plain livekit wins",
@@ -809,7 +979,8 @@ def render_markdown(data: dict[str, Any], images: Sequence[tuple[Plot, Path]], o
         "does not prevent it). The loop-lag column is the price of that sharing.",
         "- A's memory cap per job (`job_memory_limit_mb`) works per call; in C the whole "
         "worker is one process.",
-        "- A and D spread calls over every core; C runs its sessions on one. When every "
+        "- A and D spread calls over every core; C runs its sessions on one (E runs one C "
+        "worker per core). When every "
         "caller talks at once (`--pace burst`), C's turns queue behind each other on that "
         "core (see Analysis) where a process worker that got its calls started would not.",
         "- B keeps one process too but runs one thread and event loop per call, so its loop-lag"
@@ -839,6 +1010,7 @@ def render_markdown(data: dict[str, Any], images: Sequence[tuple[Plot, Path]], o
         'VAD, which the session factory hands to each session. C is `isolation="coroutine"`'
         ' (the default), D `isolation="process"`; `max_sessions = N + 10`. D keeps the same '
         "warm job processes as A (`server_options={'num_idle_processes': min(N, 4)}`).",
+        *_supervised_method(data),
         "- Every worker runs in its own subprocess (`python -m benchmarks.runner`) in livekit's "
         "dev mode (no load shedding), HTTP port 0, against the loopback dispatch server in "
         "the driver process. Variants are interleaved within each N and repeat.",
@@ -863,7 +1035,11 @@ def render_markdown(data: dict[str, Any], images: Sequence[tuple[Plot, Path]], o
         "when the calls outlast their start-up), leaving out the burst of session starts "
         "and the calls winding down. For C that loop runs "
         "every session; for A, B and D it runs only the worker (job processes or threads "
-        "have their own loops, not measured).",
+        "have their own loops, not measured); for E, each worker's loop, the worst worker's "
+        "figure in the tables.",
+        "- **Completed turns per second** (burst pace only): turns answered ÷ the time from "
+        "the first dispatch to the last reply done (a session's start plus its turns' "
+        "latencies: burst callers do not pause).",
         "- **CPU per turn**: utime + stime of the worker's process tree (including job "
         "processes that ended and were reaped) over the same window, divided by the turns "
         "answered. At N = 1 it is mostly the idle worker's own cost over the hold, spread "
@@ -899,6 +1075,63 @@ def render_markdown(data: dict[str, Any], images: Sequence[tuple[Plot, Path]], o
         "",
     ]
     return "\n".join(lines)
+
+
+def _throughput_table(table: Table) -> list[str]:
+    """Completed turns per second per N and variant, with E against C and A."""
+    sizes = [
+        n for n in table.sizes if any(table.value(v, n, "turns_per_s") for v in table.variants)
+    ]
+    if not sizes:
+        return []
+    ratios = [ref for ref in ("C", "A") if "E" in table.variants and ref in table.variants]
+    lines = [
+        "| N | " + " | ".join(table.variants) + "".join(f" | E / {ref}" for ref in ratios) + " |",
+        "| ---: |" + " ---: |" * (len(table.variants) + len(ratios)),
+    ]
+    for calls in sizes:
+        rates = [table.value(v, calls, "turns_per_s") for v in table.variants]
+        e_rate = table.value("E", calls, "turns_per_s")
+        cells = [_rate(rate) for rate in rates]
+        cells += [_ratio(e_rate, table.value(ref, calls, "turns_per_s")) for ref in ratios]
+        lines.append(f"| {calls} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _per_worker(cell: Cell) -> list[str]:
+    lines = [
+        f"### {cell.name}, N = {cell.calls}",
+        "",
+        "| process | calls | turn p95 | loop lag p99 | loop lag p99 (all live) | PSS idle "
+        "| PSS, all live | added PSS / session |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| supervisor | — | — | — | — | {_mib(cell.get('supervisor_idle_pss_mb'))} "
+        f"| {_mib(cell.get('supervisor_live_pss_mb'))} | — |",
+    ]
+    for worker in cell.workers:
+        lines.append(f"| worker {worker.index} | " + " | ".join(_worker_texts(worker)) + " |")
+    return lines
+
+
+def _supervised_method(data: dict[str, Any]) -> list[str]:
+    """The Method bullet of variant E, when the results have it."""
+    if "E" not in data["variants"]:
+        return []
+    counts = {r.get("worker_processes") for r in data["runs"] if r.get("worker_processes")}
+    workers = "/".join(str(n) for n in sorted(counts)) or "N"
+    return [
+        "- **E**: C's pool (coroutine, `max_sessions = N + 10` in each worker) under "
+        "openrtc-workers' supervisor, one worker per usable core (`start --workers "
+        f"{workers}` here): the runner process becomes the supervisor, runs the pool's "
+        "prewarm once and forks the workers, each registered with the dispatch server on "
+        "its own; the dispatch server offers calls round-robin over the workers that report "
+        "themselves available, as LiveKit does. Each worker measures its own loop "
+        "(`benchmarks/supervised_worker.py`, steered by the driver through files); E's "
+        "loop-lag columns are the worst worker's, its PSS is the whole tree's (supervisor and "
+        "workers), with each process under [Per worker](#per-worker). It runs livekit's "
+        "`start` (production mode), the others dev mode; OpenRTC's coroutine backend sets its "
+        "own load threshold in both. SIGTERM to the supervisor drains the workers.",
+    ]
 
 
 def write_docs(data: dict[str, Any], out: Path) -> None:

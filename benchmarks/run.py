@@ -9,6 +9,12 @@ own. The run:
 2. dispatches all N calls at once and samples the worker's PSS every second until every call
    reported (or the time bound passed, or the machine ran low on memory);
 3. asks the worker for its event-loop lag over the calls, and stops it.
+
+Variant E's subprocess is openrtc-workers' supervisor (``benchmarks.runner supervised``):
+the run waits until each of its workers registered, warms up each, samples the PSS of the
+supervisor and of each worker beside the tree's, reads each worker's loop lag from the file
+it writes (:mod:`benchmarks.supervised_worker`), and stops the supervisor with SIGTERM (it
+drains its workers).
 """
 
 from __future__ import annotations
@@ -20,18 +26,21 @@ import os
 import signal
 import statistics
 import sys
+import tempfile
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import attrs
 
 from openrtc_testing import LoopbackDispatchServer
-from openrtc_testing.measure import percentile
+from openrtc_testing.measure import percentile, process_tree
 from openrtc_testing.worker import dispatch_until_accepted
 
 from .runner import LAG_PREFIX
 from .sampling import PssSample, TreeSampler, pss_resolution_mb, tree_cpu_seconds
+from .supervised_worker import LAG_DIR_ENV, LAG_START, LAG_STOP, lag_file, started_file
 from .variants import Variant
 from .workload import CALLER_TURNS, call_metadata
 
@@ -44,6 +53,8 @@ IDLE_INTERVAL_S: Final = 0.5
 """The idle PSS is the median of 5 samples 0.5 s apart; their spread is the run's noise."""
 REDISPATCH_DELAY_S: Final = 0.25
 WORKER_EXIT_TIMEOUT_S: Final = 30.0
+LAG_FILES_TIMEOUT_S: Final = 30.0
+"""How long a supervised worker may take to answer lag-start or lag-stop with its file."""
 STDOUT_LINE_LIMIT: Final = 64 * 1024 * 1024
 """The worker's LAG line carries the whole lag series: 20 samples a second, minutes long."""
 _Value = TypeVar("_Value")
@@ -78,6 +89,8 @@ class CallRecord:
     duration_s: float | None = None
     """From session start to the end of the hold, as the worker measured it."""
     turn_latencies_s: list[float] = attrs.field(factory=list)
+    worker: int | None = None
+    """Which of a supervisor's workers ran the call (its report's ``worker``), None with one."""
 
     @property
     def ok(self) -> bool:
@@ -99,6 +112,14 @@ class CallRecord:
             return None
         return self.started_at + self.duration_s
 
+    @property
+    def turns_done_at(self) -> float | None:
+        """When the last turn's reply was done, for a call whose caller does not pause
+        (burst pace): the session's start plus its turns' latencies."""
+        if self.started_at is None or not self.turn_latencies_s:
+            return None
+        return self.started_at + sum(self.turn_latencies_s)
+
     def take_report(self, report: dict[str, Any]) -> None:
         self.outcome = str(report.get("outcome", "unknown"))
         self.error = str(report.get("error") or "")
@@ -107,6 +128,8 @@ class CallRecord:
         duration = report.get("duration_s")
         self.duration_s = float(duration) if isinstance(duration, int | float) else None
         self.turn_latencies_s = [float(t["latency_s"]) for t in report.get("turns", [])]
+        worker = report.get("worker")
+        self.worker = worker if isinstance(worker, int) else None
 
 
 def _quantiles(values: list[float], prefix: str) -> dict[str, float | None]:
@@ -197,6 +220,82 @@ def memory_figures(
     }
 
 
+def _median(values: Sequence[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def supervised_figures(
+    calls: list[CallRecord],
+    samples: list[PssSample],
+    idle: list[PssSample],
+    lags: dict[int, dict[str, Any]],
+    supervisor_pid: int,
+) -> dict[str, Any]:
+    """Variant E: the supervisor's PSS, and each worker's calls, turn latency, PSS and loop
+    lag; the worst worker's loop lag stands for the run's (``loop_lag``,
+    ``loop_lag_all_live``).
+
+    A worker's PSS is its subtree's (PssSample.parts); idle is the median of the idle
+    samples, live the median of those taken while the most sessions were live at once, and
+    its added PSS per session is the difference ÷ its own calls live then. Its loop lag is
+    cut at the same window as the whole tree's.
+    """
+    pids = {index: int(lag["pid"]) for index, lag in lags.items() if "pid" in lag}
+    _, at_max = while_most_live(calls, [(s.at, s) for s in samples])
+    workers = []
+    for index in sorted(pids):
+        pid = pids[index]
+        mine = [c for c in calls if c.worker == index]
+        idle_mb = _median([s.parts[pid] for s in idle if pid in s.parts])
+        live_mb = _median([s.parts[pid] for s in at_max if pid in s.parts])
+        live = max((live_at(mine, s.at) for s in at_max), default=0)
+        lag = lags[index]
+        all_live = all_live_lag(calls, lag)
+        turns = [t for c in mine for t in c.turn_latencies_s]
+        added = None
+        if idle_mb is not None and live_mb is not None and live:
+            added = (live_mb - idle_mb) / live
+        workers.append(
+            {
+                "worker": index,
+                "pid": pid,
+                "calls": len(mine),
+                "completed": len([c for c in mine if c.ok]),
+                "turns": len(turns),
+                **_quantiles(turns, "turn"),
+                "idle_pss_mb": idle_mb,
+                "live_pss_mb": live_mb,
+                "live_sessions": live,
+                "added_pss_per_session_mb": added,
+                "loop_lag": lag,
+                "loop_lag_all_live": all_live,
+            }
+        )
+    unassigned = len([c for c in calls if c.accepted and c.worker not in pids])
+    return {
+        "worker_processes": len(workers),
+        "workers": workers,
+        "calls_without_worker": unassigned,
+        "supervisor": {
+            "pid": supervisor_pid,
+            "idle_pss_mb": _median([s.parts[supervisor_pid] for s in idle if s.parts]),
+            "live_pss_mb": _median([s.parts[supervisor_pid] for s in at_max if s.parts]),
+        },
+        "loop_lag": _worst(workers, "loop_lag"),
+        "loop_lag_all_live": _worst(workers, "loop_lag_all_live"),
+        "process_init": None,
+    }
+
+
+def _worst(workers: Iterable[dict[str, Any]], part: str) -> dict[str, Any] | None:
+    """The figures of the worker whose `part` has the highest p99, naming it."""
+    measured = [(w[part], w["worker"]) for w in workers if w.get(part)]
+    if not measured:
+        return None
+    figures, index = max(measured, key=lambda found: found[0].get("p99_s") or 0.0)
+    return {**{k: v for k, v in figures.items() if k != "gc"}, "worker": index}
+
+
 async def _call(
     lk: LoopbackDispatchServer, room: str, metadata: str, deadline: float
 ) -> CallRecord:
@@ -241,7 +340,8 @@ class _Worker:
         return self.proc.pid
 
     async def _read_stdout(self) -> None:
-        assert self.proc.stdout is not None
+        if self.proc.stdout is None:
+            return  # a supervisor's stdout goes to the log
         async for raw in self.proc.stdout:
             line = raw.decode(errors="replace").strip()
             if line.startswith(LAG_PREFIX):
@@ -253,6 +353,9 @@ class _Worker:
         with contextlib.suppress(ConnectionError):
             self.proc.stdin.write(text.encode() + b"\n")
             await self.proc.stdin.drain()
+
+    async def lag_start(self) -> None:
+        await self.command("lag start")
 
     async def loop_lag(self) -> dict[str, Any] | None:
         await self.command("lag stop")
@@ -276,10 +379,63 @@ class _Worker:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)
         await self.proc.wait()
+        await self._stop_reading()
+        return self.proc.returncode
+
+    async def _stop_reading(self) -> None:
         self._reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._reader
+
+
+class _Supervisor(_Worker):
+    """Variant E's subprocess: openrtc-workers' supervisor, its workers steered by files."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, lag_dir: Path, workers: int) -> None:
+        super().__init__(proc)
+        self.lag_dir = lag_dir
+        self.workers = workers
+
+    async def lag_start(self) -> None:
+        """Every worker samples its loop from now on (waits until each said it does)."""
+        (self.lag_dir / LAG_START).touch()
+        await _appear([started_file(self.lag_dir, i) for i in range(1, self.workers + 1)])
+
+    async def worker_lags(self) -> dict[int, dict[str, Any]]:
+        """Each worker's loop lag since lag_start, by worker index (those that answered)."""
+        (self.lag_dir / LAG_STOP).touch()
+        paths = [lag_file(self.lag_dir, i) for i in range(1, self.workers + 1)]
+        await _appear(paths)
+        found = {}
+        for index, path in enumerate(paths, start=1):
+            with contextlib.suppress(OSError, ValueError):
+                found[index] = json.loads(path.read_text(encoding="utf-8"))
+        return found
+
+    async def stop(self) -> int | None:
+        """SIGTERM to the supervisor: it drains its workers and exits. Whatever is left of
+        its tree after the timeout is killed, each worker by its own process group."""
+        tree = process_tree(self.pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(self.proc.wait(), WORKER_EXIT_TIMEOUT_S)
+        except TimeoutError:
+            for pid in tree:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    if os.getpgid(pid) == pid:
+                        os.killpg(pid, signal.SIGKILL)
+            await self.proc.wait()
+        await self._stop_reading()
         return self.proc.returncode
+
+
+async def _appear(paths: Sequence[Path], timeout_s: float = LAG_FILES_TIMEOUT_S) -> None:
+    """Wait until every one of `paths` exists, or the timeout passed."""
+    deadline = time.monotonic() + timeout_s
+    # Polled: the files are written by other processes.
+    while not all(map(os.path.exists, paths)) and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
 
 
 def _worker_env(plan: RunPlan, lk: LoopbackDispatchServer) -> dict[str, str]:
@@ -309,6 +465,13 @@ def _log_tail(path: Path, lines: int = 15) -> str:
 
 async def run_once(plan: RunPlan) -> dict[str, Any]:
     """Run one variant at one N; return its figures as a JSON-ready dict."""
+    if plan.variant.supervised:
+        with tempfile.TemporaryDirectory(prefix="openrtc-bench-lag-") as lag_dir:
+            return await _run_once(plan, Path(lag_dir))
+    return await _run_once(plan, None)
+
+
+async def _run_once(plan: RunPlan, lag_dir: Path | None) -> dict[str, Any]:
     plan.logs_dir.mkdir(parents=True, exist_ok=True)
     log_path = plan.logs_dir / f"{plan.variant.key}-n{plan.calls}-r{plan.repeat}.log"
     result: dict[str, Any] = {
@@ -324,23 +487,31 @@ async def run_once(plan: RunPlan) -> dict[str, Any]:
         "note": "",
         "log": str(log_path),
     }
+    workers = plan.variant.workers()
     async with LoopbackDispatchServer() as lk:
+        env = _worker_env(plan, lk)
+        args: list[str] = [plan.variant.kind]
+        if lag_dir is not None:
+            env[LAG_DIR_ENV] = str(lag_dir)
+            args += ["--workers", str(workers)]
         with log_path.open("wb") as log:
             spawned = time.monotonic()
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
                 "benchmarks.runner",
-                plan.variant.kind,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
+                *args,
+                # The supervisor reads no commands: it is steered by files and signals.
+                stdin=asyncio.subprocess.PIPE if lag_dir is None else asyncio.subprocess.DEVNULL,
+                # ... and, like livekit's start, logs JSON lines on stdout: they go to the log.
+                stdout=asyncio.subprocess.PIPE if lag_dir is None else log,
                 stderr=log,
                 cwd=ROOT,
-                env=_worker_env(plan, lk),
+                env=env,
                 start_new_session=True,
                 limit=STDOUT_LINE_LIMIT,
             )
-        worker = _Worker(proc)
+        worker = _Worker(proc) if lag_dir is None else _Supervisor(proc, lag_dir, workers)
         try:
             await _drive(plan, lk, worker, spawned, result)
         finally:
@@ -350,8 +521,18 @@ async def run_once(plan: RunPlan) -> dict[str, Any]:
     return result
 
 
-async def _wait_registered(lk: LoopbackDispatchServer, worker: _Worker) -> bool:
-    registered = asyncio.create_task(lk.wait_for_worker(timeout=REGISTER_TIMEOUT_S))
+async def _registered(lk: LoopbackDispatchServer, count: int) -> None:
+    """Until `count` workers are registered (all of a supervisor's)."""
+    await lk.wait_for_worker(timeout=REGISTER_TIMEOUT_S)
+    deadline = time.monotonic() + REGISTER_TIMEOUT_S
+    while len([w for w in lk.workers if not w.closed]) < count:
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"fewer than {count} workers registered")
+        await asyncio.sleep(0.1)
+
+
+async def _wait_registered(lk: LoopbackDispatchServer, worker: _Worker, count: int) -> bool:
+    registered = asyncio.create_task(_registered(lk, count))
     exited = asyncio.create_task(worker.proc.wait())
     done, _ = await asyncio.wait({registered, exited}, return_when=asyncio.FIRST_COMPLETED)
     for task in (registered, exited):
@@ -359,28 +540,46 @@ async def _wait_registered(lk: LoopbackDispatchServer, worker: _Worker) -> bool:
     return registered in done and registered.exception() is None
 
 
-async def _warm_up(lk: LoopbackDispatchServer) -> str:
-    """One short call before the idle PSS is sampled; returns what went wrong, or "".
+async def _warm_up(lk: LoopbackDispatchServer, workers: int) -> str:
+    """One short call per worker before the idle PSS is sampled; what went wrong, or "".
 
     One-time costs (the forkserver a process-isolated pool starts for its first job,
     modules a first session imports lazily) then sit in the idle baseline instead of being
-    charged to the N sessions measured after it. A worker whose loop is still busy
-    starting up answers "not available"; the call is offered again, as LiveKit would.
+    charged to the N sessions measured after it. A supervisor's workers each get one: the
+    dispatch server offers calls round-robin, so consecutive calls reach each in turn.
+    """
+    seen: set[int | None] = set()
+    for _ in range(3 * workers):
+        problem, worker = await _warm_up_call(lk)
+        if problem:
+            return problem
+        seen.add(worker)
+        if len(seen) >= workers:
+            return ""
+    return f"{workers} workers, but the warm-up calls reached only {sorted(map(str, seen))}"
+
+
+async def _warm_up_call(lk: LoopbackDispatchServer) -> tuple[str, int | None]:
+    """One short call: what went wrong (or ""), and which worker ran it.
+
+    A worker whose loop is still busy starting up answers "not available"; the call is
+    offered again, as LiveKit would.
     """
     metadata = call_metadata(turns=CALLER_TURNS[:1], hold_s=0.0)
     d = await dispatch_until_accepted(
         lk, "bench-warm-up", job_metadata=metadata, retry_for_s=REGISTER_TIMEOUT_S
     )
     if not d.accepted:
-        return f"not accepted: {d.error}"
+        return f"not accepted: {d.error}", None
     try:
         report = await lk.wait_for_report(d.job_id, timeout=REGISTER_TIMEOUT_S)
         await d.wait_for_status(timeout=REGISTER_TIMEOUT_S)
     except TimeoutError as exc:
-        return str(exc)
+        return str(exc), None
     if report.get("outcome") != "completed":
-        return f"{report.get('outcome')}: {report.get('error')}"
-    return ""
+        return f"{report.get('outcome')}: {report.get('error')}", None
+    worker = report.get("worker")
+    return "", worker if isinstance(worker, int) else None
 
 
 async def _drive(
@@ -390,12 +589,15 @@ async def _drive(
     spawned: float,
     result: dict[str, Any],
 ) -> None:
-    if not await _wait_registered(lk, worker):
+    workers = worker.workers if isinstance(worker, _Supervisor) else 1
+    if not await _wait_registered(lk, worker, workers):
         result["status"] = "crashed"
         result["note"] = "the worker did not register"
+        if workers > 1:
+            result["note"] = f"not all {workers} workers registered"
         return
     result["worker_ready_s"] = time.monotonic() - spawned
-    warm_up = await _warm_up(lk)
+    warm_up = await _warm_up(lk, workers)
     if warm_up:
         result["status"] = "crashed"
         result["note"] = f"the warm-up call failed: {warm_up}"
@@ -407,6 +609,7 @@ async def _drive(
         worker.pid,
         memory_floor_mb=plan.memory_floor_mb,
         on_out_of_memory=lambda: loop.call_soon_threadsafe(memory_low.set),
+        parts=isinstance(worker, _Supervisor),
     )
     idle = []
     for i in range(IDLE_SAMPLES):
@@ -420,7 +623,7 @@ async def _drive(
 
     metadata = call_metadata(hold_s=plan.hold_s, pause_s=plan.pause_s)
     cpu_before = await asyncio.to_thread(tree_cpu_seconds, worker.pid)
-    await worker.command("lag start")
+    await worker.lag_start()
     sampler.start()
     started = time.monotonic()
     deadline = started + plan.time_bound_s
@@ -454,7 +657,10 @@ async def _drive(
     low.cancel()
     exited.cancel()
     cpu_after = await asyncio.to_thread(tree_cpu_seconds, worker.pid)
-    lag = await worker.loop_lag()
+    if isinstance(worker, _Supervisor):
+        lags = await worker.worker_lags()
+    else:
+        lag = await worker.loop_lag()
     sampler.stop()
     for task in tasks:
         task.cancel()
@@ -462,6 +668,17 @@ async def _drive(
     calls = [t.result() for t in tasks if t.done() and not t.cancelled()]
     calls += [CallRecord(dispatched_at=0.0) for t in tasks if t.cancelled()]
     _figures(plan, result, calls, sampler.samples, idle_mb, wall, cpu_after - cpu_before)
+    if isinstance(worker, _Supervisor):
+        result.update(supervised_figures(calls, sampler.samples, idle, lags, worker.pid))
+        result["pss_part_samples"] = [
+            [round(s.at, 3), {str(pid): round(mb, 2) for pid, mb in s.parts.items()}]
+            for s in sampler.samples
+        ]
+        missing = workers - len(lags)
+        if missing and result["status"] == "ok":
+            result["status"] = "failed"
+            result["note"] = f"{missing} of {workers} workers wrote no loop lag"
+        return
     result["loop_lag_all_live"] = all_live_lag(calls, lag)
     result["process_init"] = lag.pop("process_init", None) if lag is not None else None
     result["loop_lag"] = lag
@@ -488,6 +705,14 @@ def _figures(
         result["status"] = "failed"
         result["note"] = f"{failures} of {plan.calls} calls failed"
     starts = [c.start_latency_s for c in calls if c.start_latency_s is not None]
+    # Throughput, where callers do not pause (burst): turns answered over the time from
+    # the first dispatch to the last reply done.
+    turns_per_s = None
+    if plan.pause_s[1] <= 0 and turns:
+        dispatched = min(c.dispatched_at for c in calls if c.dispatched_at > 0)
+        done = max((at for c in calls if (at := c.turns_done_at) is not None), default=None)
+        if done is not None and done > dispatched:
+            turns_per_s = turns / (done - dispatched)
     replies = [c.first_reply_s for c in calls if c.first_reply_s is not None]
     turn_latencies = [t for c in calls for t in c.turn_latencies_s]
     result.update(
@@ -501,6 +726,7 @@ def _figures(
             "expected_turns": plan.calls * len(CALLER_TURNS),
             "cpu_s": cpu_s,
             "cpu_per_turn_s": cpu_s / turns if turns else None,
+            "turns_per_s": turns_per_s,
             **_quantiles(starts, "start"),
             **_quantiles(replies, "first_reply"),
             **_quantiles(turn_latencies, "turn"),

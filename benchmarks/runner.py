@@ -11,6 +11,11 @@ one command per line:
                initialise (process executors), and the series itself (wall time, lag), so
                the driver can cut it in phases
 ``quit``       close the worker and exit (so does the end of stdin)
+
+``python -m benchmarks.runner supervised --workers N`` is variant E: this process becomes
+openrtc-workers' supervisor with N forked OpenRTC workers, which reads no stdin, is stopped
+with SIGTERM and measures its workers' loops through files (see
+:mod:`benchmarks.supervised_worker`).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ LAG_PREFIX: Final = "LAG "
 CLOSE_TIMEOUT_S: Final = 60.0
 LAG_INTERVAL_S: Final = 0.05
 LIVEKIT_LOGGER: Final = "livekit.agents"
+KINDS: Final = ("plain", "openrtc", "supervised")
 
 
 def build_server(kind: str) -> AgentServer:
@@ -96,7 +102,7 @@ def lag_summary(samples: Sequence[float]) -> dict[str, Any]:
 
 
 def lag_report(
-    monitor: LoopLagMonitor | None, collections: GcPauses, inits: ProcessInitTimes
+    monitor: LoopLagMonitor | None, collections: GcPauses, inits: ProcessInitTimes | None
 ) -> dict[str, Any]:
     if monitor is None:
         return lag_summary([])
@@ -105,7 +111,7 @@ def lag_report(
     return {
         **lag_summary(monitor.samples),
         "gc": collections.summary(),
-        "process_init": inits.summary(),
+        "process_init": inits.summary() if inits is not None else None,
         "series": series,
     }
 
@@ -170,9 +176,17 @@ async def serve(kind: str, log_level: int) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.runner")
-    parser.add_argument("kind", choices=("plain", "openrtc"))
+    parser.add_argument("kind", choices=KINDS)
     parser.add_argument("--log-level", default="WARNING")
+    parser.add_argument(
+        "--workers", type=int, default=2, help="supervised: how many workers to fork"
+    )
     args = parser.parse_args(argv)
+    if args.kind == "supervised":
+        # Imported here: the plain worker (A, B) loads none of OpenRTC's code.
+        from .supervised_worker import supervise
+
+        return supervise(args.workers, args.log_level)
     logging.basicConfig(level=args.log_level, stream=sys.stderr)
     return asyncio.run(serve(args.kind, logging.getLogger().getEffectiveLevel()))
 

@@ -12,7 +12,7 @@ from typing import Final
 
 import attrs
 
-from openrtc_testing.measure import process_tree, pss_mb
+from openrtc_testing.measure import children, process_tree, pss_mb
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -84,6 +84,9 @@ class PssSample:
     """Wall-clock time (time.time()) the sample was taken."""
     pss_mb: float
     processes: int
+    parts: dict[int, float] = attrs.field(factory=dict, eq=False)
+    """With ``TreeSampler(parts=True)``: the root's own PSS under its pid, and the PSS of each
+    direct child's subtree under the child's pid (a supervisor and its workers)."""
 
 
 @attrs.define
@@ -100,6 +103,8 @@ class TreeSampler:
     interval_s: float = 1.0
     memory_floor_mb: float = 2048.0
     on_out_of_memory: Callable[[], object] | None = None
+    parts: bool = False
+    """Also record the root's own PSS and each direct child's subtree (PssSample.parts)."""
     samples: list[PssSample] = attrs.field(factory=list)
     out_of_memory: bool = False
     _stop: threading.Event = attrs.field(factory=threading.Event, init=False)
@@ -115,9 +120,19 @@ class TreeSampler:
             self._thread.join(timeout=30)
 
     def sample(self) -> PssSample:
-        tree = process_tree(self.pid)
-        total = sum(pss_mb(p) for p in tree)
-        return PssSample(at=time.time(), pss_mb=total, processes=len(tree))
+        if not self.parts:
+            tree = process_tree(self.pid)
+            total = sum(pss_mb(p) for p in tree)
+            return PssSample(at=time.time(), pss_mb=total, processes=len(tree))
+        parts = {self.pid: pss_mb(self.pid)}
+        processes = 1
+        for child in children(self.pid):
+            subtree = process_tree(child)
+            parts[child] = sum(pss_mb(p) for p in subtree)
+            processes += len(subtree)
+        return PssSample(
+            at=time.time(), pss_mb=sum(parts.values()), processes=processes, parts=parts
+        )
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -52,7 +52,7 @@ from .provenance import (
     unwritable_file,
 )
 from .soak_report import TARGET_PCT, render_console, run_label, write_report
-from .variants import VARIANTS, Variant
+from .variants import ONE_WORKER_VARIANTS, Variant
 from .workload import BURST_PAUSE_S, CALLER_TURNS, call_metadata
 
 ROOT: Final = Path(__file__).resolve().parent.parent
@@ -424,10 +424,10 @@ class SoakParser(argparse.ArgumentParser):
 
 def _variants(text: str) -> tuple[str, ...]:
     keys = tuple(part.strip().upper() for part in text.split(",") if part.strip())
-    unknown = [k for k in keys if k not in VARIANTS]
+    unknown = [k for k in keys if k not in ONE_WORKER_VARIANTS]
     if not keys or unknown:
         raise argparse.ArgumentTypeError(
-            f"{text!r}: choose among {','.join(VARIANTS)} (for example B,C)"
+            f"{text!r}: choose among {','.join(ONE_WORKER_VARIANTS)} (for example B,C)"
         )
     if len(set(keys)) != len(keys):
         raise argparse.ArgumentTypeError(f"{text!r}: name each variant once")
@@ -1061,7 +1061,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs_dir.mkdir(parents=True, exist_ok=True)
     try:
         for key in args.variants:
-            variant = VARIANTS[key]
+            variant = ONE_WORKER_VARIANTS[key]
             run: dict[str, Any] = {
                 "variant": key,
                 "name": variant.name,

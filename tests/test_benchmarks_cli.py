@@ -15,7 +15,7 @@ import pytest
 
 from benchmarks import density
 from benchmarks.report import below_resolution, render_console, render_markdown
-from benchmarks.run import CallRecord, RunPlan, memory_figures
+from benchmarks.run import CallRecord, RunPlan, memory_figures, supervised_figures
 from benchmarks.sampling import PSS_FLOOR_MB, PssSample
 from benchmarks.variants import VARIANTS
 
@@ -403,3 +403,164 @@ def test_a_jump_while_all_sessions_are_live_widens_the_resolution() -> None:
     assert figures["added_pss_per_session_mb"] == pytest.approx(0.2)
     assert figures["pss_resolution_mb"] == pytest.approx(9.2)  # the jump, not 2 x 0.1 idle
     assert below_resolution(0.2, figures["added_pss_resolution_mb"])
+
+
+# -- variant E: one worker per core under the supervisor -------------------------------------
+
+
+def fake_worker(index: int, calls: int, *, lag: float, held: float) -> dict[str, Any]:
+    """One of E's workers as run.supervised_figures records it."""
+    return {
+        "worker": index,
+        "pid": 1000 + index,
+        "calls": calls,
+        "completed": calls,
+        "turns": 3 * calls,
+        "turn_p50_s": 0.45,
+        "turn_p95_s": 0.5,
+        "turn_p99_s": 0.55,
+        "idle_pss_mb": 125.0,
+        "live_pss_mb": 125.0 + 0.2 * calls,
+        "live_sessions": calls,
+        "added_pss_per_session_mb": 0.2,
+        "loop_lag": {"samples": 10, "p50_s": 0.001, "p99_s": lag, "max_s": lag},
+        "loop_lag_all_live": {"live_sessions": 2 * calls, "samples": 5, "p99_s": held},
+    }
+
+
+def supervised_run(calls: int, **extra: Any) -> dict[str, Any]:
+    workers = [
+        fake_worker(1, calls // 2, lag=0.012, held=0.004),
+        fake_worker(2, calls - calls // 2, lag=0.031, held=0.007),
+    ]
+    return fake_run(
+        "E",
+        calls,
+        workers=workers,
+        worker_processes=2,
+        supervisor={"pid": 999, "idle_pss_mb": 170.0, "live_pss_mb": 171.0},
+        loop_lag={**workers[1]["loop_lag"], "worker": 2},
+        loop_lag_all_live={**workers[1]["loop_lag_all_live"], "worker": 2},
+        **extra,
+    )
+
+
+def test_variants_selection_takes_e_and_runs_it_beside_c(
+    faked: Faked, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(density, "supervisor_installed", lambda: True)
+    monkeypatch.setattr(density, "usable_cores", lambda: 2)
+    assert density.main(["--variants", "C,E", "--sizes", "1", "--repeats", "1"]) == 0
+    assert [plan.variant.key for plan in faked.started] == ["C", "E"]
+    variant = faked.started[1].variant
+    assert variant.supervised
+    assert variant.env(100)["OPENRTC_BENCH_MAX_SESSIONS"] == "110"  # each worker, as C
+    assert "forked workers" in variant.describe(100)
+
+
+def test_e_without_openrtc_workers_is_refused_before_any_run(
+    faked: Faked, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(density, "supervisor_installed", lambda: False)
+    with pytest.raises(SystemExit) as exited:
+        density.main(["--variants", "C,E", "--sizes", "1"])
+    assert exited.value.code == 2
+    assert faked.started == []
+    err = capsys.readouterr().err
+    assert err.startswith("error: argument --variants: E runs openrtc-workers' supervisor")
+    assert err.count("\n") == 1
+
+
+def test_the_default_sweep_includes_e() -> None:
+    settings = density.settings_from(density.build_parser().parse_args([]))
+    assert "E" in settings.variants
+
+
+def test_the_soak_does_not_offer_the_supervised_variant() -> None:
+    from benchmarks import soak
+
+    with pytest.raises(SystemExit):
+        soak.build_parser().parse_args(["--variants", "E"])
+
+
+def test_burst_throughput_shows_e_against_c_and_a(tmp_path: Path) -> None:
+    runs = [
+        fake_run("A", 100, turns_per_s=40.0),
+        fake_run("C", 100, turns_per_s=100.0),
+        supervised_run(100, turns_per_s=180.0),
+    ]
+    data = results(runs)
+    console = render_console(data)
+    assert "N=100: A 40.0/s, C 100/s, E 180/s, E/C 1.80×, E/A 4.50×" in console
+    page = render_markdown(data, [], tmp_path / "bm.md")
+    assert "| N | A | C | E | E / C | E / A |" in page
+    assert "| 100 | 40.0/s | 100/s | 180/s | 1.80× | 4.50× |" in page
+
+
+def test_e_is_shown_per_worker_with_the_worst_worker_in_the_tables(tmp_path: Path) -> None:
+    runs = [fake_run("C", 1), supervised_run(1), fake_run("C", 10), supervised_run(10)]
+    data = results(runs)
+    console = render_console(data)
+    row = next(line for line in console.splitlines() if line.startswith("E OpenRTC workers"))
+    assert "31 ms" in row  # worker 2's, the worst
+    assert "supervisor PSS 170.0 MiB idle, 171.0 MiB with all calls live" in console
+    assert "worker 2: 5 calls, turn p95 500 ms, lag p99 31 ms (all live 7.0 ms)" in console
+
+    page = render_markdown(data, [], tmp_path / "bm.md")
+    assert "## Per worker" in page
+    assert "| supervisor | — | — | — | — | 170.0 MiB | 171.0 MiB | — |" in page
+    assert "| worker 1 | 5 | 500 ms | 12 ms | 4.0 ms | 125.0 MiB | 126.0 MiB | +0.20 MiB |" in page
+    target = next(line for line in page.splitlines() if line.startswith("| E loop lag p99"))
+    assert "every worker while holding N=10" in target
+    assert "worker 2: 7.0 ms while all 10 are live" in target
+    assert target.endswith("| met |")
+    assert "- **E**: C's pool" in page  # its method
+
+
+def test_a_page_without_e_has_no_e_sections(tmp_path: Path) -> None:
+    page = render_markdown(results(all_variants()), [], tmp_path / "bm.md")
+    assert "## Per worker" not in page
+    assert "- **E**" not in page
+    assert "Completed turns per second (burst pace)" not in page
+
+
+def test_supervised_figures_name_each_worker_and_the_worst() -> None:
+    def call(worker: int, start: float) -> CallRecord:
+        return CallRecord(
+            dispatched_at=start - 0.1,
+            accepted=True,
+            started_at=start,
+            duration_s=5.0,
+            outcome="completed",
+            turn_latencies_s=[0.4, 0.5, 0.6],
+            worker=worker,
+        )
+
+    calls = [call(1, 10.0), call(2, 10.0)]
+    parts = {1: 170.0, 11: 125.0, 12: 126.0}
+    idle = [PssSample(at=5.0, pss_mb=421.0, processes=3, parts=parts)]
+    live_parts = {1: 171.0, 11: 125.5, 12: 127.0}
+    samples = [PssSample(at=at, pss_mb=423.5, processes=3, parts=live_parts) for at in (11, 12)]
+
+    def lag(index: int, pid: int, values: list[float]) -> dict[str, Any]:
+        return {
+            "worker": index,
+            "pid": pid,
+            "p99_s": max(values),
+            "series": [[11.0 + i * 0.5, v] for i, v in enumerate(values)],
+        }
+
+    lags = {1: lag(1, 11, [0.002, 0.003]), 2: lag(2, 12, [0.001, 0.04])}
+
+    figures = supervised_figures(calls, samples, idle, lags, supervisor_pid=1)
+
+    assert figures["supervisor"] == {"pid": 1, "idle_pss_mb": 170.0, "live_pss_mb": 171.0}
+    one, two = figures["workers"]
+    assert (one["worker"], one["calls"], one["turns"]) == (1, 1, 3)
+    assert one["added_pss_per_session_mb"] == pytest.approx(0.5)
+    assert two["added_pss_per_session_mb"] == pytest.approx(1.0)
+    assert "series" not in two["loop_lag"]  # cut into phases, then dropped
+    assert two["loop_lag_all_live"]["max_s"] == pytest.approx(0.04)
+    assert figures["loop_lag"]["worker"] == 2
+    assert figures["loop_lag_all_live"]["worker"] == 2
+    assert figures["calls_without_worker"] == 0

@@ -1,4 +1,5 @@
-"""The density benchmark runs end to end: quick mode, OpenRTC's coroutine pool, N = 1 and 2.
+"""The density benchmark runs end to end: quick mode, OpenRTC's coroutine pool, N = 1 and 2;
+and E, that pool under openrtc-workers' supervisor (one worker per core), at N = 4.
 
 Only that it runs and reports is checked; timings depend on the machine and are never asserted.
 """
@@ -6,32 +7,29 @@ Only that it runs and reports is checked; timings depend on the machine and are 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES = ("added_pss_per_session_mb", "idle_pss_mb", "start_p50_s", "turn_p95_s", "cpu_per_turn_s")
 
 
-def test_quick_density_run_reports_figures_for_each_size(tmp_path: Path) -> None:
+def quick_density(tmp_path: Path, *args: str) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """``python -m benchmarks.density --quick ARGS``, checked to exit 0; where its JSON went."""
     results = tmp_path / "density.json"
-    command = [
-        sys.executable,
-        "-m",
-        "benchmarks.density",
-        "--quick",
-        "--variants",
-        "C",
-        "--sizes",
-        "1,2",
-        "--json",
-        str(results),
-        "--logs",
-        str(tmp_path / "logs"),
-    ]
+    command = [sys.executable, "-m", "benchmarks.density", "--quick", *args]
+    command += ["--json", str(results), "--logs", str(tmp_path / "logs")]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
+    return results, done
+
+
+def test_quick_density_run_reports_figures_for_each_size(tmp_path: Path) -> None:
+    results, done = quick_density(tmp_path, "--variants", "C", "--sizes", "1,2")
 
     assert "C OpenRTC coroutine" in done.stdout  # the table names the variant
     assert f"wrote {results}" in done.stderr
@@ -55,3 +53,34 @@ def test_quick_density_run_reports_figures_for_each_size(tmp_path: Path) -> None
         assert len(run["idle_pss_samples_mb"]) == 5
         # Raw, whatever its size; the tables show "< resolution" below this.
         assert run["added_pss_resolution_mb"] == run["pss_resolution_mb"] / calls > 0
+
+
+def test_quick_density_run_of_e_measures_every_worker(tmp_path: Path) -> None:
+    """E: the real supervisor forks one worker per usable core; each measures its own loop."""
+    pytest.importorskip("openrtc_workers", reason="E runs openrtc-workers' supervisor")
+    results, done = quick_density(tmp_path, "--pace", "burst", "--variants", "E", "--sizes", "4")
+    assert "E OpenRTC workers" in done.stdout
+    assert "completed turns per second" in done.stdout
+
+    data = json.loads(results.read_text())
+    (run,) = data["runs"]
+    assert run["status"] == "ok", (run["note"], run.get("log_tail"))
+    assert run["completed"] == 4
+    assert run["turns"] == run["expected_turns"]
+    assert isinstance(run["turns_per_s"], float)
+    assert run["worker_exit_code"] == 0  # SIGTERM drained the workers, the supervisor exited 0
+    cores = len(os.sched_getaffinity(0))
+    workers = run["workers"]
+    assert [w["worker"] for w in workers] == list(range(1, cores + 1))
+    assert len({w["pid"] for w in workers} | {run["supervisor"]["pid"]}) == cores + 1
+    assert sum(w["calls"] for w in workers) == 4
+    for worker in workers:
+        assert worker["loop_lag"]["samples"] > 0
+        assert "series" not in worker["loop_lag"]
+        assert worker["loop_lag_all_live"]["samples"] > 0
+        assert worker["idle_pss_mb"] > 0
+        assert worker["live_pss_mb"] > 0
+    assert run["supervisor"]["idle_pss_mb"] > 0
+    worst = max(w["loop_lag"]["p99_s"] for w in workers)
+    assert run["loop_lag"]["p99_s"] == worst
+    assert run["processes_at_peak"] >= cores + 1

@@ -12,7 +12,8 @@ from pathlib import Path
 import attrs
 
 
-def _children(pid: int) -> list[int]:
+def children(pid: int) -> list[int]:
+    """The direct children of `pid` (none once it is gone)."""
     found: list[int] = []
     for task in Path(f"/proc/{pid}/task").glob("*"):
         try:
@@ -30,7 +31,7 @@ def process_tree(pid: int | None = None) -> list[int]:
     while todo:
         current = todo.pop()
         tree.append(current)
-        todo.extend(_children(current))
+        todo.extend(children(current))
     return tree
 
 
