@@ -35,9 +35,10 @@ from livekit.agents import AgentServer
 
 from openrtc_testing.measure import GcPauses, LoopLagMonitor, percentile
 
+from .lag import LAG_INTERVAL_S, lag_report
+
 LAG_PREFIX: Final = "LAG "
 CLOSE_TIMEOUT_S: Final = 60.0
-LAG_INTERVAL_S: Final = 0.05
 LIVEKIT_LOGGER: Final = "livekit.agents"
 KINDS: Final = ("plain", "openrtc", "supervised")
 
@@ -90,32 +91,6 @@ class ProcessInitTimes(logging.Filter):
         }
 
 
-def lag_summary(samples: Sequence[float]) -> dict[str, Any]:
-    values = list(samples)
-    return {
-        "samples": len(values),
-        "interval_s": LAG_INTERVAL_S,
-        "p50_s": percentile(values, 50),
-        "p99_s": percentile(values, 99),
-        "max_s": max(values, default=0.0),
-    }
-
-
-def lag_report(
-    monitor: LoopLagMonitor | None, collections: GcPauses, inits: ProcessInitTimes | None
-) -> dict[str, Any]:
-    if monitor is None:
-        return lag_summary([])
-    pairs = zip(monitor.times, monitor.samples, strict=True)
-    series = [[round(at, 3), round(lag, 5)] for at, lag in pairs]
-    return {
-        **lag_summary(monitor.samples),
-        "gc": collections.summary(),
-        "process_init": inits.summary() if inits is not None else None,
-        "series": series,
-    }
-
-
 async def _commands() -> asyncio.StreamReader:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
@@ -151,7 +126,7 @@ async def serve(kind: str, log_level: int) -> int:
                 if monitor is not None:
                     await monitor.stop()
                 collections.stop()
-                report = lag_report(monitor, collections, inits)
+                report = lag_report(monitor, collections, inits.summary())
                 sys.stdout.write(LAG_PREFIX + json.dumps(report) + "\n")
                 sys.stdout.flush()
 

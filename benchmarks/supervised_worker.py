@@ -32,7 +32,7 @@ from typing import Final
 from openrtc_core import WorkerIdentity, hookimpl, worker_identity
 from openrtc_testing.measure import GcPauses, LoopLagMonitor
 
-from .runner import LAG_INTERVAL_S, lag_report
+from .lag import LAG_INTERVAL_S, lag_report
 
 LAG_DIR_ENV: Final = "OPENRTC_BENCH_LAG_DIR"
 """The directory through which the driver steers each worker's loop-lag sampling."""

@@ -3,6 +3,7 @@
 from ._version import __version__
 from .errors import OpenRTCError, PluginLoadError, PoolConfigError, TargetError
 from .hookspecs import hookimpl
+from .identity import WorkerIdentity, worker_identity
 from .isolation import BackendTraits, IsolationBackend, JobPoolFactory, WorkerSpec
 from .models import (
     AGENT_ATTRIBUTE,
@@ -29,13 +30,7 @@ from .reloading import ReloadContext, Reloader
 from .routing import job_view
 from .server import build_server
 from .session import build_agent
-from .supervision import (
-    Supervisor,
-    SupervisorContext,
-    WorkerIdentity,
-    WorkerPlan,
-    worker_identity,
-)
+from .supervision import Supervisor, SupervisorContext, WorkerPlan
 from .targets import agent, discover_agents, load_pool, load_pool_again, load_target
 
 __all__ = [

@@ -20,12 +20,12 @@ from . import _livekit
 from .admission import JobLedger, PoolRequestHandler
 from .entrypoint import PoolEntrypoint, PoolPrewarm, register_worker_plugins
 from .errors import PoolConfigError
+from .identity import install_worker_log_fields
 from .isolation import IsolationBackend, WorkerSpec
 from .models import AGENT_ATTRIBUTE
 from .options import SERVER_KEYWORDS_OWNED
 from .reloading import close_reloader, ensure_reloader, reload_factory
 from .routing import Router
-from .supervision import install_worker_log_fields
 
 if TYPE_CHECKING:
     from .plugins import PluginHost

@@ -29,9 +29,12 @@ from typing import TYPE_CHECKING, Final, Protocol, TypeVar
 import attrs
 
 from . import _livekit
+from .entrypoint import PoolPrewarm, register_worker_plugins
 from .errors import PoolConfigError
+from .identity import WORKER_ENV
 from .isolation.base import hand_over_prewarmed
 from .plugins import pick_registered
+from .server import isolation_backend
 
 if TYPE_CHECKING:
     from .pool import AgentPool
@@ -42,8 +45,6 @@ WORKERS_ENV: Final = "OPENRTC_WORKERS"
 """How many workers ``start`` runs: a number, or ``auto`` (one per usable core)."""
 SUPERVISOR_ENV: Final = "OPENRTC_SUPERVISOR"
 """Which installed supervisor runs them (default :data:`DEFAULT_SUPERVISOR`)."""
-WORKER_ENV: Final = "OPENRTC_WORKER"
-"""Set in each supervised worker (and inherited by its job processes): ``index/count/pid``."""
 DEFAULT_SUPERVISOR: Final = "workers"
 WORKERS_DISTRIBUTION: Final = "openrtc-workers"
 SUPERVISED_VERB: Final = "start"
@@ -71,28 +72,6 @@ class WorkerPlan:
     def supervised(self) -> bool:
         """Whether a supervisor runs: several workers, or one that is recycled."""
         return self.count > 1 or self.max_memory_mb is not None or self.max_sessions is not None
-
-
-@attrs.frozen
-class WorkerIdentity:
-    """Which of the supervisor's workers this process is (1-based), and its pid."""
-
-    index: int
-    count: int
-    pid: int
-
-    def __str__(self) -> str:
-        return f"worker {self.index}/{self.count} (pid {self.pid})"
-
-
-def worker_identity() -> WorkerIdentity | None:
-    """This process's worker, when a supervisor started it (a job process of a supervised
-    worker answers for its worker); None otherwise."""
-    parts = os.environ.get(WORKER_ENV, "").split("/")
-    if len(parts) != 3 or not all(part.isdigit() for part in parts):
-        return None
-    index, count, pid = (int(part) for part in parts)
-    return WorkerIdentity(index, count, pid)
 
 
 @attrs.frozen(kw_only=True)
@@ -314,10 +293,6 @@ def prewarm_before_fork(pool: AgentPool, plugins: Sequence[object] = ()) -> str:
     Raises :class:`PoolConfigError` when the prewarm started threads, opened sockets or left
     an event loop: the workers would inherit them broken.
     """
-    # Imported here: the server assembly sits above this module.
-    from .entrypoint import PoolPrewarm, register_worker_plugins
-    from .server import isolation_backend
-
     register_worker_plugins(pool, plugins)
     backend = isolation_backend(pool)
     _livekit.warm_up_framework()
@@ -364,31 +339,6 @@ def become_worker(index: int, count: int) -> None:
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
-
-
-class WorkerLogFields(logging.Filter):
-    """Names the supervised worker on every log record: ``worker`` (``index/count``) and
-    ``worker_pid``."""
-
-    def __init__(self, identity: WorkerIdentity) -> None:
-        super().__init__()
-        self.worker = f"{identity.index}/{identity.count}"
-        self.pid = identity.pid
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.worker = self.worker
-        record.worker_pid = self.pid
-        return True
-
-
-def install_worker_log_fields() -> None:
-    """In a supervised worker, name it on every record its log handlers write."""
-    identity = worker_identity()
-    if identity is None:
-        return
-    for handler in logging.getLogger().handlers:
-        if not any(isinstance(f, WorkerLogFields) for f in handler.filters):
-            handler.addFilter(WorkerLogFields(identity))
 
 
 def log_level(args: Sequence[str]) -> str:

@@ -23,9 +23,9 @@ from openrtc_core import (
     hookimpl,
     worker_identity,
 )
+from openrtc_core.identity import WORKER_ENV
 from openrtc_core.isolation.base import take_prewarmed
 from openrtc_core.supervision import (
-    WORKER_ENV,
     cpu_quota,
     log_level,
     prewarm_before_fork,

@@ -15,13 +15,9 @@ from rich.text import Text
 
 from .._version import __version__
 from ..errors import PluginLoadError
+from ..identity import worker_identity
 from ..plugins import PluginHost
-from ..supervision import (
-    WORKERS_DISTRIBUTION,
-    supervisor_name,
-    usable_cores,
-    worker_identity,
-)
+from ..supervision import WORKERS_DISTRIBUTION, supervisor_name, usable_cores
 from .output import fail, print_error, print_warning
 
 
