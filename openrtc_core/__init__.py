@@ -30,7 +30,7 @@ from .reloading import ReloadContext, Reloader
 from .routing import job_view
 from .server import build_server
 from .session import build_agent
-from .supervision import Supervisor, SupervisorContext, WorkerPlan
+from .supervision import Supervisor, SupervisorContext, WorkerPlan, prewarm_before_fork
 from .targets import agent, discover_agents, load_pool, load_pool_again, load_target
 
 __all__ = [
@@ -79,6 +79,7 @@ __all__ = [
     "load_pool_again",
     "load_target",
     "merge_options",
+    "prewarm_before_fork",
     "resolve_reference",
     "worker_identity",
 ]

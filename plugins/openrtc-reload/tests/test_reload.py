@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from reload_project import make_project, recorded, wait_until
 
-from openrtc_core import AgentPool, load_pool
+from openrtc_core import AgentPool, load_pool, prewarm_before_fork
 from openrtc_testing import LoopbackDispatchServer
 from openrtc_testing.worker import (
     dispatch_until_accepted,
@@ -435,8 +435,6 @@ async def test_a_worker_forked_from_code_older_than_its_files_loads_them_first(
 ) -> None:
     # What a supervisor's replacement worker sees (openrtc-workers): the supervisor imported
     # and prewarmed the pool, the files changed, then it forked the worker.
-    from openrtc_core.supervision import prewarm_before_fork
-
     project = make_project(tmp_path)
     pool = project.load()
     prewarm_before_fork(pool)
