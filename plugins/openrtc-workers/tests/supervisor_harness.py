@@ -91,10 +91,10 @@ class Supervised:
 
 @contextlib.asynccontextmanager
 async def supervised(
-    tmp_path: Path, *args: str, env: dict[str, str] | None = None
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None, target: str = TARGET
 ) -> AsyncIterator[Supervised]:
-    """Start ``openrtc start worker_pools:pool ARGS`` with simulation on; kill it at the end
-    if the test did not stop it."""
+    """Start ``openrtc start TARGET ARGS`` (default: worker_pools:pool) with simulation on;
+    kill it at the end if the test did not stop it."""
     async with LoopbackDispatchServer() as lk:
         log = tmp_path / "supervisor.log"
         full_env = {
@@ -111,7 +111,7 @@ async def supervised(
                 sys.executable,
                 "-m",
                 "openrtc_testing.supervised",
-                TARGET,
+                target,
                 *args,
                 env=full_env,
                 stdout=out,

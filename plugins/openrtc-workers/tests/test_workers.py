@@ -176,8 +176,11 @@ async def test_a_second_signal_stops_at_once(tmp_path: Path) -> None:
     assert not any(alive(pid) for pid in pids)
 
 
-async def test_process_isolation_runs_under_the_supervisor(tmp_path: Path) -> None:
-    env = {ISOLATION_ENV: "process"}
+@pytest.mark.parametrize("isolation", ["process", "thread"])
+async def test_other_isolation_backends_run_under_the_supervisor(
+    tmp_path: Path, isolation: str
+) -> None:
+    env = {ISOLATION_ENV: isolation}
     async with supervised(tmp_path, "--workers", "2", env=env) as handle:
         await handle.wait_for_workers(2)
         pids = handle.worker_pids()
@@ -193,7 +196,56 @@ async def test_process_isolation_runs_under_the_supervisor(tmp_path: Path) -> No
     }
     for job, report in done.items():
         assert report["worker"] == index_of[handle.lk.dispatches[job].worker_id]
-        assert report["pid"] not in pids  # a job process, not the worker itself
+        if isolation == "process":
+            assert report["pid"] not in pids  # a job process, not the worker itself
+        else:
+            assert report["pid"] in pids  # a thread of the worker
+    messages = handle.messages()
+    assert any(f"prewarm runs in each job process (isolation={isolation!r})" in m for m in messages)
+    assert status == 0
+
+
+AGENT_MODULE = """
+from livekit.agents import Agent
+
+from openrtc_core import AgentPool
+from openrtc_testing import ScriptedLLM
+
+TAG = "v1"
+
+
+class Desk(Agent):
+    def __init__(self) -> None:
+        super().__init__(instructions="Answer.")
+
+    async def llm_node(self, chat_ctx, tools, model_settings):
+        yield f"{TAG} reply"
+
+
+pool = AgentPool(llm=ScriptedLLM(), turn_handling={"turn_detection": None})
+pool.add("desk", Desk, default=True)
+"""
+
+
+async def test_every_worker_reloads_a_saved_agent(tmp_path: Path) -> None:
+    pytest.importorskip("openrtc_reload", reason="reload comes with openrtc-reload")
+    app = tmp_path / "project" / "desk_app.py"
+    app.parent.mkdir()
+    app.write_text(AGENT_MODULE)
+    async with supervised(tmp_path, "--workers", "2", "--reload", target=str(app)) as handle:
+        await handle.wait_for_workers(2)
+        before = await reports(handle, [await handle.call(f"before-{n}") for n in range(2)])
+        app.write_text(AGENT_MODULE.replace('TAG = "v1"', 'TAG = "v2"'))
+        await handle.until(
+            lambda: sum("reload applied" in m for m in handle.messages("openrtc.reload")) >= 2,
+            60,
+            "both workers' reloads",
+        )
+        after = await reports(handle, [await handle.call(f"after-{n}") for n in range(4)])
+        status = await handle.stop()
+    assert {r["turns"][0]["reply"] for r in before.values()} == {"v1 reply"}  # type: ignore[index]
+    assert {r["turns"][0]["reply"] for r in after.values()} == {"v2 reply"}  # type: ignore[index]
+    assert {r["worker"] for r in after.values()} == {1, 2}
     assert status == 0
 
 
