@@ -66,7 +66,6 @@ class Slot:
     """One of the N places a worker runs in; a dead worker's replacement takes its slot."""
 
     index: int
-    worker: Worker | None = None
     crashes: int = 0
     """Crashes right after start, in a row."""
     restart_at: float | None = None
@@ -213,7 +212,6 @@ class WorkerSupervisor:
             index=slot.index, pid=pid, reports=ReportReader(read_end), port_slot=port_slot
         )
         self.workers[pid] = worker
-        slot.worker = worker
         self._selector.register(read_end, selectors.EVENT_READ, data=worker)
         logger.info("started %s", worker.describe(self.plan.count))
 
@@ -290,8 +288,6 @@ class WorkerSupervisor:
             self._selector.unregister(worker.reports.fd)
         os.close(worker.reports.fd)
         slot = self.slots[worker.index - 1]
-        if slot.worker is worker:
-            slot.worker = None
         name, reason = worker.describe(self.plan.count), exit_reason(status)
         clean = os.waitstatus_to_exitcode(status) == 0
         if worker.retiring:
@@ -345,10 +341,7 @@ class WorkerSupervisor:
         if limit is None or self._stopping or now < self._next_memory_check:
             return
         self._next_memory_check = now + self.policy.memory_check_s
-        for slot in self.slots:
-            worker = slot.worker
-            if worker is None:
-                continue
+        for worker in [w for w in self.workers.values() if not w.retiring]:
             used = pss_mib(worker.pid)
             if used is not None and used > limit:
                 self._recycle(worker, f"its memory is {used:.0f} MiB (limit {limit:g} MiB)")
@@ -359,15 +352,13 @@ class WorkerSupervisor:
         if worker.retiring or self._stopping:
             return
         self._retire(worker, reason)
-        slot = self.slots[worker.index - 1]
-        slot.worker = None
         logger.info(
             "replacing %s: %s; it finishes its %d live call(s) first",
             worker.describe(self.plan.count),
             reason,
             len(worker.calls),
         )
-        self._start(slot)
+        self._start(self.slots[worker.index - 1])
 
     def _retire(self, worker: Worker, reason: str) -> None:
         worker.retiring = reason
