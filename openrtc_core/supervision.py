@@ -219,10 +219,10 @@ def _number(values: dict[str, str], flag: str, what: str, kind: Callable[[str], 
     if raw is None:
         return None
     try:
-        value = kind(raw)
+        value: _N | None = kind(raw)
     except ValueError:
-        value = kind("0")
-    if value <= 0:
+        value = None
+    if value is None or value <= 0:
         raise PoolConfigError(f"{flag} {raw!r}: give {what}, more than 0")
     return value
 
