@@ -798,10 +798,7 @@ def _worker_env(
     env = dict(os.environ)
     env.update(
         {
-            "LIVEKIT_URL": lk.url,
-            "LIVEKIT_API_KEY": lk.api_key,
-            "LIVEKIT_API_SECRET": lk.api_secret,
-            "OPENRTC_HTTP_PORT": "0",
+            **lk.worker_env(),
             "PYTHONPATH": os.pathsep.join(
                 p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p
             ),

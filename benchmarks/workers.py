@@ -76,10 +76,7 @@ async def fleet(workers: int, log: Path) -> AsyncIterator[Fleet]:
     async with LoopbackDispatchServer() as lk:
         env = {
             **os.environ,
-            "OPENRTC_HTTP_PORT": "0",
-            "LIVEKIT_URL": lk.url,
-            "LIVEKIT_API_KEY": lk.api_key,
-            "LIVEKIT_API_SECRET": lk.api_secret,
+            **lk.worker_env(),
             "LIVEKIT_LOG_LEVEL": "warn",
         }
         with log.open("ab") as out:

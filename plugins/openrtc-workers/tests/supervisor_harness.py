@@ -99,10 +99,7 @@ async def supervised(
         log = tmp_path / "supervisor.log"
         full_env = {
             **os.environ,
-            "OPENRTC_HTTP_PORT": "0",
-            "LIVEKIT_URL": lk.url,
-            "LIVEKIT_API_KEY": lk.api_key,
-            "LIVEKIT_API_SECRET": lk.api_secret,
+            **lk.worker_env(),
             "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
             **(env or {}),
         }

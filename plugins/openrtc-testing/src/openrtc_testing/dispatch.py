@@ -435,6 +435,16 @@ class LoopbackDispatchServer:
     def report_url(self) -> str:
         return self.http_url + REPORT_PATH
 
+    def worker_env(self) -> dict[str, str]:
+        """What a worker subprocess needs in its environment to register here: this server's
+        URL and keys, and a free health port (``OPENRTC_HTTP_PORT=0``)."""
+        return {
+            "LIVEKIT_URL": self.url,
+            "LIVEKIT_API_KEY": self.api_key,
+            "LIVEKIT_API_SECRET": self.api_secret,
+            "OPENRTC_HTTP_PORT": "0",
+        }
+
     def worker_token(self) -> str:
         """A JWT a worker may register with (the same shape livekit-agents sends)."""
         return (

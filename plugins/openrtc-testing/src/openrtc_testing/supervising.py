@@ -113,15 +113,8 @@ class SupervisedWorkers:
         return None if self.process is None else self.process.returncode
 
     def environment(self) -> dict[str, str]:
-        return {
-            **os.environ,
-            "LIVEKIT_URL": self.dispatch.url,
-            "LIVEKIT_API_KEY": self.dispatch.api_key,
-            "LIVEKIT_API_SECRET": self.dispatch.api_secret,
-            # Each worker picks a free health port; lines reach the log as they are written.
-            "OPENRTC_HTTP_PORT": "0",
-            "PYTHONUNBUFFERED": "1",
-        }
+        # Lines reach the log as they are written.
+        return {**os.environ, **self.dispatch.worker_env(), "PYTHONUNBUFFERED": "1"}
 
     async def start(self) -> None:
         log: BinaryIO | None = None
