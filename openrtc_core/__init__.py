@@ -1,12 +1,23 @@
 """OpenRTC core: many livekit Agents in one worker, extended through pluggy hooks."""
 
 from ._version import __version__
+from .deployment import (
+    GENERATION_ENV,
+    VERSION_ENV,
+    VERSION_FLAG,
+    DeployVersion,
+    deploy_version,
+    generation,
+    pool_source_dir,
+    resolve_deploy_version,
+)
 from .errors import OpenRTCError, PluginLoadError, PoolConfigError, TargetError
 from .hookspecs import hookimpl
 from .identity import WorkerIdentity, worker_identity
 from .isolation import BackendTraits, IsolationBackend, JobPoolFactory, WorkerSpec
 from .models import (
     AGENT_ATTRIBUTE,
+    DEPLOY_ATTRIBUTE,
     VERSION_ATTRIBUTE,
     AgentContext,
     JobView,
@@ -30,16 +41,31 @@ from .reloading import ReloadContext, Reloader
 from .routing import job_view
 from .server import build_server
 from .session import build_agent
-from .supervision import Supervisor, SupervisorContext, WorkerPlan, prewarm_before_fork
+from .supervision import (
+    CONTROL_ENV,
+    SUPERVISOR_ENV,
+    Supervisor,
+    SupervisorContext,
+    WorkerPlan,
+    prewarm_before_fork,
+    supervisor_name,
+)
 from .targets import agent, discover_agents, load_pool, load_pool_again, load_target
 
 __all__ = [
     "AGENT_ATTRIBUTE",
+    "CONTROL_ENV",
+    "DEPLOY_ATTRIBUTE",
+    "GENERATION_ENV",
+    "SUPERVISOR_ENV",
     "VERSION_ATTRIBUTE",
+    "VERSION_ENV",
+    "VERSION_FLAG",
     "AgentContext",
     "AgentPool",
     "AgentSpec",
     "BackendTraits",
+    "DeployVersion",
     "IsolationBackend",
     "JobPoolFactory",
     "JobView",
@@ -72,14 +98,19 @@ __all__ = [
     "agent",
     "build_agent",
     "build_server",
+    "deploy_version",
     "discover_agents",
+    "generation",
     "hookimpl",
     "job_view",
     "load_pool",
     "load_pool_again",
     "load_target",
     "merge_options",
+    "pool_source_dir",
     "prewarm_before_fork",
+    "resolve_deploy_version",
     "resolve_reference",
+    "supervisor_name",
     "worker_identity",
 ]

@@ -16,6 +16,7 @@ import attrs
 
 from .models import (
     AGENT_ATTRIBUTE,
+    DEPLOY_ATTRIBUTE,
     VERSION_ATTRIBUTE,
     JobView,
     Outcome,
@@ -125,19 +126,28 @@ class PoolRequestHandler:
         server: AgentServer,
         session_cap: int | None,
         ledger: JobLedger,
+        deploy: str = "",
     ) -> None:
         self.router = router
         self.plugins = plugins
         self.server = server
         self.session_cap = session_cap
         self.ledger = ledger
+        self.deploy = deploy
+        """The worker's deployment version, named on every job it accepts."""
         # Jobs between our accept and their launch; with the live calls they fill the cap.
         self._accepting: set[str] = set()
 
     def _attributes(self, agent: str) -> dict[str, str]:
-        """The agent participant's attributes: the agent, and the code version it runs."""
+        """The agent participant's attributes: the agent, the code version it runs and the
+        worker's deployment version."""
+        attributes = {AGENT_ATTRIBUTE: agent}
         version = self.router.view().version_of(agent)
-        return {AGENT_ATTRIBUTE: agent, **({VERSION_ATTRIBUTE: version} if version else {})}
+        if version:
+            attributes[VERSION_ATTRIBUTE] = version
+        if self.deploy:
+            attributes[DEPLOY_ATTRIBUTE] = self.deploy
+        return attributes
 
     def _capacity(self) -> Verdict:
         cap = self.session_cap

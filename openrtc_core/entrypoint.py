@@ -72,10 +72,13 @@ class PoolEntrypoint:
         *,
         ledger: JobLedger | None = None,
         reload: bool = False,
+        deploy: str = "",
     ) -> None:
         self.pool = pool
         self.worker_plugins = tuple(plugins)
         self.reload = reload
+        self.deploy = deploy
+        """The worker's deployment version (travels with the entrypoint to job processes)."""
         self.in_job_process = False
         """Set when livekit shipped this entrypoint to a job process (process isolation)."""
         self.ledger = ledger if ledger is not None else JobLedger()
@@ -84,7 +87,7 @@ class PoolEntrypoint:
         self.openrtc_job_pool: JobPoolFactory | None = None
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild_entrypoint, (self.pool, self.worker_plugins, self.reload))
+        return (_rebuild_entrypoint, (self.pool, self.worker_plugins, self.reload, self.deploy))
 
     async def __call__(self, ctx: JobContext) -> None:
         if self.reload:
@@ -104,7 +107,7 @@ class PoolEntrypoint:
         handed_over, tenant = self.ledger.take_tenant(job.job_id)
         if not handed_over:
             tenant = self.pool.plugins.resolve_tenant(job)
-        await SessionRun(self.pool, spec, job, tenant, ctx, self.ledger).run()
+        await SessionRun(self.pool, spec, job, tenant, ctx, self.ledger, deploy=self.deploy).run()
 
     def _unrouted_agent(self, job: JobView) -> AgentSpec:
         # No request step ran (console mode, simulate_job): route here, then fall back to the
@@ -133,6 +136,8 @@ class SessionRun:
         tenant: TenantContext | None,
         ctx: JobContext,
         ledger: JobLedger,
+        *,
+        deploy: str = "",
     ) -> None:
         self.pool = pool
         self.ledger = ledger
@@ -146,10 +151,15 @@ class SessionRun:
             agent=spec.name,
             tenant=tenant,
             version=spec.version or pool.settings.version,
+            deploy=deploy,
         )
         self.entry = pool.sessions.open(self.info)
         self.entry.on_switch(self._switched)
-        self.extra = {**log_fields(job, spec.name, tenant), "version": self.info.version}
+        self.extra = {
+            **log_fields(job, spec.name, tenant),
+            "version": self.info.version,
+            "deploy": deploy,
+        }
         self.failure = ""
         self.provider_errors = 0
         self.user_modules = frozenset({getattr(spec.target, "__module__", "") or ""})
@@ -283,11 +293,12 @@ class SessionRun:
     async def run(self) -> None:
         tenant_id = self.tenant.tenant_id if self.tenant else ""
         CURRENT_SESSION.set(SessionTag(self.job.job_id, self.spec.name, tenant_id))
-        if self.info.version:
-            self.ctx.log_context_fields = {
-                **self.ctx.log_context_fields,
-                "version": self.info.version,
-            }
+        # livekit's own lines about the job carry both versions too.
+        self.ctx.log_context_fields = {
+            **self.ctx.log_context_fields,
+            **({"version": self.info.version} if self.info.version else {}),
+            **({"deploy": self.info.deploy} if self.info.deploy else {}),
+        }
         _livekit.forget_loop_monitor_job(asyncio.get_running_loop())
         FAULTS.watch(self)
         try:
@@ -325,10 +336,10 @@ class SessionRun:
 
 
 def _rebuild_entrypoint(
-    pool: AgentPool, plugins: tuple[object, ...], reload: bool = False
+    pool: AgentPool, plugins: tuple[object, ...], reload: bool = False, deploy: str = ""
 ) -> PoolEntrypoint:
     register_worker_plugins(pool, plugins)
-    entrypoint = PoolEntrypoint(pool, plugins, reload=reload)
+    entrypoint = PoolEntrypoint(pool, plugins, reload=reload, deploy=deploy)
     entrypoint.in_job_process = True
     return entrypoint
 

@@ -20,6 +20,9 @@ AGENT_ATTRIBUTE: Final = "openrtc.agent"
 """The agent participant's attribute that names the agent a job was routed to."""
 VERSION_ATTRIBUTE: Final = "openrtc.version"
 """The agent participant's attribute with the code version its session runs."""
+DEPLOY_ATTRIBUTE: Final = "openrtc.deploy"
+"""The agent participant's attribute with the deployment version of the worker that took
+the job (see :mod:`openrtc_core.deployment`)."""
 
 
 def _frozen_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
@@ -183,6 +186,10 @@ class SessionInfo:
     """The code version the session started on: the agent's content hash when a reload
     strategy stamped one, else the pool's ``version=``. A reload may switch a live session
     to newer code; ``pool.sessions`` holds its current info."""
+    deploy: str = ""
+    """The deployment version of the worker running the session (``--version``,
+    ``OPENRTC_VERSION``, else its git commit or a content hash): it never changes during a
+    call, while `version` may."""
     started_at: float = attrs.field(factory=time.time)
 
 

@@ -18,6 +18,7 @@ import attrs
 from livekit.agents import Agent
 
 from . import origins
+from .deployment import RUN_VERBS, VERSION_FLAG
 from .errors import PoolConfigError
 from .models import PoolSettings, PoolView
 from .options import check_pool_settings, check_session_options, merge_options
@@ -416,13 +417,17 @@ class AgentPool:
         prog_name: str | None = None,
         workers: int | str | None = None,
         plugins: Sequence[object] = (),
+        version: str | None = None,
     ) -> None:
         """Run the worker with livekit's CLI: ``python app.py dev|start|console|connect``.
 
         `workers` is ``start``'s ``--workers`` (a number, or ``"auto"``; other verbs run one
         process and ignore it, so ``python app.py dev`` works as ever); `plugins` are
-        registered for the worker(s) only, like ``create_server(plugins=...)``. Call it under
-        ``if __name__ == "__main__":`` (job processes re-import the module).
+        registered for the worker(s) only, like ``create_server(plugins=...)``. `version` is
+        the run verbs' ``--version``, the *deployment* version (see
+        :mod:`openrtc_core.deployment`; not this pool's code ``version=``); a ``--version``
+        on the command line wins over it. Call it under ``if __name__ == "__main__":`` (job
+        processes re-import the module).
         """
         # The command line is the top layer, above the pool: imported when a pool runs.
         from .cli import run_livekit
@@ -430,6 +435,9 @@ class AgentPool:
         args = list(sys.argv[1:] if argv is None else argv)
         if workers is not None and args[:1] == ["start"]:
             args += ["--workers", str(workers)]
+        if version is not None and args[:1] and args[0] in RUN_VERBS:
+            # Right after the verb: a --version given on the command line comes later, and wins.
+            args[1:1] = [VERSION_FLAG, version]
         run_livekit(self, args, prog_name=prog_name, plugins=plugins)
 
     def describe(self) -> str:

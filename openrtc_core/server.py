@@ -18,6 +18,7 @@ from livekit.agents.types import NOT_GIVEN, NotGivenOr
 
 from . import _livekit
 from .admission import JobLedger, PoolRequestHandler
+from .deployment import deploy_version, install_deploy_log_fields
 from .entrypoint import PoolEntrypoint, PoolPrewarm, register_worker_plugins
 from .errors import PoolConfigError
 from .identity import install_worker_log_fields
@@ -42,10 +43,14 @@ class PoolServer(AgentServer):
     """livekit's AgentServer, telling plugins when the worker starts draining, and ending the
     calls a drain timeout cuts in the open."""
 
-    def __init__(self, pool: AgentPool, *, reload: bool = False, **options: Any) -> None:
+    def __init__(
+        self, pool: AgentPool, *, reload: bool = False, deploy: str = "", **options: Any
+    ) -> None:
         super().__init__(**options)
         self.openrtc_pool = pool
         self.reload = reload
+        self.deploy = deploy
+        """The worker's deployment version (see :mod:`.deployment`)."""
         self.cut_calls: list[tuple[str, str]] = []
         """``(job id, agent)`` of the calls the last drain's timeout cut."""
         self._reloading: asyncio.Task[Any] | None = None
@@ -60,6 +65,11 @@ class PoolServer(AgentServer):
                 logger.exception("the reload strategy failed to start; code will not reload")
 
         self._reloading = asyncio.ensure_future(start())
+
+    async def run(self, *, devmode: bool = False, unregistered: bool = False) -> None:
+        # From the first line the worker logs (livekit's CLI set up logging just before).
+        install_deploy_log_fields(self.deploy)
+        await super().run(devmode=devmode, unregistered=unregistered)
 
     async def aclose(self) -> None:
         await super().aclose()
@@ -177,12 +187,16 @@ def build_server(
     strategy (openrtc-reload) in every process hosting the pool, so edited agent code
     reaches new and live calls (see :mod:`.reloading`). Other keyword arguments go to
     ``AgentServer`` (``ws_url``, ``api_key``, ``port``, ``drain_timeout``, ...).
+
+    The worker names its deployment version (:func:`.deployment.deploy_version`) on every
+    job it accepts, every session and every log line.
     """
     owned = sorted(set(server_kwargs) & SERVER_KEYWORDS_OWNED)
     if owned:
         raise PoolConfigError(f"create_server: {', '.join(owned)} are set by the pool")
     register_worker_plugins(pool, plugins)
     backend = check_servable(pool, reload=reload)
+    deploy = deploy_version(pool)
     ledger = JobLedger(
         shares_tenants=backend.traits.jobs_run_in_worker, released=pool.plugins.job_released
     )
@@ -196,8 +210,10 @@ def build_server(
     if "port" not in options and os.environ.get(HTTP_PORT_ENV, "").strip():
         options["port"] = _port_from_env()
     options.update(_with_preloads(options, backend.server_options(worker)))
-    server = PoolServer(pool, reload=reload, setup_fnc=PoolPrewarm(pool, plugins), **options)
-    entrypoint = PoolEntrypoint(pool, plugins, ledger=ledger, reload=reload)
+    server = PoolServer(
+        pool, reload=reload, deploy=deploy, setup_fnc=PoolPrewarm(pool, plugins), **options
+    )
+    entrypoint = PoolEntrypoint(pool, plugins, ledger=ledger, reload=reload, deploy=deploy)
     job_pool = backend.job_pool(worker)
     if job_pool is not None:
         # The backend runs jobs itself instead of livekit's process pool (see _livekit).
@@ -212,6 +228,7 @@ def build_server(
             server=server,
             session_cap=worker.session_cap,
             ledger=ledger,
+            deploy=deploy,
         ),
     )
     backend.install(server)
