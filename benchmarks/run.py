@@ -34,6 +34,7 @@ from typing import Any, Final, TypeVar
 
 import attrs
 
+from openrtc_core import SUPERVISOR_ENV
 from openrtc_testing import LoopbackDispatchServer
 from openrtc_testing.measure import percentile, process_tree
 from openrtc_testing.worker import dispatch_until_accepted
@@ -490,6 +491,8 @@ async def _run_once(plan: RunPlan, lag_dir: Path | None) -> dict[str, Any]:
         args: list[str] = [plan.variant.kind]
         if lag_dir is not None:
             env[LAG_DIR_ENV] = str(lag_dir)
+            # E is openrtc-workers' supervisor itself, also where openrtc-deploy is installed.
+            env[SUPERVISOR_ENV] = "workers"
             args += ["--workers", str(workers)]
         with log_path.open("wb") as log:
             spawned = time.monotonic()

@@ -27,10 +27,10 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from openrtc_workers.memory import children, own_pss_mib
-
+from openrtc_core import SUPERVISOR_ENV
 from openrtc_testing import LoopbackDispatchServer
 from openrtc_testing.measure import percentile
+from openrtc_workers.memory import children, own_pss_mib
 
 from .arguments import OneLineParser, add_numeric_options
 from .provenance import package_version, source_revision, uncreatable_dir
@@ -78,6 +78,7 @@ async def fleet(workers: int, log: Path) -> AsyncIterator[Fleet]:
             **os.environ,
             **lk.worker_env(),
             "LIVEKIT_LOG_LEVEL": "warn",
+            SUPERVISOR_ENV: "workers",  # not openrtc-deploy's controller, where installed
         }
         with log.open("ab") as out:
             proc = await asyncio.create_subprocess_exec(

@@ -246,16 +246,18 @@ def openrtc_register_supervisors(register: RegisterSupervisor) -> None:
     """Offer supervisors by name: ``register(name, factory)``.
 
     A factory takes a :class:`~openrtc_core.SupervisorContext` (the pool, the
-    :class:`~openrtc_core.WorkerPlan`, and the core's ``prewarm()`` and ``run_worker(index,
-    count)``) and returns a :class:`~openrtc_core.Supervisor`, whose ``run()`` starts the
-    workers, keeps them running and returns the command's exit status. ``openrtc start
-    --workers N`` (``pool.run(workers=N)``, ``OPENRTC_WORKERS``) uses the supervisor named
-    ``OPENRTC_SUPERVISOR`` (default ``workers``, which openrtc-workers offers).
+    :class:`~openrtc_core.WorkerPlan`, the core's ``prewarm()`` and ``run_worker(index,
+    count, port_slot)``, and the ``command`` that started the process) and returns a
+    :class:`~openrtc_core.Supervisor`, whose ``run()`` starts the workers, keeps them
+    running and returns the command's exit status. ``openrtc start`` uses the supervisor
+    named ``OPENRTC_SUPERVISOR``, else the first one registered (openrtc-deploy's
+    controller registers with ``tryfirst`` ahead of openrtc-workers' ``workers``). A factory
+    whose ``supervises_every_start`` attribute is true runs every ``start``, even of one
+    worker; others run only for several workers or recycling.
 
-    Called: in the ``openrtc`` process, when ``start`` is asked for more than one worker or
-    for worker recycling, and when ``start`` picks its default number of workers.
+    Called: in the ``openrtc`` process, when ``start`` decides whether and how to supervise.
 
-    Order: the first registration of a name wins.
+    Order: the first registration of a name wins; the first name registered is the default.
 
     Failure: contained like other hooks; ``start --workers N`` with no supervisor installed
     stops with an error naming the package to install.

@@ -21,8 +21,9 @@ import logging
 import math
 import os
 import signal
+import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Protocol, TypeVar
 
@@ -44,16 +45,22 @@ logger = logging.getLogger("openrtc.workers")
 WORKERS_ENV: Final = "OPENRTC_WORKERS"
 """How many workers ``start`` runs: a number, or ``auto`` (one per usable core)."""
 SUPERVISOR_ENV: Final = "OPENRTC_SUPERVISOR"
-"""Which installed supervisor runs them (default :data:`DEFAULT_SUPERVISOR`)."""
+"""Which installed supervisor runs them (default: the first registered, see
+:func:`supervisor_name`). Set, it also makes ``start`` supervised with one worker: a
+controller (openrtc-deploy) runs each generation of workers this way."""
 DEFAULT_SUPERVISOR: Final = "workers"
+CONTROL_ENV: Final = "OPENRTC_CONTROL"
+"""Where a supervisor that takes commands (openrtc-deploy's) listens: a Unix socket path."""
 WORKERS_DISTRIBUTION: Final = "openrtc-workers"
+DEPLOY_DISTRIBUTION: Final = "openrtc-deploy"
 SUPERVISED_VERB: Final = "start"
 """The one verb that runs several workers; dev, console and connect stay one process."""
 
 WORKERS_FLAG: Final = "--workers"
 MEMORY_FLAG: Final = "--max-worker-memory"
 SESSIONS_FLAG: Final = "--max-worker-sessions"
-_FLAGS: Final = (WORKERS_FLAG, MEMORY_FLAG, SESSIONS_FLAG)
+CONTROL_FLAG: Final = "--control"
+_FLAGS: Final = (WORKERS_FLAG, MEMORY_FLAG, SESSIONS_FLAG, CONTROL_FLAG)
 _N = TypeVar("_N", int, float)
 
 
@@ -67,6 +74,9 @@ class WorkerPlan:
     calls, finishes those it has, and is replaced."""
     max_sessions: int | None = None
     """A worker that has taken this many calls is replaced the same way."""
+    control: str | None = None
+    """``--control PATH``: where a supervisor that takes commands listens (else it reads
+    ``OPENRTC_CONTROL``, else picks its own default)."""
 
     @property
     def supervised(self) -> bool:
@@ -86,10 +96,18 @@ class SupervisorContext:
     """Run worker `index` of `count` in this (forked) process on port slot `port_slot`
     (its health port is the configured one plus the slot); its exit status. A replacement
     started while its predecessor still drains needs a slot of its own."""
+    command: tuple[str, ...] = attrs.field(factory=lambda: tuple(sys.orig_argv))
+    """The command line that started this process. A controller runs it again, with
+    ``OPENRTC_SUPERVISOR`` naming the supervisor of one generation, to load the code now on
+    disk in a fresh process."""
 
 
 class Supervisor(Protocol):
-    """Runs the workers of one ``openrtc start``."""
+    """Runs the workers of one ``openrtc start``.
+
+    A factory with a true ``supervises_every_start`` attribute (a controller of generations)
+    runs ``start`` even with one worker and no recycling, when it is the one chosen.
+    """
 
     def run(self) -> int:
         """Start the workers, keep them running until asked to stop, drain them; the
@@ -99,16 +117,45 @@ class Supervisor(Protocol):
 SupervisorFactory = Callable[[SupervisorContext], Supervisor]
 
 
-def supervisor_name() -> str:
-    """The supervisor ``start`` uses: ``OPENRTC_SUPERVISOR``, else the default."""
-    return os.environ.get(SUPERVISOR_ENV, "").strip() or DEFAULT_SUPERVISOR
+def supervisor_name(registered: Mapping[str, object] | None = None) -> str:
+    """The supervisor ``start`` uses: ``OPENRTC_SUPERVISOR``, else the first of the
+    `registered` ones (a plugin that wraps others, like a deploy controller, registers
+    first), else :data:`DEFAULT_SUPERVISOR`."""
+    explicit = os.environ.get(SUPERVISOR_ENV, "").strip()
+    if explicit:
+        return explicit
+    return next(iter(registered or ()), DEFAULT_SUPERVISOR)
+
+
+def runs_supervised(pool: AgentPool, verb: str, plan: WorkerPlan) -> bool:
+    """Whether `verb` runs under a supervisor: ``start`` with several workers or recycling,
+    with ``OPENRTC_SUPERVISOR`` set, or when the chosen supervisor supervises every start.
+
+    :raises PoolConfigError: ``--control`` is given and no supervisor runs to take commands.
+    """
+    if verb != SUPERVISED_VERB:
+        return False
+    registered = pool.plugins.supervisors()
+    chosen = registered.get(supervisor_name(registered))
+    supervised = (
+        plan.supervised
+        or bool(os.environ.get(SUPERVISOR_ENV, "").strip())
+        or bool(getattr(chosen, "supervises_every_start", False))
+    )
+    if plan.control is not None and not supervised:
+        raise PoolConfigError(
+            f"{CONTROL_FLAG} {plan.control}: no supervisor that takes commands is installed; "
+            f"pip install {DEPLOY_DISTRIBUTION}"
+        )
+    return supervised
 
 
 def supervisor_factory(pool: AgentPool, plan: WorkerPlan) -> SupervisorFactory:
     """The installed supervisor's factory; a clear error naming what to install when none."""
-    name = supervisor_name()
+    registered = pool.plugins.supervisors()
+    name = supervisor_name(registered)
     factory: SupervisorFactory = pick_registered(
-        pool.plugins.supervisors(),
+        registered,
         name,
         asked_for=f"start {_describe(plan)} was asked for",
         kind="supervisor",
@@ -124,6 +171,8 @@ def _describe(plan: WorkerPlan) -> str:
         parts.append(f"{MEMORY_FLAG} {plan.max_memory_mb:g}")
     if plan.max_sessions is not None:
         parts.append(f"{SESSIONS_FLAG} {plan.max_sessions}")
+    if plan.control is not None:
+        parts.append(f"{CONTROL_FLAG} {plan.control}")
     return " ".join(parts)
 
 
@@ -188,13 +237,17 @@ def take_worker_flags(
         and os.environ.get(WORKERS_ENV, "").strip()
     ):
         values[WORKERS_FLAG] = os.environ[WORKERS_ENV].strip()
+    control = values.get(CONTROL_FLAG)
+    if control is not None and not control.strip():
+        raise PoolConfigError(f"{CONTROL_FLAG}: give the path of the control socket")
     memory = _number(values, MEMORY_FLAG, "a size in MiB, e.g. 1024", float)
     sessions = _number(values, SESSIONS_FLAG, "a number of calls, e.g. 1000", int)
     count = _worker_count(pool, verb, values.get(WORKERS_FLAG))
-    plan = WorkerPlan(count=count, max_memory_mb=memory, max_sessions=sessions)
-    if verb != SUPERVISED_VERB and plan.supervised:
+    plan = WorkerPlan(count=count, max_memory_mb=memory, max_sessions=sessions, control=control)
+    if verb != SUPERVISED_VERB and (plan.supervised or control is not None):
         raise PoolConfigError(
-            f"{_describe(plan)}: several workers and recycling are for `{SUPERVISED_VERB}`; "
+            f"{_describe(plan)}: several workers, recycling and a control socket are for "
+            f"`{SUPERVISED_VERB}`; "
             f"{verb} runs one worker process"
         )
     return plan, rest

@@ -251,7 +251,10 @@ def test_identity_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) 
 @pytest.mark.parametrize(
     ("env", "says"),
     [
-        ({"OPENRTC_DISABLE_PLUGINS": "workers"}, "start runs one worker process (pip install"),
+        (
+            {"OPENRTC_DISABLE_PLUGINS": "workers,deploy"},
+            "start runs one worker process (pip install",
+        ),
         ({WORKER_ENV: "2/4/123"}, "this process is worker 2/4 (pid 123) of a supervisor"),
     ],
 )

@@ -89,8 +89,9 @@ def workers_line(host: PluginHost) -> str:
     identity = worker_identity()
     if identity is not None:
         return f"this process is {identity} of a supervisor"
-    name = supervisor_name()
-    if name not in host.supervisors():
+    registered = host.supervisors()
+    name = supervisor_name(registered)
+    if name not in registered:
         return (
             f"start runs one worker process (pip install {WORKERS_DISTRIBUTION} for one per core)"
         )

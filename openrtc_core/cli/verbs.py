@@ -5,16 +5,29 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Annotated, Final
 
 import typer
 
 from .. import _livekit
+from ..deployment import (
+    RUN_VERBS,
+    VERSION_ENV,
+    VERSION_FLAG,
+    announce_deploy_version,
+    export_deploy_version,
+    generation,
+    resolve_deploy_version,
+    take_version_flag,
+)
 from ..errors import OpenRTCError
 from ..reloading import RELOAD_DISTRIBUTION
 from ..server import build_server, check_servable, configured_port
 from ..supervision import (
+    CONTROL_ENV,
+    CONTROL_FLAG,
+    DEPLOY_DISTRIBUTION,
     MEMORY_FLAG,
     SESSIONS_FLAG,
     SUPERVISED_VERB,
@@ -26,6 +39,7 @@ from ..supervision import (
     become_worker,
     log_level,
     prewarm_before_fork,
+    runs_supervised,
     supervisor_factory,
     take_worker_flags,
     worker_port,
@@ -103,24 +117,42 @@ def run_livekit(
     ``start`` with several workers (or worker recycling) runs the installed supervisor,
     which runs this same worker in each of its processes. `plugins` are worker plugins
     (``create_server(plugins=...)``). ``pool.run()`` means the same as ``openrtc VERB TARGET``.
+
+    A run verb's deployment version (``--version``, else ``OPENRTC_VERSION``, the git commit
+    or a content hash) is resolved here once and exported as ``OPENRTC_VERSION``, so every
+    process the worker starts reports the same one.
     """
     args = list(argv)
     verb = args[0] if args else ""
     prog = prog_name or os.path.basename(sys.argv[0]) or "openrtc"
     wants_help = "--help" in args
+    withdraw: Callable[[], None] | None = None
     try:
-        reload, plan = False, WorkerPlan(count=1)
+        explicit, args = take_version_flag(verb, args)
+        if generation() is not None:
+            # A deploy controller runs this command line again for each generation and
+            # resolved the version of the code it loads (OPENRTC_VERSION): a --version
+            # given to the first one must not name them all.
+            explicit = None
+        reload, plan, deploy = False, WorkerPlan(count=1), None
         if not wants_help:
             reload, args = reload_choice(pool, verb, args)
             plan, args = take_worker_flags(pool, verb, args)
+            if verb in RUN_VERBS:
+                deploy = resolve_deploy_version(pool, explicit)
         if verb in CONNECTING_VERBS and not wants_help:
             missing = missing_credentials(args[1:], pool)
             if missing:
                 raise OpenRTCError(credentials_message(f"{prog} {verb}", missing))
-        if plan.supervised:
+        if deploy is not None:
+            # Before any worker is forked or job process started: they inherit it.
+            withdraw = export_deploy_version(deploy)
+        if runs_supervised(pool, verb, plan):
             raise SystemExit(_supervise(pool, plan, args, prog, plugins, reload))
         server = build_server(pool, reload=reload, plugins=plugins)
     except OpenRTCError as exc:
+        if withdraw is not None:
+            withdraw()  # no worker ran: the process is as it was
         print_error(str(exc))
         raise SystemExit(1) from None
     raise SystemExit(_run_app(server, args, prog))
@@ -162,6 +194,7 @@ def _supervise(
         return status_number(_run_app(server, args, prog))
 
     _livekit.setup_production_logging(log_level(args))
+    announce_deploy_version()
     context = SupervisorContext(
         pool=pool,
         plan=plan,
@@ -226,16 +259,34 @@ def add_verb(app: typer.Typer, verb: str, summary: str) -> None:
                 show_default=False,
             ),
         ] = None,
+        version: Annotated[
+            str | None,
+            typer.Option(
+                VERSION_FLAG,
+                help=(
+                    "The deployment version this worker reports (participant attribute "
+                    f"openrtc.deploy, SessionInfo.deploy, logs). Default: {VERSION_ENV}, else "
+                    "the git commit of TARGET's folder (-dirty with local changes), else a "
+                    "hash of its Python files."
+                ),
+                show_default=False,
+                metavar="VERSION",
+            ),
+        ] = None,
         workers: str | None = None,
         max_worker_memory: float | None = None,
         max_worker_sessions: int | None = None,
+        control: str | None = None,
     ) -> None:
         pool = _load(target, entry_points=entry_points, tenants=tenants)
         flags = [] if reload is None else ["--reload" if reload else "--no-reload"]
+        if version is not None:
+            flags += [VERSION_FLAG, version]
         for flag, value in (
             (WORKERS_FLAG, workers),
             (MEMORY_FLAG, max_worker_memory),
             (SESSIONS_FLAG, max_worker_sessions),
+            (CONTROL_FLAG, control),
         ):
             if value is not None:
                 flags += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
@@ -277,6 +328,14 @@ def add_verb(app: typer.Typer, verb: str, summary: str) -> None:
             int,
             SESSIONS_FLAG,
             "Replace a worker once it has taken this many calls, once they end.",
+            None,
+        ),
+        (
+            "control",
+            str,
+            CONTROL_FLAG,
+            f"Where the deploy controller listens for `openrtc deploy` (needs "
+            f"{DEPLOY_DISTRIBUTION}; default {CONTROL_ENV}, else a private runtime folder).",
             None,
         ),
     ):

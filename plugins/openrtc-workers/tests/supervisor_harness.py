@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-from openrtc_workers.memory import children
 
+from openrtc_core import SUPERVISOR_ENV
 from openrtc_testing import LoopbackDispatchServer
 from openrtc_testing.dispatch import WorkerConnection
 from openrtc_testing.worker import dispatch_until_accepted, simulated_call_metadata
+from openrtc_workers.memory import children
 
 TESTS = Path(__file__).resolve().parent
 TARGET = "worker_pools:pool"
@@ -101,6 +102,9 @@ async def supervised(
             **os.environ,
             **lk.worker_env(),
             "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
+            # openrtc-workers' own supervisor, even where openrtc-deploy's controller is
+            # installed (it would run these workers as one of its generations).
+            SUPERVISOR_ENV: "workers",
             **(env or {}),
         }
         with log.open("wb") as out:

@@ -9,12 +9,12 @@ import subprocess
 import sys
 
 import pytest
+
+from openrtc_core import PoolConfigError
 from openrtc_workers.memory import descendants, pss_mib
 from openrtc_workers.policy import RESTART_DELAY_ENV, RestartPolicy
 from openrtc_workers.reports import Reporter, ReportReader
 from openrtc_workers.supervisor import exit_reason
-
-from openrtc_core import PoolConfigError
 
 
 def test_backoff_doubles_per_crash_in_a_row_up_to_its_ceiling() -> None:
@@ -44,7 +44,7 @@ def test_reports_cross_the_pipe_as_whole_events_even_when_split() -> None:
     os.set_blocking(read_end, False)
     reader = ReportReader(read_end)
     reporter = Reporter(write_end)
-    reporter._say("taken", job="AJ_1", agent="desk")
+    reporter.writer.say("taken", job="AJ_1", agent="desk")
     line = json.dumps({"event": "released", "job": "AJ_1"}).encode() + b"\n"
     os.write(write_end, line[:7])
     assert reader.read() == [{"event": "taken", "job": "AJ_1", "agent": "desk"}]
@@ -60,9 +60,9 @@ def test_reports_cross_the_pipe_as_whole_events_even_when_split() -> None:
 def test_a_full_pipe_drops_reports_instead_of_blocking_the_worker() -> None:
     read_end, write_end = os.pipe()
     reporter = Reporter(write_end)
-    while reporter.dropped == 0:
-        reporter._say("taken", job="AJ_" + "x" * 200, agent="desk")
-    assert reporter.dropped == 1
+    while reporter.writer.dropped == 0:
+        reporter.writer.say("taken", job="AJ_" + "x" * 200, agent="desk")
+    assert reporter.writer.dropped == 1
     os.close(read_end)
     os.close(write_end)
 
@@ -85,7 +85,8 @@ def test_memory_is_the_pss_of_a_process_and_its_descendants() -> None:
 def test_openrtc_plugins_says_start_runs_one_worker_per_core() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "openrtc_core", "plugins"],
-        env={**os.environ, "COLUMNS": "200"},
+        # openrtc-deploy's controller, where installed, would be the default.
+        env={**os.environ, "COLUMNS": "200", "OPENRTC_DISABLE_PLUGINS": "deploy"},
         capture_output=True,
         text=True,
         check=True,

@@ -12,6 +12,35 @@ docs/workers.md.
 from __future__ import annotations
 
 from .policy import RestartPolicy
-from .supervisor import WorkerSupervisor
+from .reports import (
+    CUT,
+    DRAINING,
+    EXITED,
+    GAVE_UP,
+    READY,
+    REGISTERED,
+    RELEASED,
+    STARTED,
+    STATUS_FD_ENV,
+    TAKEN,
+    ReportReader,
+)
+from .supervisor import PORT_OFFSET_ENV, WorkerSupervisor, exit_reason
 
-__all__ = ["RestartPolicy", "WorkerSupervisor"]
+__all__ = [
+    "CUT",
+    "DRAINING",
+    "EXITED",
+    "GAVE_UP",
+    "PORT_OFFSET_ENV",
+    "READY",
+    "REGISTERED",
+    "RELEASED",
+    "STARTED",
+    "STATUS_FD_ENV",
+    "TAKEN",
+    "ReportReader",
+    "RestartPolicy",
+    "WorkerSupervisor",
+    "exit_reason",
+]

@@ -1,9 +1,14 @@
-"""What a worker tells its supervisor: that it runs, and each call it takes and ends.
+"""What a worker tells its supervisor, and what a supervisor tells a controller above it.
 
 A worker writes one JSON line per event into a pipe its supervisor reads; the supervisor
 then knows which calls a dead worker held (to name them as lost) and how many calls each
 worker took (for ``--max-worker-sessions``). Writes never block the worker's event loop: a
 full pipe (a supervisor that stopped reading) drops the line and counts it.
+
+A supervisor run by a controller (openrtc-deploy runs each generation of workers as one)
+finds a pipe of its own in ``OPENRTC_STATUS_FD`` and writes the same kind of lines up it:
+its workers' events with the worker's index and pid, and its own (:data:`STARTED`,
+:data:`EXITED`, :data:`GAVE_UP`, :data:`READY`).
 """
 
 from __future__ import annotations
@@ -28,34 +33,80 @@ from openrtc_core import (
 
 logger = logging.getLogger("openrtc.workers")
 
+# A worker's events.
 REGISTERED: Final = "registered"
 TAKEN: Final = "taken"
 RELEASED: Final = "released"
 DRAINING: Final = "draining"
+CUT: Final = "cut"
+"""A call the worker's drain timeout ended (``job``, ``agent``), said as the worker exits."""
+# A supervisor's own events, for a controller.
+STARTED: Final = "started"
+"""A worker process started (``worker``, ``pid``)."""
+EXITED: Final = "exited"
+"""A worker process exited (``worker``, ``pid``, ``reason``, ``lost``: live calls it held)."""
+GAVE_UP: Final = "gave_up"
+"""A worker slot crash-looped and is not started again (``worker``, ``reason``)."""
+READY: Final = "ready"
+"""Every worker slot has a worker registered with LiveKit (``workers``: LiveKit ids)."""
+
+STATUS_FD_ENV: Final = "OPENRTC_STATUS_FD"
+"""The pipe a controller reads a supervisor's status lines from (a file descriptor)."""
 
 
-class Reporter:
-    """The worker-side plugin: writes the worker's events to the supervisor's pipe."""
+class LineWriter:
+    """One JSON line per event into a pipe, never blocking: a full pipe drops the line."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, reader: str) -> None:
         os.set_blocking(fd, False)
         self.fd = fd
+        self.reader = reader
+        """Who reads the pipe, for the warning when it stops reading."""
         self.dropped = 0
 
-    def _say(self, event: str, **fields: Any) -> None:
+    def say(self, event: str, **fields: Any) -> None:
         line = json.dumps({"event": event, **fields}, separators=(",", ":")) + "\n"
         try:
             os.write(self.fd, line.encode())  # under PIPE_BUF: written whole or not at all
         except BlockingIOError:
             self.dropped += 1
             if self.dropped == 1:
-                logger.warning("the supervisor is not reading this worker's reports; dropping")
+                logger.warning("the %s is not reading our reports; dropping them", self.reader)
         except OSError:
-            self.dropped += 1  # the supervisor is gone; the parent-death signal drains us
+            self.dropped += 1  # the reader is gone (its parent-death signal reaches us)
+
+
+def status_writer() -> LineWriter | None:
+    """The writer for a controller's pipe when ``OPENRTC_STATUS_FD`` names one, else None."""
+    raw = os.environ.get(STATUS_FD_ENV, "").strip()
+    if not raw.isdigit():
+        return None
+    fd = int(raw)
+    try:
+        os.set_inheritable(fd, False)  # not into the workers' job processes
+    except OSError:
+        logger.warning("%s=%s is not an open file descriptor; not reporting", STATUS_FD_ENV, raw)
+        return None
+    return LineWriter(fd, "controller")
+
+
+class Reporter:
+    """The worker-side plugin: writes the worker's events to the supervisor's pipe."""
+
+    def __init__(self, fd: int) -> None:
+        self.writer = LineWriter(fd, "supervisor")
+        self._say = self.writer.say
+        self.server: Any = None
+
+    def report_cut_calls(self) -> None:
+        """Name the calls the worker's drain timeout ended (once its server has stopped)."""
+        for job, agent in getattr(self.server, "cut_calls", ()):
+            self._say(CUT, job=job, agent=agent)
 
     @hookimpl
     def openrtc_worker_started(self, pool: PoolView, server: Any) -> None:
         # livekit's AgentServer event, on every registration (again after a reconnect).
+        self.server = server
         server.on("worker_registered", self._registered)
 
     def _registered(self, worker_id: str, server_info: object) -> None:

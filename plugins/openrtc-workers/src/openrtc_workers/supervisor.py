@@ -29,7 +29,18 @@ from openrtc_core import SupervisorContext, WorkerPlan
 
 from .memory import pss_mib
 from .policy import RestartPolicy
-from .reports import REGISTERED, RELEASED, TAKEN, Reporter, ReportReader
+from .reports import (
+    EXITED,
+    GAVE_UP,
+    READY,
+    REGISTERED,
+    RELEASED,
+    STARTED,
+    TAKEN,
+    Reporter,
+    ReportReader,
+    status_writer,
+)
 
 logger = logging.getLogger("openrtc.workers")
 
@@ -37,6 +48,9 @@ CRASHED_IN_WORKER: Final = 70
 """Exit status of a worker whose own code raised out of ``run_worker`` (EX_SOFTWARE)."""
 _PR_SET_PDEATHSIG: Final = 1
 _STOP_SIGNALS: Final = (signal.SIGTERM, signal.SIGINT)
+PORT_OFFSET_ENV: Final = "OPENRTC_PORT_OFFSET"
+"""Added to every worker's port slot: a controller gives each generation running at the
+same time its own range of health ports."""
 
 
 @attrs.define(eq=False)
@@ -100,6 +114,11 @@ class WorkerSupervisor:
         self._forced = False
         self._failed_exits = 0
         self._next_memory_check = 0.0
+        self._controller = status_writer()
+        """The controller's pipe, when a controller runs this supervisor."""
+        self._ready = False
+        offset = os.environ.get(PORT_OFFSET_ENV, "").strip()
+        self._port_offset = int(offset) if offset.isdigit() else 0
 
     # -- the main loop -------------------------------------------------------------------------
 
@@ -194,9 +213,8 @@ class WorkerSupervisor:
         the same index still hold that, the first free one after it in steps of the worker
         count (``count + index - 1``, ``2 * count + index - 1``, ...)."""
         taken = {w.port_slot for w in self.workers.values() if w.index == index}
-        return next(
-            slot for slot in itertools.count(index - 1, self.plan.count) if slot not in taken
-        )
+        first = self._port_offset + index - 1
+        return next(slot for slot in itertools.count(first, self.plan.count) if slot not in taken)
 
     def _start(self, slot: Slot) -> None:
         slot.restart_at = None
@@ -214,14 +232,17 @@ class WorkerSupervisor:
         self.workers[pid] = worker
         self._selector.register(read_end, selectors.EVENT_READ, data=worker)
         logger.info("started %s", worker.describe(self.plan.count))
+        self._tell(STARTED, worker=slot.index, pid=pid)
 
     def _run_child(self, index: int, port_slot: int, report_fd: int) -> None:
         """In the forked process: become worker `index`, run it, exit with its status."""
         code = CRASHED_IN_WORKER
         try:
             self._leave_supervisor()
-            self.context.pool.plugins.register(Reporter(report_fd), name="openrtc.workers.reports")
+            reporter = Reporter(report_fd)
+            self.context.pool.plugins.register(reporter, name="openrtc.workers.reports")
             code = self.context.run_worker(index, self.plan.count, port_slot)
+            reporter.report_cut_calls()
         except BaseException:
             traceback.print_exc()
         finally:
@@ -239,6 +260,8 @@ class WorkerSupervisor:
             os.close(key.fd)
         self._selector.close()
         os.close(self._wake_write)
+        if self._controller is not None:
+            os.close(self._controller.fd)
         _drain_when_parent_dies()
         if os.getppid() != supervisor:  # it died before the signal was asked for
             os.kill(os.getpid(), signal.SIGTERM)
@@ -252,6 +275,9 @@ class WorkerSupervisor:
         for event in events:
             kind = event.get("event")
             job = str(event.get("job", ""))
+            if isinstance(kind, str):
+                fields = {key: value for key, value in event.items() if key != "event"}
+                self._tell(kind, **{**fields, "worker": worker.index, "pid": worker.pid})
             if kind == REGISTERED:
                 worker.registered = str(event.get("id", ""))
                 logger.info(
@@ -259,6 +285,7 @@ class WorkerSupervisor:
                     worker.describe(self.plan.count),
                     worker.registered,
                 )
+                self._check_ready()
             elif kind == TAKEN and job:
                 worker.calls[job] = str(event.get("agent", ""))
                 worker.taken += 1
@@ -267,6 +294,19 @@ class WorkerSupervisor:
                     self._recycle(worker, f"it has taken {worker.taken} calls (limit {limit})")
             elif kind == RELEASED and job:
                 worker.calls.pop(job, None)
+
+    def _check_ready(self) -> None:
+        """Tell the controller, once, when every slot has a worker registered with LiveKit."""
+        if self._ready:
+            return
+        serving = {w.index: w.registered for w in self.workers.values() if not w.retiring}
+        if all(serving.get(slot.index) for slot in self.slots):
+            self._ready = True
+            self._tell(READY, workers=[serving[slot.index] for slot in self.slots])
+
+    def _tell(self, event: str, **fields: Any) -> None:
+        if self._controller is not None:
+            self._controller.say(event, **fields)
 
     # -- workers that exit ---------------------------------------------------------------------
 
@@ -290,6 +330,14 @@ class WorkerSupervisor:
         slot = self.slots[worker.index - 1]
         name, reason = worker.describe(self.plan.count), exit_reason(status)
         clean = os.waitstatus_to_exitcode(status) == 0
+        self._tell(
+            EXITED,
+            worker=worker.index,
+            pid=worker.pid,
+            reason=reason,
+            retiring=worker.retiring,
+            lost=sorted(worker.calls),
+        )
         if worker.retiring:
             if not clean:
                 self._failed_exits += 1
@@ -312,6 +360,7 @@ class WorkerSupervisor:
         slot.crashes = slot.crashes + 1 if quick else 1
         if quick and slot.crashes >= self.policy.crash_loop:
             slot.given_up = True
+            self._tell(GAVE_UP, worker=slot.index, reason=reason)
             logger.error(
                 "worker %d crashed %d times in a row within %g s of starting (last: %s); "
                 "not starting it again",
