@@ -84,7 +84,8 @@ def test_a_bad_workers_value_is_one_error_line_naming_the_option(value: str) -> 
 
 def test_without_a_supervisor_the_error_says_what_to_install() -> None:
     # Disabled by name, the supervisor is missing as if openrtc-workers were not installed.
-    done = simulate("--workers", "2", "--calls", "1", env={"OPENRTC_DISABLE_PLUGINS": "workers"})
+    disabled = {"OPENRTC_DISABLE_PLUGINS": "workers,deploy"}
+    done = simulate("--workers", "2", "--calls", "1", env=disabled)
     assert done.returncode == 1, done.stdout + done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr

@@ -361,6 +361,8 @@ class LoopbackDispatchServer:
         """WebSocket upgrades refused (bad or missing token)."""
         self.malformed_messages = 0
         """Worker frames that were dropped because they could not be understood."""
+        self.availability: list[tuple[float, int]] = [(time.monotonic(), 0)]
+        """``(monotonic time, workers available)`` at each change of that number."""
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -662,6 +664,22 @@ class LoopbackDispatchServer:
 
     # -- HTTP handlers -----------------------------------------------------------------------
 
+    def _note_availability(self) -> None:
+        count = sum(1 for worker in self.workers if worker.available)
+        if count != self.availability[-1][1]:
+            self.availability.append((time.monotonic(), count))
+
+    def longest_unavailable(self, since: float, until: float | None = None) -> float:
+        """The longest stretch, between the monotonic times `since` and `until` (now), in
+        which no worker was available to take a job."""
+        end = time.monotonic() if until is None else until
+        longest = 0.0
+        changes = [*self.availability, (end, -1)]
+        for (start, count), (stop, _) in itertools.pairwise(changes):
+            if count == 0:
+                longest = max(longest, min(stop, end) - max(start, since))
+        return longest
+
     async def _handle_health(self, request: web.Request) -> web.Response:
         return web.Response(text="ok")
 
@@ -791,6 +809,7 @@ class LoopbackDispatchServer:
             )
         )
         self.workers.append(worker)
+        self._note_availability()
         logger.info(
             "registered worker %s (agent_name=%r, version=%s)",
             worker.worker_id,
@@ -829,6 +848,7 @@ class LoopbackDispatchServer:
                 self._on_update_job(worker, msg.update_job)
             elif which == "update_worker":
                 worker._update_status(msg.update_worker)
+                self._note_availability()
             elif which == "ping":
                 self._on_ping(worker, msg.ping)
             elif which == "migrate_job":
@@ -910,6 +930,7 @@ class LoopbackDispatchServer:
         if worker in self.workers:
             self.workers.remove(worker)
         worker._mark_closed()
+        self._note_availability()
         for wait in list(self._pending_availability.values()):
             if wait.worker is worker and not wait.fut.done():
                 wait.fut.set_exception(ConnectionError("worker disconnected"))

@@ -39,7 +39,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from openrtc_core import AgentPool, OpenRTCError, load_pool
+from openrtc_core import AgentPool, OpenRTCError, load_pool, supervisor_name
 
 from . import offline
 from .caller import MAX_SCRIPT_S
@@ -101,6 +101,9 @@ class CallResult:
     when one worker ran in-process, or no worker reported."""
     worker_pid: int | None = None
     """That worker's process id, from the report."""
+    deploy: str = ""
+    """The deployment version of the worker that served the call, from the report; "" when
+    no worker reported."""
 
     def as_dict(self, *, with_worker: bool = False) -> dict[str, Any]:
         call: dict[str, Any] = {
@@ -109,6 +112,7 @@ class CallResult:
             "room": self.room,
             "outcome": self.outcome or ("completed" if self.ok else "failed"),
             "error": self.error,
+            "deploy": self.deploy,
             "turns": self.turns,
         }
         if self.tenant is not None:
@@ -229,6 +233,11 @@ class SimulationResult:
             }
         return figures
 
+    def per_deploy(self) -> dict[str, int]:
+        """How many calls each deployment version served, in order of first appearance
+        (calls no worker reported on are in none)."""
+        return dict(Counter(c.deploy for c in self.calls if c.deploy))
+
     def as_dict(self) -> dict[str, Any]:
         tenants = {"tenants": self.per_tenant()} if self.tenants else {}
         workers = (
@@ -247,6 +256,7 @@ class SimulationResult:
             "swapped_providers": self.swapped,
             "admission": self.admission(),
             "agents": self.per_agent(),
+            "deploys": self.per_deploy(),
             **tenants,
             **workers,
             "calls": [call.as_dict(with_worker=self.supervised) for call in self.calls],
@@ -565,6 +575,7 @@ async def _call(
         duration_s=float(duration) if isinstance(duration, int | float) else None,
         worker=_whole(report.get("worker")),
         worker_pid=_whole(report.get("worker_pid")),
+        deploy=str(report.get("deploy") or ""),
     )
 
 
@@ -652,6 +663,10 @@ def render(result: SimulationResult, console: Console) -> None:
         console.print(tenant_table(result))
     if result.supervised:
         console.print(worker_table(result))
+    deploys = result.per_deploy()
+    if len(deploys) > 1:
+        served = ", ".join(f"{escape(version)} {count}" for version, count in deploys.items())
+        console.print(f"calls per deploy version ({len(deploys)} versions): {served}")
     admission = result.admission()
     if admission["re_offers"]:
         full = (
@@ -785,6 +800,15 @@ def call_tenants(tenants_file: Path | None, names: Sequence[str]) -> list[str]:
     return in_file
 
 
+def _control_socket(pool: AgentPool) -> str | None:
+    """A control socket of this run's own for a deploy controller (openrtc-deploy), when
+    one will run the workers; None when none will."""
+    registered = pool.plugins.supervisors()
+    if not getattr(registered.get(supervisor_name(registered)), "supervises_every_start", False):
+        return None
+    return str(Path(tempfile.mkdtemp(prefix="openrtc-simulate-control-")) / "control.sock")
+
+
 def _tenancy_hooked(pool: AgentPool) -> bool:
     """Whether a plugin resolves tenants (openrtc-tenancy does), so a tenants file applies."""
     return bool(pool.plugins.manager.hook.openrtc_resolve_tenant.get_hookimpls())
@@ -914,10 +938,16 @@ def simulate_command(
             isolation=isolation,
             tenants=str(tenants_file) if tenants_file is not None else None,
             reload=reload,
+            control=_control_socket(pool),
         )
         if not verbose:
             log_dir = Path(tempfile.mkdtemp(prefix="openrtc-simulate-"))
         console.print(f"{worker_count} worker processes, under openrtc start's supervisor")
+        if supervisor.control is not None:
+            console.print(
+                "a deploy controller runs them: rehearse a deploy while the calls run with "
+                f"[bold]openrtc deploy --control {escape(supervisor.control)}[/bold]"
+            )
     keep_log = False
     try:
         result = _run(
@@ -946,6 +976,8 @@ def simulate_command(
     finally:
         if log_dir is not None and not keep_log:
             shutil.rmtree(log_dir, ignore_errors=True)
+        if supervisor is not None and supervisor.control is not None:
+            shutil.rmtree(Path(supervisor.control).parent, ignore_errors=True)
     if any(not call.ok for call in result.calls):
         raise typer.Exit(1)
 

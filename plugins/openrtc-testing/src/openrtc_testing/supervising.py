@@ -25,6 +25,8 @@ from typing import Any, BinaryIO, Final, TypeVar
 
 import attrs
 
+from openrtc_core import CONTROL_ENV, SUPERVISOR_ENV
+
 from .dispatch import Dispatch, LoopbackDispatchServer
 
 SUPERVISED_MODULE: Final = "openrtc_testing.supervised"
@@ -54,6 +56,10 @@ class SupervisorSpec:
     isolation: str | None = None
     tenants: str | None = None
     reload: bool = False
+    control: str | None = None
+    """Where a controller (openrtc-deploy) listens, so ``openrtc deploy`` reaches it."""
+    supervisor: str | None = None
+    """The supervisor to run (``OPENRTC_SUPERVISOR``); None: the installed default."""
 
     def argv(self) -> list[str]:
         """The supervisor's command line."""
@@ -114,7 +120,12 @@ class SupervisedWorkers:
 
     def environment(self) -> dict[str, str]:
         # Lines reach the log as they are written.
-        return {**os.environ, **self.dispatch.worker_env(), "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, **self.dispatch.worker_env(), "PYTHONUNBUFFERED": "1"}
+        if self.spec.control is not None:
+            env[CONTROL_ENV] = self.spec.control
+        if self.spec.supervisor is not None:
+            env[SUPERVISOR_ENV] = self.spec.supervisor
+        return env
 
     async def start(self) -> None:
         log: BinaryIO | None = None
