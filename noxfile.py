@@ -64,6 +64,20 @@ def extras_of(folder: str) -> list[str]:
     return sorted(project.get("optional-dependencies", {}))
 
 
+def with_local_dependencies(folder: str) -> list[str]:
+    """`folder` after the plugins of this repo it depends on (openrtc-deploy needs
+    openrtc-workers), which are not on the package index."""
+    with (PLUGINS_DIR / folder / "pyproject.toml").open("rb") as fh:
+        requirements = tomllib.load(fh)["project"].get("dependencies", [])
+    names = set()
+    for requirement in requirements:
+        match = re.match(r"\s*([A-Za-z0-9._-]+)", requirement)
+        if match:
+            names.add(_normalize(match.group(1)))
+    local = [plugin for plugin in PLUGINS if _normalize(plugin) in names]
+    return [*local, folder]
+
+
 def editable(*folders: str) -> list[str]:
     """``-e plugins/<folder>[extras]`` for each folder, without duplicates, in order."""
     args: list[str] = []
@@ -87,7 +101,7 @@ def plugin(session: nox.Session, folder: str) -> None:
     tests_dir = PLUGINS_DIR / folder / "tests"
     if not tests_dir.is_dir():
         session.error(f"plugins/{folder} has no tests/ folder; every plugin ships its tests")
-    session.install("-e", ".[dev]", *editable(TESTING_PLUGIN, folder))
+    session.install("-e", ".[dev]", *editable(TESTING_PLUGIN, *with_local_dependencies(folder)))
     session.run("pytest", f"plugins/{folder}/tests", *session.posargs)
 
 

@@ -1,0 +1,309 @@
+"""One generation: a fresh ``openrtc start`` of the code on disk, run as openrtc-workers'
+supervisor, whose status lines say when each worker registered and each call came and went.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import ctypes
+import enum
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+import attrs
+
+from openrtc_core import GENERATION_ENV, SUPERVISOR_ENV, VERSION_ENV, DeployVersion
+from openrtc_workers import (
+    CUT,
+    EXITED,
+    GAVE_UP,
+    PORT_OFFSET_ENV,
+    READY,
+    REGISTERED,
+    RELEASED,
+    STARTED,
+    STATUS_FD_ENV,
+    TAKEN,
+    ReportReader,
+    exit_reason,
+)
+
+GENERATION_SUPERVISOR: Final = "workers"
+"""The supervisor each generation runs (openrtc-workers')."""
+LOG_TAIL_LINES: Final = 60
+_PR_SET_PDEATHSIG: Final = 1
+_EXCEPTION_LINE: Final = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b.*")
+
+
+class State(enum.Enum):
+    STARTING = "starting"
+    """Its workers load, prewarm and register; the previous generation still serves."""
+    SERVING = "serving"
+    DRAINING = "draining"
+    """Takes no new call; finishes those it has, then exits."""
+    EXITED = "exited"
+    FAILED = "failed"
+    """Never served: it did not start, or was given up (it drains what it took)."""
+
+
+@attrs.define(eq=False)
+class GenerationWorker:
+    index: int
+    pid: int
+    registered: str = ""
+
+
+@attrs.define(eq=False)
+class Generation:
+    """A generation's process and what its status lines said."""
+
+    number: int
+    version: DeployVersion
+    process: subprocess.Popen[bytes]
+    status: ReportReader
+    log: LogTee
+    port_offset: int
+    state: State = State.STARTING
+    started_at: float = attrs.field(factory=time.monotonic)
+    started_wall: float = attrs.field(factory=time.time)
+    ready_at: float | None = None
+    drain_started_at: float | None = None
+    drain_calls: int = 0
+    """Live calls when its drain began."""
+    exited_at: float | None = None
+    exit: str = ""
+    failure: str = ""
+    workers: dict[int, GenerationWorker] = attrs.field(factory=dict)
+    calls: dict[str, str] = attrs.field(factory=dict)
+    """Live calls: job id -> agent."""
+    taken: int = 0
+    cut: dict[str, str] = attrs.field(factory=dict)
+    """Calls its drain timeout ended, or that were still live when it exited."""
+    lost: dict[str, str] = attrs.field(factory=dict)
+    """Calls of a worker that died."""
+    gave_up: str = ""
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def alive(self) -> bool:
+        return self.state not in (State.EXITED, State.FAILED) or self.exited_at is None
+
+    def name(self) -> str:
+        return f"generation {self.number} ({self.version.value})"
+
+    def read_status(self) -> list[str]:
+        """Apply the status lines available now; the events of note, in words."""
+        notes = []
+        for event in self.status.read():
+            note = self._apply(event)
+            if note:
+                notes.append(note)
+        return notes
+
+    def _apply(self, event: Mapping[str, Any]) -> str:
+        kind = event.get("event")
+        index = int(event.get("worker", 0) or 0)
+        pid = int(event.get("pid", 0) or 0)
+        job, agent = str(event.get("job", "")), str(event.get("agent", ""))
+        if kind == STARTED:
+            self.workers[index] = GenerationWorker(index, pid)
+        elif kind == REGISTERED:
+            worker = self.workers.setdefault(index, GenerationWorker(index, pid))
+            worker.registered = str(event.get("id", ""))
+            return f"{self.name()}: worker {index} (pid {pid}) registered as {worker.registered}"
+        elif kind == READY:
+            return READY
+        elif kind == TAKEN and job:
+            self.calls[job] = agent
+            self.taken += 1
+        elif kind == RELEASED and job:
+            self.calls.pop(job, None)
+        elif kind == CUT and job:
+            self.calls.pop(job, None)
+            self.cut[job] = agent
+        elif kind == EXITED:
+            for lost in event.get("lost", []) or []:
+                if lost in self.calls:
+                    self.lost[str(lost)] = self.calls.pop(lost)
+            gone = self.workers.get(index)
+            if gone is not None and gone.pid == pid:
+                del self.workers[index]
+        elif kind == GAVE_UP:
+            self.gave_up = f"worker {index} crash-looped ({event.get('reason', '')})"
+            return GAVE_UP
+        return ""
+
+    def registered_count(self) -> int:
+        return sum(1 for worker in self.workers.values() if worker.registered)
+
+    def signal(self, sig: int) -> None:
+        if self.exited_at is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.process.pid, sig)
+
+    def exited(self, status: int) -> None:
+        self.read_status()
+        self.log.read()
+        self.exited_at = time.monotonic()
+        self.exit = exit_reason(status)
+        self.cut.update(self.calls)  # still live when it exited: cut, named by id
+        self.calls.clear()
+        self.status.ended = True
+        with contextlib.suppress(OSError):
+            os.close(self.status.fd)
+        self.log.close()
+        if self.state is not State.FAILED:
+            self.state = State.EXITED
+
+    def as_dict(self) -> dict[str, Any]:
+        now = time.monotonic()
+        return {
+            "generation": self.number,
+            "version": self.version.value,
+            "version_source": self.version.source,
+            "state": self.state.value,
+            "pid": self.pid,
+            "started_at": self.started_wall,
+            "ready_s": None if self.ready_at is None else round(self.ready_at - self.started_at, 3),
+            "workers": [
+                {
+                    "worker": w.index,
+                    "pid": w.pid,
+                    "registered": bool(w.registered),
+                    "id": w.registered,
+                }
+                for w in sorted(self.workers.values(), key=lambda w: w.index)
+            ],
+            "live_calls": len(self.calls),
+            "calls_taken": self.taken,
+            "drain": None
+            if self.drain_started_at is None
+            else {
+                "for_s": round((self.exited_at or now) - self.drain_started_at, 3),
+                "calls_at_start": self.drain_calls,
+                "calls_left": len(self.calls),
+            },
+            "cut": sorted(self.cut),
+            "lost": sorted(self.lost),
+            "exit": self.exit,
+            "failure": self.failure,
+        }
+
+
+class LogTee:
+    """A generation's stderr: copied to ours as it comes, the last lines kept for a reason."""
+
+    def __init__(self, fd: int, out: int) -> None:
+        os.set_blocking(fd, False)
+        self.fd = fd
+        self.out = out
+        self.tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
+        self._partial = b""
+        self.ended = False
+
+    def read(self) -> None:
+        while not self.ended:
+            try:
+                chunk = os.read(self.fd, 65536)
+            except BlockingIOError:
+                return
+            except OSError:
+                chunk = b""
+            if not chunk:
+                self.ended = True
+                return
+            with contextlib.suppress(OSError):
+                _write_all(self.out, chunk)
+            *lines, self._partial = (self._partial + chunk).split(b"\n")
+            self.tail.extend(line.decode(errors="replace") for line in lines)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd = -1
+            self.ended = True
+
+    def reason(self) -> str:
+        """The error its last lines state: an ``error:`` line, a JSON log record at level
+        ERROR, or an exception's last line; "" when none."""
+        exception = ""
+        for line in reversed(self.tail):
+            text = line.strip()
+            if text.startswith("error:"):
+                return text.removeprefix("error:").strip()
+            if text.startswith("{"):
+                with contextlib.suppress(ValueError, AttributeError):
+                    record = json.loads(text)
+                    if str(record.get("level", "")).upper() in ("ERROR", "CRITICAL"):
+                        return str(record.get("message", "")).strip()
+            if not exception and _EXCEPTION_LINE.match(text):
+                exception = text
+        return exception
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def spawn(
+    number: int,
+    version: DeployVersion,
+    command: Sequence[str],
+    *,
+    port_offset: int,
+) -> Generation:
+    """Start generation `number`: `command` again, as openrtc-workers' supervisor, with the
+    deploy version and a pipe for its status lines."""
+    status_read, status_write = os.pipe()
+    log_read, log_write = os.pipe()
+    env = {
+        **os.environ,
+        SUPERVISOR_ENV: GENERATION_SUPERVISOR,
+        GENERATION_ENV: str(number),
+        VERSION_ENV: version.value,
+        STATUS_FD_ENV: str(status_write),
+        PORT_OFFSET_ENV: str(port_offset),
+    }
+    try:
+        process = subprocess.Popen(
+            list(command),
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stderr=log_write,
+            pass_fds=(status_write,),
+            process_group=0,  # a terminal's Ctrl-C reaches the controller, which decides
+            preexec_fn=_drain_when_parent_dies,
+        )
+    finally:
+        os.close(status_write)
+        os.close(log_write)
+    os.set_blocking(status_read, False)
+    return Generation(
+        number=number,
+        version=version,
+        process=process,
+        status=ReportReader(status_read),
+        log=LogTee(log_read, sys.stderr.fileno()),
+        port_offset=port_offset,
+    )
+
+
+def _drain_when_parent_dies() -> None:
+    """In the generation, before exec: SIGTERM (a drain) when the controller dies."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)

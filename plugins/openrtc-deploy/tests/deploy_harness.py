@@ -1,0 +1,182 @@
+"""A real controller (``openrtc start`` with openrtc-deploy, simulation on) in a subprocess,
+against a loopback dispatch server, and ``openrtc deploy`` run as its users run it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from openrtc_testing import LoopbackDispatchServer
+from openrtc_testing.dispatch import Dispatch
+from openrtc_testing.worker import dispatch_until_accepted, simulated_call_metadata
+
+TESTS = Path(__file__).resolve().parent
+TARGET = "deploy_pools:pool"
+START_TIMEOUT_S = 120.0
+
+
+@attrs.define
+class Deployed:
+    """The controller process, its log, its control socket, and the loopback server."""
+
+    lk: LoopbackDispatchServer
+    proc: asyncio.subprocess.Process
+    log: Path
+    state: Path
+    control: Path
+    env: dict[str, str]
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def messages(self, logger: str = "openrtc.deploy") -> list[str]:
+        found = []
+        for line in self.output().splitlines():
+            with contextlib.suppress(ValueError):
+                record = json.loads(line)
+                if isinstance(record, dict) and record.get("name") == logger:
+                    found.append(str(record.get("message", "")))
+        return found
+
+    def set_code(self, *, reply: str | None = None, broken: str | None = None) -> None:
+        """What the next generation loads: its reply, or how it is broken ("" mends it)."""
+        if reply is not None:
+            (self.state / "reply").write_text(reply)
+        if broken is not None:
+            (self.state / "break").write_text(broken)
+
+    def live_workers(self) -> int:
+        return sum(1 for w in self.lk.workers if not w.closed)
+
+    async def until(self, condition: Any, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if self.proc.returncode is not None:
+                raise AssertionError(f"the controller exited waiting for {what}:\n{self.tail()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {what} within {timeout} s:\n{self.tail()}")
+            await asyncio.sleep(0.05)
+
+    def tail(self) -> str:
+        return self.output()[-6000:]
+
+    async def call(
+        self, room: str, *, hold_s: float = 0.0, turns: Sequence[str] = ("hello",)
+    ) -> Dispatch:
+        """Dispatch one simulated call until a worker accepts it."""
+        d = await dispatch_until_accepted(
+            self.lk, room, job_metadata=simulated_call_metadata(turns=turns, hold_s=hold_s)
+        )
+        assert d.accepted, f"call {room} not accepted: {d.error}\n{self.tail()}"
+        return d
+
+    async def report(self, job_id: str, timeout: float = 90.0) -> dict[str, Any]:
+        return await self.lk.wait_for_report(job_id, timeout=timeout)
+
+    async def openrtc(self, *args: str, timeout: float = 180.0) -> tuple[int, str, str]:
+        """Run ``openrtc ARGS`` against this controller: exit status, stdout, stderr."""
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "openrtc_core",
+            *args,
+            env={**self.env, "OPENRTC_CONTROL": str(self.control)},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+        assert proc.returncode is not None
+        return proc.returncode, out.decode(), err.decode()
+
+    async def deploy(self, *args: str, timeout: float = 180.0) -> tuple[int, str, str]:
+        return await self.openrtc("deploy", *args, timeout=timeout)
+
+    async def status(self) -> dict[str, Any]:
+        code, out, err = await self.openrtc("deploy", "--status", "--json")
+        assert code == 0, err
+        status: dict[str, Any] = json.loads(out)
+        return status
+
+    async def stop(self, timeout: float = 120.0) -> int:
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return await asyncio.wait_for(self.proc.wait(), timeout)
+
+
+def reply_of(report: dict[str, Any]) -> str:
+    """What the agent answered in the call's first turn ("v1 here")."""
+    turns = report.get("turns") or [{}]
+    return str(turns[0].get("reply", ""))
+
+
+@contextlib.asynccontextmanager
+async def deployed(
+    tmp_path: Path,
+    *args: str,
+    version: str = "v1",
+    env: dict[str, str] | None = None,
+) -> AsyncIterator[Deployed]:
+    """``openrtc start deploy_pools:pool ARGS`` under the controller, generation 1 at
+    `version`, its workers registered; killed at the end if the test did not stop it."""
+    state = tmp_path / "state"
+    state.mkdir()
+    control = tmp_path / "run" / "control.sock"
+    async with LoopbackDispatchServer() as lk:
+        log = tmp_path / "controller.log"
+        full_env = {
+            **os.environ,
+            **lk.worker_env(),
+            "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
+            "PYTHONUNBUFFERED": "1",
+            "DEPLOY_TEST_STATE": str(state),
+            "OPENRTC_VERSION": version,
+            **(env or {}),
+        }
+        full_env.pop("OPENRTC_SUPERVISOR", None)
+        with log.open("wb") as out:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "openrtc_testing.supervised",
+                TARGET,
+                "--control",
+                str(control),
+                *args,
+                env=full_env,
+                stdout=out,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )
+        handle = Deployed(lk=lk, proc=proc, log=log, state=state, control=control, env=full_env)
+        try:
+            yield handle
+        finally:
+            if proc.returncode is None:
+                # The generations and their workers are in process groups of their own.
+                for pid in [proc.pid, *_descendants(proc.pid)]:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                await proc.wait()
+
+
+def _descendants(pid: int) -> list[int]:
+    found: list[int] = []
+    frontier = [pid]
+    while frontier:
+        parent = frontier.pop()
+        path = Path(f"/proc/{parent}/task/{parent}/children")
+        with contextlib.suppress(OSError):
+            kids = [int(p) for p in path.read_text().split()]
+            found += kids
+            frontier += kids
+    return found

@@ -1,0 +1,60 @@
+"""The pool the deploy tests run; each generation imports it afresh from disk.
+
+``DEPLOY_TEST_STATE`` names a folder. Its ``reply`` file is what the agent answers (so a
+call's reply says which code served it); its ``break`` file breaks the next generation that
+loads: ``import`` (the module raises), ``prewarm`` (the prewarm raises), ``register`` (the
+workers use a wrong API secret, so LiveKit refuses them). ``DEPLOY_TEST_ISOLATION`` picks the
+isolation backend.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from livekit.agents import Agent, JobProcess
+
+from openrtc_core import AgentPool, PoolView, hookimpl
+from openrtc_testing import Rule, ScriptedLLM
+
+STATE = Path(os.environ["DEPLOY_TEST_STATE"])
+
+
+def _read(name: str) -> str:
+    path = STATE / name
+    return path.read_text().strip() if path.exists() else ""
+
+
+BREAK = _read("break")
+if BREAK == "import":
+    raise ImportError("deploy test: this generation's code does not import")
+if BREAK == "register":
+    os.environ["LIVEKIT_API_SECRET"] = "not-the-loopback-secret-" + "x" * 16
+
+
+class Desk(Agent):
+    def __init__(self) -> None:
+        super().__init__(instructions="Answer briefly.")
+
+
+class Prewarm:
+    @hookimpl
+    def openrtc_prewarm(self, proc: JobProcess, pool: PoolView) -> None:
+        if BREAK == "prewarm":
+            raise RuntimeError("deploy test: this generation's prewarm fails")
+
+
+REPLY = _read("reply") or "v1"
+
+pool = AgentPool(
+    isolation=os.environ.get("DEPLOY_TEST_ISOLATION", "coroutine"),
+    llm=ScriptedLLM(name="desk-llm", rules=[Rule(when="hello", reply=f"{REPLY} here")]),
+    turn_handling={"turn_detection": None},
+    plugins=[Prewarm()],
+)
+pool.add("desk", Desk, default=True)
+
+
+def describe() -> dict[str, Any]:
+    return {"reply": REPLY, "break": BREAK}

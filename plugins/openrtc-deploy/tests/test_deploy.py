@@ -1,0 +1,279 @@
+"""openrtc-deploy end to end: a real controller, real generations of real workers, the
+loopback dispatch server, and ``openrtc deploy`` run as a user runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import stat
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from deploy_harness import Deployed, deployed, reply_of
+
+from openrtc_testing.dispatch import Dispatch
+
+pytestmark = pytest.mark.asyncio
+
+
+class Prober:
+    """Short calls dispatched every `every_s` while a deploy runs: each one's time, and the
+    call once a worker took it."""
+
+    def __init__(self, run: Deployed, every_s: float = 0.15) -> None:
+        self.run = run
+        self.every_s = every_s
+        self.calls: list[tuple[float, Dispatch]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Prober:
+        self._task = asyncio.create_task(self._loop())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    async def _loop(self) -> None:
+        n = 0
+        while True:
+            n += 1
+            sent = time.monotonic()
+            self.calls.append((sent, await self.run.call(f"probe-{n}")))
+            await asyncio.sleep(self.every_s)
+
+
+async def test_twenty_live_calls_finish_on_v1_and_new_calls_go_to_v2(tmp_path: Path) -> None:
+    async with deployed(tmp_path, "--workers", "2") as run:
+        await run.until(lambda: run.live_workers() >= 2, 120, "generation 1's workers")
+        live = [await run.call(f"live-{i}", hold_s=10.0) for i in range(20)]
+        run.set_code(reply="v2")
+        began = time.monotonic()
+        async with Prober(run) as prober:
+            code, out, err = await run.deploy("--version", "v2")
+            ready = time.monotonic()
+            assert code == 0, out + err
+            assert "generation 2 (v2) is serving" in out
+            await asyncio.sleep(2.0)
+        gap = run.lk.longest_unavailable(began)
+        print(f"\nlargest gap with no worker available: {gap * 1000:.0f} ms")
+        assert gap == 0.0
+
+        for d in live:
+            report = await run.report(d.job_id)
+            assert report["outcome"] == "completed", report
+            assert (report["deploy"], reply_of(report)) == ("v1", "v1 here")
+        probes = [(sent, await run.report(d.job_id), d) for sent, d in prober.calls]
+        assert all(report["outcome"] == "completed" for _, report, _ in probes)
+        assert all(d.offers == 1 for _, _, d in probes), "a probe call found no taker"
+        after = [report for sent, report, _ in probes if sent >= ready]
+        assert after and all(r["deploy"] == "v2" and reply_of(r) == "v2 here" for r in after)
+
+        status = await run.status()
+        first, second = status["generations"]
+        assert first["state"] in ("draining", "exited")
+        assert second["state"] == "serving" and second["version"] == "v2"
+        assert await run.stop() == 0, run.tail()
+        final = [m for m in run.messages() if "generation 1 (v1) finished draining" in m]
+        assert final and "none cut" in final[0]
+
+
+async def test_a_deploy_under_process_isolation(tmp_path: Path) -> None:
+    env = {"DEPLOY_TEST_ISOLATION": "process"}
+    async with deployed(tmp_path, "--workers", "1", env=env) as run:
+        await run.until(lambda: run.live_workers() >= 1, 120, "generation 1's worker")
+        live = [await run.call(f"live-{i}", hold_s=6.0) for i in range(3)]
+        run.set_code(reply="v2")
+        code, out, err = await run.deploy("--version", "v2")
+        assert code == 0, out + err
+        after = await run.call("after")
+        report = await run.report(after.job_id)
+        assert (report["deploy"], reply_of(report)) == ("v2", "v2 here")
+        for d in live:
+            report = await run.report(d.job_id)
+            assert (report["outcome"], report["deploy"]) == ("completed", "v1")
+        assert await run.stop() == 0, run.tail()
+
+
+@pytest.mark.parametrize(
+    ("broken", "reason"),
+    [
+        ("import", "does not import"),
+        ("prewarm", "prewarm fails"),
+        ("register", "not ready within 8 s: 0 of 1 worker(s) registered"),
+    ],
+)
+async def test_a_broken_generation_is_torn_down_and_the_old_one_keeps_serving(
+    tmp_path: Path, broken: str, reason: str
+) -> None:
+    async with deployed(tmp_path, "--workers", "1") as run:
+        await run.until(lambda: run.live_workers() >= 1, 120, "generation 1's worker")
+        held = await run.call("held", hold_s=6.0)
+        run.set_code(reply="v2", broken=broken)
+        code, out, err = await run.deploy("--version", "v2", "--timeout", "8")
+        assert code == 1, out + err
+        assert reason in err and "generation 1 (v1) keeps serving" in err, err
+
+        after = await run.call("after-the-failed-deploy")
+        assert reply_of(await run.report(after.job_id)) == "v1 here"
+        assert (await run.report(held.job_id))["outcome"] == "completed"
+        status = await run.status()
+        states = {g["generation"]: (g["state"], g["failure"]) for g in status["generations"]}
+        assert states[1] == ("serving", "")
+        assert states[2][0] == "failed" and reason in states[2][1]
+        assert status["ready"] is True
+
+        run.set_code(broken="")  # mended: the next deploy goes through
+        code, out, err = await run.deploy("--version", "v3")
+        assert code == 0, out + err
+        mended = await run.call("after-the-fix")
+        assert reply_of(await run.report(mended.job_id)) == "v2 here"
+        assert await run.stop() == 0, run.tail()
+
+
+async def test_calls_still_live_at_the_drain_timeout_are_reported_by_id(tmp_path: Path) -> None:
+    async with deployed(tmp_path, "--workers", "1", "--drain-timeout", "2") as run:
+        await run.until(lambda: run.live_workers() >= 1, 120, "generation 1's worker")
+        long_calls = [await run.call(f"long-{i}", hold_s=60.0) for i in range(3)]
+        code, out, err = await run.deploy("--version", "v2", "--wait")
+        assert code == 1, out + err
+        for d in long_calls:
+            assert d.job_id in err
+        assert "cut" in err
+        status = await run.status()
+        first = status["generations"][0]
+        assert first["state"] == "exited"
+        assert sorted(first["cut"]) == sorted(d.job_id for d in long_calls)
+        logged = [m for m in run.messages() if "drain timeout cut 3" in m]
+        assert logged and all(d.job_id in logged[0] for d in long_calls)
+        # The controller stops with status 1: its last drain cut calls.
+        assert await run.stop() == 0, run.tail()
+
+
+async def test_two_deploys_back_to_back_lose_no_call(tmp_path: Path) -> None:
+    async with deployed(tmp_path, "--workers", "1") as run:
+        await run.until(lambda: run.live_workers() >= 1, 120, "generation 1's worker")
+        live = [await run.call(f"live-{i}", hold_s=5.0) for i in range(4)]
+        holding: list[int] = []
+
+        async def watch() -> None:
+            while True:
+                status = await run.status()
+                holding.append(sum(1 for g in status["generations"] if g["live_calls"]))
+                await asyncio.sleep(0.2)
+
+        watcher = asyncio.create_task(watch())
+        async with Prober(run, every_s=0.3) as prober:
+            run.set_code(reply="v2")
+            first = asyncio.create_task(run.deploy("--version", "v2"))
+            await asyncio.sleep(0.3)
+            run.set_code(reply="v3")
+            second = asyncio.create_task(run.deploy("--version", "v3"))
+            (code1, out1, err1), (code2, out2, err2) = await asyncio.gather(first, second)
+            ready = time.monotonic()
+            await asyncio.sleep(1.0)
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        assert code2 == 0, out2 + err2
+        assert code1 == 0 or "a later deploy replaced" in err1, out1 + err1
+        for d in live:
+            report = await run.report(d.job_id)
+            assert (report["outcome"], report["deploy"]) == ("completed", "v1")
+        probes = [(sent, await run.report(d.job_id)) for sent, d in prober.calls]
+        assert all(report["outcome"] == "completed" for _, report in probes)
+        assert all(r["deploy"] == "v3" for sent, r in probes if sent >= ready)
+        assert max(holding) <= 2, holding
+        status = await run.status()
+        assert [g["state"] for g in status["generations"]][-1] == "serving"
+        assert status["generations"][-1]["version"] == "v3"
+        assert await run.stop() == 0, run.tail()
+
+
+async def test_a_deploy_during_a_worker_crash_restart(tmp_path: Path) -> None:
+    async with deployed(tmp_path, "--workers", "2") as run:
+        await run.until(lambda: run.live_workers() >= 2, 120, "generation 1's workers")
+        status = await run.status()
+        victim = status["generations"][0]["workers"][0]["pid"]
+        os.kill(victim, signal.SIGKILL)
+        run.set_code(reply="v2")
+        code, out, err = await run.deploy("--version", "v2")
+        assert code == 0, out + err
+        after = await run.call("after")
+        assert reply_of(await run.report(after.job_id)) == "v2 here"
+        await run.until(
+            lambda: "generation 1 (v1) finished draining" in " ".join(run.messages()),
+            60,
+            "generation 1 to finish",
+        )
+        assert await run.stop() == 0, run.tail()
+
+
+async def test_sighup_deploys_and_the_control_socket_is_private(tmp_path: Path) -> None:
+    async with deployed(tmp_path, "--workers", "1") as run:
+        await run.until(lambda: run.live_workers() >= 1, 120, "generation 1's worker")
+        await run.until(run.control.exists, 30, "the control socket")
+        mode = stat.S_IMODE(run.control.stat().st_mode)
+        assert stat.S_ISSOCK(run.control.stat().st_mode) and mode == 0o600
+
+        code, out, _ = await run.openrtc("deploy", "--status")
+        assert code == 0 and "generation 1 v1 (env): serving" in out, out
+        probe = [sys.executable, "-m", "openrtc_deploy.probe"]
+        for op in ("ready", "alive"):
+            done = await asyncio.create_subprocess_exec(
+                *probe, op, "--control", str(run.control), env=run.env
+            )
+            assert await done.wait() == 0
+
+        run.set_code(reply="v2")
+        os.kill(run.proc.pid, signal.SIGHUP)
+
+        async def serving_two() -> bool:
+            status = await run.status()
+            return any(
+                g["generation"] == 2 and g["state"] == "serving" for g in status["generations"]
+            )
+
+        deadline = time.monotonic() + 120
+        while not await serving_two():
+            assert time.monotonic() < deadline, run.tail()
+            await asyncio.sleep(0.2)
+        after = await run.call("after-sighup")
+        report = await run.report(after.job_id)
+        assert reply_of(report) == "v2 here"
+        assert report["deploy"] not in ("", "v1")  # resolved from the code on disk
+
+        second = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "openrtc_testing.supervised",
+            "deploy_pools:pool",
+            "--control",
+            str(run.control),
+            env=run.env,
+            stderr=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        _, said = await asyncio.wait_for(second.communicate(), 120)
+        assert second.returncode == 1
+        assert "another openrtc controller is running there" in said.decode()
+
+        drain = await asyncio.create_subprocess_exec(
+            *probe,
+            "drain",
+            "--control",
+            str(run.control),
+            env=run.env,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        drained, _ = await asyncio.wait_for(drain.communicate(), 120)
+        assert drain.returncode == 0, drained.decode()
+        assert "every call finished" in drained.decode()
+        assert await asyncio.wait_for(run.proc.wait(), 60) == 0, run.tail()
+        assert not run.control.exists()
