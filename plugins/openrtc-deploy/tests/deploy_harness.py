@@ -129,7 +129,7 @@ async def deployed(
     """``openrtc start deploy_pools:pool ARGS`` under the controller, generation 1 at
     `version`, its workers registered; killed at the end if the test did not stop it."""
     state = tmp_path / "state"
-    state.mkdir()
+    state.mkdir(exist_ok=True)
     control = tmp_path / "run" / "control.sock"
     async with LoopbackDispatchServer() as lk:
         log = tmp_path / "controller.log"

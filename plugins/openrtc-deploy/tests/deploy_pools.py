@@ -3,13 +3,15 @@
 ``DEPLOY_TEST_STATE`` names a folder. Its ``reply`` file is what the agent answers (so a
 call's reply says which code served it); its ``break`` file breaks the next generation that
 loads: ``import`` (the module raises), ``prewarm`` (the prewarm raises), ``register`` (the
-workers use a wrong API secret, so LiveKit refuses them). ``DEPLOY_TEST_ISOLATION`` picks the
+workers use a wrong API secret, so LiveKit refuses them). ``prewarm_s`` makes the prewarm
+take that many seconds. ``DEPLOY_TEST_ISOLATION`` picks the
 isolation backend.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +40,13 @@ class Desk(Agent):
         super().__init__(instructions="Answer briefly.")
 
 
+PREWARM_S = float(_read("prewarm_s") or 0)
+
+
 class Prewarm:
     @hookimpl
     def openrtc_prewarm(self, proc: JobProcess, pool: PoolView) -> None:
+        time.sleep(PREWARM_S)  # a slow model load, when the test asks for one
         if BREAK == "prewarm":
             raise RuntimeError("deploy test: this generation's prewarm fails")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import stat
@@ -18,6 +19,7 @@ from deploy_harness import Deployed, deployed, reply_of
 from openrtc_testing.dispatch import Dispatch
 
 pytestmark = pytest.mark.asyncio
+TESTS = Path(__file__).resolve().parent
 
 
 class Prober:
@@ -196,6 +198,23 @@ async def test_two_deploys_back_to_back_lose_no_call(tmp_path: Path) -> None:
         assert await run.stop() == 0, run.tail()
 
 
+async def test_a_deploy_before_the_first_generation_is_ready_replaces_it(tmp_path: Path) -> None:
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "prewarm_s").write_text("30")
+    async with deployed(tmp_path, "--workers", "1") as run:
+        await run.until(run.control.exists, 60, "the control socket")
+        (run.state / "prewarm_s").write_text("0")
+        run.set_code(reply="v2")
+        code, out, err = await run.deploy("--version", "v2")
+        assert code == 0, out + err
+        after = await run.call("after")
+        assert reply_of(await run.report(after.job_id)) == "v2 here"
+        status = await run.status()
+        states = [(g["version"], g["state"]) for g in status["generations"]]
+        assert states == [("v1", "failed"), ("v2", "serving")], states
+        assert await run.stop() == 0, run.tail()  # replacing it was no failure
+
+
 async def test_a_deploy_during_a_worker_crash_restart(tmp_path: Path) -> None:
     async with deployed(tmp_path, "--workers", "2") as run:
         await run.until(lambda: run.live_workers() >= 2, 120, "generation 1's workers")
@@ -277,3 +296,97 @@ async def test_sighup_deploys_and_the_control_socket_is_private(tmp_path: Path) 
         assert "every call finished" in drained.decode()
         assert await asyncio.wait_for(run.proc.wait(), 60) == 0, run.tail()
         assert not run.control.exists()
+
+
+async def test_a_deploy_rehearsed_under_openrtc_simulate(tmp_path: Path) -> None:
+    """``openrtc simulate --workers 2`` prints its control socket; a deploy against it moves
+    the later calls to the new version, and the JSON says which version served each."""
+    state = tmp_path / "state"
+    state.mkdir()
+    figures = tmp_path / "figures.json"
+    tests = TESTS
+    env = {
+        **os.environ,
+        "COLUMNS": "400",  # the control socket's line unwrapped
+        "PYTHONPATH": os.pathsep.join([str(tests), os.environ.get("PYTHONPATH", "")]),
+        "DEPLOY_TEST_STATE": str(state),
+        "OPENRTC_VERSION": "v1",
+    }
+    env.pop("OPENRTC_SUPERVISOR", None)
+    simulate = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "openrtc_core",
+        "simulate",
+        str(tests / "deploy_pools.py"),
+        "--workers",
+        "2",
+        "--calls",
+        "60",
+        "--concurrency",
+        "6",
+        "--hold",
+        "1",
+        "--json",
+        str(figures),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    assert simulate.stdout is not None
+    said: list[str] = []
+    command = ""
+    while not command:
+        line = (await asyncio.wait_for(simulate.stdout.readline(), 120)).decode()
+        assert line, "".join(said)
+        said.append(line)
+        if "openrtc deploy --control " in line:
+            command = line.split("openrtc deploy --control ", 1)[1].strip()
+    await _until_serving(command, env)
+    await asyncio.sleep(1.0)  # calls are running on v1
+    (state / "reply").write_text("v2")
+    deploy = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "openrtc_core",
+        "deploy",
+        "--control",
+        command,
+        "--version",
+        "v2",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    deployed_said, _ = await asyncio.wait_for(deploy.communicate(), 120)
+    assert deploy.returncode == 0, deployed_said.decode()
+    rest, _ = await asyncio.wait_for(simulate.communicate(), 300)
+    assert simulate.returncode == 0, "".join(said) + rest.decode()
+    calls = json.loads(figures.read_text())["calls"]
+    assert all(call["outcome"] == "completed" for call in calls)
+    versions = [call["deploy"] for call in calls]
+    assert set(versions) == {"v1", "v2"}, versions
+    # Calls start in order: once v2 serves, no later call goes back to v1.
+    assert versions.index("v2") > versions.index("v1")
+    assert "v1" not in versions[len(versions) - versions[::-1].index("v2") :]
+
+
+async def _until_serving(control: str, env: dict[str, str], timeout: float = 120.0) -> None:
+    """Until the controller at `control` says a generation serves (probe ``ready``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        probe = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "openrtc_deploy.probe",
+            "ready",
+            "--control",
+            control,
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        if await probe.wait() == 0:
+            return
+        assert time.monotonic() < deadline, "no generation served in time"
+        await asyncio.sleep(0.2)

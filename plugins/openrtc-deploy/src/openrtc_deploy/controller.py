@@ -226,13 +226,13 @@ class DeployController:
         deploy = Deploy(version=version, ready_timeout=ready_timeout or self.ready_timeout)
         if client is not None:
             (deploy.wait_drain if wait_drain else deploy.clients).append(client)
-        for starting in self._in(State.STARTING):
-            self._fail(starting, "a later deploy replaced it before it was ready")
         if self.pending is not None:
             self.pending.answer(
                 ok=False, message="a later deploy replaced this one", superseded=True
             )
-        self.pending = deploy
+        self.pending = deploy  # first: a generation failed next is not the last hope
+        for starting in self._in(State.STARTING):
+            self._fail(starting, "a later deploy replaced it before it was ready")
         self._advance()
 
     def _advance(self) -> None:
