@@ -129,6 +129,27 @@ async def test_a_loop_kept_busy_without_lag_shows_in_its_utilisation() -> None:
     assert busy > 0.1 and busy > 3 * idle
 
 
+async def test_start_up_lag_does_not_count_as_sustained_lag() -> None:
+    # A worker's first second (imports, models, registering) stalls its loop; counted as
+    # load it would report itself full right after it registered (a deploy's new
+    # generation did, and LiveKit found no taker for 2.5 s).
+    watchdog = LoopWatchdog()
+    watchdog.start()
+    try:
+        for _ in range(5):
+            time.sleep(0.15)  # noqa: ASYNC251 - the start-up stall under test
+            await asyncio.sleep(0.03)
+        early = watchdog.sustained_lag_s()
+        await asyncio.sleep(2.5)
+        time.sleep(0.4)  # noqa: ASYNC251 - a stall once running counts
+        await asyncio.sleep(0.05)
+        later = watchdog.sustained_lag_s()
+    finally:
+        watchdog.stop()
+    assert early == 0.0
+    assert later > 0.0
+
+
 def test_a_busy_loop_makes_the_coroutine_worker_full() -> None:
     class Watchdog:
         def sustained_lag_s(self) -> float:

@@ -230,8 +230,10 @@ class LoopWatchdog:
         """Mean lag over the last `seconds`: high only while the loop stays saturated, so a
         single stall does not mark the worker full."""
         count = max(1, int(seconds / self.tick_s))
+        if len(self.lags) < 2 * count:
+            return 0.0  # the worker's start-up (imports, models, registering) is not load
         recent = list(self.lags)[-count:]
-        return sum(recent) / len(recent) if recent else 0.0
+        return sum(recent) / len(recent)
 
     def utilisation(self, seconds: float = 1.0) -> float:
         """The share of the last `seconds` the loop's thread spent running (0..1).

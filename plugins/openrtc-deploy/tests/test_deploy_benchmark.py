@@ -51,9 +51,16 @@ def test_a_tiny_run_reports_every_figure_and_drops_no_call(tmp_path: Path) -> No
         assert isinstance(deploy["first_call_on_new_s"], float), deploy
         assert deploy["drained_calls"] >= 1 and deploy["cut"] == [], deploy
         assert any("is serving" in line for line in deploy["said"]), deploy["said"]
+        # What the loopback server saw of each worker: the old one ends the window full.
+        sides = [w["generation"] for w in deploy["workers"]]
+        assert sides.count("old") == 1 and sides.count("new") == 1, deploy["workers"]
+        old = next(w for w in deploy["workers"] if w["generation"] == "old")
+        assert old["status"][-1][1] == "WS_FULL", old
+        assert isinstance(deploy["new_workers_full_s"], float)
     # Every version served calls, each with its own code (checked per call by the run).
     assert set(data["calls_served_by_version"]) == {"bench-0", "bench-1", "bench-2"}
     assert data["generations_holding_calls_max"] <= 2
+    assert isinstance(data["full_notices"], list)
 
     page = (tmp_path / "deploy.md").read_text()
     assert page.startswith("# Deploys under load") and "| 2 | bench-2 |" in page

@@ -352,7 +352,12 @@ class DeployController:
         generation.failure = reason
         generation.signal(signal.SIGTERM)
         serving = self._in(State.SERVING)
-        keeps = f"; {serving[0].name()} keeps serving" if serving else "; no generation is serving"
+        if self._stopping:
+            keeps = "; every generation drains"
+        elif serving:
+            keeps = f"; {serving[0].name()} keeps serving"
+        else:
+            keeps = "; no generation is serving"
         message = f"{generation.name()} failed: {reason}{keeps}"
         logger.error("%s", message)
         deploy = self.deploying
@@ -586,14 +591,15 @@ class DeployController:
         return "not ready: no generation has all its workers registered yet"
 
     def status(self) -> dict[str, Any]:
+        serving = bool(self._in(State.SERVING))
         if self._stopping:
             state = "draining"
+        elif not serving:
+            state = "starting"  # the first generation is on its way
         elif self._in(State.STARTING) or self.pending is not None:
             state = "deploying"
-        elif self._in(State.SERVING):
-            state = "serving"
         else:
-            state = "starting"
+            state = "serving"
         return {
             "controller_pid": os.getpid(),
             "control": str(self.path),
