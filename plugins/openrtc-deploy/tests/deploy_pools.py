@@ -4,7 +4,8 @@
 call's reply says which code served it); its ``break`` file breaks the next generation that
 loads: ``import`` (the module raises), ``prewarm`` (the prewarm raises), ``register`` (the
 workers use a wrong API secret, so LiveKit refuses them). ``prewarm_s`` makes the prewarm
-take that many seconds. ``DEPLOY_TEST_ISOLATION`` picks the
+take that many seconds (only for the code whose reply ``prewarm_for`` names, if given).
+Each import appends its reply to ``loaded``. ``DEPLOY_TEST_ISOLATION`` picks the
 isolation backend.
 """
 
@@ -40,9 +41,6 @@ class Desk(Agent):
         super().__init__(instructions="Answer briefly.")
 
 
-PREWARM_S = float(_read("prewarm_s") or 0)
-
-
 class Prewarm:
     @hookimpl
     def openrtc_prewarm(self, proc: JobProcess, pool: PoolView) -> None:
@@ -52,6 +50,13 @@ class Prewarm:
 
 
 REPLY = _read("reply") or "v1"
+
+with (STATE / "loaded").open("a") as loaded:  # a test waits for a generation's import
+    loaded.write(f"{REPLY}\n")
+PREWARM_S = float(_read("prewarm_s") or 0)
+if _read("prewarm_for") not in ("", REPLY):
+    PREWARM_S = 0.0  # slow for that code only
+
 
 pool = AgentPool(
     isolation=os.environ.get("DEPLOY_TEST_ISOLATION", "coroutine"),

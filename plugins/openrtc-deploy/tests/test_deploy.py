@@ -159,43 +159,92 @@ async def test_calls_still_live_at_the_drain_timeout_are_reported_by_id(tmp_path
         assert await run.stop() == 0, run.tail()
 
 
-async def test_two_deploys_back_to_back_lose_no_call(tmp_path: Path) -> None:
+class Holding:
+    """How many generations held live calls, sampled from ``--status`` while it runs."""
+
+    def __init__(self, run: Deployed) -> None:
+        self.run = run
+        self.samples: list[int] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Holding:
+        self._task = asyncio.create_task(self._watch())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    async def _watch(self) -> None:
+        while True:
+            status = await self.run.status()
+            self.samples.append(sum(1 for g in status["generations"] if g["live_calls"]))
+            await asyncio.sleep(0.2)
+
+
+async def until_generation(run: Deployed, version: str, state: str) -> None:
+    deadline = time.monotonic() + 120
+    while True:
+        status = await run.status()
+        if any(g["version"] == version and g["state"] == state for g in status["generations"]):
+            return
+        assert time.monotonic() < deadline, f"no {state} generation {version}:\n{run.tail()}"
+        await asyncio.sleep(0.1)
+
+
+async def test_a_deploy_while_the_new_generation_starts_replaces_it(tmp_path: Path) -> None:
     async with deployed(tmp_path, "--workers", "1") as run:
         await run.until(lambda: run.live_workers() >= 1, 120, "generation 1's worker")
-        live = [await run.call(f"live-{i}", hold_s=5.0) for i in range(4)]
-        holding: list[int] = []
-
-        async def watch() -> None:
-            while True:
-                status = await run.status()
-                holding.append(sum(1 for g in status["generations"] if g["live_calls"]))
-                await asyncio.sleep(0.2)
-
-        watcher = asyncio.create_task(watch())
-        async with Prober(run, every_s=0.3) as prober:
+        live = [await run.call(f"live-{i}", hold_s=8.0) for i in range(4)]
+        async with Holding(run) as holding, Prober(run, every_s=0.3) as prober:
             run.set_code(reply="v2")
+            (run.state / "prewarm_s").write_text("30")  # generation 2 is still starting
+            (run.state / "prewarm_for").write_text("v2")
             first = asyncio.create_task(run.deploy("--version", "v2"))
-            await asyncio.sleep(0.3)
+            await until_generation(run, "v2", "starting")
+            await run.until(
+                lambda: "v2" in (run.state / "loaded").read_text().split(), 60, "v2's import"
+            )
             run.set_code(reply="v3")
-            second = asyncio.create_task(run.deploy("--version", "v3"))
-            (code1, out1, err1), (code2, out2, err2) = await asyncio.gather(first, second)
+            code2, out2, err2 = await run.deploy("--version", "v3")
             ready = time.monotonic()
+            code1, _out1, err1 = await first
             await asyncio.sleep(1.0)
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
         assert code2 == 0, out2 + err2
-        assert code1 == 0 or "a later deploy replaced" in err1, out1 + err1
+        assert code1 == 1 and "a later deploy replaced it before it was ready" in err1, _out1 + err1
         for d in live:
             report = await run.report(d.job_id)
             assert (report["outcome"], report["deploy"]) == ("completed", "v1")
         probes = [(sent, await run.report(d.job_id)) for sent, d in prober.calls]
         assert all(report["outcome"] == "completed" for _, report in probes)
         assert all(r["deploy"] == "v3" for sent, r in probes if sent >= ready)
-        assert max(holding) <= 2, holding
-        status = await run.status()
-        assert [g["state"] for g in status["generations"]][-1] == "serving"
-        assert status["generations"][-1]["version"] == "v3"
+        assert max(holding.samples) <= 2, holding.samples
+        states = [(g["version"], g["state"]) for g in (await run.status())["generations"]]
+        assert states[1:] == [("v2", "failed"), ("v3", "serving")], states
+        assert await run.stop() == 0, run.tail()
+
+
+async def test_a_deploy_while_the_old_generation_drains_waits_for_it(tmp_path: Path) -> None:
+    async with deployed(tmp_path, "--workers", "1") as run:
+        await run.until(lambda: run.live_workers() >= 1, 120, "generation 1's worker")
+        live = [await run.call(f"live-{i}", hold_s=8.0) for i in range(4)]
+        async with Holding(run) as holding:
+            run.set_code(reply="v2")
+            code, out, err = await run.deploy("--version", "v2")
+            assert code == 0, out + err
+            run.set_code(reply="v3")
+            code, out, err = await run.deploy("--version", "v3")
+            assert code == 0, out + err
+        # Generation 1 still held its calls: the third waited, never three at once.
+        assert "waiting for generation 1 (v1) to finish" in out, out
+        assert max(holding.samples) <= 2, holding.samples
+        for d in live:
+            report = await run.report(d.job_id)
+            assert (report["outcome"], report["deploy"]) == ("completed", "v1")
+        after = await run.call("after")
+        assert reply_of(await run.report(after.job_id)) == "v3 here"
         assert await run.stop() == 0, run.tail()
 
 
