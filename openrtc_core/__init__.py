@@ -1,6 +1,7 @@
 """OpenRTC core: many livekit Agents in one worker, extended through pluggy hooks."""
 
 from ._version import __version__
+from .builtin.prewarm import VAD_KEY as SHARED_VAD_KEY
 from .deployment import (
     GENERATION_ENV,
     VERSION_ENV,
@@ -57,6 +58,7 @@ __all__ = [
     "CONTROL_ENV",
     "DEPLOY_ATTRIBUTE",
     "GENERATION_ENV",
+    "SHARED_VAD_KEY",
     "SUPERVISOR_ENV",
     "VERSION_ATTRIBUTE",
     "VERSION_ENV",

@@ -68,12 +68,35 @@ def _pause(raw: object) -> tuple[float, float]:
     return pause, pause
 
 
+VOICE_RATES = (16000, 48000)
+
+
+def _barge_in(raw: object, turns: int) -> tuple[int, ...]:
+    if not isinstance(raw, Sequence) or isinstance(raw, str):
+        raise ScriptError(f"{SIMULATE_KEY}.barge_in must be a list of line numbers")
+    if not all(isinstance(i, int) and not isinstance(i, bool) for i in raw):
+        raise ScriptError(f"{SIMULATE_KEY}.barge_in must contain only line numbers")
+    wrong = [i for i in raw if not 1 <= i < turns]
+    if wrong:
+        raise ScriptError(
+            f"{SIMULATE_KEY}.barge_in: line(s) {wrong} cannot interrupt a reply; give "
+            f"numbers from 1 to {turns - 1} (line 0 has no reply before it)"
+        )
+    return tuple(sorted(set(raw)))
+
+
 @attrs.frozen(kw_only=True)
 class CallerScript:
     turns: tuple[str, ...] = ()
     hold_s: float = 0.0
     pause_s: tuple[float, float] = (0.0, 0.0)
     """Seconds before each caller line, drawn uniformly from [low, high]."""
+    voice: bool = False
+    """Speak the lines as audio into the session (VAD, turn detector) instead of text."""
+    sample_rate: int = 16000
+    """The caller's line, in voice mode: 16 or 48 kHz."""
+    barge_in: tuple[int, ...] = ()
+    """Lines (0-based) the caller starts while the agent still speaks its previous reply."""
 
     def next_pause(self) -> float:
         low, high = self.pause_s
@@ -93,10 +116,24 @@ class CallerScript:
             raise ScriptError(f"{SIMULATE_KEY}.turns must contain only strings")
         if len(turns) > MAX_TURNS:
             raise ScriptError(f"{SIMULATE_KEY}.turns has {len(turns)} turns; at most {MAX_TURNS}")
+        voice = raw.get("voice", False)
+        if not isinstance(voice, bool):
+            raise ScriptError(f"{SIMULATE_KEY}.voice must be true or false")
+        rate = raw.get("sample_rate", VOICE_RATES[0])
+        if rate not in VOICE_RATES or isinstance(rate, bool):
+            raise ScriptError(
+                f"{SIMULATE_KEY}.sample_rate must be one of {', '.join(map(str, VOICE_RATES))}"
+            )
+        barge_in = _barge_in(raw.get("barge_in", []), len(turns))
+        if barge_in and not voice:
+            raise ScriptError(f"{SIMULATE_KEY}.barge_in needs voice mode (voice: true)")
         return cls(
             turns=tuple(turns),
             hold_s=_seconds(raw.get("hold_s", 0.0), "hold_s"),
             pause_s=_pause(raw.get("pause_s", 0.0)),
+            voice=voice,
+            sample_rate=int(rate),
+            barge_in=barge_in,
         )
 
 
@@ -177,13 +214,13 @@ class SimulatedCall:
             self.report["greeting"] = [
                 _item_dict(item) for item in self.session.history.items if _is_agent_output(item)
             ]
-            for text in self.script.turns:
-                pause = self.script.next_pause()
+            for index, text in enumerate(self.script.turns):
+                pause = 0.0 if index in self.script.barge_in else self.script.next_pause()
                 if pause:
                     await asyncio.sleep(pause)
                 if self.failure():
                     break  # a failed session takes no more turns
-                self.report["turns"].append(await self._turn(text))
+                self.report["turns"].append(await self._turn(index, text))
             if self.script.hold_s:
                 await asyncio.sleep(self.script.hold_s)
         except Exception as exc:
@@ -198,7 +235,7 @@ class SimulatedCall:
         await self._finish("completed")
         self.ctx.shutdown(reason="simulated call completed")
 
-    async def _turn(self, text: str) -> dict[str, Any]:
+    async def _turn(self, index: int, text: str) -> dict[str, Any]:
         """One caller line and the agent's answer, with the code version that gave it."""
         started = time.monotonic()
         seen = len(self.session.history.items)

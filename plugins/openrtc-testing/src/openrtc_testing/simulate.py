@@ -41,7 +41,7 @@ from rich.table import Table
 
 from openrtc_core import AgentPool, OpenRTCError, load_pool, supervisor_name
 
-from . import offline
+from . import offline, voice_figures
 from .caller import MAX_SCRIPT_S
 from .dispatch import Dispatch, LoopbackDispatchServer
 from .measure import LoopLagMonitor, PeakMemory, percentile
@@ -53,8 +53,11 @@ from .supervising import (
     log_tail,
     supervised_workers,
 )
+from .voice_clips import SAMPLE_RATES, VoiceUnavailable, prepare
+from .voice_figures import VoiceSettings
 from .worker import Pause, dispatch_until_accepted, running_worker, simulated_call_metadata
 
+_TURN_KEYS = ("user", "reply", "version", "error", "latency_s", *voice_figures.TURN_KEYS)
 CALLER_LINES = (
     "Hi, I need some help.",
     "I have a question about my order.",
@@ -104,6 +107,9 @@ class CallResult:
     deploy: str = ""
     """The deployment version of the worker that served the call, from the report; "" when
     no worker reported."""
+    voice: dict[str, Any] | None = None
+    """A voice call's figures from its report (frames, VAD time, barge-ins); None in text
+    mode."""
 
     def as_dict(self, *, with_worker: bool = False) -> dict[str, Any]:
         call: dict[str, Any] = {
@@ -115,6 +121,8 @@ class CallResult:
             "deploy": self.deploy,
             "turns": self.turns,
         }
+        if self.voice is not None:
+            call["voice"] = self.voice
         if self.tenant is not None:
             call["tenant"] = self.tenant
         if with_worker:
@@ -233,6 +241,10 @@ class SimulationResult:
             }
         return figures
 
+    def per_agent_voice(self) -> dict[str, dict[str, Any]]:
+        """Voice figures per agent (empty in text mode); see :mod:`.voice_figures`."""
+        return voice_figures.per_agent((c.agent, c.voice, c.turns) for c in self.calls)
+
     def per_deploy(self) -> dict[str, int]:
         """How many calls each deployment version served, in order of first appearance
         (calls no worker reported on are in none)."""
@@ -240,6 +252,8 @@ class SimulationResult:
 
     def as_dict(self) -> dict[str, Any]:
         tenants = {"tenants": self.per_tenant()} if self.tenants else {}
+        spoken = self.per_agent_voice()
+        voice = {"voice": spoken} if spoken else {}
         workers = (
             {"workers": self.per_worker(), "supervisor_error": self.supervisor_error}
             if self.supervised
@@ -257,6 +271,7 @@ class SimulationResult:
             "admission": self.admission(),
             "agents": self.per_agent(),
             "deploys": self.per_deploy(),
+            **voice,
             **tenants,
             **workers,
             "calls": [call.as_dict(with_worker=self.supervised) for call in self.calls],
@@ -412,6 +427,7 @@ async def run_simulation(
     tenants: Sequence[str] = (),
     supervisor: SupervisorSpec | None = None,
     supervisor_log: Path | None = None,
+    voice: VoiceSettings | None = None,
 ) -> SimulationResult:
     """Dispatch `calls` simulated calls, `concurrency` at a time, round-robin over agents.
 
@@ -429,6 +445,9 @@ async def run_simulation(
     tenants = list(tenants)
     lines = list(script) if script else list(CALLER_LINES)
     script = [lines[i % len(lines)] for i in range(turns)]
+    if voice is not None:
+        # Spoken once here, before any worker starts: the workers read the clips' cache.
+        await asyncio.to_thread(prepare, script, sample_rate=voice.sample_rate)
     lag = LoopLagMonitor()
     results: list[CallResult] = []
     fleet: SupervisedWorkers | None = None
@@ -473,6 +492,7 @@ async def run_simulation(
                         agent_name=pool.settings.agent_name,
                         tenant=tenant,
                         refusals=refusals,
+                        voice=voice,
                     )
                 results.append(result)
                 if on_call_done is not None:
@@ -509,6 +529,7 @@ async def _call(
     agent_name: str,
     tenant: str | None = None,
     refusals: Refusals | None = None,
+    voice: VoiceSettings | None = None,
 ) -> CallResult:
     dispatched_at = time.time()
     metadata = simulated_call_metadata(
@@ -517,6 +538,9 @@ async def _call(
         hold_s=hold_s,
         pause_s=pause_s,
         extra=None if tenant is None else {TENANT_KEY: tenant},
+        voice=voice is not None,
+        sample_rate=None if voice is None else voice.sample_rate,
+        barge_in=() if voice is None else voice.barge_in_lines(len(script)),
     )
     d: Dispatch | None = None
     try:
@@ -556,10 +580,7 @@ async def _call(
     return CallResult(
         job_id=d.job_id,
         outcome=str(report.get("outcome") or ""),
-        turns=[
-            {key: t[key] for key in ("user", "reply", "version", "error", "latency_s") if key in t}
-            for t in report.get("turns", [])
-        ],
+        turns=[{key: t[key] for key in _TURN_KEYS if key in t} for t in report.get("turns", [])],
         agent=str(report.get("agent", agent)),
         room=room,
         ok=report.get("outcome") == "completed",
@@ -576,6 +597,7 @@ async def _call(
         worker=_whole(report.get("worker")),
         worker_pid=_whole(report.get("worker_pid")),
         deploy=str(report.get("deploy") or ""),
+        voice=report["voice"] if isinstance(report.get("voice"), dict) else None,
     )
 
 
@@ -659,6 +681,9 @@ def render(result: SimulationResult, console: Console) -> None:
             _time(f["turn_latency_p95_s"]),
         )
     console.print(table)
+    spoken = result.per_agent_voice()
+    if spoken:
+        console.print(voice_figures.table(spoken))
     if result.tenants:
         console.print(tenant_table(result))
     if result.supervised:
@@ -732,6 +757,22 @@ def parse_workers(text: str | None) -> int:
     if not raw.isdecimal() or int(raw) < 1:
         raise ValueError(f"--workers {text!r}: give a number of worker processes, 1 or more")
     return int(raw)
+
+
+def parse_voice(voice: bool, rate: int, barge_in: bool, turns: int) -> VoiceSettings | None:
+    """``--voice``, ``--voice-rate``, ``--barge-in``: the voice calls asked for, or None.
+
+    :raises ValueError: a voice option without ``--voice``, or one that cannot apply.
+    """
+    if not voice:
+        if barge_in or rate != VoiceSettings().sample_rate:
+            raise ValueError("--voice-rate and --barge-in go with --voice")
+        return None
+    if rate not in SAMPLE_RATES:
+        raise ValueError(f"--voice-rate {rate}: give one of {', '.join(map(str, SAMPLE_RATES))}")
+    if barge_in and turns < 2:
+        raise ValueError(f"--barge-in needs two caller turns or more (--turns {turns})")
+    return VoiceSettings(sample_rate=rate, barge_in=barge_in)
 
 
 def _longest(pause: Pause) -> float:
@@ -868,6 +909,26 @@ def simulate_command(
             "switch at their next turn (needs openrtc-reload).",
         ),
     ] = False,
+    voice: Annotated[
+        bool,
+        typer.Option(
+            "--voice",
+            help="Callers speak their lines as real speech (espeak-ng) into each session's "
+            "audio input in real time: the pool's VAD and turn detector run on it, replies "
+            "play out in real time, and what the caller hears is measured.",
+        ),
+    ] = False,
+    voice_rate: Annotated[
+        int,
+        typer.Option("--voice-rate", help="With --voice: the caller's line, 16000 or 48000 Hz."),
+    ] = 16000,
+    barge_in: Annotated[
+        bool,
+        typer.Option(
+            "--barge-in",
+            help="With --voice: each caller starts its last line while the agent still speaks.",
+        ),
+    ] = False,
     workers: Annotated[
         str | None,
         typer.Option(
@@ -892,6 +953,7 @@ def simulate_command(
         raise typer.BadParameter(str(exc), param_hint="--pause") from None
     try:
         worker_count = parse_workers(workers)
+        voice_settings = parse_voice(voice, voice_rate, barge_in, turns)
     except ValueError as exc:
         _print_error(str(exc))
         raise typer.Exit(2) from None
@@ -962,6 +1024,7 @@ def simulate_command(
             tenants=tenants,
             supervisor=supervisor,
             log_dir=log_dir,
+            voice=voice_settings,
         )
         render(result, console)
         if json_path is not None:
@@ -995,6 +1058,7 @@ def _run(
     tenants: Sequence[str],
     supervisor: SupervisorSpec | None,
     log_dir: Path | None,
+    voice: VoiceSettings | None = None,
 ) -> SimulationResult:
     """The calls, with a progress bar; :class:`SupervisorFailed` as run_simulation raises it."""
     with Progress(
@@ -1028,9 +1092,11 @@ def _run(
                     tenants=tenants,
                     supervisor=supervisor,
                     supervisor_log=None if log_dir is None else log_dir / SUPERVISOR_LOG,
+                    voice=voice,
                 )
             )
-        except OpenRTCError as exc:
-            # The worker would not start: reload with no strategy, a bad tenants file.
+        except (OpenRTCError, VoiceUnavailable) as exc:
+            # The worker would not start: reload with no strategy, a bad tenants file; or
+            # the callers cannot speak (no espeak-ng).
             _print_error(str(exc))
             raise typer.Exit(1) from None

@@ -19,6 +19,7 @@ import attrs
 from livekit.agents import get_job_context
 
 from openrtc_core import (
+    SHARED_VAD_KEY,
     JobView,
     Outcome,
     PoolView,
@@ -30,8 +31,19 @@ from openrtc_core import (
 )
 
 from . import offline
-from .caller import SIMULATE_KEY, CallerScript, SimulatedCall, new_report, post_report
+from .caller import (
+    SIMULATE_KEY,
+    CallerScript,
+    ScriptError,
+    SimulatedCall,
+    new_report,
+    post_report,
+)
 from .dispatch import REPORT_PATH
+from .providers import ScriptedSTT, ScriptedTTS
+from .voice import CallerMic, Earpiece, MeteredVAD
+from .voice_call import VoiceCall
+from .voice_clips import VoiceUnavailable
 
 _CALLS: weakref.WeakValueDictionary[str, SimulatedCall] = weakref.WeakValueDictionary()
 
@@ -51,6 +63,43 @@ def is_simulated(job: JobView) -> bool:
     return SIMULATE_KEY in job.job_metadata
 
 
+def _voice(job: JobView) -> bool:
+    """Whether `job`'s caller speaks (a script that does not parse fails when it starts)."""
+    try:
+        return CallerScript.parse(job.job_metadata[SIMULATE_KEY]).voice
+    except ScriptError:
+        return False
+
+
+_TURN_DETECTORS: list[Any] = []
+
+
+def _turn_detector() -> Any:
+    """livekit's local end-of-turn model, one per process (its first use loads it)."""
+    if not _TURN_DETECTORS:
+        from livekit.agents import inference
+
+        _TURN_DETECTORS.append(inference.TurnDetector())
+    return _TURN_DETECTORS[0]
+
+
+def voice_options(configured: Mapping[str, Any], userdata: Mapping[str, Any]) -> dict[str, Any]:
+    """A voice call's session options: a scripted STT answering each line the caller speaks,
+    a scripted TTS making audio of each reply's length, the pool's VAD (the shared one when
+    the agent names none) metered for this call, and livekit's local turn detector when the
+    pool configures no turn handling."""
+    options: dict[str, Any] = {
+        "stt": ScriptedSTT(name="scripted (the caller's lines)"),
+        "tts": ScriptedTTS(name="scripted (audio of the reply's length)"),
+    }
+    shared = configured["vad"] if "vad" in configured else userdata.get(SHARED_VAD_KEY)
+    if shared is not None:
+        options["vad"] = MeteredVAD(shared)
+    if "turn_handling" not in configured:
+        options["turn_handling"] = {"turn_detection": _turn_detector()}
+    return options
+
+
 @attrs.frozen
 class Simulation:
     """Runs simulated calls on one worker; `server_url` is the loopback LiveKit URL."""
@@ -59,12 +108,16 @@ class Simulation:
 
     @hookimpl
     def openrtc_session_options(
-        self, agent: str, job: JobView, pool: PoolView
+        self, agent: str, job: JobView, pool: PoolView, userdata: Mapping[str, Any]
     ) -> Mapping[str, Any] | None:
         # Providers that need keys or a network become scripted ones, in simulated calls only.
         if not is_simulated(job):
             return None
-        return offline.replacements(pool.configured(agent)) or None
+        configured = pool.configured(agent)
+        options = offline.replacements(configured)
+        if _voice(job):
+            options.update(voice_options(configured, userdata))
+        return options or None
 
     @hookimpl
     def openrtc_start_session(self, launch: SessionLaunch) -> Awaitable[None] | None:
@@ -75,19 +128,32 @@ class Simulation:
         return self._start(launch, script)
 
     async def _start(self, launch: SessionLaunch, script: CallerScript) -> None:
-        await launch.session.start(launch.agent)
-        launch.mark_connected()
-        call = SimulatedCall(
-            launch.ctx,
-            launch.session,
-            info=launch.info,
-            script=script,
-            greeting=launch.greeting,
-            on_failed=launch.fail,
-            failure=launch.failure,
-            report_to=report_url(self.server_url),
-            version=launch.version,
-        )
+        call_args: dict[str, Any] = {
+            "info": launch.info,
+            "script": script,
+            "greeting": launch.greeting,
+            "on_failed": launch.fail,
+            "failure": launch.failure,
+            "report_to": report_url(self.server_url),
+            "version": launch.version,
+        }
+        call: SimulatedCall
+        if script.voice:
+            if launch.session.vad is None:
+                raise VoiceUnavailable(
+                    f"agent {launch.info.agent!r} has no VAD (vad=None): a voice-mode call "
+                    "needs one; give the pool or the agent a VAD, or simulate in text mode"
+                )
+            mic, ear = CallerMic(script.sample_rate), Earpiece()
+            launch.session.input.audio = mic
+            launch.session.output.audio = ear
+            await launch.session.start(launch.agent, record=False)
+            launch.mark_connected()
+            call = VoiceCall(launch.ctx, launch.session, mic=mic, ear=ear, **call_args)
+        else:
+            await launch.session.start(launch.agent)
+            launch.mark_connected()
+            call = SimulatedCall(launch.ctx, launch.session, **call_args)
         _CALLS[launch.info.job_id] = call
         call.start()
 

@@ -28,11 +28,15 @@ def simulated_call_metadata(
     hold_s: float = 0.0,
     pause_s: Pause = 0.0,
     extra: Mapping[str, Any] | None = None,
+    voice: bool = False,
+    sample_rate: int | None = None,
+    barge_in: Sequence[int] = (),
 ) -> str:
     """Job metadata for a simulated call: ``{"agent": ..., "openrtc.simulate": {...}}``.
 
     `pause_s` paces the caller: seconds before each line, or a ``(low, high)`` range to draw
-    from uniformly.
+    from uniformly. `voice` makes the caller speak its lines as audio (at `sample_rate`),
+    starting the lines in `barge_in` while the agent still speaks.
     """
     meta: dict[str, Any] = dict(extra or {})
     if agent is not None:
@@ -40,6 +44,12 @@ def simulated_call_metadata(
     script: dict[str, Any] = {"turns": list(turns), "hold_s": hold_s}
     if pause_s:
         script["pause_s"] = list(pause_s) if isinstance(pause_s, tuple) else pause_s
+    if voice:
+        script["voice"] = True
+    if sample_rate is not None:
+        script["sample_rate"] = sample_rate
+    if barge_in:
+        script["barge_in"] = list(barge_in)
     meta[SIMULATE_KEY] = script
     return json.dumps(meta)
 
