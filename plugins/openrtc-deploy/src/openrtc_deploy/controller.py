@@ -22,7 +22,6 @@ import selectors
 import signal
 import socket
 import time
-from collections.abc import Iterator
 from typing import Any, Final
 
 import attrs
@@ -34,7 +33,7 @@ from openrtc_core import (
     SupervisorContext,
     resolve_deploy_version,
 )
-from openrtc_workers import GAVE_UP, READY
+from openrtc_workers import GAVE_UP, READY, SignalInbox
 
 from .client import control_path
 from .control import Client, listen, peer_allowed, remove
@@ -101,8 +100,7 @@ class DeployController:
         self._drainers: list[Client] = []
         self._clients: dict[int, Client] = {}
         self._selector = selectors.DefaultSelector()
-        self._wake_read, self._wake_write = os.pipe()
-        self._signals: list[int] = []
+        self._inbox = SignalInbox(*_STOP_SIGNALS, signal.SIGHUP, signal.SIGCHLD)
         self._stopping = False
         self._forced = False
         self._signalled = False
@@ -123,7 +121,7 @@ class DeployController:
             self.path,
         )
         try:
-            with self._signal_handling():
+            with self._inbox.installed(self._selector):
                 self._selector.register(server, selectors.EVENT_READ, data=server)
                 self.pending = Deploy(version=None, ready_timeout=self.ready_timeout)
                 self._advance()
@@ -156,9 +154,8 @@ class DeployController:
         timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
         for key, mask in self._selector.select(timeout):
             data = key.data
-            if key.fd == self._wake_read:
-                with contextlib.suppress(BlockingIOError):
-                    os.read(self._wake_read, 4096)
+            if key.fd == self._inbox.read_fd:
+                self._inbox.woke()
             elif isinstance(data, socket.socket):
                 self._accept(data)
             elif isinstance(data, Client):
@@ -178,30 +175,8 @@ class DeployController:
             return deploy.ready_timeout
         return self.ready_timeout
 
-    @contextlib.contextmanager
-    def _signal_handling(self) -> Iterator[None]:
-        os.set_blocking(self._wake_read, False)
-        os.set_blocking(self._wake_write, False)
-        self._selector.register(self._wake_read, selectors.EVENT_READ)
-        handled = (*_STOP_SIGNALS, signal.SIGHUP, signal.SIGCHLD)
-        previous = {sig: signal.signal(sig, self._on_signal) for sig in handled}
-        old_wakeup = signal.set_wakeup_fd(self._wake_write)
-        try:
-            yield
-        finally:
-            signal.set_wakeup_fd(old_wakeup)
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-            self._selector.close()
-            os.close(self._wake_read)
-            os.close(self._wake_write)
-
-    def _on_signal(self, sig: int, frame: Any) -> None:
-        self._signals.append(sig)
-
     def _handle_signals(self) -> None:
-        pending, self._signals = self._signals, []
-        for sig in pending:
+        for sig in self._inbox.take():
             if sig == signal.SIGHUP:
                 logger.info("SIGHUP: deploying the code on disk")
                 self.request_deploy(None, None)

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import ctypes
 import enum
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -33,13 +31,13 @@ from openrtc_workers import (
     STATUS_FD_ENV,
     TAKEN,
     ReportReader,
+    drain_when_parent_dies,
     exit_reason,
 )
 
 GENERATION_SUPERVISOR: Final = "workers"
 """The supervisor each generation runs (openrtc-workers')."""
 LOG_TAIL_LINES: Final = 60
-_PR_SET_PDEATHSIG: Final = 1
 _EXCEPTION_LINE: Final = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b.*")
 
 
@@ -286,7 +284,7 @@ def spawn(
             stderr=log_write,
             pass_fds=(status_write,),
             process_group=0,  # a terminal's Ctrl-C reaches the controller, which decides
-            preexec_fn=_drain_when_parent_dies,
+            preexec_fn=drain_when_parent_dies,  # SIGTERM (a drain) when the controller dies
         )
     finally:
         os.close(status_write)
@@ -300,10 +298,3 @@ def spawn(
         log=LogTee(log_read, sys.stderr.fileno()),
         port_offset=port_offset,
     )
-
-
-def _drain_when_parent_dies() -> None:
-    """In the generation, before exec: SIGTERM (a drain) when the controller dies."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)

@@ -25,6 +25,7 @@ from .reports import (
     TAKEN,
     ReportReader,
 )
+from .signals import SignalInbox, drain_when_parent_dies
 from .supervisor import PORT_OFFSET_ENV, WorkerSupervisor, exit_reason
 
 __all__ = [
@@ -41,6 +42,8 @@ __all__ = [
     "TAKEN",
     "ReportReader",
     "RestartPolicy",
+    "SignalInbox",
     "WorkerSupervisor",
+    "drain_when_parent_dies",
     "exit_reason",
 ]

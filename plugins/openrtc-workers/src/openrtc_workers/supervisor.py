@@ -11,7 +11,6 @@ supervisor alone and it decides what the workers get.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import itertools
 import logging
 import os
@@ -20,7 +19,6 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Iterator
 from typing import Any, Final
 
 import attrs
@@ -41,12 +39,12 @@ from .reports import (
     ReportReader,
     status_writer,
 )
+from .signals import SignalInbox, drain_when_parent_dies
 
 logger = logging.getLogger("openrtc.workers")
 
 CRASHED_IN_WORKER: Final = 70
 """Exit status of a worker whose own code raised out of ``run_worker`` (EX_SOFTWARE)."""
-_PR_SET_PDEATHSIG: Final = 1
 _STOP_SIGNALS: Final = (signal.SIGTERM, signal.SIGINT)
 PORT_OFFSET_ENV: Final = "OPENRTC_PORT_OFFSET"
 """Added to every worker's port slot: a controller gives each generation running at the
@@ -108,8 +106,7 @@ class WorkerSupervisor:
         self.workers: dict[int, Worker] = {}
         """Every live worker process by pid, serving or retiring."""
         self._selector = selectors.DefaultSelector()
-        self._wake_read, self._wake_write = os.pipe()
-        self._signals: list[int] = []
+        self._inbox = SignalInbox(*_STOP_SIGNALS, signal.SIGCHLD)
         self._stopping = False
         self._forced = False
         self._failed_exits = 0
@@ -131,7 +128,7 @@ class WorkerSupervisor:
             self.plan.count,
             self._limits(),
         )
-        with self._signal_handling():
+        with self._inbox.installed(self._selector):
             for slot in self.slots:
                 self._start(slot)
             while self.workers or not (self._stopping or self._all_given_up()):
@@ -169,36 +166,13 @@ class WorkerSupervisor:
             due.append(self._next_memory_check)
         timeout = max(0.0, min(due) - now) if due else None
         for key, _ in self._selector.select(timeout):
-            if key.fd == self._wake_read:
-                with contextlib.suppress(BlockingIOError):
-                    os.read(self._wake_read, 4096)
+            if key.fd == self._inbox.read_fd:
+                self._inbox.woke()
             else:
                 self._read_reports(key.data)
 
-    @contextlib.contextmanager
-    def _signal_handling(self) -> Iterator[None]:
-        os.set_blocking(self._wake_read, False)
-        os.set_blocking(self._wake_write, False)
-        self._selector.register(self._wake_read, selectors.EVENT_READ)
-        handled = (*_STOP_SIGNALS, signal.SIGCHLD)
-        previous = {sig: signal.signal(sig, self._on_signal) for sig in handled}
-        old_wakeup = signal.set_wakeup_fd(self._wake_write)
-        try:
-            yield
-        finally:
-            signal.set_wakeup_fd(old_wakeup)
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-            self._selector.close()
-            os.close(self._wake_read)
-            os.close(self._wake_write)
-
-    def _on_signal(self, sig: int, frame: Any) -> None:
-        self._signals.append(sig)
-
     def _handle_signals(self) -> None:
-        pending, self._signals = self._signals, []
-        for sig in pending:
+        for sig in self._inbox.take():
             if sig == signal.SIGCHLD:
                 continue  # reaped after every wake-up
             if not self._stopping:
@@ -259,10 +233,10 @@ class WorkerSupervisor:
         for key in list(self._selector.get_map().values()):
             os.close(key.fd)
         self._selector.close()
-        os.close(self._wake_write)
+        os.close(self._inbox.write_fd)
         if self._controller is not None:
             os.close(self._controller.fd)
-        _drain_when_parent_dies()
+        drain_when_parent_dies()
         if os.getppid() != supervisor:  # it died before the signal was asked for
             os.kill(os.getpid(), signal.SIGTERM)
 
@@ -442,10 +416,3 @@ def _lost(worker: Worker) -> str:
         return "; no call was live"
     calls = ", ".join(f"{job} ({agent or 'unrouted'})" for job, agent in worker.calls.items())
     return f"; {len(worker.calls)} live call(s) lost: {calls}"
-
-
-def _drain_when_parent_dies() -> None:
-    """Ask the kernel to send this process SIGTERM (a drain) when its parent dies."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
