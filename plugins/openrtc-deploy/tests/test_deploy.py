@@ -12,6 +12,7 @@ import stat
 import sys
 import time
 from pathlib import Path
+from typing import Self
 
 import pytest
 from deploy_harness import Deployed, deployed, reply_of
@@ -22,17 +23,12 @@ pytestmark = pytest.mark.asyncio
 TESTS = Path(__file__).resolve().parent
 
 
-class Prober:
-    """Short calls dispatched every `every_s` while a deploy runs: each one's time, and the
-    call once a worker took it."""
+class Background:
+    """A loop (`_loop`) running beside the test while the ``async with`` block runs."""
 
-    def __init__(self, run: Deployed, every_s: float = 0.15) -> None:
-        self.run = run
-        self.every_s = every_s
-        self.calls: list[tuple[float, Dispatch]] = []
-        self._task: asyncio.Task[None] | None = None
+    _task: asyncio.Task[None] | None = None
 
-    async def __aenter__(self) -> Prober:
+    async def __aenter__(self) -> Self:
         self._task = asyncio.create_task(self._loop())
         return self
 
@@ -41,6 +37,19 @@ class Prober:
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
+
+    async def _loop(self) -> None:
+        raise NotImplementedError
+
+
+class Prober(Background):
+    """Short calls dispatched every `every_s` while a deploy runs: each one's time, and the
+    call once a worker took it."""
+
+    def __init__(self, run: Deployed, every_s: float = 0.15) -> None:
+        self.run = run
+        self.every_s = every_s
+        self.calls: list[tuple[float, Dispatch]] = []
 
     async def _loop(self) -> None:
         n = 0
@@ -159,25 +168,14 @@ async def test_calls_still_live_at_the_drain_timeout_are_reported_by_id(tmp_path
         assert await run.stop() == 0, run.tail()
 
 
-class Holding:
+class Holding(Background):
     """How many generations held live calls, sampled from ``--status`` while it runs."""
 
     def __init__(self, run: Deployed) -> None:
         self.run = run
         self.samples: list[int] = []
-        self._task: asyncio.Task[None] | None = None
 
-    async def __aenter__(self) -> Holding:
-        self._task = asyncio.create_task(self._watch())
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._task is not None
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-
-    async def _watch(self) -> None:
+    async def _loop(self) -> None:
         while True:
             status = await self.run.status()
             self.samples.append(sum(1 for g in status["generations"] if g["live_calls"]))
