@@ -227,7 +227,8 @@ async def test_a_deploy_while_the_new_generation_starts_replaces_it(tmp_path: Pa
 async def test_a_deploy_while_the_old_generation_drains_waits_for_it(tmp_path: Path) -> None:
     async with deployed(tmp_path, "--workers", "1") as run:
         await run.until(lambda: run.live_workers() >= 1, 120, "generation 1's worker")
-        live = [await run.call(f"live-{i}", hold_s=8.0) for i in range(4)]
+        # Held well past both deploys (each `openrtc deploy` takes 2-4 s to start).
+        live = [await run.call(f"live-{i}", hold_s=25.0) for i in range(4)]
         async with Holding(run) as holding:
             run.set_code(reply="v2")
             code, out, err = await run.deploy("--version", "v2")
