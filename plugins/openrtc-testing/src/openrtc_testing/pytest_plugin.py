@@ -8,6 +8,8 @@ async def test_support_answers(openrtc_dispatch, openrtc_worker):
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar, cast
@@ -72,3 +74,20 @@ def scripted_llm() -> Callable[..., ScriptedLLM]:
         return ScriptedLLM(rules=rules, **kwargs)
 
     return make
+
+
+VOICE_TOOLS = ("espeak-ng", "sox")
+REQUIRE_VOICE_ENV = "OPENRTC_REQUIRE_VOICE"
+
+
+@pytest.fixture
+def espeak_ng() -> str:
+    """The real espeak-ng (and sox), which voice-mode calls speak with; the test is skipped
+    without them, unless ``OPENRTC_REQUIRE_VOICE=1`` (CI sets it), when it fails."""
+    missing = [tool for tool in VOICE_TOOLS if shutil.which(tool) is None]
+    if missing:
+        message = f"{' and '.join(missing)} not installed (apt-get install {' '.join(missing)})"
+        if os.environ.get(REQUIRE_VOICE_ENV) == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return str(shutil.which("espeak-ng"))

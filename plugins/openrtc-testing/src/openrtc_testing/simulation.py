@@ -41,8 +41,9 @@ from .caller import (
 )
 from .dispatch import REPORT_PATH
 from .providers import ScriptedSTT, ScriptedTTS
-from .voice import CallerMic, Earpiece, MeteredVAD
+from .voice import MeteredVAD
 from .voice_call import VoiceCall
+from .voice_caller import VoiceCaller
 from .voice_clips import VoiceUnavailable
 
 _CALLS: weakref.WeakValueDictionary[str, SimulatedCall] = weakref.WeakValueDictionary()
@@ -144,12 +145,15 @@ class Simulation:
                     f"agent {launch.info.agent!r} has no VAD (vad=None): a voice-mode call "
                     "needs one; give the pool or the agent a VAD, or simulate in text mode"
                 )
-            mic, ear = CallerMic(script.sample_rate), Earpiece()
-            launch.session.input.audio = mic
-            launch.session.output.audio = ear
+            caller = VoiceCaller.attach(
+                launch.session,
+                script.sample_rate,
+                barge_in=script.barge_in,
+                failure=launch.failure,
+            )
             await launch.session.start(launch.agent, record=False)
             launch.mark_connected()
-            call = VoiceCall(launch.ctx, launch.session, mic=mic, ear=ear, **call_args)
+            call = VoiceCall(launch.ctx, launch.session, caller=caller, **call_args)
         else:
             await launch.session.start(launch.agent)
             launch.mark_connected()
