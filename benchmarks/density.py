@@ -7,6 +7,7 @@
     python -m benchmarks.density --variants C,D --sizes 1,100 --repeats 1 --json out.json
     python -m benchmarks.density --pace burst --variants A,C,E --sizes 100,500   # E vs C, A
     python -m benchmarks.density --from-json out.json --out docs/benchmarks.md   # re-render
+    python -m benchmarks.density --mode voice         # callers speak: VAD, turn detector, audio
 
 Nothing under docs/ is written unless --out says so. Every run's raw figures go to --json
 (by default a new file under the system's temp directory), rewritten as each run ends.
@@ -14,6 +15,12 @@ Nothing under docs/ is written unless --out says so. Every run's raw figures go 
 Variants: A plain worker, process executor; B plain worker, thread executor; C OpenRTC,
 coroutine isolation; D OpenRTC, process isolation; E C's pool under openrtc-workers'
 supervisor, one forked worker per usable core. See benchmarks/README.md for the method.
+
+``--mode voice`` runs the same variants on voice calls: each caller speaks its lines as
+espeak-ng speech in real time into the session's audio input, the worker runs the prewarmed
+VAD and livekit's turn detector on it, and the agent's replies play out in real time. Its
+sizes, pace and hold have their own defaults; a variant stops at the first N whose
+caller-heard latency p95 is past 1.5x its single-call value.
 """
 
 from __future__ import annotations
@@ -56,7 +63,16 @@ from .report import (
 from .run import RunPlan, run_once
 from .sampling import mem_available_mb
 from .variants import VARIANTS
-from .workload import CALLER_TURNS, FIRST_TOKEN_DELAY_S, PACES, REPLY, TOKEN_DELAY_S
+from .workload import (
+    CALLER_TURNS,
+    FIRST_TOKEN_DELAY_S,
+    PACES,
+    REPLY,
+    TOKEN_DELAY_S,
+    VOICE_CALLER_TURNS,
+    VOICE_PACES,
+    VOICE_SAMPLE_RATE,
+)
 
 FULL_SIZES: Final = (1, 10, 50, 100, 200, 500)
 QUICK_SIZES: Final = (1, 10)
@@ -68,6 +84,16 @@ FULL_HOLD_S: Final = 10.0
 QUICK_HOLD_S: Final = 2.0
 TIME_BOUND_S: Final = 240.0
 MEMORY_FLOOR_MB: Final = 2048.0
+MODES: Final = ("text", "voice")
+VOICE_SIZES: Final = (1, 10, 20, 40, 80)
+VOICE_QUICK_SIZES: Final = (1, 5)
+VOICE_REPEATS: Final = 2
+VOICE_REFERENCE_REPEATS: Final = 3
+"""Voice mode: runs at the smallest N, whose heard latency p95 is each variant's reference."""
+VOICE_HOLD_S: Final = 2.0
+HELD_FACTOR: Final = 1.5
+"""Voice mode: a variant holds N calls while their caller-heard latency p95 stays within
+this factor of its single-call value; the sweep stops it at the first N past that."""
 DOCS_PAGE: Final = Path("docs") / "benchmarks.md"
 """The committed page, refreshed only with an explicit ``--out docs/benchmarks.md``."""
 RESULTS_DIR: Final = Path(tempfile.gettempdir()) / "openrtc-bench"
@@ -88,13 +114,22 @@ class Settings:
     out: Path | None
     json_path: Path
     quick: bool
+    mode: str = "text"
+
+    @property
+    def voice(self) -> bool:
+        return self.mode == "voice"
 
     def repeats_for(self, calls: int) -> int:
+        if self.voice and not self.quick and calls == min(self.sizes):
+            # The single-call reference of what a variant holds: a few more turns than one
+            # 3-line call gives, so one slow turn does not set it.
+            return max(self.repeats, VOICE_REFERENCE_REPEATS)
         return self.large_repeats if calls >= LARGE_N else self.repeats
 
     @property
     def pause_s(self) -> tuple[float, float]:
-        return PACES[self.pace]
+        return (VOICE_PACES if self.voice else PACES)[self.pace]
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -155,10 +190,31 @@ def build_parser() -> argparse.ArgumentParser:
         "writes every run's raw figures to --json as it ends; writes the Markdown report only "
         "with --out (--out docs/benchmarks.md refreshes the committed page).",
     )
-    parser.add_argument("--quick", action="store_true", help="N = 1,10, one repeat, 2 s holds")
-    parser.add_argument("--sizes", type=_ints, help="concurrent calls per run, e.g. 1,10,50")
     parser.add_argument(
-        "--repeats", type=_count, help=f"runs per variant and N below {LARGE_N} ({FULL_REPEATS})"
+        "--mode",
+        choices=MODES,
+        default="text",
+        help="text: callers type their lines (no audio; the default); voice: callers speak "
+        "them as real speech, in real time, through the worker's VAD and turn detector, and "
+        "the agent's replies play out as audio",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"N = {','.join(map(str, QUICK_SIZES))} (voice: "
+        f"{','.join(map(str, VOICE_QUICK_SIZES))}), one repeat, {QUICK_HOLD_S:g} s holds",
+    )
+    parser.add_argument(
+        "--sizes",
+        type=_ints,
+        help="concurrent calls per run, e.g. 1,10,50 (text: "
+        f"{','.join(map(str, FULL_SIZES))}; voice: {','.join(map(str, VOICE_SIZES))})",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=_count,
+        help=f"runs per variant and N below {LARGE_N} (text: {FULL_REPEATS}, voice: "
+        f"{VOICE_REPEATS})",
     )
     parser.add_argument(
         "--large-repeats",
@@ -172,15 +228,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="which of A,B,C,D,E to run, e.g. A,C,E (default: all)",
     )
     parser.add_argument(
-        "--hold", type=_non_negative, help=f"seconds each call stays up ({FULL_HOLD_S:g})"
+        "--hold",
+        type=_non_negative,
+        help=f"seconds each call stays up after its last turn (text: {FULL_HOLD_S:g}, voice: "
+        f"{VOICE_HOLD_S:g})",
     )
     parser.add_argument(
         "--pace",
         choices=tuple(PACES),
         default="human",
         help="human: each caller waits 4-10 s (random) before a line, as a person on the phone "
-        "does; burst: every line the moment the previous reply is done, all calls in lockstep "
-        "(a stress test of throughput, not of holding calls)",
+        "does (voice: 0.5-2 s, as listening and speaking take their real time there); burst: "
+        "every line the moment the previous reply is done, all calls in lockstep (a stress "
+        "test of throughput, not of holding calls)",
     )
     parser.add_argument(
         "--time-bound",
@@ -225,15 +285,20 @@ def build_parser() -> argparse.ArgumentParser:
 def settings_from(args: argparse.Namespace) -> Settings:
     """The sweep's settings: the arguments (already checked by the parser) and the defaults."""
     quick = bool(args.quick)
-    repeats = args.repeats if args.repeats is not None else (1 if quick else FULL_REPEATS)
+    voice = args.mode == "voice"
+    full_repeats = VOICE_REPEATS if voice else FULL_REPEATS
+    repeats = args.repeats if args.repeats is not None else (1 if quick else full_repeats)
     large_repeats = args.large_repeats if args.large_repeats is not None else LARGE_REPEATS
-    stem = f"density-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    stem = f"density-{'voice-' if voice else ''}{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    sizes = (VOICE_QUICK_SIZES, VOICE_SIZES) if voice else (QUICK_SIZES, FULL_SIZES)
+    hold_s = QUICK_HOLD_S if quick else (VOICE_HOLD_S if voice else FULL_HOLD_S)
     return Settings(
-        sizes=args.sizes or (QUICK_SIZES if quick else FULL_SIZES),
+        mode=args.mode,
+        sizes=args.sizes or sizes[0 if quick else 1],
         repeats=repeats,
         large_repeats=min(large_repeats, repeats),
         variants=args.variants,
-        hold_s=args.hold if args.hold is not None else (QUICK_HOLD_S if quick else FULL_HOLD_S),
+        hold_s=args.hold if args.hold is not None else hold_s,
         pace=args.pace,
         time_bound_s=args.time_bound,
         memory_floor_mb=args.memory_floor,
@@ -282,6 +347,17 @@ def check_variants(parser: argparse.ArgumentParser, settings: Settings) -> None:
             "this process may use only one (one worker is C), or choose others, e.g. "
             "--variants A,B,C,D"
         )
+
+
+def prepare_voice(parser: argparse.ArgumentParser) -> None:
+    """Voice mode: the callers' clips made once, before any run, so workers only read them
+    from the cache; without espeak-ng, say so before the first run."""
+    from openrtc_testing.voice_clips import VoiceUnavailable, prepare
+
+    try:
+        prepare(VOICE_CALLER_TURNS, sample_rate=VOICE_SAMPLE_RATE)
+    except VoiceUnavailable as exc:
+        parser.error(f"argument --mode voice: {exc}")
 
 
 def check_paths(
@@ -411,8 +487,11 @@ def projected_skip(previous: dict[str, Any] | None, calls: int, settings: Settin
         )
     spread = previous.get("start_max_s") or 0.0
     mean_pause = sum(settings.pause_s) / 2
-    turns = len(CALLER_TURNS) * ((previous.get("turn_p50_s") or 0.0) + mean_pause)
-    projected = spread * calls / previous["calls"] + turns + settings.hold_s
+    talk = len(CALLER_TURNS) * ((previous.get("turn_p50_s") or 0.0) + mean_pause)
+    talk += settings.hold_s
+    if previous.get("call_seconds"):  # voice: a call's length, its speech and replies in it
+        talk = previous["call_seconds"] / max(1, previous.get("completed") or previous["calls"])
+    projected = spread * calls / previous["calls"] + talk
     if projected > settings.time_bound_s:
         return (
             f"projected {projected:.0f} s (start spread {spread:.1f} s at "
@@ -437,7 +516,17 @@ def _progress(result: dict[str, Any]) -> str:
         parts.append(f"+{added:.2f} MiB/session")
     if result.get("start_p50_s") is not None:
         parts.append(f"start p50 {result['start_p50_s'] * 1000:.0f} ms")
-    if result.get("turn_p95_s") is not None:
+    if result.get("heard_p95_s") is not None:
+        parts.append(
+            f"heard p50 {result['heard_p50_s'] * 1000:.0f} ms, p95 "
+            f"{result['heard_p95_s'] * 1000:.0f} ms ({result['turns_waited_out']} of "
+            f"{result['turns']} turns waited out)"
+        )
+        if result.get("cpu_per_call_s") is not None:
+            parts.append(f"{result['cpu_per_call_s']:.3f} CPU-s per call-s")
+        if result.get("frames_dropped"):
+            parts.append(f"{result['frames_dropped']} input frames dropped")
+    elif result.get("turn_p95_s") is not None:
         parts.append(f"turn p95 {result['turn_p95_s'] * 1000:.0f} ms")
     lag = result.get("loop_lag") or {}
     if lag.get("p99_s") is not None:
@@ -464,11 +553,25 @@ def _progress(result: dict[str, Any]) -> str:
     return f"{head}: {', '.join(parts)}{note}"
 
 
+def past_held(result: dict[str, Any], reference: dict[str, Any]) -> str:
+    """Voice mode: why `result`'s N is past what its variant holds ("" while it holds): its
+    caller-heard latency p95 above HELD_FACTOR times the one at the smallest N."""
+    heard, base = result.get("heard_p95_s"), reference.get("heard_p95_s")
+    if heard is None or base is None or result is reference or heard <= HELD_FACTOR * base:
+        return ""
+    return (
+        f"stopped: heard latency p95 {heard * 1000:.0f} ms at N={result['calls']} is past "
+        f"{HELD_FACTOR:g}x its {base * 1000:.0f} ms at N={reference['calls']}"
+    )
+
+
 def sweep(settings: Settings, record: Callable[[dict[str, Any]], None]) -> None:
     """Every run, N by N, variants interleaved within each N and repeat; `record` gets each
     run's result (or skip) as soon as it is known."""
     stopped: dict[str, str] = {}
     last_good: dict[str, dict[str, Any]] = {}
+    single: dict[str, dict[str, Any]] = {}
+    """Each variant's first good run: the smallest N, its single-call reference in voice mode."""
     for calls in settings.sizes:
         for repeat in range(1, settings.repeats_for(calls) + 1):
             for key in settings.variants:
@@ -491,14 +594,19 @@ def sweep(settings: Settings, record: Callable[[dict[str, Any]], None]) -> None:
                     time_bound_s=settings.time_bound_s,
                     memory_floor_mb=settings.memory_floor_mb,
                     logs_dir=settings.logs_dir,
+                    voice=settings.voice,
                 )
                 result = asyncio.run(run_once(plan))
                 record(result)
                 print(_progress(result), file=sys.stderr, flush=True)
                 if result["status"] != "ok":
                     stopped[key] = f"stopped: it {result['status']} at N={calls}"
-                else:
-                    last_good[key] = result
+                    continue
+                last_good[key] = result
+                single.setdefault(key, result)
+                past = settings.voice and past_held(result, single[key])
+                if past and repeat == settings.repeats_for(calls):
+                    stopped[key] = past
 
 
 def _cpu_model() -> str:
@@ -551,6 +659,7 @@ def _header(settings: Settings, arguments: list[str], began: float) -> dict[str,
         "started_at": began,
         "machine": machine_info(),
         "settings": {
+            "mode": settings.mode,
             "sizes": list(settings.sizes),
             "repeats": settings.repeats,
             "large_repeats": settings.large_repeats,
@@ -564,11 +673,12 @@ def _header(settings: Settings, arguments: list[str], began: float) -> dict[str,
             "quick": settings.quick,
         },
         "workload": {
-            "caller_turns": list(CALLER_TURNS),
+            "caller_turns": list(VOICE_CALLER_TURNS if settings.voice else CALLER_TURNS),
             "reply": REPLY,
             "reply_words": len(REPLY.split()),
             "first_token_delay_s": FIRST_TOKEN_DELAY_S,
             "token_delay_s": TOKEN_DELAY_S,
+            **({"sample_rate": VOICE_SAMPLE_RATE} if settings.voice else {}),
         },
         "variants": {key: VARIANTS[key].label for key in settings.variants},
     }
@@ -583,6 +693,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = settings_from(args)
     check_variants(parser, settings)
     check_paths(parser, args, settings)
+    if settings.voice:
+        prepare_voice(parser)
     began = time.time()
     results = ResultsFile(
         path=settings.json_path, header=_header(settings, arguments, began), began=began
@@ -591,7 +703,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"sizes {list(settings.sizes)}, variants {','.join(settings.variants)}, "
         f"{settings.repeats} repeat(s) ({settings.large_repeats} from N={LARGE_N}), "
-        f"pace {settings.pace}, hold {settings.hold_s:g} s, "
+        f"{settings.mode} mode, pace {settings.pace}, hold {settings.hold_s:g} s, "
         f"time bound {settings.time_bound_s:g} s; "
         f"raw results in {settings.json_path} (rewritten after every run), "
         f"worker logs in {settings.logs_dir}",

@@ -9,6 +9,12 @@ user's text-mode test does: it reads the caller script from the job metadata, st
 session without a room, sends the caller's lines with ``session.run(user_input=...)``, stays
 on for the hold time, posts a report to the dispatch server and shuts the job down.
 
+In voice mode (``"voice": true`` in the script) the session is the one livekit's docs build
+for a voice agent: STT, LLM, TTS, the prewarmed VAD and livekit's turn detector, with the
+caller's microphone and earpiece as its audio input and output instead of a room. The
+caller is openrtc-testing's :class:`~openrtc_testing.voice_caller.VoiceCaller`, the same
+one an OpenRTC simulated voice call runs; STT and TTS are scripted, as there.
+
 Everything livekit ships to job processes (entrypoint, prewarm) is module level: the process
 executor pickles them by reference, and each job process imports this module.
 """
@@ -33,6 +39,9 @@ from livekit.agents import (
 )
 
 from openrtc_testing.dispatch import REPORT_PATH
+from openrtc_testing.providers import ScriptedSTT, ScriptedTTS
+from openrtc_testing.voice import MeteredVAD
+from openrtc_testing.voice_caller import VoiceCaller
 
 from .workload import (
     EXECUTOR_ENV,
@@ -41,6 +50,7 @@ from .workload import (
     BenchAgent,
     make_llm,
     next_pause,
+    turn_detector,
 )
 
 logger = logging.getLogger("benchmarks.plain")
@@ -93,17 +103,24 @@ async def entrypoint(ctx: JobContext) -> None:
         "pid": os.getpid(),
     }
     started = time.monotonic()
+    caller: VoiceCaller | None = None
     try:
-        session: AgentSession[None] = AgentSession(
-            llm=make_llm(),
-            vad=ctx.proc.userdata["vad"],
-            turn_handling={"turn_detection": None},
-        )
-        await session.start(BenchAgent())
+        if script.get("voice"):
+            session, caller = await _start_voice_session(ctx, int(script["sample_rate"]))
+        else:
+            session = AgentSession(
+                llm=make_llm(),
+                vad=ctx.proc.userdata["vad"],
+                turn_handling={"turn_detection": None},
+            )
+            await session.start(BenchAgent())
         report["session_started_at"] = time.time()
         started = time.monotonic()
-        for text in script.get("turns", []):
+        for index, text in enumerate(script.get("turns", [])):
             await asyncio.sleep(next_pause(script))
+            if caller is not None:
+                report["turns"].append(await caller.turn(index, text))
+                continue
             turn_started = time.monotonic()
             await session.run(user_input=text)
             report["turns"].append({"user": text, "latency_s": time.monotonic() - turn_started})
@@ -113,5 +130,24 @@ async def entrypoint(ctx: JobContext) -> None:
         report["error"] = f"{type(exc).__name__}: {exc}"
         logger.exception("call failed", extra={"job_id": ctx.job.id})
     report["duration_s"] = time.monotonic() - started
+    if caller is not None:
+        report["voice"] = caller.figures()
+        caller.close()
     await _post_report(report)
     ctx.shutdown(reason="call done")
+
+
+async def _start_voice_session(
+    ctx: JobContext, sample_rate: int
+) -> tuple[AgentSession[None], VoiceCaller]:
+    """A voice agent's session as livekit's docs build one, the caller on its audio ends."""
+    session: AgentSession[None] = AgentSession(
+        stt=ScriptedSTT(name="scripted (the caller's lines)"),
+        llm=make_llm(),
+        tts=ScriptedTTS(name="scripted (audio of the reply's length)"),
+        vad=MeteredVAD(ctx.proc.userdata["vad"]),
+        turn_handling={"turn_detection": turn_detector()},
+    )
+    caller = VoiceCaller.attach(session, sample_rate)
+    await session.start(BenchAgent(), record=False)
+    return session, caller

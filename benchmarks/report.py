@@ -37,6 +37,17 @@ METRICS: Final = (
     "turns_per_s",
     "supervisor_idle_pss_mb",
     "supervisor_live_pss_mb",
+    # voice mode (benchmarks.voice_report)
+    "heard_p50_s",
+    "heard_p95_s",
+    "heard_p99_s",
+    "heard_max_s",
+    "heard_detected_p95_s",
+    "turns_waited_out",
+    "cpu_per_call_s",
+    "vad_inference_per_call_s",
+    "frames_late",
+    "frames_dropped",
 )
 
 WORKER_METRICS: Final = (
@@ -361,34 +372,53 @@ def _status(cell: Cell) -> str:
 
 # -- console ---------------------------------------------------------------------------------
 
+ConsoleColumn = tuple[str, int, Callable[[Cell], str]]
+"""A terminal table's column: its heading, its width, its text for a cell."""
 
-def render_console(data: dict[str, Any]) -> str:
-    table = Table(summarize(data["runs"]))
+
+def console_rows(table: Table, status_width: int, columns: Sequence[ConsoleColumn]) -> list[str]:
+    """The terminal's table: a line per variant and N, its name, N and status, then `columns`."""
     width = max((len(c.name) for c in table.cells), default=7) + 2
-    header = (
-        f"{'variant':<{width}}{'N':>5}  {'status':<18}{'+PSS/session':>14}{'start p50':>11}"
-        f"{'start p99':>11}{'turn p95':>10}{'lag p99':>10}{'all live':>10}{'CPU/turn':>10}"
-        f"{'fail':>6}"
-    )
+    header = f"{'variant':<{width}}{'N':>5}  {'status':<{status_width}}"
+    header += "".join(f"{heading:>{size}}" for heading, size, _ in columns)
     lines = [header, "-" * len(header)]
-    unresolved = []
     for calls in table.sizes:
         for variant in table.variants:
             cell = table.cell(variant, calls)
             if cell is None:
                 continue
-            status = _status(cell)
-            added = _mib(cell.get(ADDED_PSS))
-            if cell.pss_unresolved:
-                added = UNRESOLVED
-                unresolved.append(cell)
-            lines.append(
-                f"{cell.name:<{width}}{calls:>5}  {status[:17]:<18}{added:>14}"
-                f"{_ms(cell.get('start_p50_s')):>11}{_ms(cell.get('start_p99_s')):>11}"
-                f"{_ms(cell.get('turn_p95_s')):>10}{_ms(cell.get('lag_p99_s')):>10}"
-                f"{_ms(cell.get('lag_all_live_p99_s')):>10}"
-                f"{_cpu(cell.get('cpu_per_turn_s')):>10}{cell.failures:>6}"
-            )
+            status = _status(cell)[: status_width - 1]
+            line = f"{cell.name:<{width}}{calls:>5}  {status:<{status_width}}"
+            line += "".join(f"{text(cell)[: size - 1]:>{size}}" for _, size, text in columns)
+            lines.append(line)
+    return lines
+
+
+def _console_added(cell: Cell) -> str:
+    return UNRESOLVED if cell.pss_unresolved else _mib(cell.get(ADDED_PSS))
+
+
+TEXT_CONSOLE_COLUMNS: Final[tuple[ConsoleColumn, ...]] = (
+    ("+PSS/session", 14, _console_added),
+    ("start p50", 11, lambda c: _ms(c.get("start_p50_s"))),
+    ("start p99", 11, lambda c: _ms(c.get("start_p99_s"))),
+    ("turn p95", 10, lambda c: _ms(c.get("turn_p95_s"))),
+    ("lag p99", 10, lambda c: _ms(c.get("lag_p99_s"))),
+    ("all live", 10, lambda c: _ms(c.get("lag_all_live_p99_s"))),
+    ("CPU/turn", 10, lambda c: _cpu(c.get("cpu_per_turn_s"))),
+    ("fail", 6, lambda c: str(c.failures)),
+)
+
+
+def render_console(data: dict[str, Any]) -> str:
+    from .voice_report import is_voice, render_voice_console
+
+    if is_voice(data):
+        return render_voice_console(data)
+    table = Table(summarize(data["runs"]))
+    lines = console_rows(table, 18, TEXT_CONSOLE_COLUMNS)
+    unresolved = [c for c in table.cells if c.ok and c.pss_unresolved]
+    unresolved.sort(key=lambda c: (c.calls, table.variants.index(c.variant)))
     if unresolved:
         lines += ["", f"{UNRESOLVED}: the added PSS per session is within the PSS sampler's noise:"]
         lines += [
@@ -551,7 +581,9 @@ PLOTS: Final = (
 )
 
 
-def write_plots(table: Table, img_dir: Path) -> list[tuple[Plot, Path]]:
+def write_plots(
+    table: Table, img_dir: Path, plots: Sequence[Plot] = PLOTS
+) -> list[tuple[Plot, Path]]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -559,7 +591,7 @@ def write_plots(table: Table, img_dir: Path) -> list[tuple[Plot, Path]]:
 
     img_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for plot in PLOTS:
+    for plot in plots:
         fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
         drawn = False
         for variant in table.variants:
@@ -744,25 +776,59 @@ def _headline(table: Table, calls: int) -> list[str]:
     return lines
 
 
-def _per_n(table: Table, calls: int) -> list[str]:
+Column = tuple[str, Callable[[Cell], str]]
+"""A per-N table's column: its heading, and its text for a cell whose runs went well."""
+
+
+def per_n_rows(table: Table, calls: int, columns: Sequence[Column]) -> list[str]:
+    """A table of every variant at N = `calls`: its name and runs, then `columns`."""
     lines = [
-        f"### N = {calls}",
-        "",
-        "| variant | runs | added PSS / session | idle PSS | start p50 | start p95 | start p99 "
-        "| first reply p50 | turn p50 | turn p95 | turn p99 | loop lag p99 "
-        "| loop lag p99 (all live) | CPU / turn | failed calls |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
-        "| ---: | ---: | ---: |",
+        "| variant | runs | " + " | ".join(heading for heading, _ in columns) + " |",
+        "| --- | --- |" + " ---: |" * len(columns),
     ]
+    for variant in table.variants:
+        cell = table.cell(variant, calls)
+        if cell is None:
+            continue
+        if not cell.ok:
+            lines.append(f"| {cell.name} | {_status(cell)} |" + " — |" * len(columns))
+            continue
+        live = "" if cell.max_live >= calls else f" (max {cell.max_live} live at once)"
+        texts = " | ".join(text(cell) for _, text in columns)
+        lines.append(f"| {cell.name} | {_status(cell)}{live} | {texts} |")
+    return lines
+
+
+def cell_notes(cell: Cell) -> list[str]:
+    """What the runs of a cell that did not all go well got done, or why they stopped."""
+    said = cell.partial or cell.notes
+    return [f"- {cell.variant}: {'; '.join(said)}."] if said else []
+
+
+TEXT_COLUMNS: Final[tuple[Column, ...]] = (
+    ("added PSS / session", _added_pss),
+    ("idle PSS", lambda c: _mib(c.get("idle_pss_mb"))),
+    ("start p50", lambda c: _with_spread(c, "start_p50_s", _ms)),
+    ("start p95", lambda c: _ms(c.get("start_p95_s"))),
+    ("start p99", lambda c: _ms(c.get("start_p99_s"))),
+    ("first reply p50", lambda c: _ms(c.get("first_reply_p50_s"))),
+    ("turn p50", lambda c: _ms(c.get("turn_p50_s"))),
+    ("turn p95", lambda c: _with_spread(c, "turn_p95_s", _ms)),
+    ("turn p99", lambda c: _ms(c.get("turn_p99_s"))),
+    ("loop lag p99", lambda c: _with_spread(c, "lag_p99_s", _ms)),
+    ("loop lag p99 (all live)", lambda c: _with_spread(c, "lag_all_live_p99_s", _ms)),
+    ("CPU / turn", lambda c: _cpu(c.get("cpu_per_turn_s"))),
+    ("failed calls", lambda c: str(c.failures)),
+)
+
+
+def _per_n(table: Table, calls: int) -> list[str]:
     notes = []
     for variant in table.variants:
         cell = table.cell(variant, calls)
         if cell is None:
             continue
-        if cell.partial:
-            notes.append(f"- {variant}: {'; '.join(cell.partial)}.")
-        elif cell.notes:
-            notes.append(f"- {variant}: {'; '.join(cell.notes)}.")
+        notes += cell_notes(cell)
         init = cell.get("process_init_p50_s")
         if init is not None:
             notes.append(
@@ -775,22 +841,7 @@ def _per_n(table: Table, calls: int) -> list[str]:
                 'answered "not available" (it reported a load of 1.0); their wait is in the '
                 "start latency."
             )
-        if not cell.ok:
-            lines.append(f"| {cell.name} | {_status(cell)} |" + " — |" * 13)
-            continue
-        live = "" if cell.max_live >= calls else f" (max {cell.max_live} live at once)"
-        lines.append(
-            f"| {cell.name} | {_status(cell)}{live} "
-            f"| {_added_pss(cell)} "
-            f"| {_mib(cell.get('idle_pss_mb'))} "
-            f"| {_with_spread(cell, 'start_p50_s', _ms)} | {_ms(cell.get('start_p95_s'))} "
-            f"| {_ms(cell.get('start_p99_s'))} | {_ms(cell.get('first_reply_p50_s'))} "
-            f"| {_ms(cell.get('turn_p50_s'))} | {_with_spread(cell, 'turn_p95_s', _ms)} "
-            f"| {_ms(cell.get('turn_p99_s'))} | {_with_spread(cell, 'lag_p99_s', _ms)} "
-            f"| {_with_spread(cell, 'lag_all_live_p99_s', _ms)} "
-            f"| {_cpu(cell.get('cpu_per_turn_s'))} | {cell.failures} |"
-        )
-    return [*lines, "", *notes]
+    return [f"### N = {calls}", "", *per_n_rows(table, calls, TEXT_COLUMNS), "", *notes]
 
 
 WIN_MARGIN: Final = 0.95
@@ -1135,8 +1186,19 @@ def _supervised_method(data: dict[str, Any]) -> list[str]:
 
 
 def write_docs(data: dict[str, Any], out: Path) -> None:
-    """Write the Markdown page at `out` and its plots under ``img/`` beside it."""
+    """Write the Markdown page at `out` and its plots under ``img/`` beside it.
+
+    A voice-mode sweep writes only the page's voice section; a text-mode one writes the
+    page and keeps the voice section the page had (benchmarks.voice_report).
+    """
+    from .voice_report import is_voice, section_of, splice, write_voice_docs
+
+    if is_voice(data):
+        write_voice_docs(data, out)
+        return
     out.parent.mkdir(parents=True, exist_ok=True)
     table = Table(summarize(data["runs"]))
     images = write_plots(table, out.parent / "img")
-    out.write_text(render_markdown(data, images, out))
+    page = render_markdown(data, images, out)
+    voice = section_of(out.read_text(encoding="utf-8")) if out.exists() else ""
+    out.write_text(splice(page, voice) if voice else page)

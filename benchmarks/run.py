@@ -43,7 +43,7 @@ from .runner import LAG_PREFIX
 from .sampling import PssSample, TreeSampler, pss_resolution_mb, tree_cpu_seconds
 from .supervised_worker import LAG_DIR_ENV, LAG_START, LAG_STOP, lag_file, started_file
 from .variants import Variant
-from .workload import CALLER_TURNS, call_metadata
+from .workload import CALLER_TURNS, VOICE_CALLER_TURNS, VOICE_ENV, call_metadata
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 
@@ -74,6 +74,8 @@ class RunPlan:
     time_bound_s: float
     memory_floor_mb: float
     logs_dir: Path
+    voice: bool = False
+    """Callers speak their lines (voice mode) instead of typing them."""
 
 
 @attrs.define(kw_only=True)
@@ -92,6 +94,10 @@ class CallRecord:
     turn_latencies_s: list[float] = attrs.field(factory=list)
     worker: int | None = None
     """Which of a supervisor's workers ran the call (its report's ``worker``), None with one."""
+    waited_out: list[bool] = attrs.field(factory=list)
+    """Voice mode, per turn: the turn detector never said "done" (the longest wait ran out)."""
+    voice: dict[str, Any] = attrs.field(factory=dict)
+    """Voice mode: the call's audio figures (VoiceCaller.figures)."""
 
     @property
     def ok(self) -> bool:
@@ -129,6 +135,8 @@ class CallRecord:
         duration = report.get("duration_s")
         self.duration_s = float(duration) if isinstance(duration, int | float) else None
         self.turn_latencies_s = [float(t["latency_s"]) for t in report.get("turns", [])]
+        self.waited_out = [bool(t.get("turn_waited_out")) for t in report.get("turns", [])]
+        self.voice = dict(report.get("voice") or {})
         worker = report.get("worker")
         self.worker = worker if isinstance(worker, int) else None
 
@@ -450,6 +458,8 @@ def _worker_env(plan: RunPlan, lk: LoopbackDispatchServer) -> dict[str, str]:
         }
     )
     env.update(plan.variant.env(plan.calls))
+    if plan.voice:
+        env[VOICE_ENV] = "1"
     return env
 
 
@@ -540,17 +550,18 @@ async def _wait_registered(lk: LoopbackDispatchServer, worker: _Worker, count: i
     return registered in done and registered.exception() is None
 
 
-async def _warm_up(lk: LoopbackDispatchServer, workers: int) -> str:
+async def _warm_up(lk: LoopbackDispatchServer, workers: int, *, voice: bool) -> str:
     """One short call per worker before the idle PSS is sampled; what went wrong, or "".
 
     One-time costs (the forkserver a process-isolated pool starts for its first job,
-    modules a first session imports lazily) then sit in the idle baseline instead of being
-    charged to the N sessions measured after it. A supervisor's workers each get one: the
-    dispatch server offers calls round-robin, so consecutive calls reach each in turn.
+    modules a first session imports lazily, in voice mode the turn detector's model) then sit
+    in the idle baseline instead of being charged to the N sessions measured after it. A
+    supervisor's workers each get one: the dispatch server offers calls round-robin, so
+    consecutive calls reach each in turn.
     """
     seen: set[int | None] = set()
     for _ in range(3 * workers):
-        problem, worker = await _warm_up_call(lk)
+        problem, worker = await _warm_up_call(lk, voice=voice)
         if problem:
             return problem
         seen.add(worker)
@@ -559,13 +570,14 @@ async def _warm_up(lk: LoopbackDispatchServer, workers: int) -> str:
     return f"{workers} workers, but the warm-up calls reached only {sorted(map(str, seen))}"
 
 
-async def _warm_up_call(lk: LoopbackDispatchServer) -> tuple[str, int | None]:
+async def _warm_up_call(lk: LoopbackDispatchServer, *, voice: bool) -> tuple[str, int | None]:
     """One short call: what went wrong (or ""), and which worker ran it.
 
     A worker whose loop is still busy starting up answers "not available"; the call is
     offered again, as LiveKit would.
     """
-    metadata = call_metadata(turns=CALLER_TURNS[:1], hold_s=0.0)
+    turns = (VOICE_CALLER_TURNS if voice else CALLER_TURNS)[:1]
+    metadata = call_metadata(turns=turns, hold_s=0.0, voice=voice)
     d = await dispatch_until_accepted(
         lk, "bench-warm-up", job_metadata=metadata, retry_for_s=REGISTER_TIMEOUT_S
     )
@@ -597,7 +609,7 @@ async def _drive(
             result["note"] = f"not all {workers} workers registered"
         return
     result["worker_ready_s"] = time.monotonic() - spawned
-    warm_up = await _warm_up(lk, workers)
+    warm_up = await _warm_up(lk, workers, voice=plan.voice)
     if warm_up:
         result["status"] = "crashed"
         result["note"] = f"the warm-up call failed: {warm_up}"
@@ -621,7 +633,7 @@ async def _drive(
     result["idle_pss_samples_mb"] = [round(mb, 3) for mb in idle_mb]
     result["idle_processes"] = max(s.processes for s in idle)
 
-    metadata = call_metadata(hold_s=plan.hold_s, pause_s=plan.pause_s)
+    metadata = call_metadata(hold_s=plan.hold_s, pause_s=plan.pause_s, voice=plan.voice)
     cpu_before = await asyncio.to_thread(tree_cpu_seconds, worker.pid)
     await worker.lag_start()
     sampler.start()
@@ -735,3 +747,42 @@ def _figures(
             "pss_samples": [[round(s.at, 3), round(s.pss_mb, 2), s.processes] for s in samples],
         }
     )
+    if plan.voice:
+        result.update(voice_figures(calls, cpu_s))
+
+
+def voice_figures(calls: Sequence[CallRecord], cpu_s: float) -> dict[str, Any]:
+    """Voice mode: what the callers heard, the worker's CPU per second of call, the line.
+
+    A voice turn's latency is what its caller heard: end of speech to the agent's first
+    audio. Turns the turn detector never ended (it waited the endpointing delay out) are
+    counted, and the latency of the others is given apart: theirs moves with the worker's
+    load, the waited-out ones mostly with the detector's doubt about the clip.
+    """
+    heard = [t for c in calls for t in c.turn_latencies_s]
+    detected = [
+        t
+        for c in calls
+        for t, waited in zip(c.turn_latencies_s, c.waited_out, strict=True)
+        if not waited
+    ]
+    call_s = sum(c.duration_s for c in calls if c.duration_s)
+
+    def total(key: str) -> float:
+        return sum(float(c.voice.get(key) or 0.0) for c in calls)
+
+    return {
+        **_quantiles(heard, "heard"),
+        "heard_max_s": max(heard, default=None),
+        **_quantiles(detected, "heard_detected"),
+        "turns_waited_out": sum(w for c in calls for w in c.waited_out),
+        "call_seconds": call_s,
+        "cpu_per_call_s": cpu_s / call_s if call_s else None,
+        "vad_inference_per_call_s": total("vad_inference_s") / call_s if call_s else None,
+        "frames_sent": int(total("frames_sent")),
+        "frames_late": int(total("frames_late")),
+        "frames_dropped": int(total("frames_dropped")),
+        "max_input_lag_s": max(
+            (float(c.voice.get("max_input_lag_s") or 0.0) for c in calls), default=None
+        ),
+    }

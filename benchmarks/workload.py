@@ -39,11 +39,34 @@ BURST_PAUSE_S: Final = (0.0, 0.0)
 """The stress pace: each line the moment the previous reply is done, every call in lockstep."""
 PACES: Final = {"human": HUMAN_PAUSE_S, "burst": BURST_PAUSE_S}
 
+VOICE_HUMAN_PAUSE_S: Final = (0.5, 2.0)
+"""A voice caller's pause before each line: only the thinking. Listening to the reply and
+speaking the line take their real time in voice mode, so what HUMAN_PAUSE_S adds for them
+is not added here."""
+VOICE_PACES: Final = {"human": VOICE_HUMAN_PAUSE_S, "burst": BURST_PAUSE_S}
+VOICE_SAMPLE_RATE: Final = 16000
+"""The caller's line in voice mode: 16 kHz, a phone-quality line."""
+
 CALLER_TURNS: Final = (
     "Hi, I need some help with my order.",
     "Can you tell me where order 42 is?",
     "Thanks, that is all. Goodbye.",
 )
+
+VOICE_CALLER_TURNS: Final = (
+    "Please tell me where order forty two is, thanks.",
+    "That is great, thanks for your help.",
+    "Okay, thank you very much.",
+)
+"""What a voice-mode caller says: lines livekit's turn detector ends a turn on.
+
+The detector is unsure about much of espeak-ng's speech and then waits out the endpointing
+delay (2.5 s), which would swamp what the worker's load does to the latency. Each of these
+ended its turn at the 0.3-s minimum in repeated runs on one session, with no pause inside a
+line long enough for the VAD to end the speech early (a caller's "Thanks, that is all.
+Goodbye." did: the agent began to answer, was paused by "Goodbye", and resumed only after
+livekit's 2-s false-interruption timeout). Turns waited out anyway are counted.
+"""
 
 # How the worker subprocess is configured. Environment variables, because livekit's job
 # processes inherit the environment and rebuild the worker modules by importing them.
@@ -55,6 +78,8 @@ ISOLATION_ENV: Final = "OPENRTC_BENCH_ISOLATION"
 """OpenRTC workers: the pool's isolation backend (``coroutine`` or ``process``)."""
 MAX_SESSIONS_ENV: Final = "OPENRTC_BENCH_MAX_SESSIONS"
 """OpenRTC workers: the pool's max_sessions."""
+VOICE_ENV: Final = "OPENRTC_BENCH_VOICE"
+"""OpenRTC workers: ``1`` configures the pool for voice calls (livekit's turn detector)."""
 
 
 class BenchAgent(Agent):
@@ -77,14 +102,32 @@ def make_llm() -> ScriptedLLM:
     )
 
 
+def turn_detector() -> Any:
+    """livekit's local end-of-turn model, as every variant's voice sessions use it.
+
+    The version is named: livekit would pick its cloud model in dev mode
+    (``LIVEKIT_DEV_MODE=1``), which cannot run here, and the variants must not differ.
+    """
+    from livekit.agents import inference
+
+    return inference.TurnDetector(version="v1-mini")
+
+
 def call_metadata(
     *,
-    turns: tuple[str, ...] = CALLER_TURNS,
+    turns: tuple[str, ...] | None = None,
     hold_s: float,
     pause_s: tuple[float, float] = BURST_PAUSE_S,
+    voice: bool = False,
 ) -> str:
-    """Job metadata for one simulated call: the caller's lines, its pace, how long to stay on."""
-    script = {"turns": list(turns), "hold_s": hold_s, "pause_s": list(pause_s)}
+    """Job metadata for one simulated call: the caller's lines, its pace, how long to stay on,
+    and whether it speaks them (voice mode) or types them. The lines default to the
+    mode's: CALLER_TURNS typed, VOICE_CALLER_TURNS spoken."""
+    if turns is None:
+        turns = VOICE_CALLER_TURNS if voice else CALLER_TURNS
+    script: dict[str, Any] = {"turns": list(turns), "hold_s": hold_s, "pause_s": list(pause_s)}
+    if voice:
+        script.update(voice=True, sample_rate=VOICE_SAMPLE_RATE)
     return json.dumps({SIMULATE_KEY: script})
 
 

@@ -84,3 +84,29 @@ def test_quick_density_run_of_e_measures_every_worker(tmp_path: Path) -> None:
     worst = max(w["loop_lag"]["p99_s"] for w in workers)
     assert run["loop_lag"]["p99_s"] == worst
     assert run["processes_at_peak"] >= cores + 1
+
+
+def test_quick_voice_density_run_hears_every_turn_on_both_sides(
+    tmp_path: Path, espeak_ng: str
+) -> None:
+    """Voice mode: a plain livekit worker (A) and OpenRTC's pool (C) each run one spoken
+    call through the real VAD and turn detector; the page gets a voice section."""
+    page = tmp_path / "benchmarks.md"
+    page.write_text("# Benchmarks\n\nthe text-mode page\n")
+    results, done = quick_density(
+        tmp_path, "--mode", "voice", "--variants", "A,C", "--sizes", "1", "--out", str(page)
+    )
+    assert "heard p95" in done.stdout
+
+    data = json.loads(results.read_text())
+    assert data["settings"]["mode"] == "voice"
+    for run in data["runs"]:
+        assert run["status"] == "ok", (run["variant"], run["note"], run.get("log_tail"))
+        assert run["completed"] == 1
+        assert run["turns"] == run["expected_turns"] == 3
+        for figure in ("heard_p50_s", "heard_p95_s", "cpu_per_call_s", "vad_inference_per_call_s"):
+            assert isinstance(run[figure], float) and run[figure] > 0, (run["variant"], figure)
+        assert isinstance(run["frames_dropped"], int)
+    written = page.read_text()
+    assert written.startswith("# Benchmarks\n\nthe text-mode page\n")
+    assert "## Voice mode" in written
