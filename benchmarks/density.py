@@ -20,7 +20,8 @@ supervisor, one forked worker per usable core. See benchmarks/README.md for the 
 espeak-ng speech in real time into the session's audio input, the worker runs the prewarmed
 VAD and livekit's turn detector on it, and the agent's replies play out in real time. Its
 sizes, pace and hold have their own defaults; a variant stops at the first N whose
-caller-heard latency p95 is past 1.5x its single-call value.
+caller-heard latency p95 (over the turns the turn detector ended) is past 1.5x its
+single-call value.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import json
 import os
 import platform
 import shlex
+import statistics
 import sys
 import tempfile
 import time
@@ -63,6 +65,7 @@ from .report import (
 from .run import RunPlan, run_once
 from .sampling import mem_available_mb
 from .variants import VARIANTS
+from .voice_report import HELD_FACTOR, HELD_METRIC
 from .workload import (
     CALLER_TURNS,
     FIRST_TOKEN_DELAY_S,
@@ -91,9 +94,6 @@ VOICE_REPEATS: Final = 2
 VOICE_REFERENCE_REPEATS: Final = 3
 """Voice mode: runs at the smallest N, whose heard latency p95 is each variant's reference."""
 VOICE_HOLD_S: Final = 2.0
-HELD_FACTOR: Final = 1.5
-"""Voice mode: a variant holds N calls while their caller-heard latency p95 stays within
-this factor of its single-call value; the sweep stops it at the first N past that."""
 DOCS_PAGE: Final = Path("docs") / "benchmarks.md"
 """The committed page, refreshed only with an explicit ``--out docs/benchmarks.md``."""
 RESULTS_DIR: Final = Path(tempfile.gettempdir()) / "openrtc-bench"
@@ -121,7 +121,7 @@ class Settings:
         return self.mode == "voice"
 
     def repeats_for(self, calls: int) -> int:
-        if self.voice and not self.quick and calls == min(self.sizes):
+        if self.voice and not self.quick and calls == 1:
             # The single-call reference of what a variant holds: a few more turns than one
             # 3-line call gives, so one slow turn does not set it.
             return max(self.repeats, VOICE_REFERENCE_REPEATS)
@@ -276,8 +276,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--from-json",
         type=Path,
+        nargs="+",
         help="render an earlier --json file (complete or not) without running anything: the "
-        "tables, and the Markdown report with --out",
+        "tables, and the Markdown report with --out. Several files of one mode are rendered "
+        "as one sweep (a later one adds runs, e.g. larger N for some variants)",
     )
     return parser
 
@@ -553,15 +555,20 @@ def _progress(result: dict[str, Any]) -> str:
     return f"{head}: {', '.join(parts)}{note}"
 
 
-def past_held(result: dict[str, Any], reference: dict[str, Any]) -> str:
-    """Voice mode: why `result`'s N is past what its variant holds ("" while it holds): its
-    caller-heard latency p95 above HELD_FACTOR times the one at the smallest N."""
-    heard, base = result.get("heard_p95_s"), reference.get("heard_p95_s")
-    if heard is None or base is None or result is reference or heard <= HELD_FACTOR * base:
+def past_held(
+    calls: int, at_n: Sequence[float], reference_n: int, reference: Sequence[float]
+) -> str:
+    """Voice mode: why N = `calls` is past what a variant holds ("" while it holds): the
+    median over its repeats of the detector-ended heard latency p95 (`at_n`) above
+    HELD_FACTOR times the same at the smallest N (`reference`)."""
+    if calls == reference_n or not at_n or not reference:
+        return ""
+    heard, base = statistics.median(at_n), statistics.median(reference)
+    if heard <= HELD_FACTOR * base:
         return ""
     return (
-        f"stopped: heard latency p95 {heard * 1000:.0f} ms at N={result['calls']} is past "
-        f"{HELD_FACTOR:g}x its {base * 1000:.0f} ms at N={reference['calls']}"
+        f"stopped: detector-ended heard latency p95 {heard * 1000:.0f} ms at N={calls} is "
+        f"past {HELD_FACTOR:g}x its {base * 1000:.0f} ms at N={reference_n}"
     )
 
 
@@ -570,8 +577,8 @@ def sweep(settings: Settings, record: Callable[[dict[str, Any]], None]) -> None:
     run's result (or skip) as soon as it is known."""
     stopped: dict[str, str] = {}
     last_good: dict[str, dict[str, Any]] = {}
-    single: dict[str, dict[str, Any]] = {}
-    """Each variant's first good run: the smallest N, its single-call reference in voice mode."""
+    heard: dict[str, dict[int, list[float]]] = {}
+    """Voice mode: each variant's HELD_METRIC of each good run, by N."""
     for calls in settings.sizes:
         for repeat in range(1, settings.repeats_for(calls) + 1):
             for key in settings.variants:
@@ -603,10 +610,16 @@ def sweep(settings: Settings, record: Callable[[dict[str, Any]], None]) -> None:
                     stopped[key] = f"stopped: it {result['status']} at N={calls}"
                     continue
                 last_good[key] = result
-                single.setdefault(key, result)
-                past = settings.voice and past_held(result, single[key])
-                if past and repeat == settings.repeats_for(calls):
-                    stopped[key] = past
+                if not settings.voice:
+                    continue
+                by_n = heard.setdefault(key, {})
+                if isinstance(value := result.get(HELD_METRIC), float):
+                    by_n.setdefault(calls, []).append(value)
+                if repeat == settings.repeats_for(calls):
+                    smallest = min(by_n, default=calls)
+                    past = past_held(calls, by_n.get(calls, []), smallest, by_n.get(smallest, []))
+                    if past:
+                        stopped[key] = past
 
 
 def _cpu_model() -> str:
@@ -641,11 +654,43 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-def render_saved(parser: argparse.ArgumentParser, path: Path, out: Path | None) -> int:
-    """--from-json: the tables from an earlier (possibly partial) results file; the page too
+def merge_results(
+    parser: argparse.ArgumentParser, loaded: Sequence[tuple[Path, dict[str, Any]]]
+) -> dict[str, Any]:
+    """Several results files as one sweep: the first's machine and settings, every file's
+    runs and command, the sizes and variants of all."""
+    (first_path, first), *rest = loaded
+    mode = first["settings"].get("mode", "text")
+    for path, data in rest:
+        if data["settings"].get("mode", "text") != mode:
+            parser.error(
+                f"argument --from-json: {path} is a {data['settings'].get('mode', 'text')}-mode "
+                f"sweep and {first_path} a {mode}-mode one; render them apart"
+            )
+    if not rest:
+        return first
+    every = [data for _, data in loaded]
+    runs = [run for data in every for run in data["runs"]]
+    return {
+        **first,
+        "command": "\n".join(data["command"] for data in every),
+        "duration_s": sum(float(data["duration_s"]) for data in every),
+        "complete": all(data.get("complete", True) for data in every),
+        "settings": {
+            **first["settings"],
+            "sizes": sorted({size for data in every for size in data["settings"]["sizes"]}),
+            "variants": list(dict.fromkeys(run["variant"] for run in runs)),
+        },
+        "variants": {key: label for data in every for key, label in data["variants"].items()},
+        "runs": runs,
+    }
+
+
+def render_saved(parser: argparse.ArgumentParser, paths: Sequence[Path], out: Path | None) -> int:
+    """--from-json: the tables from earlier (possibly partial) results files; the page too
     with --out."""
     check_out(parser, out)
-    data = load_results(parser, path)
+    data = merge_results(parser, [(path, load_results(parser, path)) for path in paths])
     print(render_console(data))
     if out is not None:
         write_docs(data, out)

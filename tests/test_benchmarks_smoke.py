@@ -110,3 +110,15 @@ def test_quick_voice_density_run_hears_every_turn_on_both_sides(
     written = page.read_text()
     assert written.startswith("# Benchmarks\n\nthe text-mode page\n")
     assert "## Voice mode" in written
+
+
+def test_voice_memory_attributes_a_live_voice_sessions_memory(espeak_ng: str) -> None:
+    """benchmarks.voice_memory: two live voice sessions in one process, their PSS, threads
+    and the Python allocation sites that hold the most, by file and line."""
+    command = [sys.executable, "-m", "benchmarks.voice_memory", "--calls", "2"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "2 live voice sessions in one process" in done.stdout
+    assert "MiB per session, of which Python-traced" in done.stdout
+    sites = [line for line in done.stdout.splitlines() if " KiB " in line]
+    assert sites and all(line.rstrip()[-1].isdigit() for line in sites)  # ...py:LINE

@@ -6,6 +6,7 @@ The one real voice run is in tests/test_benchmarks_smoke.py.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +72,7 @@ def test_a_variant_holds_up_to_the_n_before_its_latency_or_its_calls_give() -> N
     assert (a.calls, a.broke_at) == (10, 20)
     assert "failed" in a.why
     assert (c.calls, c.broke_at) == (40, 80)
-    assert "heard p95 1200 ms" in c.why
+    assert "detector-ended heard p95 1200 ms" in c.why
     assert c.reference_s == 0.58 and c.reference_n == 1
 
 
@@ -117,12 +118,12 @@ def test_the_sweep_stops_a_variant_past_what_it_holds(
     assert all(p.voice for p in faked.started)
 
 
-def test_past_held_compares_with_the_smallest_n() -> None:
-    one = voice_run("C", 1, heard_p95=0.6)
-    assert density.past_held(one, one) == ""
-    assert density.past_held(voice_run("C", 10, heard_p95=0.89), one) == ""
-    reason = density.past_held(voice_run("C", 20, heard_p95=0.91), one)
-    assert "910 ms at N=20" in reason and "600 ms at N=1" in reason
+def test_past_held_compares_medians_with_the_smallest_n() -> None:
+    reference = [0.6, 0.55, 0.65]  # median 0.6
+    assert density.past_held(1, reference, 1, reference) == ""
+    assert density.past_held(10, [0.89, 0.3], 1, reference) == ""  # one slow run: median held
+    reason = density.past_held(20, [0.91, 0.95], 1, reference)
+    assert "930 ms at N=20" in reason and "600 ms at N=1" in reason
 
 
 # -- figures from the calls' reports --------------------------------------------------------
@@ -207,3 +208,31 @@ def test_splice_adds_a_section_to_a_page_without_one() -> None:
     assert splice(f"# page\n\n{BEGIN}\nold\n{END}\n\nafter\n", section) == (
         f"# page\n\n{section}\n\nafter\n"
     )
+
+
+def test_a_later_results_file_adds_its_runs_to_an_earlier_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first, later = tmp_path / "sweep.json", tmp_path / "more.json"
+    first.write_text(json.dumps(voice_results(sweep_runs()[:4])))  # A and C at N = 1, 10
+    more = voice_results([voice_run("C", 20, heard_p95=0.7), voice_run("C", 40, heard_p95=2.0)])
+    more["command"] = "python -m benchmarks.density --mode voice --variants C --sizes 20,40"
+    later.write_text(json.dumps(more))
+
+    assert density.main(["--from-json", str(first), str(later)]) == 0
+
+    out = capsys.readouterr().out
+    assert "C OpenRTC coroutine: 20 calls" in out  # N = 20 from the later file holds; 40 not
+    assert "C OpenRTC coroutine     40" in out
+
+
+def test_files_of_different_modes_are_not_rendered_as_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    voice, text = tmp_path / "voice.json", tmp_path / "text.json"
+    voice.write_text(json.dumps(voice_results(sweep_runs())))
+    text.write_text(json.dumps(results([fake_run("C", 10)])))
+    with pytest.raises(SystemExit) as exited:
+        density.main(["--from-json", str(voice), str(text)])
+    assert exited.value.code == 2
+    assert "render them apart" in capsys.readouterr().err
