@@ -658,7 +658,8 @@ def merge_results(
     parser: argparse.ArgumentParser, loaded: Sequence[tuple[Path, dict[str, Any]]]
 ) -> dict[str, Any]:
     """Several results files as one sweep: the first's machine and settings, every file's
-    runs and command, the sizes and variants of all."""
+    runs and command, the sizes and variants of all. A variant a later file ran is no
+    longer skipped where an earlier sweep stopped it: the later sweep decides."""
     (first_path, first), *rest = loaded
     mode = first["settings"].get("mode", "text")
     for path, data in rest:
@@ -670,7 +671,13 @@ def merge_results(
     if not rest:
         return first
     every = [data for _, data in loaded]
-    runs = [run for data in every for run in data["runs"]]
+    runs: list[dict[str, Any]] = []
+    for data in every:
+        # A later sweep of a variant decides where it stops: an earlier sweep's skips of
+        # that variant go.
+        ran = {run["variant"] for run in data["runs"] if run["status"] != "skipped"}
+        runs = [r for r in runs if r["status"] != "skipped" or r["variant"] not in ran]
+        runs += data["runs"]
     return {
         **first,
         "command": "\n".join(data["command"] for data in every),

@@ -6,8 +6,8 @@ variant C (one shared VAD, one turn detector), measured idle and with all N live
 
 No worker, no dispatch, no OpenRTC: only livekit's ``AgentSession`` with the benchmark's
 agent, scripted providers and the voice caller, so what it finds is the sessions' own cost.
-For each, once every caller has said its first line and heard the reply (all N sessions
-live, their VAD and turn-detector streams running): the PSS and threads this process added
+Measured once every caller has said its first line and the agent's reply is playing (all N
+sessions live, their VAD and turn-detector streams running): the PSS and threads this process added
 per session, the part of it Python's allocator traced (``tracemalloc``; the rest is native:
 the models' per-stream state, thread stacks, allocator arenas), and the allocation sites
 that hold the most, by file and line.
@@ -40,6 +40,9 @@ from .arguments import OneLineParser
 from .workload import VOICE_CALLER_TURNS, VOICE_SAMPLE_RATE, BenchAgent, make_llm, turn_detector
 
 TOP_SITES = 12
+LIVE_AFTER_S = 6.0
+"""When the live sessions are measured: the first line (3 s of speech) said, the turn ended,
+each agent's reply playing."""
 
 
 async def _session(vad: Any, detector: Any) -> tuple[AgentSession[None], VoiceCaller]:
@@ -72,12 +75,16 @@ async def measure(calls: int, shared_executor: bool) -> dict[str, Any]:
     await session.aclose()
     await asyncio.sleep(1.0)
     idle_pss, idle_threads = _settled_pss(), threading.active_count()
-    tracemalloc.start(25)
+    tracemalloc.start(1)  # one frame: deeper tracebacks slow 20 sessions past real time
     before = tracemalloc.take_snapshot()
     started = [await _session(vad, detector) for _ in range(calls)]
-    await asyncio.gather(*(c.turn(0, VOICE_CALLER_TURNS[0]) for _, c in started))
+    turns = [asyncio.create_task(c.turn(0, VOICE_CALLER_TURNS[0])) for _, c in started]
+    await asyncio.sleep(LIVE_AFTER_S)  # every caller has spoken; the replies are playing
     live_pss, live_threads = _settled_pss(), threading.active_count()
     after = tracemalloc.take_snapshot()
+    for turn in turns:
+        turn.cancel()
+    await asyncio.gather(*turns, return_exceptions=True)
     traced = sum(s.size_diff for s in after.compare_to(before, "filename"))
     sites = after.compare_to(before, "lineno")[:TOP_SITES]
     tracemalloc.stop()

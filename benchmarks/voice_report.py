@@ -338,8 +338,8 @@ def render_voice_section(
         lines += [f"**{_interrupted(data)}**", ""]
     if compare is not None:
         lines += [
-            f"At N = {compare} (the largest N both A and C ran well; medians of the "
-            "repeats), with what each variant holds:",
+            f"At N = {compare} (the largest N at which A and C both completed every call; "
+            "medians of the repeats), with what each variant holds:",
             "",
             *_headline(table, compare, data),
             "",

@@ -214,7 +214,8 @@ def test_a_later_results_file_adds_its_runs_to_an_earlier_one(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     first, later = tmp_path / "sweep.json", tmp_path / "more.json"
-    first.write_text(json.dumps(voice_results(sweep_runs()[:4])))  # A and C at N = 1, 10
+    skipped = voice_run("C", 20, heard_p95=0.7, status="skipped", note="stopped: an old rule")
+    first.write_text(json.dumps(voice_results([*sweep_runs()[:4], skipped])))  # N = 1, 10
     more = voice_results([voice_run("C", 20, heard_p95=0.7), voice_run("C", 40, heard_p95=2.0)])
     more["command"] = "python -m benchmarks.density --mode voice --variants C --sizes 20,40"
     later.write_text(json.dumps(more))
@@ -224,6 +225,7 @@ def test_a_later_results_file_adds_its_runs_to_an_earlier_one(
     out = capsys.readouterr().out
     assert "C OpenRTC coroutine: 20 calls" in out  # N = 20 from the later file holds; 40 not
     assert "C OpenRTC coroutine     40" in out
+    assert "skipped" not in out  # the later file ran C at 20: the earlier skip is gone
 
 
 def test_files_of_different_modes_are_not_rendered_as_one(
