@@ -65,7 +65,13 @@ from .report import (
 from .run import RunPlan, run_once
 from .sampling import mem_available_mb
 from .variants import VARIANTS
-from .voice_report import HELD_FACTOR, HELD_METRIC
+from .voice_report import (
+    HELD_FACTOR,
+    HELD_METRIC,
+    is_voice,
+    render_voice_console,
+    write_voice_docs,
+)
 from .workload import (
     CALLER_TURNS,
     FIRST_TOKEN_DELAY_S,
@@ -693,14 +699,28 @@ def merge_results(
     }
 
 
+def render_tables(data: dict[str, Any]) -> str:
+    """The terminal's tables for a results file of either mode."""
+    return render_voice_console(data) if is_voice(data) else render_console(data)
+
+
+def write_page(data: dict[str, Any], out: Path) -> None:
+    """The Markdown page at `out`: all of it for a text sweep, its voice section for a voice
+    sweep (the other part kept as it is)."""
+    if is_voice(data):
+        write_voice_docs(data, out)
+    else:
+        write_docs(data, out)
+
+
 def render_saved(parser: argparse.ArgumentParser, paths: Sequence[Path], out: Path | None) -> int:
     """--from-json: the tables from earlier (possibly partial) results files; the page too
     with --out."""
     check_out(parser, out)
     data = merge_results(parser, [(path, load_results(parser, path)) for path in paths])
-    print(render_console(data))
+    print(render_tables(data))
     if out is not None:
-        write_docs(data, out)
+        write_page(data, out)
         print(f"wrote {out}", file=sys.stderr)
     return 0
 
@@ -775,10 +795,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 130
         raise
     data = results.write(complete=True)
-    print(render_console(data))
+    print(render_tables(data))
     print(f"wrote {settings.json_path}", file=sys.stderr)
     if settings.out is not None:
-        write_docs(data, settings.out)
+        write_page(data, settings.out)
         print(f"wrote {settings.out}", file=sys.stderr)
     return 0
 

@@ -411,10 +411,6 @@ TEXT_CONSOLE_COLUMNS: Final[tuple[ConsoleColumn, ...]] = (
 
 
 def render_console(data: dict[str, Any]) -> str:
-    from .voice_report import is_voice, render_voice_console
-
-    if is_voice(data):
-        return render_voice_console(data)
     table = Table(summarize(data["runs"]))
     lines = console_rows(table, 18, TEXT_CONSOLE_COLUMNS)
     unresolved = [c for c in table.cells if c.ok and c.pss_unresolved]
@@ -1185,17 +1181,28 @@ def _supervised_method(data: dict[str, Any]) -> list[str]:
     ]
 
 
+VOICE_BEGIN: Final = "<!-- voice-mode:begin -->"
+VOICE_END: Final = "<!-- voice-mode:end -->"
+"""The markers around the page's voice section (benchmarks.voice_report writes it)."""
+
+
+def splice(page: str, section: str) -> str:
+    """`page` with its voice section replaced by `section` (added at the end if it has none)."""
+    start, end = page.find(VOICE_BEGIN), page.find(VOICE_END)
+    if start < 0 or end < start:
+        return page.rstrip("\n") + "\n\n" + section + "\n"
+    return page[:start] + section + page[end + len(VOICE_END) :]
+
+
+def section_of(page: str) -> str:
+    """The voice section of `page` ("" if it has none)."""
+    start, end = page.find(VOICE_BEGIN), page.find(VOICE_END)
+    return page[start : end + len(VOICE_END)] if 0 <= start < end else ""
+
+
 def write_docs(data: dict[str, Any], out: Path) -> None:
-    """Write the Markdown page at `out` and its plots under ``img/`` beside it.
-
-    A voice-mode sweep writes only the page's voice section; a text-mode one writes the
-    page and keeps the voice section the page had (benchmarks.voice_report).
-    """
-    from .voice_report import is_voice, section_of, splice, write_voice_docs
-
-    if is_voice(data):
-        write_voice_docs(data, out)
-        return
+    """Write the text-mode Markdown page at `out` and its plots under ``img/`` beside it,
+    keeping the voice section the page had (a voice sweep writes only that section)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     table = Table(summarize(data["runs"]))
     images = write_plots(table, out.parent / "img")

@@ -2,8 +2,9 @@
 the benchmarks page with its plots.
 
 The text-mode page and the voice section are refreshed by separate sweeps, so the section
-sits between two markers in the page: a voice sweep replaces what is between them (or adds
-the section at the end), a text sweep writes its page and keeps the section it finds.
+sits between two markers in the page (``report.VOICE_BEGIN``, ``report.VOICE_END``): a
+voice sweep replaces what is between them (or adds the section at the end), a text sweep
+writes its page and keeps the section it finds (``report.write_docs``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import attrs
 
 from .report import (
     ADDED_PSS,
+    VOICE_BEGIN,
+    VOICE_END,
     Column,
     ConsoleColumn,
     Plot,
@@ -32,12 +35,11 @@ from .report import (
     cell_notes,
     console_rows,
     per_n_rows,
+    splice,
     summarize,
     write_plots,
 )
 
-BEGIN: Final = "<!-- voice-mode:begin -->"
-END: Final = "<!-- voice-mode:end -->"
 HELD_FACTOR: Final = 1.5
 """A variant holds N voice calls while their caller-heard latency p95 stays within this
 factor of its single-call value (its smallest N)."""
@@ -311,7 +313,7 @@ def render_voice_section(
     when = datetime.datetime.fromtimestamp(data["started_at"], tz=datetime.UTC)
     low, high = settings.get("pause_s") or (0.0, 0.0)
     lines = [
-        BEGIN,
+        VOICE_BEGIN,
         "",
         "## Voice mode",
         "",
@@ -404,23 +406,9 @@ def render_voice_section(
         data["command"],
         "```",
         "",
-        END,
+        VOICE_END,
     ]
     return "\n".join(lines)
-
-
-def splice(page: str, section: str) -> str:
-    """`page` with its voice section replaced by `section` (added at the end if it has none)."""
-    start, end = page.find(BEGIN), page.find(END)
-    if start < 0 or end < start:
-        return page.rstrip("\n") + "\n\n" + section + "\n"
-    return page[:start] + section + page[end + len(END) :]
-
-
-def section_of(page: str) -> str:
-    """The voice section of `page` ("" if it has none)."""
-    start, end = page.find(BEGIN), page.find(END)
-    return page[start : end + len(END)] if 0 <= start < end else ""
 
 
 def write_voice_docs(data: dict[str, Any], out: Path) -> None:

@@ -14,9 +14,9 @@ import pytest
 from bench_fakes import Faked, fake_run, results
 
 from benchmarks import density
-from benchmarks.report import Table, render_console, summarize, write_docs
+from benchmarks.report import VOICE_BEGIN, VOICE_END, Table, section_of, splice, summarize
 from benchmarks.run import CallRecord, RunPlan, voice_figures
-from benchmarks.voice_report import BEGIN, END, held, section_of, splice
+from benchmarks.voice_report import held
 from benchmarks.workload import VOICE_CALLER_TURNS, VOICE_HUMAN_PAUSE_S
 
 
@@ -171,7 +171,7 @@ def test_voice_figures_set_waited_out_turns_apart_and_count_cpu_per_call_second(
 
 
 def test_the_terminal_table_shows_heard_latency_and_what_each_variant_holds() -> None:
-    text = render_console(voice_results(sweep_runs()))
+    text = density.render_tables(voice_results(sweep_runs()))
     assert "heard p95" in text and "CPU/call-s" in text
     assert "A livekit process: 10 calls, 5 per core" in text
     assert "C OpenRTC coroutine: 40 calls, 20 per core" in text
@@ -183,29 +183,29 @@ def test_the_voice_section_goes_between_its_markers_and_a_text_page_keeps_it(
     page = tmp_path / "benchmarks.md"
     page.write_text("# Benchmarks: session density\n\ntext figures\n")
 
-    write_docs(voice_results(sweep_runs()), page)
+    density.write_page(voice_results(sweep_runs()), page)
     first = page.read_text()
     assert first.startswith("# Benchmarks: session density\n\ntext figures\n")
     section = section_of(first)
-    assert section.startswith(BEGIN) and section.endswith(END)
+    assert section.startswith(VOICE_BEGIN) and section.endswith(VOICE_END)
     assert "## Voice mode" in section and "At N = 10" in section
     assert "| C added PSS per call ≤ 1/20 of A (N=10) |" in section
     assert (tmp_path / "img" / "voice-heard-latency.png").is_file()
 
-    write_docs(voice_results(sweep_runs()), page)  # again: replaced, not added
-    assert page.read_text().count(BEGIN) == 1
+    density.write_page(voice_results(sweep_runs()), page)  # again: replaced, not added
+    assert page.read_text().count(VOICE_BEGIN) == 1
 
     text_runs = [fake_run("A", 10, added=23.9), fake_run("C", 10)]
-    write_docs(results(text_runs), page)
+    density.write_page(results(text_runs), page)
     rewritten = page.read_text()
     assert "## Headline" in rewritten and "text figures" not in rewritten
     assert section_of(rewritten) == section
 
 
 def test_splice_adds_a_section_to_a_page_without_one() -> None:
-    section = f"{BEGIN}\nvoice\n{END}"
+    section = f"{VOICE_BEGIN}\nvoice\n{VOICE_END}"
     assert splice("# page\n", section) == f"# page\n\n{section}\n"
-    assert splice(f"# page\n\n{BEGIN}\nold\n{END}\n\nafter\n", section) == (
+    assert splice(f"# page\n\n{VOICE_BEGIN}\nold\n{VOICE_END}\n\nafter\n", section) == (
         f"# page\n\n{section}\n\nafter\n"
     )
 
