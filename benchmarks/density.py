@@ -44,7 +44,7 @@ from typing import Any, Final
 
 import attrs
 
-from openrtc_core.supervision import usable_cores
+from openrtc_core.cores import usable_cores
 
 from .arguments import OneLineParser
 from .provenance import (

@@ -6,7 +6,7 @@ from typing import Final, Literal
 
 import attrs
 
-from openrtc_core.supervision import usable_cores
+from openrtc_core.cores import usable_cores
 
 from .workload import EXECUTOR_ENV, IDLE_PROCESSES_ENV, ISOLATION_ENV, MAX_SESSIONS_ENV
 

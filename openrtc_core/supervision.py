@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import math
 import os
 import signal
 import sys
@@ -30,6 +29,7 @@ from typing import TYPE_CHECKING, Final, Protocol, TypeVar
 import attrs
 
 from . import _livekit
+from .cores import usable_cores
 from .entrypoint import PoolPrewarm, register_worker_plugins
 from .errors import PoolConfigError
 from .identity import WORKER_ENV
@@ -174,38 +174,6 @@ def _describe(plan: WorkerPlan) -> str:
     if plan.control is not None:
         parts.append(f"{CONTROL_FLAG} {plan.control}")
     return " ".join(parts)
-
-
-CGROUP_V2_CPU_MAX: Final = Path("/sys/fs/cgroup/cpu.max")
-CGROUP_V1_QUOTA: Final = Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us")
-CGROUP_V1_PERIOD: Final = Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us")
-
-
-def usable_cores() -> int:
-    """The cores this process may use, at least 1: its CPU affinity, capped by a container's
-    CPU quota (a pod limited to 2 CPUs on a 64-core node gets 2, not 64)."""
-    cores = len(os.sched_getaffinity(0))
-    quota = cpu_quota()
-    if quota is not None:
-        cores = min(cores, math.ceil(quota))
-    return max(1, cores)
-
-
-def cpu_quota(
-    v2: Path = CGROUP_V2_CPU_MAX, v1: tuple[Path, Path] = (CGROUP_V1_QUOTA, CGROUP_V1_PERIOD)
-) -> float | None:
-    """The CPU quota of this process's cgroup in CPUs (cgroup v2, else v1); None for none."""
-    try:
-        quota, _, period = v2.read_text().partition(" ")
-    except OSError:
-        try:
-            quota, period = (path.read_text() for path in v1)
-        except OSError:
-            return None
-    quota, period = quota.strip(), period.strip()
-    if quota in ("max", "-1") or not quota.isdigit() or not period.isdigit() or not int(period):
-        return None
-    return int(quota) / int(period)
 
 
 # -- the flags ---------------------------------------------------------------------------------

@@ -23,14 +23,13 @@ from openrtc_core import (
     hookimpl,
     worker_identity,
 )
+from openrtc_core.cores import cpu_quota, usable_cores
 from openrtc_core.identity import WORKER_ENV
 from openrtc_core.isolation.base import take_prewarmed
 from openrtc_core.supervision import (
-    cpu_quota,
     log_level,
     prewarm_before_fork,
     take_worker_flags,
-    usable_cores,
     worker_port,
 )
 

@@ -4,14 +4,23 @@ It is a plugin like any other: ``openrtc_prewarm`` loads the model into ``proc.u
 ``openrtc_session_options`` contributes it to the sessions of agents configured without a
 ``vad``. Disable it (``OPENRTC_DISABLE_PLUGINS=openrtc.prewarm``) and sessions get no VAD
 unless the pool or the agent names one.
+
+The shared VAD runs every session's inference on one thread pool, as many threads as the
+worker has usable cores. livekit's default is a new one-thread pool per VAD stream: one or two
+streams a voice call, each a thread with its own stack and allocator arena, for work that
+takes a fraction of a millisecond every 32 ms. The pool starts its threads on first use, in
+the process that runs the sessions: a supervisor that forks workers after the prewarm hands
+them a pool with no threads yet.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Final
 
+from ..cores import usable_cores
 from ..hookspecs import hookimpl
 from ..models import PoolView
 
@@ -22,6 +31,9 @@ logger = logging.getLogger("openrtc.prewarm")
 
 VAD_KEY: Final = "openrtc.vad"
 """Where the shared VAD is kept in ``JobProcess.userdata``."""
+
+VAD_THREAD_PREFIX: Final = "openrtc.vad"
+"""The name of the shared VAD's inference threads (``openrtc.vad_0``, ...)."""
 
 
 def _wants_shared_vad(pool: PoolView, agent: str | None = None) -> bool:
@@ -35,8 +47,12 @@ def openrtc_prewarm(proc: JobProcess, pool: PoolView) -> None:
         return
     from livekit.agents import inference
 
-    proc.userdata[VAD_KEY] = inference.VAD()
-    logger.info("loaded the shared VAD (livekit-local-inference)")
+    threads = usable_cores()
+    executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=VAD_THREAD_PREFIX)
+    proc.userdata[VAD_KEY] = inference.VAD(executor=executor)
+    logger.info(
+        "loaded the shared VAD (livekit-local-inference), inference on %d thread(s)", threads
+    )
 
 
 @hookimpl

@@ -14,10 +14,11 @@ from rich.table import Table
 from rich.text import Text
 
 from .._version import __version__
+from ..cores import usable_cores
 from ..errors import PluginLoadError
 from ..identity import worker_identity
 from ..plugins import PluginHost
-from ..supervision import WORKERS_DISTRIBUTION, supervisor_name, usable_cores
+from ..supervision import WORKERS_DISTRIBUTION, supervisor_name
 from .output import fail, print_error, print_warning
 
 

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,30 @@ async def test_a_caller_barging_in_stops_the_agent(lk: LoopbackDispatchServer) -
     assert answer["barged_in"] is True and answer["interrupted_reply"] is True
     assert answer["reply"] == "Done, see you at seven."
     assert report["voice"]["barge_ins"] == report["voice"]["barge_ins_handled"] == 1
+
+
+@pytest.mark.asyncio
+async def test_every_call_runs_its_vad_on_the_shared_vads_threads(
+    lk: LoopbackDispatchServer,
+) -> None:
+    seen: set[str] = set()
+
+    async def watch_threads() -> None:
+        while True:
+            seen.update(thread.name for thread in threading.enumerate())
+            await asyncio.sleep(0.05)
+
+    watcher = asyncio.create_task(watch_threads())
+    try:
+        reports = await asyncio.gather(*(call(lk, f"voice-{i}", turns=[TIME]) for i in range(3)))
+    finally:
+        watcher.cancel()
+    assert all(report["outcome"] == "completed" for report in reports), reports
+    shared = {name for name in seen if name.startswith("openrtc.vad")}
+    # Three calls, each with a VAD stream for turn-taking and one for the STT adapter: six
+    # streams on at most as many threads as cores, and no stream's own one-thread pool.
+    assert 1 <= len(shared) <= len(os.sched_getaffinity(0)), seen
+    assert not {name for name in seen if name.startswith("inference.vad")}, seen
 
 
 @pytest.mark.asyncio
