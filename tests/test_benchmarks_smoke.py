@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -122,3 +123,9 @@ def test_voice_memory_attributes_a_live_voice_sessions_memory(espeak_ng: str) ->
     assert "MiB per session, of which Python-traced" in done.stdout
     sites = [line for line in done.stdout.splitlines() if " KiB " in line]
     assert sites and all(line.rstrip()[-1].isdigit() for line in sites)  # ...py:LINE
+    assert "VAD executor: shared (as OpenRTC's shared VAD)" in done.stdout
+    flushed = re.search(
+        r"\(60 s speech buffer .*\): ([0-9.]+) MiB PSS added per stream", done.stdout
+    )
+    # livekit zeroes the whole 1.83-MiB buffer on a flush: most of it becomes resident.
+    assert flushed and float(flushed.group(1)) > 1.0, done.stdout
