@@ -4,7 +4,7 @@ variant C (one shared VAD, one turn detector), measured idle and with all N live
     python -m benchmarks.voice_memory --calls 20
     python -m benchmarks.voice_memory --calls 20 --vad-executor per-stream
 
-No worker, no dispatch, no OpenRTC: only livekit's ``AgentSession`` with the benchmark's
+No worker, no dispatch, no pool: only livekit's ``AgentSession`` with the benchmark's
 agent, scripted providers and the voice caller, so what it finds is the sessions' own cost.
 Measured once every caller's first turn is done (the line said, the turn ended, the reply
 played out) with all N sessions still live: the state a live call sits in between lines, its
@@ -13,9 +13,9 @@ the PSS and threads this process added per session, the part of it Python's allo
 (``tracemalloc``; the rest is native: the models' per-stream state, thread stacks, allocator
 arenas), and the allocation sites that hold the most, by file and line.
 
-The VAD runs its streams' inference as OpenRTC's shared VAD does, on one thread pool of as
-many threads as usable cores; ``--vad-executor per-stream`` gives it livekit's default
-instead, a new one-thread pool per stream (two per session here: the turn-taking stream and
+The VAD is OpenRTC's shared VAD (``shared_vad()``): its streams' inference on one thread
+pool of as many threads as usable cores. ``--vad-executor per-stream`` gives it livekit's
+default instead, a new one-thread pool per stream (two per session here: the turn-taking stream and
 the one that segments speech for the non-streaming STT).
 
 Then it measures what one flush of a VAD stream costs, alone: livekit's VAD keeps each
@@ -35,13 +35,13 @@ import sys
 import threading
 import tracemalloc
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 from livekit import rtc
 from livekit.agents import AgentSession, inference
 
+from openrtc_core.builtin.prewarm import shared_vad
 from openrtc_testing.measure import pss_mb
 from openrtc_testing.providers import ScriptedSTT, ScriptedTTS
 from openrtc_testing.voice_caller import VoiceCaller
@@ -74,10 +74,8 @@ def _settled_pss() -> float:
     return pss_mb(os.getpid())
 
 
-async def measure(calls: int, shared_executor: bool = True) -> dict[str, Any]:
-    cores = len(os.sched_getaffinity(0))
-    executor = ThreadPoolExecutor(max_workers=cores) if shared_executor else None
-    vad = inference.VAD(executor=executor) if executor is not None else inference.VAD()
+async def measure(calls: int, shared_executor: bool) -> dict[str, Any]:
+    vad = shared_vad() if shared_executor else inference.VAD()
     detector = turn_detector()
     # A warm-up session: models loaded, modules imported, first-use caches filled.
     session, caller = await _session(vad, detector)
@@ -99,8 +97,6 @@ async def measure(calls: int, shared_executor: bool = True) -> dict[str, Any]:
     for session, caller in started:
         caller.close()
         await session.aclose()
-    if executor is not None:
-        executor.shutdown(wait=False)
     return {
         "calls": calls,
         "vad_executor": (

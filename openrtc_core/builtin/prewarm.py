@@ -25,7 +25,7 @@ from ..hookspecs import hookimpl
 from ..models import PoolView
 
 if TYPE_CHECKING:
-    from livekit.agents import JobProcess
+    from livekit.agents import JobProcess, inference
 
 logger = logging.getLogger("openrtc.prewarm")
 
@@ -45,14 +45,19 @@ def _wants_shared_vad(pool: PoolView, agent: str | None = None) -> bool:
 def openrtc_prewarm(proc: JobProcess, pool: PoolView) -> None:
     if not _wants_shared_vad(pool):
         return
+    proc.userdata[VAD_KEY] = shared_vad()
+    logger.info(
+        "loaded the shared VAD (livekit-local-inference), inference on %d thread(s)",
+        usable_cores(),
+    )
+
+
+def shared_vad() -> inference.VAD:
+    """livekit's local VAD with one inference pool of usable-cores threads for all streams."""
     from livekit.agents import inference
 
-    threads = usable_cores()
-    executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=VAD_THREAD_PREFIX)
-    proc.userdata[VAD_KEY] = inference.VAD(executor=executor)
-    logger.info(
-        "loaded the shared VAD (livekit-local-inference), inference on %d thread(s)", threads
-    )
+    executor = ThreadPoolExecutor(max_workers=usable_cores(), thread_name_prefix=VAD_THREAD_PREFIX)
+    return inference.VAD(executor=executor)
 
 
 @hookimpl
