@@ -182,6 +182,12 @@ class Holding(Background):
             await asyncio.sleep(0.2)
 
 
+def _imports(run: Deployed, reply: str) -> int:
+    """How many processes have imported the code that replies `reply`."""
+    loaded = run.state / "loaded"
+    return loaded.read_text().split().count(reply) if loaded.exists() else 0
+
+
 async def until_generation(run: Deployed, version: str, state: str) -> None:
     deadline = time.monotonic() + 120
     while True:
@@ -249,10 +255,19 @@ async def test_a_deploy_while_the_old_generation_drains_waits_for_it(tmp_path: P
 
 async def test_a_deploy_before_the_first_generation_is_ready_replaces_it(tmp_path: Path) -> None:
     (tmp_path / "state").mkdir()
+    # Slow for v1's code only: generation 2 needs nothing rewritten in time, so however
+    # loaded the machine, generation 1 is still starting when the deploy arrives.
     (tmp_path / "state" / "prewarm_s").write_text("30")
+    (tmp_path / "state" / "prewarm_for").write_text("v1")
     async with deployed(tmp_path, "--workers", "1") as run:
         await run.until(run.control.exists, 60, "the control socket")
-        (run.state / "prewarm_s").write_text("0")
+        # Two imports of v1: the controller's and generation 1's. Only then may the code on
+        # disk change, or generation 1 would load v2's.
+        await run.until(
+            lambda: _imports(run, "v1") >= 2,
+            60,
+            "generation 1's import",
+        )
         run.set_code(reply="v2")
         code, out, err = await run.deploy("--version", "v2")
         assert code == 0, out + err
