@@ -1,4 +1,5 @@
-"""The plugin host: stevedore decides which modules are imported, pluggy how they are called.
+"""The plugin host: stevedore decides which modules are imported (:mod:`.discovery`), pluggy
+how they are called.
 
 Core code talks to plugins only through :class:`PluginHost`'s typed methods. Each plugin's
 hook implementation is called on its own, so one broken plugin is logged and skipped
@@ -10,20 +11,28 @@ from __future__ import annotations
 import importlib.metadata
 import itertools
 import logging
-import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import MappingProxyType, ModuleType
 from typing import TYPE_CHECKING, Any
 
 import attrs
 import pluggy
-from stevedore import ExtensionManager, NamedExtensionManager
-from stevedore.extension import Extension
 
 from . import hookspecs
 from ._version import __version__
 from .containment import HookErrors, StandIn, contained_plugin
-from .errors import PluginLoadError, PoolConfigError
+from .discovery import (
+    DISABLE_ENV,
+    ENTRY_POINT_GROUP,
+    STRICT_ENV,
+    TRACE_ENV,
+    disabled_from_env,
+    entry_point_distributions,
+    env_flag,
+    import_entry_points,
+    strict_message,
+)
+from .errors import PluginLoadError
 from .models import (
     JobView,
     PoolView,
@@ -44,20 +53,6 @@ if TYPE_CHECKING:
     from .isolation import IsolationBackend
 
 logger = logging.getLogger("openrtc.plugins")
-
-ENTRY_POINT_GROUP = "openrtc.plugins"
-STRICT_ENV = "OPENRTC_STRICT_PLUGINS"
-DISABLE_ENV = "OPENRTC_DISABLE_PLUGINS"
-TRACE_ENV = "OPENRTC_TRACE_HOOKS"
-
-
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
-
-
-def disabled_from_env() -> frozenset[str]:
-    raw = os.environ.get(DISABLE_ENV, "")
-    return frozenset(part.strip() for part in raw.split(",") if part.strip())
 
 
 @attrs.frozen(kw_only=True)
@@ -92,7 +87,7 @@ def _builtin_plugins() -> list[tuple[str, object]]:
 class PluginHost:
     """Loads plugins and calls their hooks through one typed method per hook."""
 
-    strict: bool = attrs.field(factory=lambda: _env_flag(STRICT_ENV))
+    strict: bool = attrs.field(factory=lambda: env_flag(STRICT_ENV))
     disabled: frozenset[str] = attrs.field(factory=disabled_from_env, converter=frozenset)
     _pm: pluggy.PluginManager = attrs.field(init=False)
     _records: list[PluginRecord] = attrs.field(init=False, factory=list)
@@ -106,7 +101,7 @@ class PluginHost:
     def __attrs_post_init__(self) -> None:
         self._pm = pluggy.PluginManager(hookspecs.PROJECT)
         self._pm.add_hookspecs(hookspecs)
-        if _env_flag(TRACE_ENV):
+        if env_flag(TRACE_ENV):
             self._pm.trace.root.setwriter(lambda text: logger.info("hook %s", text.rstrip()))
             self._pm.enable_tracing()
         for name, plugin in _builtin_plugins():
@@ -164,7 +159,7 @@ class PluginHost:
                 self._records.append(
                     PluginRecord(name=name, status="disabled", source="entry-point")
                 )
-        loaded, failures, first_time = _import_entry_points(
+        loaded, failures, first_time = import_entry_points(
             group, tuple(n for n in installed if n not in self.disabled)
         )
         if first_time:
@@ -189,7 +184,7 @@ class PluginHost:
             self._deferring = False
         failed = [r for r in self._records if r.status == "failed" and r.source == "entry-point"]
         if self.strict and failed:
-            raise PluginLoadError(_strict_message([(r.name, r.module, r.error) for r in failed]))
+            raise PluginLoadError(strict_message([(r.name, r.module, r.error) for r in failed]))
 
     def _warn_unknown_disabled(self, installed: Sequence[str]) -> None:
         """Warn (once per process, with the entry points) about disabled names no plugin has:
@@ -259,7 +254,7 @@ class PluginHost:
             )
         )
         if self.strict and not self._deferring:
-            raise PluginLoadError(_strict_message([(name, where, reason)])) from exc
+            raise PluginLoadError(strict_message([(name, where, reason)])) from exc
         if not warn or self.strict:
             return
         logger.warning(
@@ -271,18 +266,10 @@ class PluginHost:
         )
 
     def _dist_info(self, entry_point: importlib.metadata.EntryPoint | None) -> dict[str, Any]:
-        # stevedore's cached entry points carry no distribution; look it up by entry point.
         if entry_point is None:
             return {}
         if self._dists is None:
-            self._dists = {}
-            for dist in importlib.metadata.distributions():
-                for ep in dist.entry_points:
-                    if ep.group == ENTRY_POINT_GROUP:
-                        self._dists[(ep.name, ep.value)] = {
-                            "distribution": str(dist.metadata["Name"]),
-                            "version": str(dist.version),
-                        }
+            self._dists = entry_point_distributions()
         return dict(self._dists.get((entry_point.name, entry_point.value), {}))
 
     # -- calling ---------------------------------------------------------------------------
@@ -391,78 +378,6 @@ class PluginHost:
 
     def register_commands(self, app: typer.Typer) -> None:
         self._pm.hook.openrtc_register_commands.call_historic(kwargs={"app": app})
-
-
-def pick_registered(
-    registered: Mapping[str, Any],
-    name: str,
-    *,
-    asked_for: str,
-    kind: str,
-    env: str,
-    distribution: str,
-) -> Any:
-    """The factory registered as `name` in `registered` (a ``register(name, factory)`` hook's
-    results); a :class:`PoolConfigError` naming what to install or set when there is none."""
-    factory = registered.get(name)
-    if factory is None:
-        offered = ", ".join(sorted(registered)) or "none"
-        hint = (
-            f"install it: pip install {distribution}"
-            if not registered
-            else f"set {env} to one of: {offered}"
-        )
-        raise PoolConfigError(
-            f"{asked_for}, but no {kind} {name!r} is installed (offered: {offered}); {hint}"
-        )
-    return factory
-
-
-def _strict_message(failed: Sequence[tuple[str, str, str]]) -> str:
-    lines = [f"  {name} ({where}): {reason}" for name, where, reason in failed]
-    names = ",".join(name for name, _, _ in failed)
-    return (
-        f"{len(failed)} plugin(s) failed to load and strict loading is on:\n"
-        + "\n".join(lines)
-        + f"\nFix or uninstall them, or block them with {DISABLE_ENV}={names}."
-    )
-
-
-_Failures = list[tuple[importlib.metadata.EntryPoint, BaseException]]
-_IMPORTED: dict[tuple[str, tuple[str, ...]], tuple[list[Extension[Any]], _Failures]] = {}
-
-
-def _import_entry_points(
-    group: str, names: tuple[str, ...]
-) -> tuple[list[Extension[Any]], _Failures, bool]:
-    """Import the named plugins of `group` once per process (every pool shares the result).
-
-    Returns the loaded extensions, the failures, and whether this call did the importing
-    (so each failure is warned about once, however many pools there are).
-    """
-    key = (group, names)
-    if key in _IMPORTED:
-        cached, cached_failures = _IMPORTED[key]
-        return cached, cached_failures, False
-    failures: _Failures = []
-
-    def on_failure(
-        _manager: ExtensionManager[Any],
-        entry_point: importlib.metadata.EntryPoint,
-        exc: BaseException,
-    ) -> None:
-        failures.append((entry_point, exc))
-
-    manager: NamedExtensionManager[Any] = NamedExtensionManager(
-        namespace=group,
-        names=list(names),
-        name_order=True,
-        invoke_on_load=False,
-        on_load_failure_callback=on_failure,
-        on_missing_entrypoints_callback=lambda missing: None,
-    )
-    _IMPORTED[key] = (list(manager.extensions), failures)
-    return list(manager.extensions), failures, True
 
 
 def _plugin_name(plugin: object) -> str:

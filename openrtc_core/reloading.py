@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Final, Literal, Protocol
 
 import attrs
 
-from .plugins import pick_registered
+from .discovery import pick_registered
 
 if TYPE_CHECKING:
     from .pool import AgentPool

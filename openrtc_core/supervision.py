@@ -30,11 +30,11 @@ import attrs
 
 from . import _livekit
 from .cores import usable_cores
+from .discovery import pick_registered
 from .entrypoint import PoolPrewarm, register_worker_plugins
 from .errors import PoolConfigError
 from .identity import WORKER_ENV
 from .isolation.base import hand_over_prewarmed
-from .plugins import pick_registered
 from .server import isolation_backend
 
 if TYPE_CHECKING:

@@ -176,7 +176,7 @@ def test_missing_credentials_counts_flags_env_and_server_options(
 def test_unknown_disabled_plugin_names_are_warned_about(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr("openrtc_core.plugins._IMPORTED", {})
+    monkeypatch.setattr("openrtc_core.discovery._IMPORTED", {})
     monkeypatch.setenv("OPENRTC_DISABLE_PLUGINS", "nonexistent-plugin,openrtc.prewarm")
     host = PluginHost()
     with caplog.at_level(logging.WARNING, logger="openrtc.plugins"):

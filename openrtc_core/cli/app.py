@@ -9,8 +9,9 @@ from typing import Annotated, Any
 
 import typer
 
+from ..discovery import DISABLE_ENV, STRICT_ENV
 from ..errors import PluginLoadError
-from ..plugins import DISABLE_ENV, STRICT_ENV, PluginHost
+from ..plugins import PluginHost
 from .argv import flag_value, global_options
 from .commands import download_plugin_files, plugins_command, versions
 from .output import print_error

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Final
 import attrs
 import typer
 
-from ..plugins import DISABLE_ENV, disabled_from_env
+from ..discovery import DISABLE_ENV, disabled_from_env
 
 if TYPE_CHECKING:
     from ..plugins import PluginHost
