@@ -5,18 +5,21 @@ call's reply says which code served it); its ``break`` file breaks the next gene
 loads: ``import`` (the module raises), ``prewarm`` (the prewarm raises), ``register`` (the
 workers use a wrong API secret, so LiveKit refuses them). ``prewarm_s`` makes the prewarm
 take that many seconds (only for the code whose reply ``prewarm_for`` names, if given).
-Each import appends its reply to ``loaded``. ``DEPLOY_TEST_ISOLATION`` picks the
-isolation backend.
+``hold_turns_for`` names a reply whose code answers no turn until an ``open`` file exists, so
+its calls stay live however long a deploy takes. Each import appends its reply to
+``loaded``. ``DEPLOY_TEST_ISOLATION`` picks the isolation backend.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
+from collections.abc import AsyncIterable
 from pathlib import Path
 from typing import Any
 
-from livekit.agents import Agent, JobProcess
+from livekit.agents import Agent, JobProcess, ModelSettings, llm
 
 from openrtc_core import AgentPool, PoolView, hookimpl
 from openrtc_testing import Rule, ScriptedLLM
@@ -40,6 +43,15 @@ class Desk(Agent):
     def __init__(self) -> None:
         super().__init__(instructions="Answer briefly.")
 
+    async def llm_node(
+        self, chat_ctx: llm.ChatContext, tools: list[llm.Tool], model_settings: ModelSettings
+    ) -> AsyncIterable[Any]:
+        # Another process opens it: a file, polled, not an event.
+        while HOLD_TURNS and not (STATE / "open").exists():  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        async for chunk in Agent.default.llm_node(self, chat_ctx, tools, model_settings):
+            yield chunk
+
 
 class Prewarm:
     @hookimpl
@@ -56,6 +68,7 @@ with (STATE / "loaded").open("a") as loaded:  # a test waits for a generation's 
 PREWARM_S = float(_read("prewarm_s") or 0)
 if _read("prewarm_for") not in ("", REPLY):
     PREWARM_S = 0.0  # slow for that code only
+HOLD_TURNS = _read("hold_turns_for") == REPLY
 
 
 pool = AgentPool(

@@ -367,6 +367,9 @@ async def test_a_deploy_rehearsed_under_openrtc_simulate(tmp_path: Path) -> None
     the later calls to the new version, and the JSON says which version served each."""
     state = tmp_path / "state"
     state.mkdir()
+    # v1 answers no turn until the deploy is done: its first calls are still live then, and
+    # the later ones must start on v2, however long the deploy takes on a loaded machine.
+    (state / "hold_turns_for").write_text("v1")
     figures = tmp_path / "figures.json"
     tests = TESTS
     env = {
@@ -407,7 +410,6 @@ async def test_a_deploy_rehearsed_under_openrtc_simulate(tmp_path: Path) -> None
         if "openrtc deploy --control " in line:
             command = line.split("openrtc deploy --control ", 1)[1].strip()
     await _until_serving(command, env)
-    await asyncio.sleep(1.0)  # calls are running on v1
     (state / "reply").write_text("v2")
     deploy = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -424,6 +426,7 @@ async def test_a_deploy_rehearsed_under_openrtc_simulate(tmp_path: Path) -> None
     )
     deployed_said, _ = await asyncio.wait_for(deploy.communicate(), 120)
     assert deploy.returncode == 0, deployed_said.decode()
+    (state / "open").touch()
     rest, _ = await asyncio.wait_for(simulate.communicate(), 300)
     assert simulate.returncode == 0, "".join(said) + rest.decode()
     calls = json.loads(figures.read_text())["calls"]
