@@ -208,9 +208,7 @@ async def test_a_deploy_while_the_new_generation_starts_replaces_it(tmp_path: Pa
             (run.state / "prewarm_for").write_text("v2")
             first = asyncio.create_task(run.deploy("--version", "v2"))
             await until_generation(run, "v2", "starting")
-            await run.until(
-                lambda: "v2" in (run.state / "loaded").read_text().split(), 60, "v2's import"
-            )
+            await run.until(lambda: _imports(run, "v2") >= 1, 60, "v2's import")
             run.set_code(reply="v3")
             code2, out2, err2 = await run.deploy("--version", "v3")
             ready = time.monotonic()
@@ -263,11 +261,7 @@ async def test_a_deploy_before_the_first_generation_is_ready_replaces_it(tmp_pat
         await run.until(run.control.exists, 60, "the control socket")
         # Two imports of v1: the controller's and generation 1's. Only then may the code on
         # disk change, or generation 1 would load v2's.
-        await run.until(
-            lambda: _imports(run, "v1") >= 2,
-            60,
-            "generation 1's import",
-        )
+        await run.until(lambda: _imports(run, "v1") >= 2, 60, "generation 1's import")
         run.set_code(reply="v2")
         code, out, err = await run.deploy("--version", "v2")
         assert code == 0, out + err
