@@ -417,3 +417,56 @@ def setup_production_logging(level: str) -> None:
     from livekit.agents.cli import log
 
     log.setup_logging(level, devmode=False, console=False)
+
+
+def install_thread_runner_shutdown() -> None:
+    """Let a worker with thread isolation shut down whatever its runners were doing.
+
+    livekit's ``ThreadJobExecutor.aclose()`` awaits ``_shutting_down_fut`` with no timeout,
+    and only its ``_monitor_task`` resolves it, from the runner's ``ShuttingDown`` message.
+    Two ways leave it unresolved, and the worker process never exits (pinned 1.8.9,
+    ipc/job_thread_executor.py):
+
+    - ``initialize()`` is cancelled (a worker stopped while a runner was still prewarming:
+      ``ProcPool._main_task`` cancels its spawn tasks) and leaves ``_initialize_fut`` unset;
+      ``_main_task`` waits on it forever and never starts the monitor;
+    - the runner joins and the monitor is cancelled after its 1 s grace before it read the
+      message (a loaded host).
+
+    The runner class ProcPool builds (looked up through its module) is replaced by one whose
+    ``aclose()`` settles what is left once the thread has joined: an initialization that
+    never finished fails, and after livekit's own monitor has had its chance, the two
+    shutdown futures resolve. A joined thread can send nothing more.
+    """
+    module = _ipc().job_thread_executor
+    if not getattr(module.ThreadJobExecutor, "openrtc_shutdown_settled", False):
+        module.ThreadJobExecutor = _settled_thread_runner(module.ThreadJobExecutor)
+
+
+def _settled_thread_runner(livekit_runner: type[Any]) -> type[Any]:
+    class SettledThreadRunner(livekit_runner):  # type: ignore[misc]
+        openrtc_shutdown_settled = True
+
+        async def aclose(self) -> None:
+            if not self.started:
+                return
+            settle = asyncio.create_task(self._settle_after_join())
+            try:
+                await super().aclose()
+            finally:
+                settle.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await settle
+
+        async def _settle_after_join(self) -> None:
+            await self._join_fut
+            if not self._initialize_fut.done():
+                self._initialize_fut.set_exception(RuntimeError("the runner never initialized"))
+            if self._main_atask is not None:
+                await asyncio.shield(self._main_atask)
+            for fut in (self._shutdown_ack_fut, self._shutting_down_fut):
+                if not fut.done():
+                    fut.set_result(None)
+
+    SettledThreadRunner.__name__ = SettledThreadRunner.__qualname__ = livekit_runner.__name__
+    return SettledThreadRunner

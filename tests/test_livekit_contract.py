@@ -287,3 +287,63 @@ def test_production_logging_is_livekits_json_on_stdout() -> None:
         for handler in [h for h in root.handlers if h not in handlers]:
             root.removeHandler(handler)
         root.setLevel(level)
+
+
+def test_thread_runners_are_built_through_their_module_with_these_attributes() -> None:
+    from livekit.agents.ipc import job_thread_executor, proc_pool
+
+    spawn = inspect.getsource(proc_pool.ProcPool._proc_spawn_task)
+    assert "job_thread_executor.ThreadJobExecutor(" in spawn, _fail("how ProcPool builds runners")
+    start = inspect.getsource(job_thread_executor.ThreadJobExecutor._start)
+    assert "self._join_fut" in start and "self._main_atask" in start, _fail(
+        "ThreadJobExecutor._start (its _join_fut and _main_atask)"
+    )
+    close = inspect.getsource(job_thread_executor.ThreadJobExecutor.aclose)
+    for name in ("_shutdown_ack_fut", "_shutting_down_fut"):
+        assert f"self.{name}" in close, _fail(f"what ThreadJobExecutor.aclose waits on ({name})")
+    main = inspect.getsource(job_thread_executor.ThreadJobExecutor._main_task)
+    assert "await self._initialize_fut" in main, _fail("ThreadJobExecutor._main_task")
+
+
+async def test_a_thread_runner_closed_while_it_initializes_closes() -> None:
+    import asyncio
+    import time
+
+    from livekit.agents.ipc import job_thread_executor
+
+    before: Any = job_thread_executor.ThreadJobExecutor
+    livekit_class = before.__bases__[0] if hasattr(before, "openrtc_shutdown_settled") else before
+    try:
+        setattr(job_thread_executor, "ThreadJobExecutor", livekit_class)  # noqa: B010
+        _livekit.install_thread_runner_shutdown()
+        _livekit.install_thread_runner_shutdown()  # once is enough; a second changes nothing
+        runner_class: Any = job_thread_executor.ThreadJobExecutor
+        assert runner_class.__bases__ == (livekit_class,)
+
+        async def entrypoint(ctx: JobContext) -> None:
+            return None
+
+        runner = runner_class(
+            initialize_process_fnc=lambda proc: time.sleep(0.5),
+            job_entrypoint_fnc=entrypoint,
+            session_end_fnc=None,
+            simulation_end_fnc=None,
+            initialize_timeout=10,
+            close_timeout=5,
+            session_end_timeout=5,
+            inference_executor=None,
+            ping_interval=2.5,
+            high_ping_threshold=0.5,
+            http_proxy=None,
+            loop=asyncio.get_running_loop(),
+        )
+        await runner.start()
+        initializing = asyncio.create_task(runner.initialize())
+        await asyncio.sleep(0.1)
+        initializing.cancel()  # what ProcPool does to its spawn tasks when the worker stops
+        with pytest.raises(asyncio.CancelledError):
+            await initializing
+        # livekit's own class never returns here (it waits for a message nobody reads).
+        await asyncio.wait_for(runner.aclose(), 10)
+    finally:
+        setattr(job_thread_executor, "ThreadJobExecutor", before)  # noqa: B010

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 from livekit.agents import JobExecutorType
 
+from .. import _livekit
 from .base import BackendTraits, JobPoolFactory, WorkerSpec
 
 if TYPE_CHECKING:
@@ -76,4 +77,5 @@ class ThreadBackend:
         return None
 
     def install(self, server: AgentServer) -> None:
-        return None
+        # Without it, a worker stopped while a runner prewarms never exits (see _livekit).
+        _livekit.install_thread_runner_shutdown()
