@@ -84,10 +84,21 @@ class Supervised:
         return d.job_id
 
     async def stop(self, timeout: float = 90.0) -> int:
-        """SIGTERM (drain), and the exit status."""
+        """SIGTERM (drain), and the exit status. A supervisor still running after `timeout`
+        fails the test with the stacks of the workers it still waits for."""
         if self.proc.returncode is None:
             self.proc.send_signal(signal.SIGTERM)
-        return await asyncio.wait_for(self.proc.wait(), timeout)
+        try:
+            return await asyncio.wait_for(asyncio.shield(self.proc.wait()), timeout)
+        except TimeoutError:
+            for pid in self.worker_pids():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGUSR2)  # worker_pools logs its stacks
+            await asyncio.sleep(2)
+            raise AssertionError(
+                f"the supervisor did not exit within {timeout} s of SIGTERM:\n"
+                f"{self.output()[-20000:]}"
+            ) from None
 
 
 @contextlib.asynccontextmanager

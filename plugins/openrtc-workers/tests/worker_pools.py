@@ -2,12 +2,17 @@
 
 ``WORKERS_TEST_CRASH=start`` makes every worker exit with status 3 as soon as it starts (a
 crash loop); ``WORKERS_TEST_BALLAST_MB`` makes each call hold that much memory while it lasts;
-``WORKERS_TEST_ISOLATION`` picks the isolation backend.
+``WORKERS_TEST_ISOLATION`` picks the isolation backend. ``SIGUSR2`` makes a worker log the
+stack of every thread and asyncio task to stderr (a test that times out asks for it).
 """
 
 from __future__ import annotations
 
+import asyncio
+import faulthandler
 import os
+import signal
+import sys
 from typing import Any
 
 from livekit.agents import Agent, AgentSession
@@ -35,6 +40,9 @@ class Behaviour:
     def openrtc_worker_started(self, pool: PoolView, server: Any) -> None:
         if os.environ.get(CRASH_ENV) == "start":
             os._exit(CRASH_STATUS)
+        # The threads' stacks even when the loop is stuck, then the loop's tasks.
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR2, _log_tasks)
+        faulthandler.register(signal.SIGUSR2, file=sys.stderr, all_threads=True, chain=True)
 
     @hookimpl
     def openrtc_session_started(self, info: SessionInfo, session: AgentSession[Any]) -> None:
@@ -47,6 +55,13 @@ class Behaviour:
     @hookimpl
     def openrtc_session_ended(self, info: SessionInfo, outcome: SessionOutcome) -> None:
         _ballast.pop(info.job_id, None)
+
+
+def _log_tasks() -> None:
+    print(f"asyncio tasks of pid {os.getpid()}:", file=sys.stderr)
+    for task in asyncio.all_tasks():
+        task.print_stack(limit=12, file=sys.stderr)
+    sys.stderr.flush()
 
 
 pool = AgentPool(
