@@ -419,34 +419,62 @@ def setup_production_logging(level: str) -> None:
     log.setup_logging(level, devmode=False, console=False)
 
 
-def install_thread_runner_shutdown() -> None:
-    """Let a worker with thread isolation shut down whatever its runners were doing.
+def install_runner_fixes() -> None:
+    """Two fixes to livekit's own job runners (thread and process), for a worker to stop.
 
-    livekit's ``ThreadJobExecutor.aclose()`` awaits ``_shutting_down_fut`` with no timeout,
-    and only its ``_monitor_task`` resolves it, from the runner's ``ShuttingDown`` message.
-    Two ways leave it unresolved, and the worker process never exits (pinned 1.8.9,
+    **Drain spin.** ``AgentServer.drain`` loops while its pool lists a runner with a job,
+    awaiting ``runner.join()`` (worker.py ``_drain``). The pool forgets a runner in a task that
+    resumes after the runner's end (``ProcPool._monitor_process_task``), but ``join()`` of a
+    runner that has ended returns without yielding to the loop (it awaits a finished task),
+    so when the drain gets there first it spins forever and the worker's loop stops: no
+    ping, no log, no exit. Both replacement classes yield once after ``join()``.
+
+    **Thread runner close.** ``ThreadJobExecutor.aclose()`` awaits ``_shutting_down_fut``
+    with no timeout, and only its ``_monitor_task`` resolves it, from the runner's
+    ``ShuttingDown`` message. Two ways leave it unresolved (pinned 1.8.9,
     ipc/job_thread_executor.py):
 
-    - ``initialize()`` is cancelled (a worker stopped while a runner was still prewarming:
-      ``ProcPool._main_task`` cancels its spawn tasks) and leaves ``_initialize_fut`` unset;
-      ``_main_task`` waits on it forever and never starts the monitor;
+    - ``initialize()`` is cancelled (a worker stopped while an idle runner was still
+      prewarming: ``ProcPool._main_task`` cancels its spawn tasks) and leaves
+      ``_initialize_fut`` unset; ``_main_task`` waits on it forever and never starts the
+      monitor;
     - the runner joins and the monitor is cancelled after its 1 s grace before it read the
       message (a loaded host).
 
-    The runner class ProcPool builds (looked up through its module) is replaced by one whose
-    ``aclose()`` settles what is left once the thread has joined: an initialization that
-    never finished fails, and after livekit's own monitor has had its chance, the two
-    shutdown futures resolve. A joined thread can send nothing more.
+    The thread runner's ``aclose()`` settles what is left once the thread has joined: an
+    initialization that never finished fails, and after livekit's own monitor has had its
+    chance, the two shutdown futures resolve. A joined thread can send nothing more.
+
+    ProcPool looks both classes up through their modules; the replacements go there.
     """
-    module = _ipc().job_thread_executor
-    if not getattr(module.ThreadJobExecutor, "openrtc_shutdown_settled", False):
-        module.ThreadJobExecutor = _settled_thread_runner(module.ThreadJobExecutor)
+    ipc = _ipc()
+    for module, name, build in (
+        (ipc.job_thread_executor, "ThreadJobExecutor", _fixed_thread_runner),
+        (ipc.job_proc_executor, "ProcJobExecutor", _fixed_process_runner),
+    ):
+        current = getattr(module, name)
+        if not getattr(current, "openrtc_fixed", False):
+            fixed = build(current)
+            fixed.__name__ = fixed.__qualname__ = name
+            setattr(module, name, fixed)
 
 
-def _settled_thread_runner(livekit_runner: type[Any]) -> type[Any]:
-    class SettledThreadRunner(livekit_runner):  # type: ignore[misc]
-        openrtc_shutdown_settled = True
+class _YieldAfterJoin:
+    """``join()`` that yields to the loop once the runner has ended (the drain spin)."""
 
+    openrtc_fixed = True
+
+    async def join(self) -> None:
+        await super().join()  # type: ignore[misc]
+        await asyncio.sleep(0)
+
+
+def _fixed_process_runner(livekit_runner: type[Any]) -> type[Any]:
+    return type("FixedProcessRunner", (_YieldAfterJoin, livekit_runner), {})
+
+
+def _fixed_thread_runner(livekit_runner: type[Any]) -> type[Any]:
+    class FixedThreadRunner(_YieldAfterJoin, livekit_runner):  # type: ignore[misc]
         async def aclose(self) -> None:
             if not self.started:
                 return
@@ -468,5 +496,4 @@ def _settled_thread_runner(livekit_runner: type[Any]) -> type[Any]:
                 if not fut.done():
                     fut.set_result(None)
 
-    SettledThreadRunner.__name__ = SettledThreadRunner.__qualname__ = livekit_runner.__name__
-    return SettledThreadRunner
+    return FixedThreadRunner

@@ -6,8 +6,12 @@ _livekit.py (and only it) before widening the pinned range.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import inspect
+import time
+from collections.abc import Callable, Iterator
 from importlib.metadata import version
 from typing import Any, get_args
 
@@ -289,11 +293,14 @@ def test_production_logging_is_livekits_json_on_stdout() -> None:
         root.setLevel(level)
 
 
-def test_thread_runners_are_built_through_their_module_with_these_attributes() -> None:
-    from livekit.agents.ipc import job_thread_executor, proc_pool
+def test_runners_are_built_through_their_modules_with_these_attributes() -> None:
+    from livekit.agents.ipc import job_thread_executor
 
-    spawn = inspect.getsource(proc_pool.ProcPool._proc_spawn_task)
-    assert "job_thread_executor.ThreadJobExecutor(" in spawn, _fail("how ProcPool builds runners")
+    spawn = inspect.getsource(_livekit.livekit_proc_pool()._proc_spawn_task)
+    for built in ("job_thread_executor.ThreadJobExecutor(", "job_proc_executor.ProcJobExecutor("):
+        assert built in spawn, _fail(f"how ProcPool builds runners ({built})")
+    drain = inspect.getsource(AgentServer.drain)
+    assert "await proc.join()" in drain, _fail("AgentServer.drain's loop over runners")
     start = inspect.getsource(job_thread_executor.ThreadJobExecutor._start)
     assert "self._join_fut" in start and "self._main_atask" in start, _fail(
         "ThreadJobExecutor._start (its _join_fut and _main_atask)"
@@ -305,38 +312,61 @@ def test_thread_runners_are_built_through_their_module_with_these_attributes() -
     assert "await self._initialize_fut" in main, _fail("ThreadJobExecutor._main_task")
 
 
-async def test_a_thread_runner_closed_while_it_initializes_closes() -> None:
-    import asyncio
-    import time
+@contextlib.contextmanager
+def _livekit_runners() -> Iterator[None]:
+    """livekit's own runner classes in their modules for the test, whatever was there before."""
+    from livekit.agents.ipc import job_proc_executor, job_thread_executor
 
+    places = [(job_thread_executor, "ThreadJobExecutor"), (job_proc_executor, "ProcJobExecutor")]
+    before = [getattr(module, name) for module, name in places]
+    try:
+        for (module, name), current in zip(places, before, strict=True):
+            original = current.__mro__[2] if hasattr(current, "openrtc_fixed") else current
+            setattr(module, name, original)
+        yield
+    finally:
+        for (module, name), current in zip(places, before, strict=True):
+            setattr(module, name, current)
+
+
+def _thread_runner(initialize: Callable[[Any], None]) -> Any:
     from livekit.agents.ipc import job_thread_executor
 
-    before: Any = job_thread_executor.ThreadJobExecutor
-    livekit_class = before.__bases__[0] if hasattr(before, "openrtc_shutdown_settled") else before
-    try:
-        setattr(job_thread_executor, "ThreadJobExecutor", livekit_class)  # noqa: B010
-        _livekit.install_thread_runner_shutdown()
-        _livekit.install_thread_runner_shutdown()  # once is enough; a second changes nothing
-        runner_class: Any = job_thread_executor.ThreadJobExecutor
-        assert runner_class.__bases__ == (livekit_class,)
+    async def entrypoint(ctx: JobContext) -> None:
+        return None
 
-        async def entrypoint(ctx: JobContext) -> None:
-            return None
+    return job_thread_executor.ThreadJobExecutor(
+        initialize_process_fnc=initialize,
+        job_entrypoint_fnc=entrypoint,
+        session_end_fnc=None,
+        simulation_end_fnc=None,
+        initialize_timeout=10,
+        close_timeout=5,
+        session_end_timeout=5,
+        inference_executor=None,
+        ping_interval=2.5,
+        high_ping_threshold=0.5,
+        http_proxy=None,
+        loop=asyncio.get_running_loop(),
+    )
 
-        runner = runner_class(
-            initialize_process_fnc=lambda proc: time.sleep(0.5),
-            job_entrypoint_fnc=entrypoint,
-            session_end_fnc=None,
-            simulation_end_fnc=None,
-            initialize_timeout=10,
-            close_timeout=5,
-            session_end_timeout=5,
-            inference_executor=None,
-            ping_interval=2.5,
-            high_ping_threshold=0.5,
-            http_proxy=None,
-            loop=asyncio.get_running_loop(),
-        )
+
+def test_the_fixes_replace_both_runner_classes_once() -> None:
+    from livekit.agents.ipc import job_proc_executor, job_thread_executor
+
+    with _livekit_runners():
+        livekit_classes = (job_thread_executor.ThreadJobExecutor, job_proc_executor.ProcJobExecutor)
+        _livekit.install_runner_fixes()
+        _livekit.install_runner_fixes()  # once is enough; a second changes nothing
+        fixed = (job_thread_executor.ThreadJobExecutor, job_proc_executor.ProcJobExecutor)
+        for ours, theirs in zip(fixed, livekit_classes, strict=True):
+            assert ours.__mro__[2] is theirs and ours.__name__ == theirs.__name__
+
+
+async def test_a_thread_runner_closed_while_it_initializes_closes() -> None:
+    with _livekit_runners():
+        _livekit.install_runner_fixes()
+        runner = _thread_runner(lambda proc: time.sleep(0.5))
         await runner.start()
         initializing = asyncio.create_task(runner.initialize())
         await asyncio.sleep(0.1)
@@ -345,5 +375,18 @@ async def test_a_thread_runner_closed_while_it_initializes_closes() -> None:
             await initializing
         # livekit's own class never returns here (it waits for a message nobody reads).
         await asyncio.wait_for(runner.aclose(), 10)
-    finally:
-        setattr(job_thread_executor, "ThreadJobExecutor", before)  # noqa: B010
+
+
+async def test_join_of_an_ended_runner_lets_the_loop_run() -> None:
+    with _livekit_runners():
+        _livekit.install_runner_fixes()
+        runner = _thread_runner(lambda proc: None)
+        await runner.start()
+        await runner.initialize()
+        await runner.aclose()
+        # livekit's drain awaits join() in a loop until the pool forgets the runner, which
+        # takes a turn of the loop: a join() that never yields would spin that loop forever.
+        turns: list[int] = []
+        asyncio.get_running_loop().call_soon(turns.append, 1)
+        await runner.join()
+        assert turns == [1]

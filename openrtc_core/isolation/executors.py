@@ -59,7 +59,8 @@ class ProcessBackend:
         return None
 
     def install(self, server: AgentServer) -> None:
-        return None
+        # Without them, a worker's drain or close can hang for good (see _livekit).
+        _livekit.install_runner_fixes()
 
 
 @attrs.frozen
@@ -77,5 +78,5 @@ class ThreadBackend:
         return None
 
     def install(self, server: AgentServer) -> None:
-        # Without it, a worker stopped while a runner prewarms never exits (see _livekit).
-        _livekit.install_thread_runner_shutdown()
+        # Without them, a worker's drain or close can hang for good (see _livekit).
+        _livekit.install_runner_fixes()
