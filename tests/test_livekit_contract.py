@@ -293,25 +293,6 @@ def test_production_logging_is_livekits_json_on_stdout() -> None:
         root.setLevel(level)
 
 
-def test_runners_are_built_through_their_modules_with_these_attributes() -> None:
-    from livekit.agents.ipc import job_thread_executor
-
-    spawn = inspect.getsource(_livekit.livekit_proc_pool()._proc_spawn_task)
-    for built in ("job_thread_executor.ThreadJobExecutor(", "job_proc_executor.ProcJobExecutor("):
-        assert built in spawn, _fail(f"how ProcPool builds runners ({built})")
-    drain = inspect.getsource(AgentServer.drain)
-    assert "await proc.join()" in drain, _fail("AgentServer.drain's loop over runners")
-    start = inspect.getsource(job_thread_executor.ThreadJobExecutor._start)
-    assert "self._join_fut" in start and "self._main_atask" in start, _fail(
-        "ThreadJobExecutor._start (its _join_fut and _main_atask)"
-    )
-    close = inspect.getsource(job_thread_executor.ThreadJobExecutor.aclose)
-    for name in ("_shutdown_ack_fut", "_shutting_down_fut"):
-        assert f"self.{name}" in close, _fail(f"what ThreadJobExecutor.aclose waits on ({name})")
-    main = inspect.getsource(job_thread_executor.ThreadJobExecutor._main_task)
-    assert "await self._initialize_fut" in main, _fail("ThreadJobExecutor._main_task")
-
-
 @contextlib.contextmanager
 def _livekit_runners() -> Iterator[None]:
     """livekit's own runner classes in their modules for the test, whatever was there before."""
@@ -327,6 +308,27 @@ def _livekit_runners() -> Iterator[None]:
     finally:
         for (module, name), current in zip(places, before, strict=True):
             setattr(module, name, current)
+
+
+def test_runners_are_built_through_their_modules_with_these_attributes() -> None:
+    from livekit.agents.ipc import job_thread_executor
+
+    with _livekit_runners():
+        livekit_thread_runner = job_thread_executor.ThreadJobExecutor
+    spawn = inspect.getsource(_livekit.livekit_proc_pool()._proc_spawn_task)
+    for built in ("job_thread_executor.ThreadJobExecutor(", "job_proc_executor.ProcJobExecutor("):
+        assert built in spawn, _fail(f"how ProcPool builds runners ({built})")
+    drain = inspect.getsource(AgentServer.drain)
+    assert "await proc.join()" in drain, _fail("AgentServer.drain's loop over runners")
+    start = inspect.getsource(livekit_thread_runner._start)
+    assert "self._join_fut" in start and "self._main_atask" in start, _fail(
+        "ThreadJobExecutor._start (its _join_fut and _main_atask)"
+    )
+    close = inspect.getsource(livekit_thread_runner.aclose)
+    for name in ("_shutdown_ack_fut", "_shutting_down_fut"):
+        assert f"self.{name}" in close, _fail(f"what ThreadJobExecutor.aclose waits on ({name})")
+    main = inspect.getsource(livekit_thread_runner._main_task)
+    assert "await self._initialize_fut" in main, _fail("ThreadJobExecutor._main_task")
 
 
 def _thread_runner(initialize: Callable[[Any], None]) -> Any:
