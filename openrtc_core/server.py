@@ -17,6 +17,7 @@ from livekit.agents import AgentServer
 from livekit.agents.types import NOT_GIVEN, NotGivenOr
 
 from . import _livekit
+from ._livekit import jobs as livekit_jobs
 from .admission import JobLedger, PoolRequestHandler
 from .deployment import deploy_version, install_deploy_log_fields
 from .entrypoint import PoolEntrypoint, PoolPrewarm, register_worker_plugins
@@ -218,7 +219,7 @@ def build_server(
     if job_pool is not None:
         # The backend runs jobs itself instead of livekit's process pool (see _livekit).
         entrypoint.openrtc_job_pool = job_pool
-        _livekit.install_job_pool_selector()
+        livekit_jobs.install_job_pool_selector()
     server.rtc_session(
         entrypoint,
         agent_name=pool.settings.agent_name,

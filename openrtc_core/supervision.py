@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Final, Protocol, TypeVar
 import attrs
 
 from . import _livekit
+from ._livekit import jobs as livekit_jobs
 from .cores import usable_cores
 from .discovery import pick_registered
 from .entrypoint import PoolPrewarm, register_worker_plugins
@@ -316,12 +317,12 @@ def prewarm_before_fork(pool: AgentPool, plugins: Sequence[object] = ()) -> str:
     """
     register_worker_plugins(pool, plugins)
     backend = isolation_backend(pool)
-    _livekit.warm_up_framework()
+    livekit_jobs.warm_up_framework()
     if not backend.traits.prewarm_once:
         said = f"prewarm runs in each job process (isolation={backend.name!r})"
     else:
         before = ForkHazards.now()
-        proc = _livekit.shared_job_process(pool.settings.server_options.get("http_proxy"))
+        proc = livekit_jobs.shared_job_process(pool.settings.server_options.get("http_proxy"))
         PoolPrewarm(pool, plugins)(proc)
         problems = ForkHazards.now().added_since(before)
         if problems:

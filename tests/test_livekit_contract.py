@@ -1,7 +1,7 @@
-"""Contract tests for the livekit-agents private API that openrtc_core/_livekit.py relies on.
+"""Contract tests for the livekit-agents private API that openrtc_core/_livekit/ relies on.
 
 When one of these fails after a livekit-agents upgrade, the message says what moved; fix
-_livekit.py (and only it) before widening the pinned range.
+openrtc_core/_livekit/ (and only it) before widening the pinned range.
 """
 
 from __future__ import annotations
@@ -20,12 +20,13 @@ from livekit.agents import AgentServer, JobContext
 from livekit.agents.job import JobAcceptArguments, RunningJobInfo
 
 from openrtc_core import _livekit
+from openrtc_core._livekit import jobs as livekit_jobs
 
 
 def _fail(what: str) -> str:
     return (
         f"livekit-agents {version('livekit-agents')} changed {what}; "
-        "openrtc_core/_livekit.py must be updated for it"
+        "openrtc_core/_livekit/ must be updated for it"
     )
 
 
@@ -142,7 +143,7 @@ def test_proc_pool_is_looked_up_through_the_module_with_these_keywords() -> None
 
     source = inspect.getsource(worker.AgentServer.run)
     assert "ipc.proc_pool.ProcPool(" in source, _fail("how AgentServer.run builds its pool")
-    params = set(inspect.signature(_livekit.livekit_proc_pool().__init__).parameters)
+    params = set(inspect.signature(livekit_jobs.livekit_proc_pool().__init__).parameters)
     used = {
         "initialize_process_fnc",
         "job_entrypoint_fnc",
@@ -160,8 +161,8 @@ def test_pool_selector_is_reversible_and_scoped() -> None:
     from livekit.agents.ipc import proc_pool
 
     before = proc_pool.ProcPool
-    livekit_class = _livekit.livekit_proc_pool()
-    _livekit.install_job_pool_selector()
+    livekit_class = livekit_jobs.livekit_proc_pool()
+    livekit_jobs.install_job_pool_selector()
     try:
         selector: Any = proc_pool.ProcPool
         assert selector is not livekit_class
@@ -172,7 +173,7 @@ def test_pool_selector_is_reversible_and_scoped() -> None:
 
         entry = Entry()
         assert selector(job_entrypoint_fnc=entry) == ("ours", entry)
-        _livekit.restore_job_pool()
+        livekit_jobs.restore_job_pool()
         assert proc_pool.ProcPool is livekit_class
     finally:
         setattr(proc_pool, "ProcPool", before)  # noqa: B010  (mypy: assigning to a class)
@@ -315,7 +316,7 @@ def test_runners_are_built_through_their_modules_with_these_attributes() -> None
 
     with _livekit_runners():
         livekit_thread_runner = job_thread_executor.ThreadJobExecutor
-    spawn = inspect.getsource(_livekit.livekit_proc_pool()._proc_spawn_task)
+    spawn = inspect.getsource(livekit_jobs.livekit_proc_pool()._proc_spawn_task)
     for built in ("job_thread_executor.ThreadJobExecutor(", "job_proc_executor.ProcJobExecutor("):
         assert built in spawn, _fail(f"how ProcPool builds runners ({built})")
     drain = inspect.getsource(AgentServer.drain)
@@ -358,8 +359,8 @@ def test_the_fixes_replace_both_runner_classes_once() -> None:
 
     with _livekit_runners():
         livekit_classes = (job_thread_executor.ThreadJobExecutor, job_proc_executor.ProcJobExecutor)
-        _livekit.install_runner_fixes()
-        _livekit.install_runner_fixes()  # once is enough; a second changes nothing
+        livekit_jobs.install_runner_fixes()
+        livekit_jobs.install_runner_fixes()  # once is enough; a second changes nothing
         fixed = (job_thread_executor.ThreadJobExecutor, job_proc_executor.ProcJobExecutor)
         for ours, theirs in zip(fixed, livekit_classes, strict=True):
             assert ours.__mro__[2] is theirs and ours.__name__ == theirs.__name__
@@ -367,7 +368,7 @@ def test_the_fixes_replace_both_runner_classes_once() -> None:
 
 async def test_a_thread_runner_closed_while_it_initializes_closes() -> None:
     with _livekit_runners():
-        _livekit.install_runner_fixes()
+        livekit_jobs.install_runner_fixes()
         runner = _thread_runner(lambda proc: time.sleep(0.5))
         await runner.start()
         initializing = asyncio.create_task(runner.initialize())
@@ -381,7 +382,7 @@ async def test_a_thread_runner_closed_while_it_initializes_closes() -> None:
 
 async def test_join_of_an_ended_runner_lets_the_loop_run() -> None:
     with _livekit_runners():
-        _livekit.install_runner_fixes()
+        livekit_jobs.install_runner_fixes()
         runner = _thread_runner(lambda proc: None)
         await runner.start()
         await runner.initialize()

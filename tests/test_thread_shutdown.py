@@ -3,7 +3,7 @@
 With idle runners kept warm (``start``'s default), each call that takes one starts the
 prewarm of its replacement. livekit's thread runner, closed during that prewarm, waited
 forever for a message nobody would read, and the worker never exited on SIGTERM (see
-``_livekit.install_runner_fixes``).
+``install_runner_fixes`` in ``openrtc_core/_livekit/jobs.py``).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 from livekit.agents import JobExecutorType
 
-from .. import _livekit
+from .._livekit import jobs as livekit_jobs
 from .base import BackendTraits, JobPoolFactory, WorkerSpec
 
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ class ProcessBackend:
 
     def install(self, server: AgentServer) -> None:
         # Without them, a worker's drain or close can hang for good (see _livekit).
-        _livekit.install_runner_fixes()
+        livekit_jobs.install_runner_fixes()
 
 
 @attrs.frozen
@@ -79,4 +79,4 @@ class ThreadBackend:
 
     def install(self, server: AgentServer) -> None:
         # Without them, a worker's drain or close can hang for good (see _livekit).
-        _livekit.install_runner_fixes()
+        livekit_jobs.install_runner_fixes()

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 from livekit.agents import JobExecutorType
 
-from ... import _livekit
+from ..._livekit import jobs as livekit_jobs
 from ..base import BackendTraits, JobPoolFactory, WorkerSpec
 from ..executors import warn_no_memory_caps
 from .jobpool import CoroutineJobPool
@@ -108,7 +108,7 @@ class CoroutineBackend:
         # What a job process imports before its first job, done now, while the server is
         # built: inside the running worker it would stall the event loop for ~0.4 s, and
         # livekit's loop monitor would report our start-up as a stall.
-        _livekit.warm_up_framework()
+        livekit_jobs.warm_up_framework()
 
         def build(**livekit_kwargs: Any) -> CoroutineJobPool:
             job_pool = CoroutineJobPool(**livekit_kwargs)

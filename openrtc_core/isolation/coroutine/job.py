@@ -19,6 +19,7 @@ from livekit.agents import utils
 from livekit.agents.ipc.job_executor import JobStatus
 
 from ... import _livekit
+from ..._livekit import jobs as livekit_jobs
 from ...models import AGENT_ATTRIBUTE
 from ...registry import CURRENT_SESSION, SessionTag
 from ..base import failed_reason, is_failed_reason
@@ -93,11 +94,11 @@ class _Client:
         self.job = job
 
     async def send(self, msg: Any) -> None:
-        reason = _livekit.exiting_reason(msg)
+        reason = livekit_jobs.exiting_reason(msg)
         if reason is not None:
             self.job.exiting(reason)
             return
-        request = _livekit.inference_request(msg)
+        request = livekit_jobs.inference_request(msg)
         if request is not None:
             self.job.start_inference(*request)
 
@@ -172,7 +173,7 @@ class CoroutineJob:
         if self._running_job is not None:
             raise RuntimeError("a coroutine job runs exactly one job")
         self._running_job = info
-        self._job_proc = _livekit.new_job_proc(
+        self._job_proc = livekit_jobs.new_job_proc(
             entrypoint=self._entrypoint,
             session_end_fnc=self._session_end_fnc,
             simulation_end_fnc=self._simulation_end_fnc,
@@ -191,7 +192,7 @@ class CoroutineJob:
             context=context,
         )
         self._task.add_done_callback(self._finished)
-        self._channel.send_nowait(_livekit.start_job_message(info))
+        self._channel.send_nowait(livekit_jobs.start_job_message(info))
         _livekit.job_metrics(started=True)
 
     async def join(self) -> None:
@@ -205,7 +206,7 @@ class CoroutineJob:
         if self._task is None or self._task.done():
             return
         with contextlib.suppress(utils.aio.ChanClosed):
-            self._channel.send_nowait(_livekit.shutdown_message("worker closed the job"))
+            self._channel.send_nowait(livekit_jobs.shutdown_message("worker closed the job"))
         done, _ = await asyncio.wait({self._task}, timeout=self._close_timeout)
         if not done:
             logger.error(
@@ -287,7 +288,7 @@ class CoroutineJob:
                     result = await self._inference_executor.do_inference(method, data)
                 except Exception as exc:
                     error = str(exc) or type(exc).__name__
-            _livekit.deliver_inference(self._job_proc, request_id, result, error)
+            livekit_jobs.deliver_inference(self._job_proc, request_id, result, error)
 
         task = asyncio.get_running_loop().create_task(run())
         self._inference_tasks.add(task)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from livekit.agents import utils
 
 from ... import _livekit
+from ..._livekit import jobs as livekit_jobs
 from ..base import take_prewarmed
 from .gctuning import CallGarbage, gc_tuned, tune_gc
 from .job import CoroutineJob
@@ -70,7 +71,7 @@ class CoroutineJobPool(utils.EventEmitter[str]):
         with _livekit.loop_monitor_paused(asyncio.get_running_loop()):
             prewarmed = take_prewarmed()
             if prewarmed is None:
-                self._shared_proc = _livekit.shared_job_process(self._http_proxy)
+                self._shared_proc = livekit_jobs.shared_job_process(self._http_proxy)
                 self._setup_fnc(self._shared_proc)
             else:
                 # A supervisor ran the prewarm before it forked this worker (openrtc-workers).
