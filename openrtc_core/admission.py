@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from .logfields import REASON_LIMIT, bounded
 from .models import (
     AGENT_ATTRIBUTE,
     DEPLOY_ATTRIBUTE,
@@ -40,9 +41,9 @@ def log_fields(
     """The structured fields every log line about a job carries."""
     return {
         "job_id": job.job_id,
-        "room": job.room_name,
-        "agent": agent,
-        "tenant": tenant.tenant_id if tenant else "",
+        "room": bounded(job.room_name),
+        "agent": bounded(agent),
+        "tenant": bounded(tenant.tenant_id) if tenant else "",
     }
 
 
@@ -165,7 +166,9 @@ class PoolRequestHandler:
             job = job_view(req.job)
             routed = self.router.route(job)
         except Exception:
-            logger.exception("routing failed", extra={"job_id": req.id, "room": req.room.name})
+            logger.exception(
+                "routing failed", extra={"job_id": req.id, "room": bounded(req.room.name)}
+            )
             await req.reject(terminate=False)
             return
         if isinstance(routed, Verdict):
@@ -194,8 +197,8 @@ class PoolRequestHandler:
             raise
         logger.info(
             "accepting job for agent %s (%s)",
-            routed.agent,
-            routed.reason or routed.strategy,
+            bounded(routed.agent),
+            bounded(routed.reason or routed.strategy, REASON_LIMIT),
             extra=log_fields(job, routed.agent, tenant),
         )
         # No await between the capacity check and this: two requests cannot both take the
@@ -222,15 +225,16 @@ async def _reject(
     by_plugin: bool = False,
 ) -> None:
     """Refuse a job with one log line naming it, its room and why."""
-    by = f"refused by {verdict.source or 'an admission plugin'}: " if by_plugin else ""
+    source = bounded(verdict.source or "an admission plugin")
+    by = f"refused by {source}: " if by_plugin else ""
     # A full worker is ordinary back-pressure (LiveKit offers the job elsewhere): info.
     log = logger.info if verdict.source == "capacity" else logger.warning
     log(
         "rejecting job %s in room %s: %s%s",
         job.job_id,
-        job.room_name,
+        bounded(job.room_name),
         by,
-        verdict.reason,
+        bounded(verdict.reason, REASON_LIMIT),
         extra={**log_fields(job, agent, tenant), "terminate": verdict.terminate},
     )
     await req.reject(terminate=verdict.terminate)

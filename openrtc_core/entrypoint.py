@@ -19,6 +19,7 @@ from . import _livekit
 from .admission import JobLedger, log_fields
 from .faults import FAULTS
 from .isolation.base import JobPoolFactory, failed_reason
+from .logfields import REASON_LIMIT, bounded
 from .models import (
     AGENT_ATTRIBUTE,
     VERSION_ATTRIBUTE,
@@ -210,7 +211,7 @@ class SessionRun:
             logger.warning(
                 "session for agent %s: %s; a plugin handled it, the session goes on",
                 self.spec.name,
-                error,
+                bounded(error, REASON_LIMIT),
                 extra=self.extra,
             )
             return
@@ -221,7 +222,12 @@ class SessionRun:
         if self.failure or self._ended:
             return
         self.failure = error
-        logger.error("session for agent %s failed: %s", self.spec.name, error, extra=self.extra)
+        logger.error(
+            "session for agent %s failed: %s",
+            self.spec.name,
+            bounded(error, REASON_LIMIT),
+            extra=self.extra,
+        )
         self.ctx.shutdown(reason=failed_reason(error))
 
     def _watch(self, session: AgentSession[Any]) -> None:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import attrs
 from livekit.protocol import agent as agent_pb
 
+from .logfields import bounded
 from .metadata import parse_metadata
 from .models import JobView, PoolView, RouteDecision, Verdict
 
@@ -59,7 +60,8 @@ class Router:
             return Verdict.refuse(NO_ROUTE, source="routing")
         if not view.hosts(decision.agent):
             return Verdict.refuse(
-                f"{decision.strategy} chose agent {decision.agent!r}, which this worker does not "
+                f"{bounded(decision.strategy)} chose agent '{bounded(decision.agent)}', which this "
+                "worker does not "
                 f"host (hosted: {', '.join(sorted(view.agents))})",
                 source="routing",
             )

@@ -11,6 +11,7 @@ from collections.abc import Generator, Mapping
 from typing import Any, Literal
 
 from ..hookspecs import hookimpl
+from ..logfields import bounded
 from ..models import JobView, PoolView, RouteDecision
 
 AGENT_KEY = "agent"
@@ -68,7 +69,9 @@ class RoomPrefixStrategy:
                 best = name
         if best is None:
             return None
-        return RouteDecision(agent=best, strategy="room-prefix", reason=f"room name {room!r}")
+        return RouteDecision(
+            agent=best, strategy="room-prefix", reason=f"room name '{bounded(room)}'"
+        )
 
 
 class DefaultAgentStrategy:
