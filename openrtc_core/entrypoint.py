@@ -17,7 +17,7 @@ from livekit.agents.voice.events import CloseEvent, CloseReason, ErrorEvent
 
 from . import _livekit
 from .admission import JobLedger, log_fields
-from .faults import FAULTS
+from .faults import FAULTS, contain_exits
 from .isolation.base import JobPoolFactory, failed_reason
 from .logfields import REASON_LIMIT, bounded
 from .models import (
@@ -299,6 +299,9 @@ class SessionRun:
     async def run(self) -> None:
         tenant_id = self.tenant.tenant_id if self.tenant else ""
         CURRENT_SESSION.set(SessionTag(self.job.job_id, self.spec.name, tenant_id))
+        # A job's own loop (thread and process isolation) gets the containment coroutine
+        # isolation's loop has: agent code's sys.exit() fails its call, named.
+        contain_exits(asyncio.get_running_loop())
         # livekit's own lines about the job carry both versions too.
         self.ctx.log_context_fields = {
             **self.ctx.log_context_fields,

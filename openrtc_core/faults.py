@@ -13,13 +13,18 @@ module that defines the agent.
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import logging
 import site
 import sysconfig
 import weakref
+from collections.abc import Coroutine
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol
+from typing import Any, Protocol
+
+from .registry import CURRENT_SESSION, SessionTag
 
 _PATHS = sysconfig.get_paths()
 LIBRARY_ROOTS = tuple(
@@ -96,3 +101,77 @@ class SessionFaults(logging.Handler):
 
 
 FAULTS = SessionFaults()
+
+
+async def contained(coro: Coroutine[Any, Any, Any], job_id: str) -> Any:
+    """Run a session's coroutine; ``sys.exit()`` or ``KeyboardInterrupt`` from its code fails
+    that session (job `job_id`), naming the cause, instead of leaving the event loop.
+
+    asyncio lets both out of the event loop: in a worker's shared loop (coroutine isolation)
+    every live call would go with it; in a job's own loop (thread and process isolation) the
+    job's thread or process died unreported, and its call hung until the caller gave up. Here
+    they become an ordinary exception of this task, and the session whose code raised them
+    fails, like any exception in an agent's code.
+    """
+    try:
+        return await coro
+    except (SystemExit, KeyboardInterrupt) as exc:
+        error = f"{type(exc).__name__}({', '.join(map(repr, exc.args))}) raised by agent code"
+        FAULTS.fail(job_id, error)
+        task = asyncio.current_task()
+        if task is not None:
+            # Said once, as the session's failure: a task nobody awaits (``on_enter``) would
+            # log it again as "exception was never retrieved".
+            task.add_done_callback(_retrieved)
+        raise RuntimeError(f"{error}; only this session ends") from exc
+
+
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+class ContainingTaskFactory:
+    """A loop's task factory that runs every task a session creates in :func:`contained`
+    (tasks created while :data:`CURRENT_SESSION` names it); other tasks are left alone."""
+
+    def __init__(self, previous: Any) -> None:
+        self.previous = previous
+
+    def __call__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        coro: Coroutine[Any, Any, Any],
+        **kwargs: Any,
+    ) -> asyncio.Task[Any]:
+        context: contextvars.Context | None = kwargs.get("context")
+        tag = context.run(CURRENT_SESSION.get) if context is not None else CURRENT_SESSION.get()
+        task = self._create(loop, coro if tag is None else contained(coro, tag.job_id), kwargs)
+        if tag is not None:
+            self.created(task, tag, coro)
+        return task
+
+    def _create(
+        self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], kwargs: Any
+    ) -> asyncio.Task[Any]:
+        if self.previous is not None:
+            task: asyncio.Task[Any] = self.previous(loop, coro, **kwargs)
+            return task
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    def created(
+        self, task: asyncio.Task[Any], tag: SessionTag, coro: Coroutine[Any, Any, Any]
+    ) -> None:
+        """Called for each session task it created (`coro` is the session's own coroutine);
+        a subclass records what it needs."""
+
+
+def contain_exits(loop: asyncio.AbstractEventLoop) -> None:
+    """Contain ``sys.exit()`` and ``KeyboardInterrupt`` in the sessions run on `loop` (see
+    :func:`contained`); a loop whose factory already does (coroutine isolation's) is kept."""
+    current = loop.get_task_factory()
+    if isinstance(current, ContainingTaskFactory):
+        return
+    # typeshed knows only the (loop, coro) form; 3.11 also passes context= when given.
+    factory: Any = ContainingTaskFactory(current)
+    loop.set_task_factory(factory)

@@ -68,3 +68,82 @@ def test_an_agent_exiting_ends_its_session_and_the_worker_goes_on(
     assert agents["healthy"]["failures"] == 0
     assert agents["quitter"]["failures"] == agents["quitter"]["calls"] == 3
     assert any(named in error for error in agents["quitter"]["errors"]), agents["quitter"]
+
+
+OWN_LOOP_POOL = textwrap.dedent(
+    """
+    import sys
+    from typing import Any
+
+    from livekit.agents import Agent
+
+    from openrtc_core import AgentPool
+    from openrtc_testing import ScriptedLLM
+
+
+    def quit_with(name: str) -> None:
+        if name == "SystemExit":
+            sys.exit(4)
+        raise KeyboardInterrupt
+
+
+    class QuitsInLLMNode(Agent):
+        how = ""
+
+        def __init__(self) -> None:
+            super().__init__(instructions="Quits when it answers.")
+
+        async def llm_node(self, chat_ctx: Any, tools: Any, model_settings: Any) -> Any:
+            quit_with(self.how)
+
+
+    class QuitsOnEnter(Agent):
+        how = ""
+
+        def __init__(self) -> None:
+            super().__init__(instructions="Quits as the call starts.")
+
+        async def on_enter(self) -> None:
+            quit_with(self.how)
+
+
+    class Healthy(Agent):
+        def __init__(self) -> None:
+            super().__init__(instructions="Helps.")
+
+
+    pool = AgentPool(llm=ScriptedLLM(default_reply="ok"), vad=None)
+    pool.add("healthy", Healthy, default=True)
+    for how in ("SystemExit", "KeyboardInterrupt"):
+        for where, agent in (("llm-node", QuitsInLLMNode), ("on-enter", QuitsOnEnter)):
+            # A class of its own per cause: the pool builds each agent with no arguments.
+            pool.add(f"{where}-{how.lower()}", type(how + agent.__name__, (agent,), {"how": how}))
+    """
+)
+
+
+@pytest.mark.parametrize("isolation", ["thread", "process"])
+def test_an_agent_exiting_in_its_own_thread_or_process_fails_its_call_with_the_cause(
+    tmp_path: Path, isolation: str
+) -> None:
+    # Before: under thread isolation the exit killed the job's thread (a traceback, no
+    # report); under process isolation the job process hung until livekit killed it as
+    # unresponsive. Either way simulate waited for the call's report and said TimeoutError.
+    (tmp_path / "pool.py").write_text(OWN_LOOP_POOL)
+    out = tmp_path / "figures.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "openrtc_core", "simulate", str(tmp_path / "pool.py"),
+         "--isolation", isolation, "--calls", "5", "--concurrency", "5", "--turns", "2",
+         "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=240, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    calls = {call["agent"]: call for call in json.loads(out.read_text())["calls"]}
+    assert calls["healthy"]["outcome"] == "completed", calls["healthy"]
+    named = {"SystemExit": "SystemExit(4) raised by agent code",
+             "KeyboardInterrupt": "KeyboardInterrupt() raised by agent code"}  # fmt: skip
+    for where in ("llm-node", "on-enter"):
+        for how, cause in named.items():
+            call = calls[f"{where}-{how.lower()}"]
+            assert (call["outcome"], call["error"]) == ("failed", cause), call

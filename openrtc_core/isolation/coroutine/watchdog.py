@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextvars
 import gc
 import heapq
 import logging
@@ -32,8 +31,8 @@ from typing import Any
 
 import attrs
 
-from ...faults import FAULTS
-from ...registry import CURRENT_SESSION, SessionTag
+from ...faults import ContainingTaskFactory
+from ...registry import SessionTag
 
 logger = logging.getLogger("openrtc.watchdog")
 
@@ -67,51 +66,17 @@ def module_of(task: asyncio.Task[Any]) -> str:
     return _MODULES.get(task, "")
 
 
-async def _contained(coro: Coroutine[Any, Any, Any], tag: SessionTag) -> Any:
-    """Run a session's coroutine; ``sys.exit()`` or ``KeyboardInterrupt`` from its code ends
-    that session, not the worker.
+class _TaggingTaskFactory(ContainingTaskFactory):
+    """Contains ``SystemExit`` / ``KeyboardInterrupt`` in a session's tasks (see
+    :func:`~openrtc_core.faults.contained`) and remembers which session created each task."""
 
-    asyncio lets both out of the event loop (the whole worker would exit, every live call
-    with it). Here they become an ordinary exception of this task, and the session whose code
-    raised them fails, like any exception in an agent's code.
-    """
-    try:
-        return await coro
-    except (SystemExit, KeyboardInterrupt) as exc:
-        error = f"{type(exc).__name__}({', '.join(map(repr, exc.args))}) raised by agent code"
-        FAULTS.fail(tag.job_id, error)
-        raise RuntimeError(f"{error}; only this session ends") from exc
-
-
-class _TaggingTaskFactory:
-    """Wraps the loop's task factory to remember which session created each task, and to
-    contain ``SystemExit`` / ``KeyboardInterrupt`` in it (see :func:`_contained`)."""
-
-    def __init__(self, previous: Any) -> None:
-        self.previous = previous
-
-    def __call__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        coro: Coroutine[Any, Any, Any],
-        **kwargs: Any,
-    ) -> asyncio.Task[Any]:
-        context: contextvars.Context | None = kwargs.get("context")
-        tag = context.run(CURRENT_SESSION.get) if context is not None else CURRENT_SESSION.get()
-        module = ""
-        if tag is not None:
-            frame = getattr(coro, "cr_frame", None)
-            module = str(frame.f_globals.get("__name__", "")) if frame is not None else ""
-            coro = _contained(coro, tag)
-        if self.previous is not None:
-            task: asyncio.Task[Any] = self.previous(loop, coro, **kwargs)
-        else:
-            task = asyncio.Task(coro, loop=loop, **kwargs)
-        if tag is not None:
-            _TAGS[task] = tag
-            _MODULES[task] = module
-            _BY_JOB.setdefault(tag.job_id, weakref.WeakSet()).add(task)
-        return task
+    def created(
+        self, task: asyncio.Task[Any], tag: SessionTag, coro: Coroutine[Any, Any, Any]
+    ) -> None:
+        frame = getattr(coro, "cr_frame", None)
+        _TAGS[task] = tag
+        _MODULES[task] = str(frame.f_globals.get("__name__", "")) if frame is not None else ""
+        _BY_JOB.setdefault(tag.job_id, weakref.WeakSet()).add(task)
 
 
 def install_task_tagging(loop: asyncio.AbstractEventLoop) -> None:
@@ -119,6 +84,8 @@ def install_task_tagging(loop: asyncio.AbstractEventLoop) -> None:
     current = loop.get_task_factory()
     if isinstance(current, _TaggingTaskFactory):
         return
+    if isinstance(current, ContainingTaskFactory):  # contains already; tags too from now on
+        current = current.previous
     # typeshed knows only the (loop, coro) form; 3.11 also passes context= when given.
     factory: Any = _TaggingTaskFactory(current)
     loop.set_task_factory(factory)
