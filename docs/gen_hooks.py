@@ -138,6 +138,7 @@ class Hook:
     flags: tuple[str, ...]
     signature: str
     doc: str
+    contract: hookspecs.HookContract
 
 
 def banners(source: str) -> list[tuple[int, Family]]:
@@ -254,6 +255,7 @@ def hooks() -> list[Hook]:
                     flags=tuple(flag for flag in FLAG_MEANINGS if options.get(flag)),
                     signature=spec_signature(function, options),
                     doc=inspect.getdoc(function) or "",
+                    contract=hookspecs.contract_of(name) or hookspecs.HookContract(),
                 ),
             )
         )
@@ -458,10 +460,28 @@ def summary_row(hook: Hook) -> str:
     purpose = " ".join(parts[0].split()) if parts else ""
     called = next((first_clause(p[len("Called:") :]) for p in parts if p.startswith("Called:")), "")
     flags = ", ".join(f"`{flag}`" for flag in hook.flags)
+    policy = f"`{hook.contract.on_failure.value}`"
     return (
-        f"| [`{hook.name}`](#{hook.name}) | {cell(hook.family.name)} | {flags} | "
+        f"| [`{hook.name}`](#{hook.name}) | {cell(hook.family.name)} | {flags} | {policy} | "
         f"{cell(inline(called))} | {cell(inline(purpose))} |"
     )
+
+
+def contract_line(contract: hookspecs.HookContract) -> str:
+    """The hook's declared result and failure policy, as one paragraph."""
+    result = contract.result
+    if result is None:
+        returns = "anything (not checked)"
+    else:
+        names = result if isinstance(result, tuple) else (result,)
+        kinds = " or ".join(f"`{t.__name__}`" for t in names)
+        returns = (
+            f"an awaitable resolving to {kinds} or `None`"
+            if contract.awaited
+            else (f"{kinds} or `None`")
+        )
+    policy = contract.on_failure.value
+    return f"**Contract:** returns {returns}; on failure `{policy}`: {contract.describe()}."
 
 
 def render_hook(hook: Hook, source_aliases: dict[str, str]) -> list[str]:
@@ -480,6 +500,7 @@ def render_hook(hook: Hook, source_aliases: dict[str, str]) -> list[str]:
         f"*{hook.family.title[:1].upper()}{hook.family.title[1:]}.*",
         f"```python\n{code}\n```",
         f"**Spec flags:** {flags}.",
+        contract_line(hook.contract),
         *render_doc(hook.doc),
         *see_also(SEE_ALSO.get(hook.name, ())),
     ]
@@ -529,8 +550,8 @@ def render() -> str:
     all_hooks = hooks()
     source_aliases = aliases(inspect.getsource(hookspecs))
     table = [
-        "| Hook | Family | Spec flags | Called | Purpose |",
-        "| --- | --- | --- | --- | --- |",
+        "| Hook | Family | Spec flags | On failure | Called | Purpose |",
+        "| --- | --- | --- | --- | --- | --- |",
         *(summary_row(hook) for hook in all_hooks),
     ]
     blocks: list[str] = [*intro(), "\n".join(table)]

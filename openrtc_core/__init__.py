@@ -12,8 +12,8 @@ from .deployment import (
     pool_source_dir,
     resolve_deploy_version,
 )
-from .errors import OpenRTCError, PluginLoadError, PoolConfigError, TargetError
-from .hookspecs import hookimpl
+from .errors import HookFailedError, OpenRTCError, PluginLoadError, PoolConfigError, TargetError
+from .hookspecs import HookContract, OnFailure, contract_of, hookimpl
 from .identity import WorkerIdentity, worker_identity
 from .isolation import BackendTraits, IsolationBackend, JobPoolFactory, WorkerSpec
 from .models import (
@@ -69,10 +69,13 @@ __all__ = [
     "BackendTraits",
     "DeployVersion",
     "IsolationBackend",
+    "HookContract",
+    "HookFailedError",
     "JobPoolFactory",
     "JobView",
     "LiveSession",
     "OpenRTCError",
+    "OnFailure",
     "Outcome",
     "PluginLoadError",
     "PoolChange",
@@ -101,6 +104,7 @@ __all__ = [
     "build_agent",
     "build_server",
     "deploy_version",
+    "contract_of",
     "discover_agents",
     "generation",
     "hookimpl",

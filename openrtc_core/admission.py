@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from .errors import HookFailedError
 from .logfields import REASON_LIMIT, bounded
 from .models import (
     AGENT_ATTRIBUTE,
@@ -174,7 +175,13 @@ class PoolRequestHandler:
         if isinstance(routed, Verdict):
             await _reject(req, job, routed)
             return
-        tenant = self.plugins.resolve_tenant(job)
+        try:
+            tenant = self.plugins.resolve_tenant(job)
+        except HookFailedError as exc:
+            # Whose call it is could not be told: the job never runs as no tenant.
+            failed = Verdict.refuse(str(exc), source=exc.plugin)
+            await _reject(req, job, failed, agent=routed.agent, by_plugin=True)
+            return
         verdict = self.plugins.admit_job(job, routed, tenant)
         if not verdict.admitted:
             await _reject(req, job, verdict, agent=routed.agent, tenant=tenant, by_plugin=True)

@@ -1,14 +1,17 @@
-"""Failure containment: one plugin's failing hook implementation is logged and skipped.
+"""Failure containment: one plugin's failing hook implementation stays that plugin's problem.
 
 What pluggy registers for a plugin is a stand-in holding the plugin's own hook
-implementations, each plain one wrapped so that an exception, or a return value of the wrong
-type, stays that plugin's problem: logged once per plugin and hook (then counted) and treated
-as ``None``. Admission fails closed: a failing admission plugin refuses the job.
+implementations, each plain one wrapped by the failure policy its hook declares
+(:class:`~openrtc_core.hookspecs.HookContract`, beside the spec): an exception, or a return
+value of the wrong type, is logged once per plugin and hook (then counted) and then skipped
+(``SKIP``), or fails what the hook decides for, naming the plugin (``FAIL_CLOSED``): a
+refusal for a hook that answers with a :class:`~openrtc_core.models.Verdict`, a
+:class:`~openrtc_core.errors.HookFailedError` for any other. ``RAISE`` hooks, and wrappers
+(``wrapper=True``, ``hookwrapper=True``), pass unchanged.
 
 Wrapping before registering keeps to pluggy's public API: each function carries the plugin's
 own hookimpl options (re-applied with the marker), and pluggy reads its parameters through
-``__wrapped__``. Wrappers (``wrapper=True``, ``hookwrapper=True``) and the uncontained hooks
-pass unchanged.
+``__wrapped__``.
 """
 
 from __future__ import annotations
@@ -16,14 +19,16 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import attrs
 import pluggy
 
 from . import hookspecs
-from .models import RouteDecision, TenantContext, Verdict
+from .errors import HookFailedError, OpenRTCError
+from .hookspecs import HookContract, OnFailure
+from .models import Verdict
 
 logger = logging.getLogger("openrtc.plugins")
 
@@ -39,8 +44,10 @@ def contained_plugin(
             continue
         function: Callable[..., Any] = getattr(plugin, attribute)
         hook = opts.get("specname") or attribute
-        if hook not in _UNCONTAINED and not (opts.get("wrapper") or opts.get("hookwrapper")):
-            function = hookspecs.hookimpl(_contain(hook, name, function, errors), **opts)
+        contract = hookspecs.contract_of(hook)  # None for a name no spec has: pluggy names it
+        wraps = opts.get("wrapper") or opts.get("hookwrapper")
+        if contract is not None and contract.on_failure is not OnFailure.RAISE and not wraps:
+            function = hookspecs.hookimpl(_contain(hook, name, function, errors, contract), **opts)
         # Passed unchanged, a function or bound method still carries its own marker.
         setattr(stand_in, attribute, function)
     return stand_in
@@ -54,20 +61,6 @@ class StandIn:
 
     def __repr__(self) -> str:
         return f"<hooks of {self.openrtc_plugin!r}>"
-
-
-# What each hook's implementations may return (None always means "no opinion"), and what a
-# failing implementation counts as. Admission fails closed: it guards caps and breakers.
-_RESULT_TYPES: dict[str, type | tuple[type, ...]] = {
-    "openrtc_route_job": RouteDecision,
-    "openrtc_resolve_tenant": TenantContext,
-    "openrtc_admit_job": Verdict,
-    "openrtc_session_options": Mapping,
-    "openrtc_agent_error": bool,
-}
-_UNCONTAINED = frozenset({"openrtc_prewarm", "openrtc_start_session"})
-ADMISSION_HOOKS = frozenset({"openrtc_admit_job", "openrtc_claim_job"})
-"""Hooks that fail closed: a failing implementation refuses the job."""
 
 
 @attrs.define
@@ -87,65 +80,105 @@ class HookErrors:
 
 
 def _on_failure(
-    hook: str, plugin: str, exc: BaseException, errors: HookErrors, *, traceback: bool = True
+    hook: str,
+    plugin: str,
+    exc: BaseException,
+    errors: HookErrors,
+    contract: HookContract,
+    *,
+    traceback: bool = True,
 ) -> Any:
+    """What a failed implementation counts as, under its hook's declared policy."""
     first = errors.first(plugin, hook)
+    closed = contract.on_failure is OnFailure.FAIL_CLOSED
+    if closed and isinstance(exc, OpenRTCError) and contract.result is not Verdict:
+        # Raised on purpose, saying what is wrong: whoever catches the HookFailedError reports
+        # it (one error line, a refusal, a failed session), so it is not logged twice.
+        logger.debug("plugin %s failed in %s: %s", plugin, hook, exc)
+        raise HookFailedError(str(exc), plugin=plugin, hook=hook) from exc
+    refuses = closed and contract.result is Verdict
+    if refuses:
+        consequence = "refusing the job so another worker can take it"
+    elif closed:
+        consequence = "failing what it decides for (fail-closed hook)"
+    else:
+        consequence = "skipping it"
     log = logger.error if first else logger.debug
-    admission = hook in ADMISSION_HOOKS
     log(
         "plugin %s failed in %s (%s: %s); %s%s",
         plugin,
         hook,
         type(exc).__name__,
         exc,
-        "refusing the job so another worker can take it" if admission else "skipping it",
+        consequence,
         "; later failures of this plugin and hook are counted, not logged" if first else "",
-        exc_info=exc if traceback else None,
+        # An OpenRTCError is raised on purpose and says what is wrong: no traceback.
+        exc_info=exc if traceback and not isinstance(exc, OpenRTCError) else None,
     )
-    if admission:
+    if refuses:
         return Verdict.refuse(
             f"admission plugin {plugin} failed: {type(exc).__name__}", source=plugin
         )
+    if closed:
+        message = f"plugin {plugin} failed in {hook} ({type(exc).__name__}: {exc})"
+        raise HookFailedError(message, plugin=plugin, hook=hook) from exc
     return None
 
 
-async def _claim(claim: Any, plugin: str, errors: HookErrors) -> Verdict | None:
-    """A plugin's claim, awaited: failing closed, and naming the plugin in a refusal."""
+def _wrong_type(plugin: str, hook: str, value: object, contract: HookContract) -> TypeError:
+    expected = contract.result
+    names = (
+        " or ".join(t.__name__ for t in expected)
+        if isinstance(expected, tuple)
+        else getattr(expected, "__name__", str(expected))
+    )
+    what = "its awaitable resolved to" if contract.awaited else "returned"
+    return TypeError(
+        f"{plugin} {what} {type(value).__name__!r} from {hook}; expected {names} or None"
+    )
+
+
+def _checked(hook: str, plugin: str, value: Any, errors: HookErrors, contract: HookContract) -> Any:
+    """`value` as the hook's result: None, the declared type (a Verdict naming its plugin),
+    or a failure under the hook's policy."""
+    if value is None:
+        return None
+    if contract.result is not None and not isinstance(value, contract.result):
+        wrong = _wrong_type(plugin, hook, value, contract)
+        return _on_failure(hook, plugin, wrong, errors, contract, traceback=False)
+    if isinstance(value, Verdict) and not value.source:
+        return attrs.evolve(value, source=plugin)
+    return value
+
+
+async def _awaited(
+    hook: str, plugin: str, awaitable: Any, errors: HookErrors, contract: HookContract
+) -> Any:
+    """An awaitable result (``openrtc_claim_job``), awaited under the hook's policy."""
     try:
-        if not inspect.isawaitable(claim):
-            raise TypeError(f"returned {type(claim).__name__!r}, not an awaitable")
-        verdict = await claim
-        if verdict is not None and not isinstance(verdict, Verdict):
-            raise TypeError(f"its claim resolved to {type(verdict).__name__!r}, not a Verdict")
+        if not inspect.isawaitable(awaitable):
+            raise TypeError(f"returned {type(awaitable).__name__!r}, not an awaitable")
+        value = await awaitable
     except Exception as exc:
-        failed: Verdict | None = _on_failure("openrtc_claim_job", plugin, exc, errors)
-        return failed
-    if verdict is not None and not verdict.source:
-        return attrs.evolve(verdict, source=plugin)
-    return verdict
+        return _on_failure(hook, plugin, exc, errors, contract)
+    return _checked(hook, plugin, value, errors, contract)
 
 
 def _contain(
-    hook: str, plugin: str, function: Callable[..., Any], errors: HookErrors
+    hook: str,
+    plugin: str,
+    function: Callable[..., Any],
+    errors: HookErrors,
+    contract: HookContract,
 ) -> Callable[..., Any]:
-    expected = _RESULT_TYPES.get(hook)
-
     @functools.wraps(function)
     def contained(*args: Any) -> Any:
         try:
             result = function(*args)
         except Exception as exc:
-            return _on_failure(hook, plugin, exc, errors)
-        if result is not None and expected is not None and not isinstance(result, expected):
-            wrong = TypeError(
-                f"{plugin} returned {type(result).__name__!r} from {hook}; expected "
-                f"{getattr(expected, '__name__', expected)} or None"
-            )
-            return _on_failure(hook, plugin, wrong, errors, traceback=False)
-        if hook == "openrtc_admit_job" and isinstance(result, Verdict) and not result.source:
-            return attrs.evolve(result, source=plugin)
-        if hook == "openrtc_claim_job" and result is not None:
-            return _claim(result, plugin, errors)
-        return result
+            return _on_failure(hook, plugin, exc, errors, contract)
+        if contract.awaited:
+            return None if result is None else _awaited(hook, plugin, result, errors, contract)
+        return _checked(hook, plugin, result, errors, contract)
 
     return contained

@@ -17,6 +17,7 @@ from livekit.agents.voice.events import CloseEvent, CloseReason, ErrorEvent
 
 from . import _livekit
 from .admission import JobLedger, log_fields
+from .errors import HookFailedError
 from .faults import FAULTS, contain_exits
 from .isolation.base import JobPoolFactory, failed_reason
 from .logfields import REASON_LIMIT, bounded
@@ -107,7 +108,15 @@ class PoolEntrypoint:
         # (process isolation) resolves it again from the same job.
         handed_over, tenant = self.ledger.take_tenant(job.job_id)
         if not handed_over:
-            tenant = self.pool.plugins.resolve_tenant(job)
+            try:
+                tenant = self.pool.plugins.resolve_tenant(job)
+            except HookFailedError as exc:
+                # Whose call it is could not be told here: it fails, never runs as no tenant.
+                logger.error(
+                    "job %s cannot run: %s", job.job_id, exc, extra=log_fields(job, spec.name)
+                )
+                ctx.shutdown(reason=failed_reason(str(exc)))
+                return
         await SessionRun(self.pool, spec, job, tenant, ctx, self.ledger, deploy=self.deploy).run()
 
     def _unrouted_agent(self, job: JobView) -> AgentSpec:
@@ -337,7 +346,8 @@ class SessionRun:
                 self.spec.name,
                 self.job.job_id,
                 error,
-                exc_info=exc,
+                # A failed plugin hook was logged with its traceback where it failed.
+                exc_info=None if isinstance(exc, HookFailedError) else exc,
                 extra=self.extra,
             )
             self.end(Outcome.FAILED, error)

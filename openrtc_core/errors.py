@@ -17,3 +17,13 @@ class PluginLoadError(OpenRTCError):
 
 class TargetError(OpenRTCError):
     """A CLI target (module:pool, file, directory) could not be turned into a pool."""
+
+
+class HookFailedError(OpenRTCError):
+    """A plugin's implementation of a fail-closed hook failed: what the hook decided for fails
+    with it (the job is refused, the session fails, the worker does not start)."""
+
+    def __init__(self, message: str, *, plugin: str, hook: str) -> None:
+        super().__init__(message)
+        self.plugin = plugin
+        self.hook = hook

@@ -171,7 +171,14 @@ def check_servable(pool: AgentPool, *, reload: bool = False) -> IsolationBackend
         )
     if reload:
         reload_factory(pool)  # no strategy installed: say so now, not at the first edit
-    return isolation_backend(pool)
+    backend = isolation_backend(pool)
+    pool.plugins.check_pool(pool.view())
+    return backend
+
+
+def _unhealthy(pool: AgentPool, reason: str) -> None:
+    logger.error("this worker cannot recover by itself: %s", reason)
+    pool.plugins.worker_unhealthy(pool.view(), reason)
 
 
 def build_server(
