@@ -78,3 +78,21 @@ api_key_env = "TENANCY_TEST_GLOBEX_KEY"
 """
 )
 PROCESS_POOL = make_pool(str(PROCESS_TENANTS), isolation="process", max_sessions=20)
+
+
+class FlakyLLM(KeyedLLM):
+    """Builds while `broken` is false (so the worker's start check passes); raises after."""
+
+    broken: ClassVar[bool] = False
+
+    def __init__(self, *, api_key: str, model: str = "flaky") -> None:
+        if FlakyLLM.broken:
+            raise ConnectionError("the provider's auth endpoint is down")
+        super().__init__(api_key=api_key, model=model)
+
+
+class LeakyLLM:
+    """A provider class whose error repeats the key it was given, as some SDKs' do."""
+
+    def __init__(self, *, api_key: str, model: str = "leaky") -> None:
+        raise ValueError(f"invalid api_key {api_key!r} for model {model}")

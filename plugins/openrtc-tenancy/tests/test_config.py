@@ -37,7 +37,7 @@ fleet_max_sessions = 10
 [tenants.acme.providers.llm]
 model = "openai/gpt-4.1-mini"
 api_key_env = "ACME_OPENAI_KEY"
-temperature = 0.2
+extra_kwargs = { temperature = 0.2 }
 
 [tenants.acme.breaker]
 window_s = 60
@@ -135,7 +135,7 @@ def test_the_example_file(tmp_path: Path) -> None:
     llm = acme.providers["llm"]
     assert (llm.kind, llm.model) == ("llm", "openai/gpt-4.1-mini")
     assert dict(llm.secret_env) == {"api_key": "ACME_OPENAI_KEY"}
-    assert dict(llm.options) == {"temperature": 0.2}
+    assert dict(llm.options) == {"extra_kwargs": {"temperature": 0.2}}
     assert acme.allows("support") and not acme.allows("billing")
     beta = config.tenant("beta")
     assert beta == TenantConfig(tenant_id="beta")
@@ -325,7 +325,10 @@ BAD: list[tuple[str, str, list[str]]] = [
     (
         "provider-option-array",
         '[tenants.acme.providers.llm]\nmodel = "x"\nstop = ["a"]\n',
-        ["tenants.acme.providers.llm.stop: must be a string, number or boolean, got an array"],
+        [
+            "tenants.acme.providers.llm.stop: must be a string, number, boolean or table of "
+            "them, got an array"
+        ],
     ),
     (
         "provider-option-twice",
@@ -487,7 +490,8 @@ def test_resolve_reads_secrets_from_the_given_environ(tmp_path: Path) -> None:
     acme = load_config(write(tmp_path, EXAMPLE)).tenant("acme")
     assert acme is not None
     llm = acme.providers["llm"]
-    assert llm.resolve({"ACME_OPENAI_KEY": SECRET}) == {"temperature": 0.2, "api_key": SECRET}
+    resolved = llm.resolve({"ACME_OPENAI_KEY": SECRET})
+    assert resolved == {"extra_kwargs": {"temperature": 0.2}, "api_key": SECRET}
     assert SECRET not in repr(llm) and SECRET not in repr(acme)
     assert "ACME_OPENAI_KEY" in repr(llm)
 
@@ -669,10 +673,18 @@ def cli() -> typer.Typer:
     return app
 
 
+EXAMPLE_ENV = {
+    "ACME_OPENAI_KEY": SECRET,
+    "OPENRTC_TENANT_SECRET": "signing-secret",
+    "OPENRTC_REDIS_URL": "redis://127.0.0.1:1/0",
+    # inference.LLM needs one to build
+    "LIVEKIT_API_SECRET": "gateway-secret-0123456789abcdef-0123",
+}
+
+
 def test_check_summarises_a_valid_file_with_env_names_only(tmp_path: Path) -> None:
     path = write(tmp_path, EXAMPLE)
-    env = {"ACME_OPENAI_KEY": SECRET, "OPENRTC_TENANT_SECRET": "", "OPENRTC_REDIS_URL": ""}
-    result = CliRunner().invoke(cli(), ["tenancy", "check", str(path)], env=env)
+    result = CliRunner().invoke(cli(), ["tenancy", "check", str(path)], env=EXAMPLE_ENV)
     assert result.exit_code == 0, result.output
     out = result.stdout
     assert f"{path}: valid, 2 tenants" in out
@@ -685,8 +697,22 @@ def test_check_summarises_a_valid_file_with_env_names_only(tmp_path: Path) -> No
         line.split() == ["ACME_OPENAI_KEY", "set", "tenants.acme.providers.llm.api_key_env"]
         for line in lines
     ), out
-    assert any(line.split()[:3] == ["OPENRTC_TENANT_SECRET", "NOT", "SET"] for line in lines)
     assert SECRET not in result.output
+
+
+def test_check_exits_1_naming_each_unset_variable_and_its_key(tmp_path: Path) -> None:
+    path = write(tmp_path, EXAMPLE)
+    env = {**EXAMPLE_ENV, "OPENRTC_TENANT_SECRET": "", "ACME_OPENAI_KEY": ""}
+    result = CliRunner().invoke(cli(), ["tenancy", "check", str(path)], env=env)
+    assert result.exit_code == 1, result.output
+    assert "NOT USABLE" in result.stdout
+    lines = result.stdout.splitlines()
+    assert any(line.split()[:3] == ["OPENRTC_TENANT_SECRET", "NOT", "SET"] for line in lines)
+    assert result.stderr.splitlines() == [
+        f"error: {path}: signing_secret_env: environment variable OPENRTC_TENANT_SECRET is not set",
+        f"error: {path}: tenants.acme.providers.llm.api_key_env: environment variable "
+        "ACME_OPENAI_KEY is not set",
+    ]
 
 
 def test_check_warns_about_fleet_caps_without_redis(tmp_path: Path) -> None:

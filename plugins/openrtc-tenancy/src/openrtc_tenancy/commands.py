@@ -13,6 +13,7 @@ from typing import Annotated, NoReturn
 
 import typer
 
+from .checks import problems
 from .config import ConfigError, TenancyConfig, TenantConfig, is_env_name, load_config
 from .ids import TenancyError, check_tenant_id
 from .signing import SIGNATURE_KEY, TENANT_KEY, sign
@@ -72,13 +73,27 @@ def sign_command(
 
 def check_command(
     file: Annotated[Path, typer.Argument(help="The tenants file (TOML).", show_default=False)],
+    pool: Annotated[
+        str | None,
+        typer.Option(
+            "--pool",
+            metavar="TARGET",
+            help="Also check that the file names only agents this pool has "
+            "(a pool file or module:pool, as for start).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Check a tenants file: print its tenants and caps, and the environment it needs."""
+    """Check a tenants file as a worker would at start: print its tenants and caps and the
+    environment it needs, and exit 1 when it could not serve calls here (a variable unset, a
+    provider that does not build, an agent the --pool does not have)."""
     try:
         config = load_config(file)
     except ConfigError as exc:
         _fail(str(exc), INVALID)
-    for line in summary(config, os.environ):
+    agents = _pool_agents(pool) if pool is not None else None
+    found = problems(config, os.environ, agents)
+    for line in summary(config, os.environ, usable=not found):
         typer.echo(line)
     if config.fleet_needs_redis:
         typer.echo(
@@ -86,11 +101,26 @@ def check_command(
             "fleet caps are counted on each worker only",
             err=True,
         )
+    if found:
+        for problem in found:
+            typer.echo(f"error: {config.source}: {problem}", err=True)
+        raise typer.Exit(code=INVALID)
 
 
-def summary(config: TenancyConfig, environ: Mapping[str, str]) -> list[str]:
+def _pool_agents(target: str) -> frozenset[str]:
+    # Imported here: loading a pool imports livekit, which the other commands never need.
+    from openrtc_core import OpenRTCError, load_pool
+
+    try:
+        return frozenset(load_pool(target).agents)
+    except OpenRTCError as exc:
+        _fail(f"--pool {target}: {exc}", USAGE)
+
+
+def summary(config: TenancyConfig, environ: Mapping[str, str], *, usable: bool = True) -> list[str]:
     """A few lines describing `config`; environment variables by name and whether set."""
-    lines = [f"{config.source}: valid, {_count(len(config.tenants), 'tenant')}"]
+    state = "valid" if usable else "valid syntax but NOT USABLE here (errors below)"
+    lines = [f"{config.source}: {state}, {_count(len(config.tenants), 'tenant')}"]
     default = config.default_tenant
     if default is not None:
         known = "" if default in config.tenants else " (not listed: every agent, no caps)"

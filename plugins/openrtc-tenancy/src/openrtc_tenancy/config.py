@@ -261,7 +261,11 @@ class ProviderConfig:
 
         :raises ConfigError: a secret's variable is unset or empty (naming it, never a value).
         """
-        resolved: dict[str, object] = dict(self.options)
+        # Option tables are copied: a provider may keep (and change) what it is given.
+        resolved: dict[str, object] = {
+            name: dict(value) if isinstance(value, Mapping) else value
+            for name, value in self.options.items()
+        }
         for name, env in self.secret_env.items():
             value = environ.get(env)
             if not value:
@@ -525,9 +529,12 @@ def _provider(reader: _Reader, tenant_id: str, kind: str, value: object) -> Prov
             )
         elif isinstance(option, str | int | float | bool):
             options[name] = option
+        elif isinstance(option, dict):
+            options[name] = _option_table(reader, option, option_path)
         else:
             raise reader.error(
-                option_path, f"must be a string, number or boolean, got {_shown(option)}"
+                option_path,
+                f"must be a string, number, boolean or table of them, got {_shown(option)}",
             )
     both = sorted(secret_env.keys() & {*options, "model"})
     if both:
@@ -548,6 +555,23 @@ def _provider(reader: _Reader, tenant_id: str, kind: str, value: object) -> Prov
         provider_class=provider_class,
         tenant_id=tenant_id,
     )
+
+
+def _option_table(reader: _Reader, table: dict[str, object], path: KeyPath) -> Mapping[str, object]:
+    """A provider option given as a table of scalars (``extra_kwargs = { temperature = 0.2 }``,
+    model parameters livekit's inference classes take in one keyword)."""
+    for name, value in table.items():
+        if is_secret_name(name):
+            raise reader.error(
+                (*path, name),
+                "is a secret and must not be written in the file; pass it as a provider "
+                f'option with {name}{ENV_SUFFIX} = "ENV_VAR_NAME" instead',
+            )
+        if not isinstance(value, str | int | float | bool):
+            raise reader.error(
+                (*path, name), f"must be a string, number or boolean, got {_shown(value)}"
+            )
+    return MappingProxyType(dict(table))
 
 
 def _breaker(reader: _Reader, value: object, path: KeyPath) -> BreakerConfig:
@@ -595,7 +619,9 @@ class ConfigFile:
     """The current configuration of a tenants file, following its edits.
 
     A file that is bad at start is fatal (:class:`ConfigError`); a bad edit later keeps the
-    previous configuration and logs one warning per distinct bad content.
+    previous configuration and logs one warning per distinct bad content. `usable` checks
+    what parsing cannot (variables set, providers building: :mod:`.checks`); it raises
+    :class:`ConfigError`, and a file it refuses is bad in the same way.
     """
 
     def __init__(
@@ -604,15 +630,17 @@ class ConfigFile:
         *,
         check_every_s: float = 1.0,
         now: Callable[[], float] = time.monotonic,
+        usable: Callable[[TenancyConfig], None] | None = None,
     ) -> None:
         self._path = Path(path)
         self._source = str(path)
         self._check_every_s = check_every_s
         self._now = now
+        self._usable = usable
         self._lock = threading.Lock()
         self._stamp = self._stat()
         self._text = _read(self._path, self._source)
-        self._current = parse_config(self._text, self._source)
+        self._current = self._parse(self._text)
         self._checked_at = now()
         self._warned: set[str] = set()
         """The bad contents (or read errors) warned about since the last good one."""
@@ -649,7 +677,7 @@ class ConfigFile:
                 self._warned.clear()
                 return False
             try:
-                config = parse_config(text, self._source)
+                config = self._parse(text)
             except ConfigError as exc:
                 self._warn_once(text, str(exc))
                 return False
@@ -657,6 +685,21 @@ class ConfigFile:
             self._warned.clear()
         logger.info("tenants file %s reloaded: %d tenants", self._source, len(config.tenants))
         return True
+
+    def check_with(self, usable: Callable[[TenancyConfig], None]) -> None:
+        """Check the configuration in force, and every later edit, with `usable` from now on.
+
+        :raises ConfigError: the configuration in force fails it (it stays in force).
+        """
+        with self._lock:
+            usable(self._current)
+            self._usable = usable
+
+    def _parse(self, text: str) -> TenancyConfig:
+        config = parse_config(text, self._source)
+        if self._usable is not None:
+            self._usable(config)
+        return config
 
     def _stat(self) -> tuple[int, int]:
         try:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import typer
@@ -31,6 +31,7 @@ from openrtc_core import (
 
 from . import commands
 from .breaker import Breaker, BreakerState, Transition
+from .checks import check_usable
 from .config import ConfigFile, TenancyConfig
 from .counting import FleetSlots, LocalSlots
 from .ids import TenancyError, check_tenant_id
@@ -47,9 +48,19 @@ TENANTS_ENV = "OPENRTC_TENANTS"
 class Tenancy:
     """Tenancy for one tenants file, in one process."""
 
-    def __init__(self, path: str, *, environ: Mapping[str, str] = os.environ) -> None:
-        self.file = ConfigFile(path)
+    def __init__(
+        self,
+        path: str,
+        *,
+        environ: Mapping[str, str] = os.environ,
+        agents: Collection[str] | None = None,
+    ) -> None:
         self.environ = environ
+        self.agents = None if agents is None else frozenset(agents)
+        """The pool's agents, which the file may name (None: not known here)."""
+        # Checked at start (a file that cannot serve calls stops the worker) and at each edit
+        # (such an edit is kept out): unset variables, providers that do not build, agents.
+        self.file = ConfigFile(path, usable=self._usable)
         self.local = LocalSlots()
         self.breakers: dict[str, Breaker] = {}
         self.listeners: list[Callable[[Transition], None]] = []
@@ -63,6 +74,18 @@ class Tenancy:
                 "caps are counted on this worker only",
                 config.source,
             )
+
+    def _usable(self, config: TenancyConfig) -> None:
+        check_usable(config, self.environ, self.agents)
+
+    def use_agents(self, agents: Collection[str]) -> None:
+        """Check the file against the pool's `agents` from now on.
+
+        :raises ConfigError: the file in force names an agent the pool does not have.
+        """
+        if self.agents != frozenset(agents):
+            self.agents = frozenset(agents)
+            self.file.check_with(self._usable)
 
     @property
     def config(self) -> TenancyConfig:
@@ -228,11 +251,14 @@ _PATH: list[str] = []
 """The tenants file this process uses (the last pool seen names it)."""
 
 
-def tenancy_for(path: str) -> Tenancy:
-    """This process's tenancy for `path`, loaded on first use (a bad file raises)."""
+def tenancy_for(path: str, agents: Collection[str] | None = None) -> Tenancy:
+    """This process's tenancy for `path`, loaded on first use, checked against the pool's
+    `agents` when given (a bad file raises :class:`ConfigError`)."""
     found = _TENANCIES.get(path)
     if found is None:
-        found = _TENANCIES[path] = Tenancy(path)
+        found = _TENANCIES[path] = Tenancy(path, agents=agents)
+    elif agents is not None:
+        found.use_agents(agents)
     _PATH[:] = [path]
     return found
 
@@ -247,7 +273,13 @@ def current() -> Tenancy | None:
 
 def _configure(pool: PoolView) -> None:
     if pool.tenants:
-        tenancy_for(pool.tenants)
+        tenancy_for(pool.tenants, pool.agents)
+
+
+@hookimpl
+def openrtc_check_pool(pool: PoolView) -> None:
+    # A tenants file that cannot serve calls stops the worker here, in one error line.
+    _configure(pool)
 
 
 @hookimpl
