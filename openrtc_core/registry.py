@@ -71,6 +71,9 @@ class SessionRegistry:
         entry = self._live.pop(job_id, None)
         if entry is not None:
             entry.mark(SessionState.ENDED)
+            # An ended session switches no more; its listeners (the session's own run)
+            # would otherwise hold it in a reference cycle until a full collection.
+            entry._switch_listeners.clear()
         return entry
 
     def get(self, job_id: str) -> LiveSession | None:

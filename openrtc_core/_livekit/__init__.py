@@ -218,7 +218,9 @@ class _JobLogFields(logging.Filter):
 
         ctx = get_job_context(required=False)
         if ctx is not None:
-            for key, value in ctx._log_fields.items():
+            # A job that is over has had its context emptied (cycles.release_ended_job); a
+            # callback it left scheduled may still log in that context.
+            for key, value in getattr(ctx, "_log_fields", {}).items():
                 if not hasattr(record, key):
                     setattr(record, key, value)
         return True

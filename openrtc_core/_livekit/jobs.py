@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +26,10 @@ def _ipc() -> Any:
     return ipc
 
 
+@functools.cache
 def job_proc_class() -> type[Any]:
+    """The in-loop job runner's class, made once: a class made per job is a reference cycle
+    (class, its methods' ``__class__`` cell) that outlives the job until a full collection."""
     from livekit.agents.ipc.job_proc_lazy_main import _JobProc
 
     class InLoopJobProc(_JobProc):
@@ -39,6 +43,14 @@ def job_proc_class() -> type[Any]:
         def _start_job(self, msg: Any) -> None:
             super()._start_job(msg)
             self._job_ctx._on_setup = _no_setup  # type: ignore[method-assign]
+
+        async def _shutdown_job(self, job_entry_task: Any, shutdown_info: Any) -> None:
+            # The session forgets its agent activity as it closes; remember it so that
+            # cycles.release_ended_job can take it apart once the job is over.
+            session = self._job_ctx._primary_agent_session
+            if session is not None and session._activity is not None:
+                self.openrtc_activity = session._activity
+            await super()._shutdown_job(job_entry_task, shutdown_info)
 
     return InLoopJobProc
 
