@@ -185,13 +185,16 @@ def pymalloc_stats() -> dict[str, int] | None:
 
 
 class GcClock:
-    """How long the collector stopped the world, per generation, since the last `take()`.
+    """How long the collector stopped the world, per generation, since the last `take()`:
+    wall time (what the loop waits) and the loop thread's CPU time (what the collection
+    itself costs, without the time other processes on the machine took the CPU from it).
 
     Counts and sums only, so the worker's own memory stays flat however long it runs.
     """
 
     def __init__(self) -> None:
         self._began = 0.0
+        self._began_cpu = 0.0
         self._figures: dict[str, list[float]] = {}
 
     def start(self) -> None:
@@ -200,18 +203,28 @@ class GcClock:
     def _on_gc(self, phase: str, info: dict[str, int]) -> None:
         if phase == "start":
             self._began = time.perf_counter()
+            self._began_cpu = time.thread_time()
             return
         seconds = time.perf_counter() - self._began
-        entry = self._figures.setdefault(str(info["generation"]), [0, 0.0, 0.0])
+        cpu = time.thread_time() - self._began_cpu
+        entry = self._figures.setdefault(str(info["generation"]), [0, 0.0, 0.0, 0.0, 0.0])
         entry[0] += 1
         entry[1] += seconds
         entry[2] = max(entry[2], seconds)
+        entry[3] += cpu
+        entry[4] = max(entry[4], cpu)
 
     def take(self) -> dict[str, dict[str, float]]:
         figures, self._figures = self._figures, {}
         return {
-            generation: {"count": int(count), "total_s": round(total, 4), "max_s": round(most, 4)}
-            for generation, (count, total, most) in sorted(figures.items())
+            generation: {
+                "count": int(count),
+                "total_s": round(total, 4),
+                "max_s": round(most, 4),
+                "cpu_total_s": round(cpu_total, 4),
+                "cpu_max_s": round(cpu_most, 4),
+            }
+            for generation, (count, total, most, cpu_total, cpu_most) in sorted(figures.items())
         }
 
 

@@ -294,6 +294,66 @@ def _table_md(headers: Sequence[str], rows: list[list[str]]) -> str:
     return "\n".join(out)
 
 
+FULL_GC_HEADERS: Final = (
+    "run",
+    "full collections",
+    "mean",
+    "longest",
+    "over 100 ms",
+    "CPU mean",
+    "CPU longest",
+    "all collections",
+)
+
+
+def full_collections(run: dict[str, Any]) -> dict[str, float] | None:
+    """The run's full collections, from every wave's pauses: count, mean and longest (wall
+    and the loop thread's CPU), how many waves had one over 100 ms, all collections' time.
+    None for a run that recorded no pauses."""
+    waves = [w for w in run.get("waves") or [] if "gc_pauses" in (w.get("worker") or {})]
+    if not waves:
+        return None
+    full = [w["worker"]["gc_pauses"].get("2") or {} for w in waves]
+    count = sum(f.get("count", 0) for f in full)
+    with_cpu = [f for f in full if "cpu_total_s" in f]
+    return {
+        "count": count,
+        "mean_ms": sum(f.get("total_s", 0.0) for f in full) / count * 1000 if count else 0.0,
+        "max_ms": max((f.get("max_s", 0.0) for f in full), default=0.0) * 1000,
+        "waves_over_100ms": sum(1 for f in full if f.get("max_s", 0.0) > 0.1),
+        "cpu_mean_ms": (
+            sum(f["cpu_total_s"] for f in with_cpu) / count * 1000
+            if with_cpu and count
+            else float("nan")
+        ),
+        "cpu_max_ms": max((f["cpu_max_s"] for f in with_cpu), default=float("nan")) * 1000,
+        "all_s": sum(
+            p.get("total_s", 0.0) for w in waves for p in w["worker"]["gc_pauses"].values()
+        ),
+    }
+
+
+def full_gc_rows(data: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for run in data["runs"]:
+        f = full_collections(run)
+        if f is None:
+            continue
+        rows.append(
+            [
+                run_label(run),
+                f"{f['count']:,.0f}",
+                f"{f['mean_ms']:.0f} ms",
+                f"{f['max_ms']:.0f} ms",
+                f"in {f['waves_over_100ms']:.0f} wave(s)",
+                "–" if f["cpu_mean_ms"] != f["cpu_mean_ms"] else f"{f['cpu_mean_ms']:.0f} ms",
+                "–" if f["cpu_max_ms"] != f["cpu_max_ms"] else f"{f['cpu_max_ms']:.0f} ms",
+                f"{f['all_s']:.1f} s",
+            ]
+        )
+    return rows
+
+
 def render_console(data: dict[str, Any]) -> str:
     s = data["settings"]
     head = (
@@ -309,6 +369,8 @@ def render_console(data: dict[str, Any]) -> str:
             _table_text(INTERNAL_HEADERS, internal_rows(data)),
             "given back at the end (MiB)",
             _table_text(RELEASE_HEADERS, release_rows(data)),
+            "full garbage collections (the loop waits for each; CPU: the loop thread's own)",
+            _table_text(FULL_GC_HEADERS, full_gc_rows(data)),
         ]
     )
 
@@ -456,6 +518,20 @@ def render_markdown(data: dict[str, Any], image: str) -> str:
         "",
         _table_md(INTERNAL_HEADERS, internal_rows(data)),
     ]
+    full = full_gc_rows(data)
+    if full:
+        parts += [
+            "",
+            "## Full garbage collections",
+            "",
+            "Every full collection during the waves: the loop waits for each. *Mean* and "
+            "*longest* are wall time; *CPU* is the loop thread's own time in them (other "
+            "processes on the machine can stretch the wall time, not this); *over 100 ms*: "
+            "waves whose longest full collection took longer; *all collections*: young ones "
+            "included, wall time.",
+            "",
+            _table_md(FULL_GC_HEADERS, full),
+        ]
     released = release_rows(data)
     if released:
         parts += [
