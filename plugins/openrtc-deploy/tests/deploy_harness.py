@@ -107,6 +107,40 @@ class Deployed:
         status: dict[str, Any] = json.loads(out)
         return status
 
+    async def ask(self, data: bytes, timeout: float = 60.0) -> list[dict[str, Any]]:
+        """Send `data` as it is on one control connection: every line the controller sends
+        back until it closes the connection."""
+        reader, writer = await asyncio.open_unix_connection(str(self.control))
+        try:
+            writer.write(data)
+            with contextlib.suppress(ConnectionError):  # it may close before taking it all
+                await writer.drain()
+            raw = await asyncio.wait_for(reader.read(), timeout)
+        finally:
+            writer.close()
+        return [json.loads(line) for line in raw.splitlines()]
+
+    async def status_now(self) -> dict[str, Any]:
+        """The controller's status, over the socket directly (no ``openrtc`` to start)."""
+        *_, answer = await self.ask(b'{"op": "status"}\n')
+        assert answer.get("ok"), answer
+        status: dict[str, Any] = answer["status"]
+        return status
+
+    async def until_status(self, condition: Any, timeout: float, what: str) -> dict[str, Any]:
+        """The first status that meets `condition`, polled; the controller must answer every
+        time (its control socket stays up)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.returncode is not None:
+                raise AssertionError(f"the controller exited waiting for {what}:\n{self.tail()}")
+            status = await self.status_now()
+            if condition(status):
+                return status
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {what} within {timeout} s: {status}\n{self.tail()}")
+            await asyncio.sleep(0.05)
+
     async def stop(self, timeout: float = 120.0) -> int:
         if self.proc.returncode is None:
             self.proc.send_signal(signal.SIGTERM)

@@ -16,6 +16,7 @@ from openrtc_deploy.client import ControlError, control_path, default_control_pa
 from openrtc_deploy.commands import format_status
 from openrtc_deploy.control import listen, remove
 from openrtc_deploy.generation import LogTee
+from openrtc_deploy.restarts import RestartBackoff
 
 
 def tee_of(lines: list[str]) -> LogTee:
@@ -126,3 +127,13 @@ def test_the_status_in_words() -> None:
     assert "deploying (ready), 2 worker(s) per generation" in text
     assert "generation 1 abc (git): draining, pid 11, 2/2 worker(s) registered" in text
     assert "3 of 9 call(s) left" in text
+
+
+def test_restart_delays_double_to_a_cap_and_start_over_after_a_healthy_run() -> None:
+    backoff = RestartBackoff(first_delay_s=0.5, max_delay_s=4.0, healthy_s=60.0)
+    delays = [backoff.delay(float(t), served_s=1.0) for t in range(7)]
+    assert delays == [0.0, 0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+    assert backoff.crash_looping(6.0) and backoff.recent(6.0) == 7
+    assert backoff.delay(100.0, served_s=None) == 4.0  # a start that failed: no reset
+    assert backoff.delay(500.0, served_s=60.0) == 0.0  # it served a while: at once again
+    assert not backoff.crash_looping(500.0)

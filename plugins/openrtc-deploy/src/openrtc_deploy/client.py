@@ -9,6 +9,7 @@ with ``"done": true``, ``"ok"`` and ``"message"``.
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import tempfile
@@ -19,6 +20,8 @@ from typing import Any, Final
 CONTROL_ENV: Final = "OPENRTC_CONTROL"
 """The control socket's path (the same name as ``openrtc_core.CONTROL_ENV``)."""
 SOCKET_NAME: Final = "control.sock"
+MAX_READY_TIMEOUT_S: Final = 86400.0
+"""The longest ready timeout a deploy may ask for (a day)."""
 
 
 class ControlError(Exception):
@@ -35,6 +38,16 @@ def default_control_path() -> Path:
     if runtime and Path(runtime).is_dir():
         return Path(runtime) / "openrtc" / SOCKET_NAME
     return Path(tempfile.gettempdir()) / f"openrtc-{os.getuid()}" / SOCKET_NAME
+
+
+def ready_timeout_error(value: object) -> str:
+    """What is wrong with `value` as a ready timeout in seconds ("" when nothing is): it must
+    be a number above 0, finite, and at most :data:`MAX_READY_TIMEOUT_S`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "give a number of seconds"
+    if math.isnan(value) or value <= 0 or value > MAX_READY_TIMEOUT_S:
+        return f"give a number of seconds, more than 0 and at most {MAX_READY_TIMEOUT_S:g}"
+    return ""
 
 
 def control_path(given: str | os.PathLike[str] | None) -> Path:

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .client import CONTROL_ENV, ControlError, control_path, request
+from .client import CONTROL_ENV, ControlError, control_path, ready_timeout_error, request
 
 FAILED = 1
 """Exit status: the deploy failed (the previous generation keeps serving), or calls were cut."""
@@ -79,8 +79,9 @@ def deploy_command(
     """
     if sum((status, drain)) > 1 or (status and (version or wait)) or (drain and version):
         _fail("give one of: a deploy (with --version/--timeout/--wait), --status, --drain", 2)
-    if timeout is not None and timeout <= 0:
-        _fail(f"--timeout {timeout:g}: give a number of seconds, more than 0", 2)
+    wrong = "" if timeout is None else ready_timeout_error(timeout)
+    if wrong:
+        _fail(f"--timeout {timeout:g}: {wrong}", 2)
     path = control_path(control)
     if status:
         raise typer.Exit(_show_status(path, as_json))
@@ -153,6 +154,24 @@ def format_status(status: dict[str, Any]) -> str:
             line += f"; failed: {gen['failure']}"
         if gen.get("exit"):
             line += f"; {gen['exit']}"
+        if gen.get("restart_of"):
+            line += f"; started in place of generation {gen['restart_of']}"
+        orphans = gen.get("orphans") or []
+        if orphans:
+            line += (
+                f"; {len(orphans)} worker(s) left by its dead supervisor drain "
+                f"{sum(o['live_calls'] for o in orphans)} call(s)"
+            )
+        lines.append(line)
+    restarts = status.get("restarts") or 0
+    if restarts:
+        last = (status.get("last_restarts") or [{}])[-1]
+        line = (
+            f"  restarts: {restarts}; last: {last.get('died')} ({last.get('reason')}), "
+            f"replaced after {last.get('delay_s', 0):g} s"
+        )
+        if status.get("next_restart_in_s") is not None:
+            line += f"; the next try in {status['next_restart_in_s']:.1f} s"
         lines.append(line)
     return "\n".join(lines)
 

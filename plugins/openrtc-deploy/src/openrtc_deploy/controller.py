@@ -10,6 +10,14 @@ code now on disk and runs its own prewarm.
 At most two generations hold calls at once: a deploy asked for while an old generation
 still drains waits for it, and one asked for while a new generation is still starting
 replaces it (the starting one is drained, never promoted).
+
+Like PID 1, it stays up whatever happens below it or comes over its socket. A serving
+generation whose supervisor dies (SIGKILL, the OOM killer) is replaced at once by the last
+good code (the version of the generation that last became ready), with a growing delay when
+replacements keep dying (:mod:`.restarts`); if a deploy's generation is already starting
+then, that one takes over instead, and the last good code restarts only if it fails. The
+dead supervisor's workers become the controller's children (it is their subreaper): they
+drain their calls on their own, and the controller waits for them.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import math
 import os
 import selectors
 import signal
@@ -33,11 +42,23 @@ from openrtc_core import (
     SupervisorContext,
     resolve_deploy_version,
 )
-from openrtc_workers import GAVE_UP, READY, SignalInbox
+from openrtc_workers import GAVE_UP, READY, SignalInbox, exit_reason
 
-from .client import control_path
-from .control import Client, listen, peer_allowed, remove
-from .generation import GENERATION_SUPERVISOR, Generation, State, spawn
+from .client import control_path, ready_timeout_error
+from .control import (
+    ACCEPTS_PER_TURN,
+    IDLE_TIMEOUT_S,
+    MAX_CONNECTIONS,
+    Client,
+    Request,
+    close,
+    listen,
+    peer_allowed,
+    remove,
+    turn_away,
+)
+from .generation import GENERATION_SUPERVISOR, Generation, State, adopt_orphans, spawn
+from .restarts import RestartBackoff
 
 logger = logging.getLogger("openrtc.deploy")
 
@@ -48,6 +69,34 @@ HISTORY: Final = 10
 PORT_BLOCK_WORKERS: Final = 8
 """Health ports per worker slot a generation may use (its replacements while one drains)."""
 _STOP_SIGNALS: Final = (signal.SIGTERM, signal.SIGINT)
+_TURNED_AWAY_LOG_S: Final = 10.0
+"""At most one warning this often about connections turned away."""
+
+
+@attrs.define(eq=False)
+class Restart:
+    """A generation that died while it served (or a replacement that failed to start), and
+    the one started in its place."""
+
+    number: int
+    """The dead generation's number."""
+    died: str
+    reason: str
+    delay_s: float
+    at: float = attrs.field(factory=time.monotonic)
+    at_wall: float = attrs.field(factory=time.time)
+    replacement: int | None = None
+    """The number of the generation started in its place (None until it starts)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "generation": self.number,
+            "died": self.died,
+            "reason": self.reason,
+            "at": self.at_wall,
+            "delay_s": self.delay_s,
+            "replacement": self.replacement,
+        }
 
 
 @attrs.define(eq=False)
@@ -63,6 +112,10 @@ class Deploy:
     generation: Generation | None = None
     drained: list[Generation] = attrs.field(factory=list)
     """The generations this deploy put to draining."""
+    restart: Restart | None = None
+    """Set when the controller asked for it, to replace a generation that died."""
+    not_before: float = 0.0
+    """It starts no earlier (a restart's backoff)."""
 
     def progress(self, text: str) -> None:
         for client in [*self.clients, *self.wait_drain]:
@@ -108,6 +161,15 @@ class DeployController:
         self._failed = False
         self._drain_waits: list[Deploy] = []
         """Deploys whose clients wait for the generations they drained to exit."""
+        self.last_good: Generation | None = None
+        """The generation that last became ready: what a restart runs again."""
+        self.backoff = RestartBackoff()
+        self.restarts: collections.deque[Restart] = collections.deque(maxlen=HISTORY)
+        self.restart_count = 0
+        self.orphaned: list[Generation] = []
+        """Dead generations whose workers still drain (kept apart from the history, which
+        a crash loop could run through)."""
+        self._turned_away_at = -math.inf
 
     # -- the main loop -------------------------------------------------------------------------
 
@@ -120,17 +182,24 @@ class DeployController:
             self.path,
             self.path,
         )
+        if not adopt_orphans():
+            logger.warning(
+                "cannot become the subreaper of the generations' workers: when a generation's "
+                "supervisor dies, its workers' calls are reported lost at once"
+            )
         try:
             with self._inbox.installed(self._selector):
                 self._selector.register(server, selectors.EVENT_READ, data=server)
                 self.pending = Deploy(version=None, ready_timeout=self.ready_timeout)
                 self._advance()
-                while self._live() or self.pending is not None:
+                while self._live() or self.orphaned or self.pending is not None:
                     self._wait()
                     self._handle_signals()
                     self._reap()
                     self._check_deadlines()
+                    self._advance()  # a restart whose backoff is over
                     self._check_serving()
+                    self._expire_clients()
                     self._flush_clients()
                 self._finish_clients()
         finally:
@@ -151,6 +220,11 @@ class DeployController:
 
     def _wait(self) -> None:
         deadlines = [g.started_at + self._ready_timeout(g) for g in self._in(State.STARTING)]
+        if self.pending is not None and self.pending.not_before:
+            deadlines.append(self.pending.not_before)
+        deadlines += [
+            c.active_at + IDLE_TIMEOUT_S for c in self._clients.values() if not c.asked or c.outbox
+        ]
         timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
         for key, mask in self._selector.select(timeout):
             data = key.data
@@ -168,6 +242,8 @@ class DeployController:
                     generation.log.read()
                     if generation.log.ended:
                         self._unregister(generation.log.fd)
+                        if generation.exited_at is not None:
+                            generation.log.close()
 
     def _ready_timeout(self, generation: Generation) -> float:
         deploy = self.deploying
@@ -214,9 +290,11 @@ class DeployController:
         """Start the pending deploy's generation once no generation other than the serving
         one is alive (at most two generations hold calls)."""
         deploy = self.pending
-        if deploy is None or self._stopping:
+        if deploy is None or self._stopping or deploy.not_before > time.monotonic():
             return
-        busy = self._in(State.STARTING, State.DRAINING, State.FAILED)
+        busy = self._in(State.STARTING)
+        if self._in(State.SERVING):  # with none serving, nothing waits for a drain
+            busy += [*self._in(State.DRAINING, State.FAILED), *self.orphaned]
         if busy:
             calls = sum(len(g.calls) for g in busy)
             deploy.progress(
@@ -231,12 +309,19 @@ class DeployController:
             deploy.answer(ok=False, message=str(exc))
             if not self._in(State.SERVING):
                 logger.error("%s", exc)
-                self._failed = True
+                if self.last_good is None:
+                    self._failed = True
+                else:
+                    self._restart(None, f"could not start: {exc}")
             return
         self._number += 1
         generation = spawn(
             self._number, version, self.context.command, port_offset=self._port_offset()
         )
+        generation.disk = version.value if version.source in ("git", "content") else None
+        if deploy.restart is not None:
+            generation.restart_of = deploy.restart.number
+            deploy.restart.replacement = generation.number
         self.generations.append(generation)
         deploy.generation = generation
         self.deploying = deploy
@@ -247,6 +332,9 @@ class DeployController:
         said = (
             f"{generation.name()} starting (pid {generation.pid}; version from "
             f"{version.source}); the current generation serves until all its workers register"
+            if deploy.restart is None
+            else f"{generation.name()} starting (pid {generation.pid}) in place of "
+            f"{deploy.restart.died}, with the last good code"
         )
         logger.info("%s", said)
         deploy.progress(said)
@@ -254,11 +342,34 @@ class DeployController:
     def _version_for(self, deploy: Deploy) -> DeployVersion:
         # The first generation runs the version this process resolved (and exported); later
         # ones the code on disk when they start, unless the deploy names one.
+        if deploy.restart is not None and self.last_good is not None:
+            return self._last_good_version(self.last_good)
         first = self._number == 0 and deploy.version is None
         return resolve_deploy_version(self.context.pool, deploy.version, use_env=first)
 
+    def _last_good_version(self, good: Generation) -> DeployVersion:
+        """A restart runs the command again, so it loads the code on disk: the last good
+        generation's version while the disk still holds that code, else the disk's own
+        version (said loudly: the restart runs code that never served)."""
+        if good.disk is None:
+            return good.version  # named by flag or env: the disk's version is not known
+        try:
+            now = resolve_deploy_version(self.context.pool, None, use_env=False)
+        except OpenRTCError:
+            return good.version
+        if now.value != good.disk:
+            logger.warning(
+                "the code on disk changed since %s started (%s then, %s now): the restart "
+                "runs the code now on disk",
+                good.name(),
+                good.disk,
+                now.value,
+            )
+            return now
+        return good.version
+
     def _port_offset(self) -> int:
-        used = {g.port_offset for g in self._live()}
+        used = {g.port_offset for g in [*self._live(), *self.orphaned]}
         block = PORT_BLOCK_WORKERS * self.context.plan.count
         return next(b * block for b in range(len(used) + 1) if b * block not in used)
 
@@ -283,6 +394,7 @@ class DeployController:
             return
         generation.state = State.SERVING
         generation.ready_at = time.monotonic()
+        self.last_good = generation
         olds = [g for g in self._in(State.SERVING) if g is not generation]
         for old in olds:
             self._drain(old, f"{generation.name()} took over")
@@ -291,6 +403,12 @@ class DeployController:
         said = f"{generation.name()} is serving, ready in {took:.1f} s" + (
             f"; {draining}" if draining else ""
         )
+        replaced = [r for r in self.restarts if r.replacement == generation.number]
+        if replaced:
+            said += (
+                f"; it replaces {replaced[-1].died}, "
+                f"{generation.ready_at - replaced[-1].at:.1f} s after that one died"
+            )
         logger.info("%s", said)
         deploy = self.deploying
         if deploy is not None and deploy.generation is generation:
@@ -340,7 +458,10 @@ class DeployController:
             self.deploying = None
             deploy.answer(ok=False, message=message, status=self.status())
         if not serving and self.pending is None and not self._stopping:
-            self._failed = True  # nothing serves and nothing comes: the start failed
+            if self.last_good is None:
+                self._failed = True  # nothing ever served and nothing comes: the start failed
+            else:
+                self._restart(generation, f"failed: {reason}")
 
     def _check_deadlines(self) -> None:
         now = time.monotonic()
@@ -367,35 +488,51 @@ class DeployController:
     # -- generations that exit -----------------------------------------------------------------
 
     def _reap(self) -> None:
-        by_pid = {g.pid: g for g in self._live()}
-        while by_pid:
+        while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 return
             if pid == 0:
                 return
-            generation = by_pid.pop(pid, None)
+            generation = next((g for g in self._live() if g.pid == pid), None)
             if generation is not None:
                 generation.process.returncode = os.waitstatus_to_exitcode(status)
                 self._exited(generation, status)
+                continue
+            orphaned = next((g for g in self.orphaned if pid in g.orphans), None)
+            if orphaned is not None:
+                self._orphan_exited(orphaned, pid, status)
 
     def _exited(self, generation: Generation, status: int) -> None:
         was = generation.state
-        for fd in (generation.status.fd, generation.log.fd):
-            self._unregister(fd)
+        self._unregister(generation.status.fd)
         generation.read_status()
         generation.log.read()
+        if generation.log.ended:
+            self._unregister(generation.log.fd)
         if was is State.STARTING:
             self._fail(generation, generation.log.reason() or "it exited before it was ready")
-        generation.exited(status)
+        died = was is State.SERVING and not self._stopping
+        generation.exited(status, died=died)
         name, reason = generation.name(), generation.exit
         cut = _calls(generation.cut)
-        if was is State.SERVING and not self._stopping:
-            self._failed = True
+        if died:
+            if generation.orphans:
+                self.orphaned.append(generation)
             logger.error(
-                "%s exited unexpectedly (%s)%s", name, reason, cut and f"; calls cut: {cut}"
+                "%s exited unexpectedly (%s)%s%s",
+                name,
+                reason,
+                f"; calls lost with their workers: {_calls(generation.lost)}"
+                if generation.lost
+                else "",
+                f"; {len(generation.orphans)} of its workers drain {len(generation.calls)} "
+                "live call(s) on their own"
+                if generation.orphans
+                else "",
             )
+            self._replace(generation)
         elif was in (State.DRAINING, State.SERVING):
             log = logger.error if generation.cut or generation.lost else logger.info
             log(
@@ -424,6 +561,96 @@ class DeployController:
                 )
         self._advance()
 
+    def _orphan_exited(self, generation: Generation, pid: int, status: int) -> None:
+        index = generation.orphans.get(pid, 0)
+        lost = generation.orphan_exited(pid, status)
+        (logger.error if lost else logger.info)(
+            "%s: worker %d (pid %d), left draining when its supervisor died, exited (%s)%s",
+            generation.name(),
+            index,
+            pid,
+            exit_reason(status),
+            f"; calls lost: {_calls(lost)}" if lost else "; its calls ended",
+        )
+        if not generation.orphans:
+            self.orphaned.remove(generation)
+            self._advance()  # a deploy may have waited for them
+
+    # -- restarts ------------------------------------------------------------------------------
+
+    def _replace(self, dead: Generation) -> None:
+        """The serving generation died: what takes its place (see the module's docstring)."""
+        starting = self._in(State.STARTING)
+        if not starting:
+            self._restart(dead, dead.exit)
+            return
+        # A deploy's generation is on its way: it takes over when ready. Starting the old
+        # code beside it would put two starts on a host that may just have run out of memory.
+        served = (dead.exited_at or 0.0) - (dead.ready_at or 0.0)
+        self.backoff.delay(time.monotonic(), served)
+        restart = Restart(
+            number=dead.number,
+            died=dead.name(),
+            reason=dead.exit,
+            delay_s=0.0,
+            replacement=starting[0].number,
+        )
+        self.restarts.append(restart)
+        self.restart_count += 1
+        said = (
+            f"{dead.name()} died ({dead.exit}); {starting[0].name()}, starting for a deploy, "
+            "takes over when ready (the last good code restarts if it fails)"
+        )
+        logger.error("%s", said)
+        if self.deploying is not None:
+            self.deploying.progress(said)
+
+    def _restart(self, dead: Generation | None, reason: str) -> None:
+        """Start the last good code again, after the backoff's delay."""
+        good = self.last_good
+        if good is None or self._stopping:
+            return
+        now = time.monotonic()
+        served = None
+        if dead is not None and dead.ready_at is not None:
+            served = (dead.exited_at or now) - dead.ready_at
+        delay = self.backoff.delay(now, served)
+        restart = Restart(
+            number=dead.number if dead is not None else 0,
+            died=dead.name() if dead is not None else "the deploy",
+            reason=reason,
+            delay_s=delay,
+        )
+        self.restarts.append(restart)
+        self.restart_count += 1
+        when = "at once" if delay == 0 else f"in {delay:g} s"
+        if self.pending is not None:
+            logger.error("%s (%s); the deploy asked for starts instead", restart.died, reason)
+        else:
+            self.pending = Deploy(
+                version=None,
+                ready_timeout=self.ready_timeout,
+                restart=restart,
+                not_before=now + delay,
+            )
+            logger.error(
+                "%s (%s): starting the last good code (%s) in its place %s",
+                restart.died,
+                reason,
+                good.version.value,
+                when,
+            )
+        if self.backoff.crash_looping(now):
+            logger.critical(
+                "generations keep dying: %d deaths within %g s; the controller keeps starting "
+                "the last good code, waiting up to %g s between tries, until one serves (see "
+                "the errors above; `openrtc deploy` with fixed code starts one at once)",
+                self.backoff.recent(now),
+                self.backoff.window_s,
+                self.backoff.max_delay_s,
+            )
+        self._advance()
+
     # -- stopping ------------------------------------------------------------------------------
 
     def stop(self, why: str, *, by_signal: bool = False) -> None:
@@ -437,6 +664,9 @@ class DeployController:
                 logger.warning("%s again: stopping every generation at once", why)
                 for generation in self._live():
                     generation.signal(signal.SIGTERM)  # its second signal: kill its workers
+                for pid in [pid for g in self.orphaned for pid in g.orphans]:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGINT)  # our children until reaped: safe
                 return
         if self._stopping:
             return
@@ -454,16 +684,27 @@ class DeployController:
     # -- the control socket --------------------------------------------------------------------
 
     def _accept(self, server: socket.socket) -> None:
-        while True:
+        for _ in range(ACCEPTS_PER_TURN):  # the rest wait for the next turn
             try:
                 conn, _ = server.accept()
-            except BlockingIOError:
-                return
             except OSError:
                 return
             if not peer_allowed(conn):
                 conn.close()
                 logger.warning("refused a control connection from another user")
+                continue
+            if len(self._clients) >= MAX_CONNECTIONS:
+                turn_away(
+                    conn,
+                    f"the controller has {MAX_CONNECTIONS} control connections open; try again",
+                )
+                now = time.monotonic()
+                if now - self._turned_away_at > _TURNED_AWAY_LOG_S:
+                    self._turned_away_at = now
+                    logger.warning(
+                        "turning control connections away: %d are open (the most it keeps)",
+                        MAX_CONNECTIONS,
+                    )
                 continue
             conn.setblocking(False)
             client = Client(conn)
@@ -472,17 +713,25 @@ class DeployController:
 
     def _serve(self, client: Client, mask: int) -> None:
         if mask & selectors.EVENT_READ:
-            requests = client.requests()
-            if requests is None:
+            request = client.receive()
+            if client.ended:
                 self._close(client)
                 return
-            for message in requests:
-                self._handle(client, message)
+            if request is not None:
+                try:
+                    self._handle(client, request)
+                except Exception:
+                    # The controller outlives any request: a bug in serving one fails that one.
+                    logger.exception("serving the control request %r failed", request.op)
+                    client.answer(
+                        ok=False,
+                        message=f"the controller failed to serve {request.op!r}; see its log",
+                    )
         if mask & selectors.EVENT_WRITE and client.flush():
             self._close(client)
 
-    def _handle(self, client: Client, message: dict[str, Any]) -> None:
-        op = message.get("op")
+    def _handle(self, client: Client, request: Request) -> None:
+        op = request.op
         if op == "status":
             client.answer(ok=True, message="", status=self.status())
         elif op == "ready":
@@ -491,13 +740,17 @@ class DeployController:
         elif op == "alive":
             client.answer(ok=True, message=f"controller pid {os.getpid()} answers")
         elif op == "deploy":
-            version = message.get("version")
-            timeout = message.get("ready_timeout")
+            if request.version is not None:
+                try:
+                    resolve_deploy_version(self.context.pool, request.version)
+                except OpenRTCError as exc:
+                    client.answer(ok=False, message=str(exc))
+                    return
             self.request_deploy(
-                str(version) if version else None,
+                request.version,
                 client,
-                ready_timeout=float(timeout) if isinstance(timeout, (int, float)) else None,
-                wait_drain=bool(message.get("wait")),
+                ready_timeout=request.ready_timeout,
+                wait_drain=request.wait,
             )
         elif op == "drain":
             self._drainers.append(client)
@@ -505,15 +758,24 @@ class DeployController:
                 f"draining: {sum(len(g.calls) for g in self._live())} live call(s) finish first"
             )
             self.stop("drain asked over the control socket")
-        else:
-            client.answer(
-                ok=False, message=f"unknown op {op!r}: status, ready, alive, deploy, drain"
-            )
+
+    def _expire_clients(self) -> None:
+        now = time.monotonic()
+        for client in list(self._clients.values()):
+            if not client.idle(now):
+                continue
+            if client.asked:
+                self._close(client)  # it does not read its answers
+            else:
+                client.refuse(
+                    f"no request line within {IDLE_TIMEOUT_S:g} s: send one JSON object and a "
+                    "newline"
+                )
 
     def _close(self, client: Client) -> None:
         self._unregister(client.sock)
         self._clients.pop(client.sock.fileno(), None)
-        client.sock.close()
+        close(client.sock)
 
     def _unregister(self, what: Any) -> None:
         with contextlib.suppress(KeyError, ValueError):
@@ -570,7 +832,8 @@ class DeployController:
         if self._stopping:
             state = "draining"
         elif not serving:
-            state = "starting"  # the first generation is on its way
+            # the first generation is on its way, or one replaces a generation that died
+            state = "starting" if self.last_good is None else "restarting"
         elif self._in(State.STARTING) or self.pending is not None:
             state = "deploying"
         else:
@@ -582,6 +845,12 @@ class DeployController:
             "ready": self.ready(),
             "workers_per_generation": self.context.plan.count,
             "generations": [g.as_dict() for g in self.generations],
+            "restarts": self.restart_count,
+            "last_restarts": [r.as_dict() for r in self.restarts],
+            "next_restart_in_s": None
+            if self.pending is None or self.pending.restart is None
+            else round(max(0.0, self.pending.not_before - time.monotonic()), 3),
+            "orphaned": [g.as_dict() for g in self.orphaned if g not in self.generations],
         }
 
 
@@ -593,7 +862,8 @@ def _seconds(raw: str, name: str) -> float:
     try:
         value = float(raw)
     except ValueError:
-        value = 0.0
-    if value <= 0:
-        raise OpenRTCError(f"{name}={raw!r}: give a number of seconds, more than 0")
+        value = math.nan
+    wrong = ready_timeout_error(value)
+    if wrong:
+        raise OpenRTCError(f"{name}={raw!r}: {wrong}")
     return value

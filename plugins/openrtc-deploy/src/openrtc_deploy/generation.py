@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import ctypes
 import enum
 import json
 import os
@@ -39,6 +40,7 @@ GENERATION_SUPERVISOR: Final = "workers"
 """The supervisor each generation runs (openrtc-workers')."""
 LOG_TAIL_LINES: Final = 60
 _EXCEPTION_LINE: Final = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b.*")
+_PR_SET_CHILD_SUBREAPER: Final = 36
 
 
 class State(enum.Enum):
@@ -88,6 +90,15 @@ class Generation:
     lost: dict[str, str] = attrs.field(factory=dict)
     """Calls of a worker that died."""
     gave_up: str = ""
+    restart_of: int | None = None
+    """The number of the generation that died, when this one was started to replace it."""
+    disk: str | None = None
+    """The version of the code on disk (git commit or content hash) when it started."""
+    call_pids: dict[str, int] = attrs.field(factory=dict)
+    """Live calls: job id -> the pid of the worker that holds it."""
+    orphans: dict[int, int] = attrs.field(factory=dict)
+    """Workers left running when its supervisor died (pid -> worker index): they drain
+    their calls on their own (their parent-death signal), as the controller's children."""
 
     @property
     def pid(self) -> int:
@@ -124,11 +135,14 @@ class Generation:
             return READY
         elif kind == TAKEN and job:
             self.calls[job] = agent
+            self.call_pids[job] = pid
             self.taken += 1
         elif kind == RELEASED and job:
             self.calls.pop(job, None)
+            self.call_pids.pop(job, None)
         elif kind == CUT and job:
             self.calls.pop(job, None)
+            self.call_pids.pop(job, None)
             self.cut[job] = agent
         elif kind == EXITED:
             for lost in event.get("lost", []) or []:
@@ -150,19 +164,39 @@ class Generation:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.process.pid, sig)
 
-    def exited(self, status: int) -> None:
+    def exited(self, status: int, *, died: bool = False) -> None:
+        """Its supervisor exited with `status`. `died`: unexpectedly, so its workers still
+        running are kept as :attr:`orphans` with their calls, and the calls of those gone
+        are lost; else the calls still live were cut (named by id)."""
         self.read_status()
         self.log.read()
         self.exited_at = time.monotonic()
         self.exit = exit_reason(status)
-        self.cut.update(self.calls)  # still live when it exited: cut, named by id
-        self.calls.clear()
+        if died:
+            self.orphans = {w.pid: w.index for w in self.workers.values() if is_child(w.pid)}
+        for job in [j for j in self.calls if self.call_pids.get(j) not in self.orphans]:
+            (self.lost if died else self.cut)[job] = self.calls.pop(job)
+            self.call_pids.pop(job, None)
         self.status.ended = True
         with contextlib.suppress(OSError):
             os.close(self.status.fd)
-        self.log.close()
+        if self.log.ended:
+            self.log.close()  # else its orphans (or their job processes) still write to it
         if self.state is not State.FAILED:
             self.state = State.EXITED
+
+    def orphan_exited(self, pid: int, status: int) -> dict[str, str]:
+        """Orphan `pid` exited with `status`: the calls it held, now lost unless it exited
+        cleanly (its drain finished them)."""
+        self.orphans.pop(pid, None)
+        held = {j: a for j, a in self.calls.items() if self.call_pids.get(j) == pid}
+        for job in held:
+            self.calls.pop(job)
+            self.call_pids.pop(job, None)
+        if os.waitstatus_to_exitcode(status) == 0:
+            return {}
+        self.lost.update(held)
+        return held
 
     def as_dict(self) -> dict[str, Any]:
         now = time.monotonic()
@@ -196,6 +230,15 @@ class Generation:
             "lost": sorted(self.lost),
             "exit": self.exit,
             "failure": self.failure,
+            "restart_of": self.restart_of,
+            "orphans": [
+                {
+                    "worker": index,
+                    "pid": pid,
+                    "live_calls": sum(1 for p in self.call_pids.values() if p == pid),
+                }
+                for pid, index in sorted(self.orphans.items())
+            ],
         }
 
 
@@ -249,6 +292,26 @@ class LogTee:
             if not exception and _EXCEPTION_LINE.match(text):
                 exception = text
         return exception
+
+
+def adopt_orphans() -> bool:
+    """Make this process the child subreaper of its descendants (Linux): a worker whose
+    generation's supervisor died becomes our child, so we can wait for it and know when its
+    calls are over. Whether the kernel agreed."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def is_child(pid: int) -> bool:
+    """Whether `pid` is a child of this process not yet waited for (running or not)."""
+    try:
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except (ChildProcessError, OSError):
+        return False
+    return True
 
 
 def _write_all(fd: int, data: bytes) -> None:
