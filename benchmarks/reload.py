@@ -17,7 +17,11 @@ in the worker (new calls get the new code from then on; includes the watcher's 1
 debounce); the reload's own duration, from the worker's ``loading`` to its ``applied`` (the
 few ms the reloader spends listing modules before it loads are not in it); each live session's
 ``switched``, and the last one's. Turn latency is each caller's own ``latency_s``; a turn is
-"during a swap" when its start..end overlaps a save..last-switch window. Nothing is asserted on
+"during a swap" when its start..end overlaps a save..last-switch window; the worker's loop lag
+(how late a task sleeping 10 ms wakes) is cut the same way. ``start-up`` is from creating the
+worker to the reloader having read the pool's code. ``--unrelated-files N`` puts a virtualenv
+of N tiny files inside the project folder (nothing imports them), as a project that keeps its
+venv beside its code does. Nothing is asserted on
 time: the run fails (exit 1) only on a dropped call (not accepted, or not completed), a call
 whose versions went backwards, or a save never applied.
 """
@@ -42,6 +46,8 @@ from typing import Any, Final
 
 from openrtc_core import load_pool
 from openrtc_testing import LoopbackDispatchServer
+from openrtc_testing.measure import LoopLagMonitor
+from openrtc_testing.trees import virtualenv_like
 from openrtc_testing.worker import dispatch_until_accepted, running_worker, simulated_call_metadata
 
 from .arguments import OneLineParser, add_numeric_options
@@ -54,6 +60,7 @@ MIN_INTERVAL_S: Final = 0.5
 """Saves closer than the reloader's debounce (150 ms) would be one save."""
 WAIT_S: Final = 120.0
 TURN_KINDS: Final = ("thinking", "listening")
+LAG_INTERVAL_S: Final = 0.01
 
 PROJECT: Final = {  # written as is (no formatter): the pool module, with its stamping plugin
     "app.py": """
@@ -181,11 +188,18 @@ async def one_call(
 async def drive(a: argparse.Namespace, root: Path) -> dict[str, Any]:
     """The run: the worker, the calls, the saves. Raw stamps, saves and reports out."""
     app, support = write_project(root / "project", a.isolation, a.calls + 10)
+    if a.unrelated_files:
+        virtualenv_like(root / "project", a.unrelated_files)
     os.environ[STAMPS_ENV] = str(root / "stamps.jsonl")  # outside the watched project
     stamps, me = StampFile(root / "stamps.jsonl"), os.getpid()
     pool = load_pool(str(app))
+    lag = LoopLagMonitor(interval_s=LAG_INTERVAL_S)
+    lag.start()
+    began = time.monotonic()
     async with LoopbackDispatchServer() as dispatch, running_worker(pool, dispatch, reload=True):
         await until(lambda: "support" in pool.view().agent_versions, "the reloader")
+        startup_s = time.monotonic() - began
+        log(f"worker and reloader started in {startup_s:.2f} s")
         versions, saves = [pool.view().agent_versions["support"]], list[dict[str, Any]]()
         calls = [asyncio.create_task(one_call(dispatch, n, a)) for n in range(a.calls)]
         log(f"{a.calls} calls dispatched; the first save once each has had a turn")
@@ -210,7 +224,12 @@ async def drive(a: argparse.Namespace, root: Path) -> dict[str, Any]:
             log(f"save {n - 1}: {versions[-2]} → {versions[-1]}")
             await asyncio.sleep(max(0.0, t_save + a.interval - time.monotonic()))
         results = list(await asyncio.gather(*calls))
+    await lag.stop()
+    # The monitor stamps wall-clock times; the stamps are monotonic: shift them over.
+    shift = time.monotonic() - time.time()
+    lags = [[t + shift, s] for t, s in zip(lag.times, lag.samples, strict=True)]
     raw = dict(pid=me, versions=versions, saves=saves, calls=results)
+    raw.update(startup_s=startup_s, loop_lag=lags)
     return {**raw, "stamps": stamps.read()}
 
 
@@ -271,6 +290,8 @@ def analyse(raw: dict[str, Any]) -> dict[str, Any]:
         "switched_ms": spread([ms for s in saves for ms in s["switched_ms"]]),
         "turn_ms_during_swaps": spread(during),
         "turn_ms_otherwise": spread(other),
+        "startup_ms": spread([raw["startup_s"] * 1000]),
+        **loop_lag(raw["loop_lag"], windows),
         "calls_dropped": len(dropped),
         "calls_with_versions_backwards": [c["job_id"] for c in calls if c["backwards"]],
         "turns_without_stamps": sum(c["unstamped"] for c in calls),
@@ -278,6 +299,17 @@ def analyse(raw: dict[str, Any]) -> dict[str, Any]:
         "calls": calls,
         "events": [{**r, "t": round(r["t"] - t0, 4)} for r in events],
     }
+
+
+def loop_lag(samples: list[list[float]], windows: list[tuple[float, float]]) -> dict[str, Any]:
+    """The loop's lag (ms) in the samples taken during a save..last-switch window, and in
+    the others."""
+    during, other = list[float](), list[float]()
+    for t, lag in samples:
+        # A sample taken at t measured the sleep that ended then.
+        swap = any(start <= t <= end + LAG_INTERVAL_S + lag for start, end in windows)
+        (during if swap else other).append(lag * 1000)
+    return {"loop_lag_ms_during_swaps": spread(during), "loop_lag_ms_otherwise": spread(other)}
 
 
 def ms(value: float | None) -> str:
@@ -294,13 +326,17 @@ OVERALL: Final = (
     ("switched", "switched_ms", "sessions"),
     ("turn during swaps", "turn_ms_during_swaps", "turns"),
     ("turn otherwise", "turn_ms_otherwise", "turns"),
+    ("loop lag in swaps", "loop_lag_ms_during_swaps", "samples"),
+    ("loop lag otherwise", "loop_lag_ms_otherwise", "samples"),
+    ("start-up", "startup_ms", "start"),
 )
 
 
 def render(summary: dict[str, Any], a: argparse.Namespace) -> str:
     """The table: one row per save, then the figures over all saves."""
     lines = [
-        f"hot reload: {a.calls} calls, {a.isolation} isolation; ms after each save "
+        f"hot reload: {a.calls} calls, {a.isolation} isolation, {a.unrelated_files} unrelated "
+        "files in the project; ms after each save "
         "(reload: loading the code to applied, in the worker; switched: sessions/live)",
         "save  version   applied  reload  sw p50  sw p99  sw max  switched  job procs applied max",
     ]
@@ -326,6 +362,7 @@ OPTIONS: Final = (
     ("--pause", float, 0.05, 0.5, "mean seconds before each line (0.5x-1.5x: out of step)"),
     ("--saves", int, 1, 5, "saves of support.py, each with a new reply tag"),
     ("--interval", float, MIN_INTERVAL_S, 3.0, "seconds from one save to the next"),
+    ("--unrelated-files", int, 0, 0, "files of a virtualenv inside the project folder"),
 )
 
 
