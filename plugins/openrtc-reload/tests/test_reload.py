@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from reload_project import make_project, recorded, wait_until
+from reload_project import make_project, recorded, save, wait_until
 
 from openrtc_core import AgentPool, load_pool, prewarm_before_fork
+from openrtc_reload.reloader import ACTIVE
 from openrtc_testing import LoopbackDispatchServer
+from openrtc_testing.trees import virtualenv_like
 from openrtc_testing.worker import (
     dispatch_until_accepted,
     simulate_call,
@@ -71,6 +74,8 @@ async def test_live_calls_switch_at_their_next_turn(
         project.edit("support.py", lambda s: s.replace('TAG = "v1"', 'TAG = "v2"'))
         applied = await recorder.wait_for("applied")
         reports = [report for _, report in await asyncio.gather(*tasks)]
+        # Ended calls are let go of: the reloader keeps no session past its end.
+        await wait_until(lambda: not any(r.live for r in ACTIVE), what="sessions forgotten")
     second = pool.view().agent_versions["support"]
     assert second != first and applied.versions["support"] == second
     assert applied.previous["support"] == first
@@ -451,3 +456,194 @@ async def test_a_worker_forked_from_code_older_than_its_files_loads_them_first(
     assert "loaded its code before the last change" in applied[0].files[0]
     assert report["turns"][0]["reply"].startswith("v2"), report
     assert report["turns"][0]["version"] == version
+
+
+@pytest.fixture
+def reload_lines(caplog: pytest.LogCaptureFixture) -> Callable[[], list[str]]:
+    """What the reloader said, down to its debug lines, since the log was last cleared: one
+    line per load it tried (refused, applied, changed nothing, not tried again)."""
+    caplog.set_level("DEBUG", logger="openrtc.reload")
+    return lambda: [r.getMessage() for r in caplog.records if r.name == "openrtc.reload"]
+
+
+async def test_files_the_code_does_not_name_never_reload_it(
+    tmp_path: Path,
+    openrtc_dispatch: LoopbackDispatchServer,
+    openrtc_worker: Any,
+    caplog: pytest.LogCaptureFixture,
+    reload_lines: Callable[[], list[str]],
+) -> None:
+    # The worker's own log written into the project's folders: each "reload refused" line
+    # must not be a change that loads the refused code again (and logs it again).
+    project = make_project(tmp_path)
+    logs = [
+        logging.FileHandler(tmp_path / "worker.log"),
+        logging.FileHandler(project.file("a.log")),
+    ]
+    for handler in logs:
+        logging.getLogger("openrtc").addHandler(handler)
+    pool = project.load()
+    recorder = recorded(pool)
+    try:
+        async with openrtc_worker(pool, reload=True):
+            await started(pool)
+            caplog.clear()
+            project.edit("support.py", lambda s: s.replace("(Agent):", "(Agent)"))
+            await recorder.wait_for("rejected")
+            save(project.file("support.py"), project.read("support.py"))  # saved again as is
+            # Meanwhile the app writes its own files all over its folder.
+            (tmp_path / "out").mkdir()
+            for n in range(20):
+                for k in range(25):
+                    (tmp_path / "out" / f"{n}-{k}.json").write_text("{}")
+                (tmp_path / f"notes-{n}.md").write_text("notes")
+                project.file(f"cache-{n}.json").write_text("{}")
+                with project.file("a.log").open("a") as log:
+                    log.write(f"line {n}\n")
+                await asyncio.sleep(0.05)
+            project.edit(
+                "support.py", lambda s: s.replace("(Agent)", "(Agent):").replace("v1", "v2")
+            )
+            applied = await recorder.wait_for("applied")
+    finally:
+        for handler in logs:
+            logging.getLogger("openrtc").removeHandler(handler)
+            handler.close()
+    assert recorder.kinds() == ["rejected", "applied"]
+    assert [Path(f).name for f in applied.files] == ["support.py"], applied.files
+    # One refusal; the same files saved again are not loaded again; no other load was tried.
+    lines = reload_lines()
+    assert len(lines) == 3, lines
+    assert lines[0].startswith("reload refused") and lines[2].startswith("reload applied")
+    assert "the files are still the refused save" in lines[1]
+
+
+async def test_a_helper_and_a_data_file_the_code_names_reload_it_and_their_neighbours_do_not(
+    tmp_path: Path,
+    openrtc_dispatch: LoopbackDispatchServer,
+    openrtc_worker: Any,
+    caplog: pytest.LogCaptureFixture,
+    reload_lines: Callable[[], list[str]],
+) -> None:
+    project = make_project(tmp_path)
+    (project.folder / "tools").mkdir()
+    project.write("tools/__init__.py", "")
+    project.write(
+        "tools/lookup.py",
+        """
+        from pathlib import Path
+
+        ROOT = Path(__file__).resolve().parents[2]
+
+
+        def setting() -> str:
+            return "lookup-1 " + (ROOT / "config/agent.toml").read_text().strip()
+        """,
+    )
+    project.edit(
+        "helpers.py",
+        lambda s: s.replace(
+            "from pathlib import Path",
+            f"from pathlib import Path\n\nfrom {project.package}.tools.lookup import setting",
+        ).replace(".read_text().strip()", '.read_text().strip() + " " + setting()'),
+    )
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "agent.toml").write_text('mood = "calm"\n')
+    (config / "other.toml").write_text("unused = 1\n")
+    pool = project.load()
+    recorder = recorded(pool)
+    async with openrtc_worker(pool, reload=True):
+        first = await started(pool)
+        caplog.clear()
+        (config / "other.toml").write_text("unused = 2\n")  # no code names it
+        (config / "agent.toml").write_text('mood = "cheerful"\n')
+        by_data = await recorder.wait_for("applied")
+        project.edit("tools/lookup.py", lambda s: s.replace("lookup-1", "lookup-2"))
+        by_helper = await recorder.wait_for("applied", count=2)
+        _, late = await simulate_call(
+            openrtc_dispatch, "late", agent="support", turns=["hi"], timeout=60
+        )
+    assert [Path(f).name for f in by_data.files] == ["agent.toml"], by_data.files
+    assert [Path(f).name for f in by_helper.files] == ["lookup.py"], by_helper.files
+    assert by_data.agents == by_helper.agents == ("support",)
+    assert first != by_data.versions["support"] != by_helper.versions["support"]
+    assert 'lookup-2 mood = "cheerful"' in late["turns"][0]["reply"], late
+    assert len(reload_lines()) == 2, reload_lines()
+
+
+async def test_a_module_the_code_starts_importing_is_watched_and_one_it_drops_is_not(
+    tmp_path: Path,
+    openrtc_dispatch: LoopbackDispatchServer,
+    openrtc_worker: Any,
+    caplog: pytest.LogCaptureFixture,
+    reload_lines: Callable[[], list[str]],
+) -> None:
+    project = make_project(tmp_path)
+    pool = project.load()
+    recorder = recorded(pool)
+    uses_extra = f"from {project.package}.extra import EXTRA\nTAG = EXTRA"
+    async with openrtc_worker(pool, reload=True):
+        await started(pool)
+        caplog.clear()
+        # Saved before the module it imports exists: refused, until that module is written.
+        project.edit("support.py", lambda s: s.replace('TAG = "v1"', uses_extra))
+        await recorder.wait_for("rejected")
+        project.write("extra.py", 'EXTRA = "x1"\n')
+        await recorder.wait_for("applied")
+        project.edit("extra.py", lambda s: s.replace("x1", "x2"))
+        edited = await recorder.wait_for("applied", count=2)
+        project.edit("support.py", lambda s: s.replace(uses_extra, 'TAG = "v3"'))
+        await recorder.wait_for("applied", count=3)
+        project.edit("extra.py", lambda s: s.replace("x2", "x3"))  # no longer imported
+        project.edit("helpers.py", lambda s: s.replace("helper-1", "helper-2"))
+        last = await recorder.wait_for("applied", count=4)
+        _, late = await simulate_call(
+            openrtc_dispatch, "late", agent="support", turns=["hi"], timeout=60
+        )
+    assert [Path(f).name for f in edited.files] == ["extra.py"], edited.files
+    assert [Path(f).name for f in last.files] == ["helpers.py"], last.files
+    assert recorder.kinds() == ["rejected", *["applied"] * 4]
+    assert len(reload_lines()) == 5, reload_lines()
+    assert late["turns"][0]["reply"].startswith("v3 ") and "helper-2" in late["turns"][0]["reply"]
+
+
+UNRELATED_FILES = 50_000
+
+
+async def test_a_virtualenv_in_the_project_folder_is_neither_watched_nor_listed(
+    tmp_path: Path,
+    openrtc_dispatch: LoopbackDispatchServer,
+    openrtc_worker: Any,
+    caplog: pytest.LogCaptureFixture,
+    reload_lines: Callable[[], list[str]],
+) -> None:
+    project = make_project(tmp_path)
+    venv = virtualenv_like(tmp_path, UNRELATED_FILES)
+    packages = sorted((venv / "lib" / "python3.11" / "site-packages").iterdir())
+    pool = project.load()
+    recorder = recorded(pool)
+
+    def write_into_the_venv(text: str) -> None:
+        for package in packages[::10]:
+            (package / "module_00.py").write_text(text)
+            (package / "new_module.py").write_text(text)
+        (venv / "pyvenv.cfg").write_text(text)
+
+    async with openrtc_worker(pool, reload=True):
+        await started(pool)
+        watching = reload_lines()
+        caplog.clear()
+        write_into_the_venv("# 1\n")
+        project.edit("helpers.py", lambda s: s.replace("helper-1", "helper-2"))
+        await recorder.wait_for("applied")
+        write_into_the_venv("# 2\n")  # the watcher is surely running by now
+        project.edit("support.py", lambda s: s.replace('TAG = "v1"', 'TAG = "v2"'))
+        applied = await recorder.wait_for("applied", count=2)
+        _, late = await simulate_call(
+            openrtc_dispatch, "late", agent="support", turns=["hi"], timeout=60
+        )
+    assert [Path(f).name for f in applied.files] == ["support.py"], applied.files
+    assert len(reload_lines()) == 2, reload_lines()
+    assert watching and not any("venv" in line for line in watching), watching
+    assert late["turns"][0]["reply"].startswith("v2 ") and "helper-2" in late["turns"][0]["reply"]

@@ -32,7 +32,7 @@ from openrtc_core import (
 )
 
 from . import loader
-from .code import ignored, library_packages
+from .code import digest, ignored, library_packages
 from .loader import CheckFailed, Load
 from .switch import LiveCode
 
@@ -81,6 +81,9 @@ class WatchReloader:
         self._thread: threading.Thread | None = None
         self._checked_staleness = False
         self._sending_back: set[asyncio.Future[None]] = set()
+        self._refused_files: str | None = None
+        """While the files on disk are a refused save: a hash of them, so the same files
+        are not loaded (and refused, and logged) again."""
 
     # -- the Reloader protocol -------------------------------------------------------------
 
@@ -153,20 +156,24 @@ class WatchReloader:
     def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
         """The watching thread: waits on the files, hands each save to the loop and waits
         for it to be applied before looking again (a daemon thread of its own, so a job
-        process ends without waiting for it)."""
+        process ends without waiting for it).
+
+        It watches the folders of the files the code is made of, each on its own (what is
+        below them is never listed: a virtualenv beside the code costs nothing), and lets
+        through only changes to those files (see :meth:`_relevant`)."""
         while not self._stop.is_set():
             assert self.loaded is not None
-            folders = sorted(self.loaded.code.folders)
+            watched = self.loaded.code.folders
+            folders = sorted(f for f in watched if f.is_dir())
             if not folders:
                 return
-            watched = frozenset(folders)
             for changes in watchfiles.watch(
                 *folders,
                 stop_event=self._stop,
                 debounce=DEBOUNCE_MS,
                 step=50,
-                watch_filter=_relevant_in(folders),
-                recursive=True,
+                watch_filter=self._relevant,
+                recursive=False,
                 raise_interrupt=False,
             ):
                 paths = sorted({Path(path) for _, path in changes})
@@ -179,19 +186,49 @@ class WatchReloader:
                 if self.loaded.code.folders != watched:
                     break  # the code moved into other folders: watch those
 
+    def _relevant(self, change: watchfiles.Change, path: str) -> bool:
+        """Whether a change is one of the code's files: a module or data file of the running
+        code (the set is read afresh each time: a reload that imports a new module watches
+        it from then on), a module file added to the pool's own folder (a new agent of a
+        directory target), or, while the files are a refused save, any module file in the
+        watched folders (the module the broken import was waiting for)."""
+        code = self.loaded.code if self.loaded is not None else None
+        if code is None:
+            return False
+        file = Path(path)
+        if file in code.watched:
+            return True
+        if file.suffix != ".py" or ignored(Path(file.name)):
+            return False
+        if file.parent == code.home and not file.name.startswith("_"):
+            return True
+        return self._refused_files is not None and file.parent in code.folders
+
+    def _files_now(self, changed: Iterable[Path]) -> str:
+        """A hash of the code's files and `changed` as they are on disk."""
+        assert self.loaded is not None
+        return digest(sorted({*self.loaded.code.watched, *(Path(p) for p in changed)}))
+
     # -- reloading -------------------------------------------------------------------------
 
     async def reload(self, changed: Iterable[Path], *, why: str = "") -> PoolChange | None:
         """Load the pool's code again and apply it if it passes; None when nothing changed
         or the change was refused."""
+        changed = tuple(changed)
         files = tuple(shown(p) for p in changed)
         async with self._lock:
             started = time.perf_counter()
+            now = self._files_now(changed)
+            if now == self._refused_files:
+                logger.debug("reload: %s: the files are still the refused save", files)
+                return None
             try:
                 load = loader.load_fresh(self.pool)
             except CheckFailed as exc:
+                self._refused_files = now
                 self._refused(files, str(exc))
                 return None
+            self._refused_files = None
             versions = dict(load.code.versions)
             if versions in self.bad:
                 logger.debug("reload: %s is the code that was rolled back; not applied", versions)
@@ -284,7 +321,9 @@ class WatchReloader:
     # -- live sessions ---------------------------------------------------------------------
 
     def hosts(self, job_id: str) -> bool:
-        return self.pool.sessions.get(job_id) is not None
+        # The pool closes a session's entry before the session_ended hooks run: a session
+        # this reloader tracks is still its own then, to be forgotten.
+        return job_id in self.live or self.pool.sessions.get(job_id) is not None
 
     def track(self, job_id: str, session: AgentSession[Any]) -> None:
         entry = self.pool.sessions.get(job_id)
@@ -415,21 +454,6 @@ def _raised_in(error: BaseException, function: str) -> bool:
 def _unanswered(session: AgentSession[Any]) -> bool:
     messages = [i for i in session.history.items if isinstance(i, llm.ChatMessage)]
     return bool(messages) and messages[-1].role == "user"
-
-
-def _relevant_in(folders: Iterable[Path]) -> Callable[[watchfiles.Change, str], bool]:
-    """A watch filter: a change counts unless it is an editor's or a cache's (judged below
-    the watched folder, so a project inside a hidden folder is still watched)."""
-    roots = sorted(folders, key=lambda f: len(f.parts), reverse=True)
-
-    def relevant(change: watchfiles.Change, path: str) -> bool:
-        file = Path(path)
-        for root in roots:
-            if file.is_relative_to(root):
-                return not ignored(file.relative_to(root))
-        return not ignored(Path(file.name))
-
-    return relevant
 
 
 def in_daemon_thread(function: Callable[..., T], *args: Any) -> asyncio.Future[T]:
