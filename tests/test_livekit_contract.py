@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import dataclasses
 import inspect
+import os
 import time
 from collections.abc import Callable, Iterator
 from importlib.metadata import version
@@ -294,6 +295,11 @@ def test_production_logging_is_livekits_json_on_stdout() -> None:
         root.setLevel(level)
 
 
+def _livekit_class(runner: type[Any]) -> type[Any]:
+    """livekit's class under a fixed runner class (the first of its bases that is livekit's)."""
+    return next(c for c in runner.__mro__ if c.__module__.startswith("livekit."))
+
+
 @contextlib.contextmanager
 def _livekit_runners() -> Iterator[None]:
     """livekit's own runner classes in their modules for the test, whatever was there before."""
@@ -303,7 +309,7 @@ def _livekit_runners() -> Iterator[None]:
     before = [getattr(module, name) for module, name in places]
     try:
         for (module, name), current in zip(places, before, strict=True):
-            original = current.__mro__[2] if hasattr(current, "openrtc_fixed") else current
+            original = _livekit_class(current)
             setattr(module, name, original)
         yield
     finally:
@@ -363,7 +369,7 @@ def test_the_fixes_replace_both_runner_classes_once() -> None:
         livekit_jobs.install_runner_fixes()  # once is enough; a second changes nothing
         fixed = (job_thread_executor.ThreadJobExecutor, job_proc_executor.ProcJobExecutor)
         for ours, theirs in zip(fixed, livekit_classes, strict=True):
-            assert ours.__mro__[2] is theirs and ours.__name__ == theirs.__name__
+            assert _livekit_class(ours) is theirs and ours.__name__ == theirs.__name__
 
 
 async def test_a_thread_runner_closed_while_it_initializes_closes() -> None:
@@ -393,3 +399,63 @@ async def test_join_of_an_ended_runner_lets_the_loop_run() -> None:
         asyncio.get_running_loop().call_soon(turns.append, 1)
         await runner.join()
         assert turns == [1]
+
+
+def test_the_memory_monitor_kills_on_the_sample_the_process_runner_reads() -> None:
+    from livekit.agents.ipc import supervised_proc
+
+    monitor = inspect.getsource(supervised_proc.SupervisedProc._memory_monitor_task)
+    for said in (
+        "self._sample_memory_mb",
+        "memory_mb > self._opts.memory_limit_mb",
+        "await self._send_kill_signal()",
+    ):
+        assert said in monitor, _fail(f"SupervisedProc._memory_monitor_task ({said})")
+    sample = inspect.signature(supervised_proc.SupervisedProc._sample_memory_mb)
+    assert list(sample.parameters) == ["self"], _fail("SupervisedProc._sample_memory_mb")
+
+
+async def test_a_process_runner_past_its_memory_limit_says_why_it_is_killed() -> None:
+    import multiprocessing
+
+    from livekit.agents.ipc import job_proc_executor
+
+    async def entrypoint(ctx: JobContext) -> None:
+        return None
+
+    with _livekit_runners():
+        livekit_jobs.install_runner_fixes()
+        runner = job_proc_executor.ProcJobExecutor(
+            initialize_process_fnc=lambda proc: None,
+            job_entrypoint_fnc=entrypoint,
+            session_end_fnc=None,
+            simulation_end_fnc=None,
+            inference_executor=None,
+            initialize_timeout=10,
+            close_timeout=5,
+            session_end_timeout=5,
+            memory_warn_mb=0,
+            memory_limit_mb=1,  # any process is past it
+            ping_interval=2.5,
+            ping_timeout=60,
+            high_ping_threshold=0.5,
+            http_proxy=None,
+            mp_ctx=multiprocessing.get_context("forkserver"),
+            loop=asyncio.get_running_loop(),
+        )
+    assert livekit_jobs.job_error(runner) == ""
+    runner._pid = os.getpid()  # what the monitor samples: this process, for the test
+    memory_mb, metric = runner._sample_memory_mb()
+    assert livekit_jobs.job_error(runner) == (
+        f"job process killed for memory: it reached {memory_mb:.0f} MB ({metric}), "
+        "over job_memory_limit_mb=1"
+    )
+
+
+def test_job_status_goes_out_through_update_job_status_and_the_message_queue() -> None:
+    run = inspect.getsource(AgentServer.run)
+    assert "self._update_job_status(proc)" in run, _fail("AgentServer.run's job status hook")
+    update = inspect.getsource(AgentServer._update_job_status)
+    for said in ("proc.running_job", "proc.status", "await self._queue_msg(msg)", 'error=""'):
+        assert said in update, _fail(f"AgentServer._update_job_status ({said})")
+    assert inspect.iscoroutinefunction(AgentServer._queue_msg), _fail("AgentServer._queue_msg")

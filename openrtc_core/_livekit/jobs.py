@@ -221,8 +221,61 @@ class _YieldAfterJoin:
         await asyncio.sleep(0)
 
 
+class _SaysWhyKilled:
+    """A process runner that knows when livekit's memory monitor killed its job, and why.
+
+    The monitor (ipc/supervised_proc.py ``_memory_monitor_task``) kills the job process as
+    soon as a sample of its memory (``_sample_memory_mb``: PSS, else USS or RSS, in MB) is
+    above ``_opts.memory_limit_mb``; it keeps the figure to itself, and the job's status then
+    goes to LiveKit as failed with no error. The same test on the same sample, here, keeps
+    the reason (:func:`job_error`).
+    """
+
+    killed_for: str = ""
+
+    def _sample_memory_mb(self) -> tuple[float, str]:
+        memory_mb, metric = super()._sample_memory_mb()  # type: ignore[misc]
+        limit = self._opts.memory_limit_mb  # type: ignore[attr-defined]
+        if limit > 0 and memory_mb > limit:
+            self.killed_for = (
+                f"job process killed for memory: it reached {memory_mb:.0f} MB ({metric}), "
+                f"over job_memory_limit_mb={limit:g}"
+            )
+        return memory_mb, metric
+
+
 def _fixed_process_runner(livekit_runner: type[Any]) -> type[Any]:
-    return type("FixedProcessRunner", (_YieldAfterJoin, livekit_runner), {})
+    return type("FixedProcessRunner", (_YieldAfterJoin, _SaysWhyKilled, livekit_runner), {})
+
+
+def job_error(runner: Any) -> str:
+    """Why a job's runner ended its job, when livekit killed it for memory; "" otherwise."""
+    return runner.killed_for if isinstance(runner, _SaysWhyKilled) else ""
+
+
+def report_job_errors(server: Any) -> None:
+    """Send each job's status to LiveKit with its error (:func:`job_error`), where livekit's
+    ``AgentServer._update_job_status`` always sends ``error=""``.
+
+    livekit's worker calls ``self._update_job_status(runner)`` when a runner starts, launches
+    its job or closes (worker.py ``run``), and queues the message with ``_queue_msg``; the
+    replacement maps the runner's status as livekit does and adds the error.
+    """
+    from livekit.agents.ipc.job_executor import JobStatus
+    from livekit.protocol import agent
+
+    statuses = {JobStatus.FAILED: agent.JS_FAILED, JobStatus.SUCCESS: agent.JS_SUCCESS}
+
+    async def update_job_status(runner: Any) -> None:
+        info = runner.running_job
+        if info is None:
+            return
+        status = statuses.get(runner.status, agent.JS_RUNNING)
+        error = job_error(runner) if status == agent.JS_FAILED else ""
+        update = agent.UpdateJobStatus(job_id=info.job.id, status=status, error=error)
+        await server._queue_msg(agent.WorkerMessage(update_job=update))
+
+    server._update_job_status = update_job_status
 
 
 def _fixed_thread_runner(livekit_runner: type[Any]) -> type[Any]:

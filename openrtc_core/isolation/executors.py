@@ -61,6 +61,8 @@ class ProcessBackend:
     def install(self, server: AgentServer) -> None:
         # Without them, a worker's drain or close can hang for good (see _livekit).
         livekit_jobs.install_runner_fixes()
+        # A job killed for its memory is reported to LiveKit as such, limit and size.
+        livekit_jobs.report_job_errors(server)
 
 
 @attrs.frozen

@@ -349,9 +349,11 @@ async def post_report(url: str, report: dict[str, Any]) -> None:
                 logger.warning(
                     "simulation report was refused (HTTP %s)",
                     resp.status,
-                    extra={"job_id": report["job_id"]},
+                    extra={"job_id": report.get("job_id", "")},
                 )
     except (aiohttp.ClientError, TimeoutError) as exc:
         logger.warning(
-            "could not post the simulation report: %s", exc, extra={"job_id": report["job_id"]}
+            "could not post the simulation report: %s",
+            exc,
+            extra={"job_id": report.get("job_id", "")},
         )

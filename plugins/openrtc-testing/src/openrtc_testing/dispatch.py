@@ -47,6 +47,10 @@ AGENT_PATH = "/agent"
 # and the scripted providers load without openrtc_core: plain livekit workers in the
 # benchmarks use them.
 REPORT_PATH = "/openrtc/simulation/report"
+# Where a simulating worker says which process it is, once registered (``worker_id``,
+# ``worker``: its index under a supervisor or null, ``pid``), so that the calls a dead
+# worker held can be named with it.
+WORKER_PATH = "/openrtc/simulation/worker"
 HEALTH_PATH = "/openrtc/health"
 
 REGISTER_TIMEOUT = 10.0
@@ -248,6 +252,12 @@ class Dispatch:
         self.error = ""
         """Why the dispatch was not accepted, or the last job error a worker reported."""
         self.termination_requested = False
+        self.lost = ""
+        """Set when the job's worker went away while it ran: its connection closed with the
+        job assigned, no final status and no report (see :meth:`LoopbackDispatchServer.
+        wait_for_end`); says which worker."""
+        self.lost_by = ""
+        """The LiveKit id of the worker it was lost with ("" unless lost)."""
         self.offers = 1
         """How many times the job was offered, this offer included (see
         ``worker.dispatch_until_accepted``)."""
@@ -267,6 +277,11 @@ class Dispatch:
     def status(self) -> int | None:
         """The latest reported job status, or None before the worker reported any."""
         return self.statuses[-1] if self.statuses else None
+
+    @property
+    def ended(self) -> bool:
+        """Whether the job's worker reported a final status for it, or the job was lost."""
+        return bool(self.lost) or any(s in TERMINAL_JOB_STATUSES for s in self.statuses)
 
     async def wait_for_status(self, *statuses: int, timeout: float = 60) -> int:
         """Wait for the job to report one of ``statuses`` and return it.
@@ -357,6 +372,9 @@ class LoopbackDispatchServer:
         """Every dispatch made, by job id."""
         self.reports: dict[str, dict[str, Any]] = {}
         """Reports POSTed to ``/openrtc/simulation/report``, by job id."""
+        self.processes: dict[str, dict[str, Any]] = {}
+        """What each simulating worker said of itself at ``/openrtc/simulation/worker``
+        (``worker``: its index under a supervisor, or None; ``pid``), by LiveKit worker id."""
         self.rejected_connections = 0
         """WebSocket upgrades refused (bad or missing token)."""
         self.malformed_messages = 0
@@ -372,6 +390,7 @@ class LoopbackDispatchServer:
         app = web.Application()
         app.router.add_get(AGENT_PATH, self._handle_agent_ws)
         app.router.add_post(REPORT_PATH, self._handle_report)
+        app.router.add_post(WORKER_PATH, self._handle_worker_process)
         app.router.add_get(HEALTH_PATH, self._handle_health)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
@@ -650,6 +669,27 @@ class LoopbackDispatchServer:
         d.termination_requested = True
         await worker.send(agent.ServerMessage(termination=agent.JobTermination(job_id=job_id)))
 
+    async def wait_for_end(self, job_id: str, timeout: float = 60) -> dict[str, Any] | None:
+        """Wait until ``job_id``'s call is over and return its report, or None when it ended
+        without one: its worker reported a final status first (a job process killed for its
+        memory posts no report; the status's error says why) or the job was lost with its
+        worker (``Dispatch.lost``). A call reports before its job ends (its report is posted
+        in a shutdown callback, its status is sent once the job has ended), so a final status
+        with no report means none is coming.
+
+        :raises TimeoutError: neither within `timeout` seconds.
+        """
+        d = self.dispatches.get(job_id)
+        await self._signal.wait_until(
+            lambda: job_id in self.reports or (d is not None and d.ended),
+            timeout=timeout,
+            describe=lambda: (
+                f"no report for job {job_id} posted to {REPORT_PATH} within {timeout}s, and "
+                f"no final status ({d!r})"
+            ),
+        )
+        return self.reports.get(job_id)
+
     async def wait_for_report(self, job_id: str, timeout: float = 60) -> dict[str, Any]:
         """Wait until a report for ``job_id`` was POSTed and return it."""
         await self._signal.wait_until(
@@ -679,6 +719,24 @@ class LoopbackDispatchServer:
             if count == 0:
                 longest = max(longest, min(stop, end) - max(start, since))
         return longest
+
+    async def _handle_worker_process(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            body = None
+        worker_id = body.get("worker_id") if isinstance(body, dict) else None
+        if not isinstance(worker_id, str) or not worker_id:
+            return web.json_response(
+                {"error": "body must be a JSON object with a non-empty string 'worker_id'"},
+                status=400,
+            )
+        assert isinstance(body, dict)
+        self.processes[worker_id] = {
+            "worker": _whole(body.get("worker")),
+            "pid": _whole(body.get("pid")),
+        }
+        return web.json_response({"ok": True})
 
     async def _handle_health(self, request: web.Request) -> web.Response:
         return web.Response(text="ok")
@@ -898,6 +956,7 @@ class LoopbackDispatchServer:
             f" ({update.error})" if update.error else "",
         )
         d._add_status(update)
+        self._signal.fire()
 
     def _on_ping(self, worker: WorkerConnection, ping: agent.WorkerPing) -> None:
         pong = agent.ServerMessage(
@@ -923,6 +982,7 @@ class LoopbackDispatchServer:
             d = self.dispatches.get(job_id)
             if d is not None:
                 d.worker_id = worker.worker_id
+                d.lost = d.lost_by = ""  # it lives on in the worker that took it over
                 d._signal.fire()
         logger.info("worker %s took over jobs %s", worker.worker_id, job_ids)
 
@@ -930,9 +990,33 @@ class LoopbackDispatchServer:
         if worker in self.workers:
             self.workers.remove(worker)
         worker._mark_closed()
+        self._lose_jobs(worker)
         self._note_availability()
         for wait in list(self._pending_availability.values()):
             if wait.worker is worker and not wait.fut.done():
                 wait.fut.set_exception(ConnectionError("worker disconnected"))
         logger.info("worker %s disconnected", worker.worker_id)
         self._signal.fire()
+
+    def _lose_jobs(self, worker: WorkerConnection) -> None:
+        """The jobs `worker` held when its connection closed: those with no final status
+        and no report are lost with it. A worker that stops on its own reports every job's
+        end before it disconnects; one that died (``os._exit``, SIGKILL) closes its
+        connection the moment the kernel reaps it, with its calls still assigned."""
+        said = self.processes.get(worker.worker_id, {})
+        index, pid = said.get("worker"), said.get("pid")
+        who = f"worker {worker.worker_id}" + "".join(
+            f", {name} {value}" for name, value in (("index", index), ("pid", pid)) if value
+        )
+        for job_id in sorted(worker.jobs):
+            d = self.dispatches.get(job_id)
+            if d is None or d.ended or job_id in self.reports:
+                continue
+            d.lost = f"lost with its worker ({who}): its connection closed while the call ran"
+            d.lost_by = worker.worker_id
+            logger.warning("job %s %s", job_id, d.lost)
+            d._signal.fire()
+
+
+def _whole(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

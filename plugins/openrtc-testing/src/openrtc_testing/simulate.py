@@ -110,6 +110,10 @@ class CallResult:
     voice: dict[str, Any] | None = None
     """A voice call's figures from its report (frames, VAD time, barge-ins); None in text
     mode."""
+    lost: bool = False
+    """The call was lost with its worker: the worker died while the call ran (its
+    connection to the stand-in closed with the call assigned); ``worker`` and ``worker_pid``
+    say which, as far as the worker said who it was."""
 
     def as_dict(self, *, with_worker: bool = False) -> dict[str, Any]:
         call: dict[str, Any] = {
@@ -127,6 +131,7 @@ class CallResult:
             call["tenant"] = self.tenant
         if with_worker:
             call["worker"] = self.worker
+            call["worker_pid"] = self.worker_pid
         return call
 
     def live_span(self) -> tuple[float, float] | None:
@@ -168,7 +173,8 @@ class SimulationResult:
             "re_offers": sum(c.offers - 1 for c in self.calls),
             "refused_by_worker": sum(c.refused for c in self.calls),
             "offered_while_full": sum(c.unavailable for c in self.calls),
-            "never_accepted": sum(c.start_latency_s is None and not c.ok for c in self.calls),
+            "never_accepted": sum(not c.accepted for c in self.calls),
+            "lost": sum(c.lost for c in self.calls),
             "worker_full_s": self.worker_full_s,
         }
 
@@ -235,6 +241,7 @@ class SimulationResult:
                 "calls": len(calls),
                 "completed": sum(c.ok for c in calls),
                 "failed": sum(not c.ok for c in calls),
+                "lost": sum(c.lost for c in calls),
                 "turns": len(turns),
                 "turn_latency_p50_s": percentile(turns, 50) if turns else None,
                 "turn_latency_p95_s": percentile(turns, 95) if turns else None,
@@ -559,7 +566,9 @@ async def _call(
                 tenant=tenant,
                 refusal=refusal_key(d, stated),
             )
-        report = await lk.wait_for_report(d.job_id, timeout=timeout_s)
+        report = await lk.wait_for_end(d.job_id, timeout=timeout_s)
+        if report is None:
+            return _unreported(lk, d, agent, room, tenant)
     except (TimeoutError, ConnectionError, RuntimeError) as exc:
         error = f"{type(exc).__name__}: {exc}"
         accepted = d is not None and d.accepted
@@ -598,6 +607,35 @@ async def _call(
         worker_pid=_whole(report.get("worker_pid")),
         deploy=str(report.get("deploy") or ""),
         voice=report["voice"] if isinstance(report.get("voice"), dict) else None,
+    )
+
+
+def _unreported(
+    lk: LoopbackDispatchServer, d: Dispatch, agent: str, room: str, tenant: str | None
+) -> CallResult:
+    """A call whose job ended with no report: lost with its worker, or ended as its worker's
+    final job status says (a job process killed for its memory: the status's error)."""
+    said = lk.processes.get(d.lost_by or d.worker_id, {})
+    if d.lost:
+        outcome, error = "lost", d.lost
+    else:
+        status = agent_pb.JobStatus.Name(d.status) if d.status is not None else "no status"
+        outcome, error = "failed", d.error or f"the job ended ({status}) with no report"
+    return CallResult(
+        agent,
+        room,
+        ok=False,
+        error=error,
+        offers=d.offers,
+        refused=d.refused,
+        unavailable=d.unavailable,
+        job_id=d.job_id,
+        outcome=outcome,
+        tenant=tenant,
+        accepted=True,
+        worker=said.get("worker"),
+        worker_pid=said.get("pid"),
+        lost=bool(d.lost),
     )
 
 
@@ -643,7 +681,7 @@ def worker_table(result: SimulationResult) -> Table:
     table = Table(title="per worker", box=box.SIMPLE_HEAD)
     table.add_column("worker", justify="right", no_wrap=True)
     table.add_column("pid", justify="right", overflow="fold")
-    for column in ("calls", "completed", "failed", "turn p50", "p95"):
+    for column in ("calls", "completed", "failed", "lost", "turn p50", "p95"):
         table.add_column(column, justify="right", no_wrap=True)
     for index, f in result.per_worker().items():
         table.add_row(
@@ -652,6 +690,7 @@ def worker_table(result: SimulationResult) -> Table:
             str(f["calls"]),
             str(f["completed"]),
             f"[red]{f['failed']}[/red]" if f["failed"] else "0",
+            f"[red]{f['lost']}[/red]" if f["lost"] else "0",
             _time(f["turn_latency_p50_s"]),
             _time(f["turn_latency_p95_s"]),
         )
@@ -709,6 +748,12 @@ def render(result: SimulationResult, console: Console) -> None:
             "more workers."
             + (" A tenant's own max_sessions queues its calls too." if result.tenants else "")
         )
+    lost = [c for c in result.calls if c.lost]
+    if lost:
+        console.print(f"[red]{len(lost)} call(s) lost with their worker[/red] (it died):")
+        for gone in lost:
+            pid = f", pid {gone.worker_pid}" if gone.worker_pid is not None else ""
+            console.print(f"  {gone.job_id} ({escape(gone.agent)}): worker {gone.worker}{pid}")
     memory = f"{result.baseline_pss_mb:.0f} MiB idle, {result.peak_pss_mb:.0f} MiB peak"
     if result.supervised:
         console.print(

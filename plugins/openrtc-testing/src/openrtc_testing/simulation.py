@@ -11,6 +11,8 @@ frozen value; the calls it runs are kept per process, by job id.
 
 from __future__ import annotations
 
+import asyncio
+import os
 import weakref
 from collections.abc import Awaitable, Mapping
 from typing import Any
@@ -28,6 +30,7 @@ from openrtc_core import (
     SessionOutcome,
     hookimpl,
     job_view,
+    worker_identity,
 )
 
 from . import offline
@@ -39,7 +42,7 @@ from .caller import (
     new_report,
     post_report,
 )
-from .dispatch import REPORT_PATH
+from .dispatch import REPORT_PATH, WORKER_PATH
 from .providers import ScriptedSTT, ScriptedTTS
 from .voice import MeteredVAD
 from .voice_call import VoiceCall
@@ -49,14 +52,17 @@ from .voice_clips import VoiceUnavailable
 _CALLS: weakref.WeakValueDictionary[str, SimulatedCall] = weakref.WeakValueDictionary()
 
 
-def report_url(server_url: str) -> str:
-    """Where reports go: the HTTP form of the (loopback) LiveKit URL, at REPORT_PATH."""
+def report_url(server_url: str, path: str = REPORT_PATH) -> str:
+    """Where reports go: the HTTP form of the (loopback) LiveKit URL, at `path`."""
     url = server_url.rstrip("/")
     if url.startswith("ws://"):
         url = "http://" + url[len("ws://") :]
     elif url.startswith("wss://"):
         url = "https://" + url[len("wss://") :]
-    return url + REPORT_PATH
+    return url + path
+
+
+_POSTS: set[asyncio.Task[None]] = set()
 
 
 def is_simulated(job: JobView) -> bool:
@@ -106,6 +112,24 @@ class Simulation:
     """Runs simulated calls on one worker; `server_url` is the loopback LiveKit URL."""
 
     server_url: str
+
+    @hookimpl
+    def openrtc_worker_started(self, pool: PoolView, server: Any) -> None:
+        # livekit's AgentServer event, on every registration (again after a reconnect).
+        server.on("worker_registered", self._registered)
+
+    def _registered(self, worker_id: str, server_info: object) -> None:
+        # Which process this LiveKit worker id is: the loopback server names the calls a
+        # dead worker held with its index and pid.
+        identity = worker_identity()
+        said = {
+            "worker_id": worker_id,
+            "worker": identity.index if identity is not None else None,
+            "pid": identity.pid if identity is not None else os.getpid(),
+        }
+        task = asyncio.ensure_future(post_report(report_url(self.server_url, WORKER_PATH), said))
+        _POSTS.add(task)
+        task.add_done_callback(_POSTS.discard)
 
     @hookimpl
     def openrtc_session_options(
