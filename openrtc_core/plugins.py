@@ -283,10 +283,6 @@ class PluginHost:
         return result
 
     def resolve_tenant(self, job: JobView) -> TenantContext | None:
-        """The job's tenant; None when no plugin tells.
-
-        :raises HookFailedError: a resolver failed (the job must not run as no tenant).
-        """
         result: TenantContext | None = self._pm.hook.openrtc_resolve_tenant(job=job)
         return result
 
@@ -315,13 +311,6 @@ class PluginHost:
     ) -> None:
         self._pm.hook.openrtc_job_released(job=job, tenant=tenant, outcome=outcome)
 
-    def check_pool(self, pool: PoolView) -> None:
-        """Every plugin's start-up check of `pool`.
-
-        :raises HookFailedError: a plugin found something that would stop the worker.
-        """
-        self._pm.hook.openrtc_check_pool(pool=pool)
-
     def session_options(
         self,
         agent: str,
@@ -330,8 +319,6 @@ class PluginHost:
         pool: PoolView,
         userdata: Mapping[str, Any],
     ) -> dict[str, Any]:
-        # A failing contribution raises HookFailedError: the session fails, never starting
-        # without it (on the pool's own keys).
         contributions = self._pm.hook.openrtc_session_options(
             agent=agent, tenant=tenant, job=job, pool=pool, userdata=MappingProxyType(userdata)
         )
@@ -384,6 +371,9 @@ class PluginHost:
 
     def drain_started(self, pool: PoolView) -> None:
         self._pm.hook.openrtc_drain_started(pool=pool)
+
+    def worker_unhealthy(self, pool: PoolView, reason: str) -> None:
+        self._pm.hook.openrtc_worker_unhealthy(pool=pool, reason=reason)
 
     def prewarm(self, proc: JobProcess, pool: PoolView) -> None:
         # Not contained: a worker without its shared models is broken, and should say so.

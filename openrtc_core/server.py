@@ -8,6 +8,7 @@ jobs; the isolation backend (:mod:`.isolation`) decides where they run; the entr
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -24,6 +25,7 @@ from .entrypoint import PoolEntrypoint, PoolPrewarm, register_worker_plugins
 from .errors import PoolConfigError
 from .identity import install_worker_log_fields
 from .isolation import IsolationBackend, WorkerSpec
+from .leftovers import stop_leftover_tasks
 from .models import AGENT_ATTRIBUTE
 from .options import SERVER_KEYWORDS_OWNED
 from .reloading import close_reloader, ensure_reloader, reload_factory
@@ -55,6 +57,10 @@ class PoolServer(AgentServer):
         self.cut_calls: list[tuple[str, str]] = []
         """``(job id, agent)`` of the calls the last drain's timeout cut."""
         self._reloading: asyncio.Task[Any] | None = None
+        self.owns_loop = False
+        """The worker's event loop is its own (``openrtc start``): at close, every task left
+        in it is cancelled, and the process exits rather than wait for one that will not
+        stop (see :mod:`.leftovers`)."""
 
     def start_reloading(self) -> None:
         """Start this process's reloader (in the worker's loop, from ``worker_started``)."""
@@ -77,6 +83,7 @@ class PoolServer(AgentServer):
         if self._reloading is not None:
             await asyncio.gather(self._reloading, return_exceptions=True)
             await close_reloader(self.openrtc_pool)
+        await stop_leftover_tasks(owns_loop=self.owns_loop)
 
     async def drain(self, timeout: NotGivenOr[int | None] = NOT_GIVEN) -> None:
         if not self.draining:
@@ -171,9 +178,7 @@ def check_servable(pool: AgentPool, *, reload: bool = False) -> IsolationBackend
         )
     if reload:
         reload_factory(pool)  # no strategy installed: say so now, not at the first edit
-    backend = isolation_backend(pool)
-    pool.plugins.check_pool(pool.view())
-    return backend
+    return isolation_backend(pool)
 
 
 def _unhealthy(pool: AgentPool, reason: str) -> None:
@@ -213,6 +218,7 @@ def build_server(
         session_cap=pool.settings.max_sessions or backend.traits.default_max_sessions,
         preload_modules=(PRELOADED_CORE, *plugin_modules(pool.plugins)),
         calls=ledger.calls,
+        unhealthy=functools.partial(_unhealthy, pool),
     )
     options = {**pool.settings.server_options, **server_kwargs}
     if "port" not in options and os.environ.get(HTTP_PORT_ENV, "").strip():

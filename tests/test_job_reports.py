@@ -20,6 +20,7 @@ from openrtc_testing.worker import dispatch_until_accepted, running_worker, simu
 ROOT = Path(__file__).resolve().parent.parent
 KILLED_FOR_MEMORY = "job process killed for memory: it reached "
 LIMIT = f"over job_memory_limit_mb={MEMORY_LIMIT_MB}"
+PYTHONPATH = [path for path in os.environ.get("PYTHONPATH", "").split(os.pathsep) if path]
 
 
 def reached_mb(error: str) -> int:
@@ -67,7 +68,7 @@ def test_simulate_reports_a_call_killed_for_its_memory(tmp_path: Path) -> None:
         [sys.executable, "-m", "openrtc_core", "simulate", "report_pools:MEMORY_POOL",
          "--calls", "1", "--turns", "1", "--hold", "120", "--json", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=240, check=False,
-        env={**os.environ, "PYTHONPATH": str(ROOT / "tests")},
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), *PYTHONPATH])},
     )  # fmt: skip
     assert done.returncode == 1, done.stdout + done.stderr
     figures = json.loads(out.read_text())

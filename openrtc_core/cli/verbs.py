@@ -23,7 +23,7 @@ from ..deployment import (
 )
 from ..errors import OpenRTCError
 from ..reloading import RELOAD_DISTRIBUTION
-from ..server import build_server, check_servable, configured_port
+from ..server import PoolServer, build_server, check_servable, configured_port
 from ..supervision import (
     CONTROL_ENV,
     CONTROL_FLAG,
@@ -160,6 +160,8 @@ def run_livekit(
 
 def _run_app(server: AgentServer, args: list[str], prog: str) -> str | int | None:
     """Run livekit's CLI over `server`; its exit status."""
+    if isinstance(server, PoolServer):
+        server.owns_loop = True  # livekit's CLI runs it in a loop of its own
     app = _livekit.build_livekit_cli(server)
     try:
         with quiet_livekit_notices(args[0] if args else ""):

@@ -40,6 +40,10 @@ def _listed_jobs(server: AgentServer) -> int:
     return len(server.active_jobs)
 
 
+def _ignore(reason: str) -> None:
+    return None
+
+
 @attrs.frozen(kw_only=True)
 class BackendTraits:
     """What a backend says about how it runs jobs."""
@@ -67,6 +71,10 @@ class WorkerSpec:
     calls: Callable[[AgentServer], int] = _listed_jobs
     """How many calls the server holds now: accepted jobs whose call has not ended (a job
     still shutting down after its call holds no slot). What a load function should count."""
+    unhealthy: Callable[[str], None] = _ignore
+    """Say the worker holds something it cannot get rid of (a task that will not stop when
+    cancelled), in words: plugins hear it (``openrtc_worker_unhealthy``) and a supervisor
+    drains and replaces the worker."""
 
 
 @runtime_checkable

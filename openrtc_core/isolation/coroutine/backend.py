@@ -112,6 +112,7 @@ class CoroutineBackend:
 
         def build(**livekit_kwargs: Any) -> CoroutineJobPool:
             job_pool = CoroutineJobPool(**livekit_kwargs)
+            job_pool.unhealthy = worker.unhealthy
             if self._load is not None:
                 self._load.job_pool = job_pool
             return job_pool

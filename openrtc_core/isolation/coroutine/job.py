@@ -19,12 +19,12 @@ from livekit.agents import utils
 from livekit.agents.ipc.job_executor import JobStatus
 
 from ... import _livekit
-from ..._livekit import cycles as livekit_cycles
 from ..._livekit import jobs as livekit_jobs
+from ...leftovers import STOP_GRACE_S, describe
 from ...models import AGENT_ATTRIBUTE
 from ...registry import CURRENT_SESSION, SessionTag
 from ..base import failed_reason, is_failed_reason
-from .watchdog import forget_job, module_of, tasks_of
+from .watchdog import forget_job, module_of, tag_of, tasks_of
 
 if TYPE_CHECKING:
     from livekit.agents import JobContext, JobProcess
@@ -67,14 +67,29 @@ def settle_tasks(job_id: str, agent: str) -> None:
             )
 
 
-def cancel_leftover_tasks(job_id: str, agent: str) -> None:
-    """Cancel the tasks the job's code left running after its call ended, and say so once."""
+def cancel_leftover_tasks(
+    job_id: str, agent: str, unhealthy: Callable[[str], None] | None = None
+) -> None:
+    """Cancel the tasks the job's code left running after its call ended, and say so once.
+
+    One still running :data:`~openrtc_core.leftovers.STOP_GRACE_S` later catches
+    ``CancelledError`` and goes on: nothing in this worker can stop it, so it is named and
+    the worker is told it is `unhealthy` (a supervisor replaces it).
+    """
     leftovers = [task for task in tasks_of(job_id) if not task.done()]
     forget_job(job_id)
     if not leftovers:
         return
     for task in leftovers:
         task.cancel()
+    # In an empty context: the check must not keep the job's context alive.
+    asyncio.get_running_loop().call_later(
+        STOP_GRACE_S,
+        _name_stuck,
+        leftovers,
+        unhealthy,
+        context=contextvars.Context(),
+    )
     names = sorted({task.get_name() for task in leftovers})
     logger.warning(
         "agent %s left %d task(s) running %.0f s after its call (job %s) ended: %s; cancelled "
@@ -86,6 +101,29 @@ def cancel_leftover_tasks(job_id: str, agent: str) -> None:
         ", ".join(names[:5]) + (", ..." if len(names) > 5 else ""),
         extra={"job_id": job_id, "agent": agent},
     )
+
+
+def _name_stuck(
+    cancelled: list[asyncio.Task[Any]], unhealthy: Callable[[str], None] | None
+) -> None:
+    stuck = [task for task in cancelled if not task.done()]
+    if not stuck:
+        return
+    for task in stuck:
+        logger.error(
+            "%s is still running %.0f s after it was cancelled: it catches CancelledError and "
+            "goes on, and this worker cannot stop it. Let CancelledError through (re-raise it).",
+            describe(task),
+            STOP_GRACE_S,
+            extra={"task": task.get_name(), **_session_fields(task)},
+        )
+    if unhealthy is not None:
+        unhealthy(f"{len(stuck)} task(s) would not stop when cancelled: {describe(stuck[0])}")
+
+
+def _session_fields(task: asyncio.Task[Any]) -> dict[str, str]:
+    tag = tag_of(task)
+    return {"job_id": tag.job_id, "agent": tag.agent} if tag is not None else {}
 
 
 class _Client:
@@ -135,9 +173,10 @@ class CoroutineJob:
         self._inference_tasks: set[asyncio.Task[None]] = set()
         self.exit_reason = ""
         self.on_done: Callable[[CoroutineJob], None] | None = None
+        self.unhealthy: Callable[[str], None] | None = None
+        """Told when a task the job left behind will not stop (see cancel_leftover_tasks)."""
         self._closed = asyncio.Event()
         self._cut_off_timer: asyncio.TimerHandle | None = None
-        self._releasing: asyncio.Task[None] | None = None
 
     # -- the executor contract --------------------------------------------------------------
 
@@ -270,35 +309,15 @@ class CoroutineJob:
             job_id = self._running_job.job.id
             agent = (self._running_job.accept_arguments.attributes or {}).get(AGENT_ATTRIBUTE, "")
             settle_tasks(job_id, agent)
-            # In an empty context, like the sweep below: it is not one of the job's tasks.
-            self._releasing = asyncio.get_running_loop().create_task(
-                self._release_when_settled(tasks_of(job_id)), context=contextvars.Context()
-            )
             # In an empty context: the sweep must not keep the job's context alive.
             asyncio.get_running_loop().call_later(
                 LEFTOVER_GRACE_S,
                 cancel_leftover_tasks,
                 job_id,
                 agent,
+                self.unhealthy,
                 context=contextvars.Context(),
             )
-
-    async def _release_when_settled(self, tasks: list[asyncio.Task[Any]]) -> None:
-        """Once every task of the ended job has finished, take its objects apart so that
-        reference counting frees them (see ``_livekit.cycles``); a task still running after
-        the leftover grace leaves them to the garbage collector."""
-        running = [task for task in tasks if not task.done()]
-        if running:
-            await asyncio.wait(running, timeout=LEFTOVER_GRACE_S + 1.0)
-            if any(not task.done() for task in running):
-                return
-        job_proc, self._job_proc = self._job_proc, None
-        try:
-            livekit_cycles.release_task_exceptions(tasks)
-            del tasks, running
-            livekit_cycles.release_ended_job(job_proc)
-        except Exception:  # a livekit upgrade moved something: the collector frees it
-            logger.exception("could not take apart the objects of an ended job")
 
     def start_inference(self, request_id: str, method: str, data: bytes) -> None:
         async def run() -> None:

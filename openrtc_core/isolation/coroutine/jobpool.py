@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 from livekit.agents import utils
 
 from ... import _livekit
-from ..._livekit import cycles as livekit_cycles
 from ..._livekit import jobs as livekit_jobs
 from ..base import take_prewarmed
 from .gctuning import CallGarbage, gc_tuned, tune_gc
@@ -52,6 +51,8 @@ class CoroutineJobPool(utils.EventEmitter[str]):
         self._timers_swept_at = 0.0
         self._sweep_pending: asyncio.TimerHandle | None = None
         self._collector: CallGarbage | None = None
+        self.unhealthy: Callable[[str], None] | None = None
+        """Told when this worker cannot get rid of something (WorkerSpec.unhealthy)."""
 
     @property
     def processes(self) -> list[CoroutineJob]:
@@ -78,7 +79,6 @@ class CoroutineJobPool(utils.EventEmitter[str]):
                 # A supervisor ran the prewarm before it forked this worker (openrtc-workers).
                 self._shared_proc = prewarmed
             _livekit.install_job_log_fields()
-            livekit_cycles.install_acyclic_channels()
             gc_setup = tune_gc()
             self._collector = CallGarbage() if gc_tuned() else None
         self.watchdog.start()
@@ -112,6 +112,7 @@ class CoroutineJobPool(utils.EventEmitter[str]):
             inference_executor=self._inference_executor,
         )
         job.on_done = self._on_job_done
+        job.unhealthy = self.unhealthy
         self._jobs.append(job)
         info.launched_at = time.time()
         await job.launch_job(info)

@@ -289,3 +289,25 @@ async def test_a_replacement_gets_its_own_port_while_its_predecessor_drains(
     ]
     assert listening[:3] == [f"HTTP server listening on :{p}" for p in range(port, port + 3)]
     assert status == 0
+
+
+async def test_a_worker_holding_a_task_that_will_not_stop_is_replaced(tmp_path: Path) -> None:
+    async with supervised(tmp_path, "--workers", "1") as handle:
+        await handle.wait_for_workers(1)
+        first = handle.worker_pids()
+        # Its call ends; the task it left behind goes on after it is cancelled.
+        done = await reports(handle, [await handle.call("swallower-1")])
+        await handle.until(lambda: first[0] not in handle.worker_pids(), 90, "the stuck exit")
+        await handle.until(lambda: registrations(handle) >= 2, 90, "the replacement")
+        after = await reports(handle, [await handle.call("room-after")])
+        messages = handle.messages()
+        status = await handle.stop()
+    assert {r["outcome"] for r in done.values()} == {"completed"}
+    assert {r["outcome"] for r in after.values()} == {"completed"}
+    assert not {r["pid"] for r in after.values()} & set(first)
+    replacing = [m for m in messages if m.startswith("replacing worker 1/1")]
+    assert replacing and "cannot recover by itself" in replacing[0], messages
+    assert "task swallows-cancel (_swallow_cancel at" in replacing[0]
+    retired = [m for m in messages if "after it was asked to stop" in m]
+    assert retired and "exit status 1" in retired[0] and "no call was live" in retired[0]
+    assert status == 0, handle.output()[-3000:]

@@ -57,6 +57,27 @@ class Behaviour:
         _ballast.pop(info.job_id, None)
 
 
+class Swallower(Agent):
+    """Leaves a task behind that catches CancelledError and spins: nothing stops it."""
+
+    def __init__(self) -> None:
+        super().__init__(instructions="Answer briefly.")
+
+    async def on_enter(self) -> None:
+        _left_behind.append(asyncio.create_task(_swallow_cancel(), name="swallows-cancel"))
+
+
+_left_behind: list[asyncio.Task[None]] = []
+
+
+async def _swallow_cancel() -> None:
+    while True:
+        try:
+            await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            continue
+
+
 def _log_tasks() -> None:
     print(f"asyncio tasks of pid {os.getpid()}:", file=sys.stderr)
     for task in asyncio.all_tasks():
@@ -71,3 +92,4 @@ pool = AgentPool(
     plugins=[Behaviour()],
 )
 pool.add("desk", Desk, default=True)
+pool.add("swallower", Swallower)

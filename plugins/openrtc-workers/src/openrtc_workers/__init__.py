@@ -23,6 +23,7 @@ from .reports import (
     STARTED,
     STATUS_FD_ENV,
     TAKEN,
+    UNHEALTHY,
     ReportReader,
 )
 from .signals import SignalInbox, drain_when_parent_dies
@@ -40,6 +41,7 @@ __all__ = [
     "STARTED",
     "STATUS_FD_ENV",
     "TAKEN",
+    "UNHEALTHY",
     "ReportReader",
     "RestartPolicy",
     "SignalInbox",

@@ -30,6 +30,7 @@ from openrtc_core import (
     Verdict,
     hookimpl,
 )
+from openrtc_core.logfields import REASON_LIMIT, bounded
 
 logger = logging.getLogger("openrtc.workers")
 
@@ -40,6 +41,8 @@ RELEASED: Final = "released"
 DRAINING: Final = "draining"
 CUT: Final = "cut"
 """A call the worker's drain timeout ended (``job``, ``agent``), said as the worker exits."""
+UNHEALTHY: Final = "unhealthy"
+"""The worker holds something it cannot get rid of (``reason``): its supervisor replaces it."""
 # A supervisor's own events, for a controller.
 STARTED: Final = "started"
 """A worker process started (``worker``, ``pid``)."""
@@ -128,6 +131,11 @@ class Reporter:
     @hookimpl
     def openrtc_drain_started(self, pool: PoolView) -> None:
         self._say(DRAINING)
+
+    @hookimpl
+    def openrtc_worker_unhealthy(self, pool: PoolView, reason: str) -> None:
+        # Bounded: a line up to PIPE_BUF is written whole or not at all.
+        self._say(UNHEALTHY, reason=bounded(reason, REASON_LIMIT))
 
 
 @attrs.define

@@ -35,6 +35,7 @@ from .reports import (
     RELEASED,
     STARTED,
     TAKEN,
+    UNHEALTHY,
     Reporter,
     ReportReader,
     status_writer,
@@ -68,6 +69,8 @@ class Worker:
     taken: int = 0
     retiring: str = ""
     """Why it was asked to drain and exit ("" while it serves)."""
+    unhealthy: bool = False
+    """It said it cannot recover by itself: it may exit non-zero, leaving what it held."""
 
     def describe(self, count: int) -> str:
         return f"worker {self.index}/{count} (pid {self.pid})"
@@ -266,6 +269,9 @@ class WorkerSupervisor:
                 limit = self.plan.max_sessions
                 if limit is not None and worker.taken >= limit:
                     self._recycle(worker, f"it has taken {worker.taken} calls (limit {limit})")
+            elif kind == UNHEALTHY:
+                worker.unhealthy = True
+                self._recycle(worker, f"it cannot recover by itself: {event.get('reason', '')}")
             elif kind == RELEASED and job:
                 worker.calls.pop(job, None)
 
@@ -313,9 +319,10 @@ class WorkerSupervisor:
             lost=sorted(worker.calls),
         )
         if worker.retiring:
-            if not clean:
+            # An unhealthy worker's stuck tasks may keep it from a clean exit: expected.
+            if not clean and not worker.unhealthy:
                 self._failed_exits += 1
-            log = logger.info if clean and not worker.calls else logger.error
+            log = logger.info if (clean or worker.unhealthy) and not worker.calls else logger.error
             log(
                 "%s exited (%s) after it was asked to stop because %s; it took %d call(s)%s",
                 name,
