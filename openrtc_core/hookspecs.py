@@ -11,16 +11,22 @@ Processes: the *worker process* talks to LiveKit and handles job requests. A job
 worker process itself with ``coroutine`` and ``thread`` isolation, and in a job process of its
 own with ``process`` isolation.
 
-Failure containment, unless a spec says otherwise: a plain implementation that raises, or
-returns a value of the wrong type, is logged (once per plugin and hook, then counted) and
-counts as ``None``; the other implementations still run.
+Failures, declared per hook: each spec declares, once and beside itself, what its
+implementations may return and what a failing one does (:func:`spec`, :class:`OnFailure`);
+containment and the hook reference page read that declaration. A failure is an implementation that raises, or returns a value of the
+wrong type. ``SKIP`` (most hooks) logs it once per plugin and hook, then counts it, and treats
+it as ``None``. ``FAIL_CLOSED`` (every hook that decides whose call it is, whether it may run or
+which keys it uses) fails what the hook was deciding for and names the plugin: never a
+fallback to what would have happened without it. ``RAISE`` leaves the exception to the caller.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+import attrs
 import pluggy
 
 from .models import (
@@ -46,6 +52,80 @@ PROJECT = "openrtc"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class OnFailure(enum.Enum):
+    """What a failing implementation of a hook does (declared with the hook's spec)."""
+
+    SKIP = "skip"
+    """Logged once per plugin and hook (then counted) and treated as None; the other
+    implementations still run."""
+    FAIL_CLOSED = "fail-closed"
+    """What the hook decides for fails, naming the plugin: a job being admitted is refused
+    with ``terminate=False`` (another worker may take it), a session being built fails, a
+    worker being checked does not start. Never a fallback to the result without the plugin."""
+    RAISE = "raise"
+    """Not contained: the implementation's exception reaches the caller unchanged."""
+
+
+@attrs.frozen(kw_only=True)
+class HookContract:
+    """A hook's declared result and failure policy (see :func:`spec`)."""
+
+    result: type | tuple[type, ...] | None = None
+    """What an implementation may return besides None; None: anything (nothing is checked)."""
+    awaited: bool = False
+    """Implementations return an awaitable that resolves to `result`."""
+    on_failure: OnFailure = OnFailure.SKIP
+
+    def describe(self) -> str:
+        """One sentence for the hook reference page."""
+        meanings = {
+            OnFailure.SKIP: (
+                "an implementation that raises, or returns the wrong type, is logged (once "
+                "per plugin and hook, then counted) and counts as None; the others still run"
+            ),
+            OnFailure.FAIL_CLOSED: (
+                "an implementation that raises, or returns the wrong type, "
+                "fails what the hook decides for, naming the plugin (a job being admitted is "
+                "refused with terminate=False, a session being built fails, a worker being "
+                "checked does not start); it never falls back to the result without it"
+            ),
+            OnFailure.RAISE: "not contained: the exception reaches the caller unchanged",
+        }
+        return meanings[self.on_failure]
+
+
+CONTRACT_ATTRIBUTE = f"{PROJECT}_contract"
+
+
+def spec(
+    *,
+    result: type | tuple[type, ...] | None = None,
+    awaited: bool = False,
+    on_failure: OnFailure = OnFailure.SKIP,
+    firstresult: bool = False,
+    historic: bool = False,
+) -> Callable[[F], F]:
+    """Declare a hook: pluggy's spec options, plus its :class:`HookContract`."""
+
+    def declare(function: F) -> F:
+        contract = HookContract(result=result, awaited=awaited, on_failure=on_failure)
+        setattr(function, CONTRACT_ATTRIBUTE, contract)
+        marked: F = hookspec(firstresult=firstresult, historic=historic)(function)
+        return marked
+
+    return declare
+
+
+def contract_of(hook: str) -> HookContract | None:
+    """The declared contract of the hook called `hook`; None for a name no spec has."""
+    function = globals().get(hook)
+    found = getattr(function, CONTRACT_ATTRIBUTE, None)
+    return found if isinstance(found, HookContract) else None
+
+
 RegisterBackend = Callable[[str, "Callable[[], IsolationBackend]"], None]
 RegisterReloadStrategy = Callable[[str, Callable[..., Any]], None]
 RegisterSupervisor = Callable[[str, Callable[..., Any]], None]
@@ -56,7 +136,7 @@ RegisterSupervisor = Callable[[str, Callable[..., Any]], None]
 # ---------------------------------------------------------------------------------------------
 
 
-@hookspec(firstresult=True)
+@spec(result=RouteDecision, firstresult=True)
 def openrtc_route_job(job: JobView, pool: PoolView) -> RouteDecision | None:
     """Choose the agent for a job request, before the job is accepted.
 
@@ -84,7 +164,7 @@ def openrtc_route_job(job: JobView, pool: PoolView) -> RouteDecision | None:
 # ---------------------------------------------------------------------------------------------
 
 
-@hookspec
+@spec()
 def openrtc_register_isolation_backends(register: RegisterBackend) -> None:
     """Offer isolation backends by name.
 
@@ -99,8 +179,8 @@ def openrtc_register_isolation_backends(register: RegisterBackend) -> None:
     (``coroutine``, ``process``, ``thread``) register ``trylast``, so a plugin's backend of
     the same name replaces them.
 
-    Failure: a raising implementation is logged and skipped; a pool naming a backend nobody
-    registered fails to build its server, naming the backends that exist.
+    Failure: a pool naming a backend nobody registered fails to build its server, naming the
+    backends that exist.
     """
 
 
@@ -109,7 +189,7 @@ def openrtc_register_isolation_backends(register: RegisterBackend) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-@hookspec(firstresult=True)
+@spec(result=TenantContext, on_failure=OnFailure.FAIL_CLOSED, firstresult=True)
 def openrtc_resolve_tenant(job: JobView) -> TenantContext | None:
     """Say which tenant a job belongs to.
 
@@ -121,10 +201,14 @@ def openrtc_resolve_tenant(job: JobView) -> TenantContext | None:
     :return: the tenant, or None when this plugin cannot tell.
 
     Order: stops at the first non-None result.
+
+    Failure: a resolver that fails refuses the job at admission and, where the job runs
+    (``process`` isolation resolves again), fails its session: a job never runs as no
+    tenant because its resolver broke.
     """
 
 
-@hookspec
+@spec(result=Verdict, on_failure=OnFailure.FAIL_CLOSED)
 def openrtc_admit_job(
     job: JobView, decision: RouteDecision, tenant: TenantContext | None
 ) -> Verdict | None:
@@ -142,13 +226,10 @@ def openrtc_admit_job(
 
     Order: every implementation is asked; the first refusal in call order wins.
 
-    Failure: fails closed. An implementation that raises, or returns something other than a
-    ``Verdict`` or None, refuses the job with ``terminate=False`` (another worker may take
-    it), naming the plugin.
     """
 
 
-@hookspec
+@spec(result=Verdict, awaited=True, on_failure=OnFailure.FAIL_CLOSED)
 def openrtc_claim_job(
     job: JobView, decision: RouteDecision, tenant: TenantContext | None
 ) -> Awaitable[Verdict | None] | None:
@@ -163,12 +244,10 @@ def openrtc_claim_job(
 
     Order: every implementation is asked; the first refusal, in call order, wins.
 
-    Failure: fails closed, like ``openrtc_admit_job``: an awaitable that raises refuses the
-    job with ``terminate=False``, naming the plugin.
     """
 
 
-@hookspec
+@spec()
 def openrtc_job_released(
     job: JobView, tenant: TenantContext | None, outcome: SessionOutcome | None
 ) -> None:
@@ -183,7 +262,7 @@ def openrtc_job_released(
     """
 
 
-@hookspec
+@spec(result=Mapping, on_failure=OnFailure.FAIL_CLOSED)
 def openrtc_session_options(
     agent: str,
     tenant: TenantContext | None,
@@ -207,6 +286,9 @@ def openrtc_session_options(
 
     Order: applied over the configured options in call order, with the earliest-called plugin
     winning on the same key.
+
+    Failure: the session fails, naming the plugin, instead of starting on the pool's own
+    providers and keys (a tenant whose key is unset never borrows the pool's).
     """
 
 
@@ -215,7 +297,7 @@ def openrtc_session_options(
 # ---------------------------------------------------------------------------------------------
 
 
-@hookspec(firstresult=True)
+@spec(on_failure=OnFailure.RAISE, firstresult=True)
 def openrtc_start_session(launch: SessionLaunch) -> Awaitable[None] | None:
     """Take over how a routed job's session starts.
 
@@ -231,8 +313,8 @@ def openrtc_start_session(launch: SessionLaunch) -> Awaitable[None] | None:
 
     Order: stops at the first non-None result.
 
-    Failure: not contained. An exception, raised here or by the awaitable, fails this
-    session, and only it, like any exception while a session starts.
+    Failure: an exception, raised here or by the awaitable, fails this session, and only
+    it, like any exception while a session starts.
     """
 
 
@@ -241,7 +323,7 @@ def openrtc_start_session(launch: SessionLaunch) -> Awaitable[None] | None:
 # ---------------------------------------------------------------------------------------------
 
 
-@hookspec
+@spec()
 def openrtc_register_supervisors(register: RegisterSupervisor) -> None:
     """Offer supervisors by name: ``register(name, factory)``.
 
@@ -259,8 +341,8 @@ def openrtc_register_supervisors(register: RegisterSupervisor) -> None:
 
     Order: the first registration of a name wins; the first name registered is the default.
 
-    Failure: contained like other hooks; ``start --workers N`` with no supervisor installed
-    stops with an error naming the package to install.
+    Failure: ``start --workers N`` with no supervisor installed stops with an error naming
+    the package to install.
     """
 
 
@@ -269,7 +351,7 @@ def openrtc_register_supervisors(register: RegisterSupervisor) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-@hookspec
+@spec()
 def openrtc_register_reload_strategies(register: RegisterReloadStrategy) -> None:
     """Offer reload strategies by name: ``register(name, factory)``.
 
@@ -286,12 +368,12 @@ def openrtc_register_reload_strategies(register: RegisterReloadStrategy) -> None
 
     Order: the first registration of a name wins.
 
-    Failure: contained like other hooks; a worker asked to reload with no strategy stops
-    at start with an error naming the package to install.
+    Failure: a worker asked to reload with no strategy stops at start with an error naming
+    the package to install.
     """
 
 
-@hookspec(firstresult=True)
+@spec(result=bool, firstresult=True)
 def openrtc_agent_error(
     info: SessionInfo, session: AgentSession[Any], error: BaseException
 ) -> bool | None:
@@ -304,11 +386,11 @@ def openrtc_agent_error(
 
     Order: stops at the first non-None result.
 
-    Failure: contained; a failing implementation counts as None (the session fails).
+    Failure: a failing implementation counts as None, so the session fails.
     """
 
 
-@hookspec
+@spec()
 def openrtc_code_reloaded(event: ReloadEvent) -> None:
     """Agent code was reloaded, or a reload was refused or undone (``event.kind``).
 
@@ -319,11 +401,35 @@ def openrtc_code_reloaded(event: ReloadEvent) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# start-up: what would stop a worker, said before it starts
+# ---------------------------------------------------------------------------------------------
+
+
+@spec(on_failure=OnFailure.FAIL_CLOSED)
+def openrtc_check_pool(pool: PoolView) -> None:
+    """Check what a plugin needs from the pool and its environment before a worker starts.
+
+    Raise an :class:`~openrtc_core.OpenRTCError` whose message names the input that is wrong
+    and what to do (a tenants file naming an unset variable, an agent the pool lacks); the
+    command prints it as one ``error:`` line and exits 1, and no worker starts.
+
+    Called: by the ``openrtc`` run verbs (and ``simulate``) before a worker starts, and in
+    each worker process as its server is built. A plugin that follows a file while the worker
+    runs checks each new version the same way and keeps the last good one.
+
+    :param pool: the pool's view: its agents, its default agent, the tenants file.
+
+    Failure: any exception stops the worker from starting; an ``OpenRTCError`` is shown as
+    is, anything else names the plugin.
+    """
+
+
+# ---------------------------------------------------------------------------------------------
 # lifecycle notifications
 # ---------------------------------------------------------------------------------------------
 
 
-@hookspec
+@spec()
 def openrtc_worker_started(pool: PoolView, server: AgentServer) -> None:
     """The worker is running; registration with LiveKit may still be under way.
 
@@ -331,7 +437,7 @@ def openrtc_worker_started(pool: PoolView, server: AgentServer) -> None:
     """
 
 
-@hookspec
+@spec()
 def openrtc_session_started(info: SessionInfo, session: AgentSession[Any]) -> None:
     """A session started for a job, with its agent; ``session`` is the live AgentSession.
 
@@ -339,7 +445,7 @@ def openrtc_session_started(info: SessionInfo, session: AgentSession[Any]) -> No
     """
 
 
-@hookspec
+@spec()
 def openrtc_session_ended(info: SessionInfo, outcome: SessionOutcome) -> None:
     """A session ended; ``outcome`` says whether it completed, failed (and why) or was cut.
 
@@ -348,7 +454,7 @@ def openrtc_session_ended(info: SessionInfo, outcome: SessionOutcome) -> None:
     """
 
 
-@hookspec
+@spec()
 def openrtc_drain_started(pool: PoolView) -> None:
     """The worker stopped taking jobs and waits for the live ones to end.
 
@@ -357,7 +463,7 @@ def openrtc_drain_started(pool: PoolView) -> None:
     """
 
 
-@hookspec
+@spec()
 def openrtc_worker_unhealthy(pool: PoolView, reason: str) -> None:
     """The worker holds something it cannot get rid of, said in `reason`: a task an agent left
     behind that goes on running after it was cancelled (it catches ``CancelledError``). The
@@ -374,7 +480,7 @@ def openrtc_worker_unhealthy(pool: PoolView, reason: str) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-@hookspec
+@spec(on_failure=OnFailure.RAISE)
 def openrtc_prewarm(proc: JobProcess, pool: PoolView) -> None:
     """Load shared objects into ``proc.userdata``.
 
@@ -385,7 +491,7 @@ def openrtc_prewarm(proc: JobProcess, pool: PoolView) -> None:
     ``openrtc_session_options`` (it receives ``userdata``). The built-in loads the VAD under
     ``"openrtc.vad"`` when some agent is configured without one, and contributes it that way.
 
-    Failure: not contained. A worker without its shared models is broken and says so.
+    Failure: a worker without its shared models is broken and says so.
     """
 
 
@@ -394,7 +500,7 @@ def openrtc_prewarm(proc: JobProcess, pool: PoolView) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-@hookspec(historic=True)
+@spec(historic=True)
 def openrtc_register_commands(app: typer.Typer) -> None:
     """Add subcommands to the ``openrtc`` command line (``@app.command()``).
 

@@ -178,7 +178,9 @@ def check_servable(pool: AgentPool, *, reload: bool = False) -> IsolationBackend
         )
     if reload:
         reload_factory(pool)  # no strategy installed: say so now, not at the first edit
-    return isolation_backend(pool)
+    backend = isolation_backend(pool)
+    pool.plugins.check_pool(pool.view())
+    return backend
 
 
 def _unhealthy(pool: AgentPool, reason: str) -> None:
