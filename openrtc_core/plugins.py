@@ -283,6 +283,10 @@ class PluginHost:
         return result
 
     def resolve_tenant(self, job: JobView) -> TenantContext | None:
+        """The job's tenant; None when no plugin tells.
+
+        :raises HookFailedError: a resolver failed (the job must not run as no tenant).
+        """
         result: TenantContext | None = self._pm.hook.openrtc_resolve_tenant(job=job)
         return result
 
@@ -311,6 +315,13 @@ class PluginHost:
     ) -> None:
         self._pm.hook.openrtc_job_released(job=job, tenant=tenant, outcome=outcome)
 
+    def check_pool(self, pool: PoolView) -> None:
+        """Every plugin's start-up check of `pool`.
+
+        :raises HookFailedError: a plugin found something that would stop the worker.
+        """
+        self._pm.hook.openrtc_check_pool(pool=pool)
+
     def session_options(
         self,
         agent: str,
@@ -319,6 +330,8 @@ class PluginHost:
         pool: PoolView,
         userdata: Mapping[str, Any],
     ) -> dict[str, Any]:
+        # A failing contribution raises HookFailedError: the session fails, never starting
+        # without it (on the pool's own keys).
         contributions = self._pm.hook.openrtc_session_options(
             agent=agent, tenant=tenant, job=job, pool=pool, userdata=MappingProxyType(userdata)
         )

@@ -19,6 +19,7 @@ from livekit.agents import utils
 from livekit.agents.ipc.job_executor import JobStatus
 
 from ... import _livekit
+from ..._livekit import cycles as livekit_cycles
 from ..._livekit import jobs as livekit_jobs
 from ...leftovers import STOP_GRACE_S, describe
 from ...models import AGENT_ATTRIBUTE
@@ -177,6 +178,7 @@ class CoroutineJob:
         """Told when a task the job left behind will not stop (see cancel_leftover_tasks)."""
         self._closed = asyncio.Event()
         self._cut_off_timer: asyncio.TimerHandle | None = None
+        self._releasing: asyncio.Task[None] | None = None
 
     # -- the executor contract --------------------------------------------------------------
 
@@ -309,6 +311,10 @@ class CoroutineJob:
             job_id = self._running_job.job.id
             agent = (self._running_job.accept_arguments.attributes or {}).get(AGENT_ATTRIBUTE, "")
             settle_tasks(job_id, agent)
+            # In an empty context, like the sweep below: it is not one of the job's tasks.
+            self._releasing = asyncio.get_running_loop().create_task(
+                self._release_when_settled(tasks_of(job_id)), context=contextvars.Context()
+            )
             # In an empty context: the sweep must not keep the job's context alive.
             asyncio.get_running_loop().call_later(
                 LEFTOVER_GRACE_S,
@@ -318,6 +324,23 @@ class CoroutineJob:
                 self.unhealthy,
                 context=contextvars.Context(),
             )
+
+    async def _release_when_settled(self, tasks: list[asyncio.Task[Any]]) -> None:
+        """Once every task of the ended job has finished, take its objects apart so that
+        reference counting frees them (see ``_livekit.cycles``); a task still running after
+        the leftover grace leaves them to the garbage collector."""
+        running = [task for task in tasks if not task.done()]
+        if running:
+            await asyncio.wait(running, timeout=LEFTOVER_GRACE_S + 1.0)
+            if any(not task.done() for task in running):
+                return
+        job_proc, self._job_proc = self._job_proc, None
+        try:
+            livekit_cycles.release_task_exceptions(tasks)
+            del tasks, running
+            livekit_cycles.release_ended_job(job_proc)
+        except Exception:  # a livekit upgrade moved something: the collector frees it
+            logger.exception("could not take apart the objects of an ended job")
 
     def start_inference(self, request_id: str, method: str, data: bytes) -> None:
         async def run() -> None:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from livekit.agents import utils
 
 from ... import _livekit
+from ..._livekit import cycles as livekit_cycles
 from ..._livekit import jobs as livekit_jobs
 from ..base import take_prewarmed
 from .gctuning import CallGarbage, gc_tuned, tune_gc
@@ -79,6 +80,7 @@ class CoroutineJobPool(utils.EventEmitter[str]):
                 # A supervisor ran the prewarm before it forked this worker (openrtc-workers).
                 self._shared_proc = prewarmed
             _livekit.install_job_log_fields()
+            livekit_cycles.install_acyclic_channels()
             gc_setup = tune_gc()
             self._collector = CallGarbage() if gc_tuned() else None
         self.watchdog.start()
