@@ -15,7 +15,13 @@ from typing import Any
 import pytest
 
 from benchmarks import soak
-from benchmarks.soak_report import internals, render_console, render_markdown, summarize
+from benchmarks.soak_report import (
+    full_collections,
+    internals,
+    render_console,
+    render_markdown,
+    summarize,
+)
 
 
 def fail(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
@@ -268,6 +274,7 @@ def test_gc_clock_sums_pauses_per_generation_and_resets() -> None:
     taken = clock.take()
     assert taken["2"]["count"] == 1 and taken["0"]["count"] == 1
     assert taken["2"]["max_s"] >= 0
+    assert 0 <= taken["2"]["cpu_max_s"] <= taken["2"]["cpu_total_s"]
     assert clock.take() == {}
 
 
@@ -287,3 +294,28 @@ def test_garbage_census_counts_cycles_by_type() -> None:
     counted = dict(census["types"])
     assert counted.get(f"{__name__}.{Node.__qualname__}", 0) >= 50
     assert not gc.garbage
+
+
+def test_full_collections_are_counted_with_mean_longest_and_cpu() -> None:
+    def paused(wave: dict[str, Any], count: int, total: float, most: float, **cpu: float) -> None:
+        full = {"count": count, "total_s": total, "max_s": most, **cpu}
+        wave["worker"]["gc_pauses"] = {"0": {"count": 9, "total_s": 0.1, "max_s": 0.02}, "2": full}
+
+    run = _run("C", "OpenRTC coroutine", [300.0, 301.0])
+    paused(run["waves"][0], 2, 0.1, 0.06, cpu_total_s=0.08, cpu_max_s=0.05)
+    paused(run["waves"][1], 2, 0.3, 0.2, cpu_total_s=0.1, cpu_max_s=0.06)
+    figures = full_collections(run)
+    assert figures is not None
+    assert figures["count"] == 4 and figures["waves_over_100ms"] == 1
+    assert round(figures["mean_ms"]) == 100 and round(figures["max_ms"]) == 200
+    assert round(figures["cpu_mean_ms"]) == 45 and round(figures["cpu_max_ms"]) == 60
+    data = results([run])
+    assert "OpenRTC coroutine | 4 | 100 ms | 200 ms | in 1 wave(s) | 45 ms | 60 ms" in (
+        render_markdown(data, "x.png")
+    )
+    # Files written before the CPU figures existed render with a dash for them.
+    paused(run["waves"][0], 2, 0.1, 0.06)
+    paused(run["waves"][1], 2, 0.3, 0.2)
+    assert "| in 1 wave(s) | – | – |" in render_markdown(results([run]), "x.png")
+    assert full_collections(_run("B", "livekit thread", [300.0])) is None
+    assert "gc_pauses" not in FLAT["waves"][0]["worker"]
