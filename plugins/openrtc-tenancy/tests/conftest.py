@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from redis_server import redis_client, redis_url
+from redis_server import private_redis, redis_client, redis_url
 
-__all__ = ["redis_client", "redis_url"]
+__all__ = ["private_redis", "redis_client", "redis_url"]

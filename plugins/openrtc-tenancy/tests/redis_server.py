@@ -11,13 +11,17 @@
 
 ``redis_client`` (function scope) is a fresh `redis.asyncio.Redis` on a flushed database.
 
-A conftest.py imports both names to make them available to the tests beside it.
+``private_redis`` (function scope) is a `PrivateRedis`: a redis-server of the test's own, with
+no persistence, that the test may restart (its data gone) or pause, to rehearse outages.
+
+A conftest.py imports these names to make them available to the tests beside it.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -28,7 +32,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-__all__ = ["redis_client", "redis_url"]
+__all__ = ["PrivateRedis", "private_redis", "redis_client", "redis_url"]
 
 MISSING = "redis-server is not installed: apt install redis-server (CI installs it)"
 START_TIMEOUT_S = 10.0
@@ -51,11 +55,14 @@ def _answers_ping(url: str) -> bool:
         client.close()
 
 
-def _start_server(executable: str, workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """Start redis-server and wait for PING; retry on a new port if the chosen one was taken."""
+def _start_server(
+    executable: str, workdir: Path, port: int | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start redis-server and wait for PING; retry on a new port if the chosen one was taken
+    (on `port` itself, if given, as the old server's socket may take a moment to go)."""
     problems: list[str] = []
     for attempt in range(3):
-        port = _free_loopback_port()
+        port = _free_loopback_port() if port is None else port
         log = workdir / f"redis-{attempt}.log"
         with log.open("wb") as out:
             process = subprocess.Popen(
@@ -98,6 +105,51 @@ def _stop_server(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
+def _executable() -> str:
+    executable = shutil.which("redis-server")
+    if executable is None:
+        if os.environ.get("OPENRTC_REQUIRE_REDIS") == "1":
+            pytest.fail(MISSING, pytrace=False)
+        pytest.skip(MISSING)
+    return executable
+
+
+class PrivateRedis:
+    """A redis-server of one test's own, on one port for its life, with no persistence."""
+
+    def __init__(self, executable: str, workdir: Path) -> None:
+        self.executable = executable
+        self.workdir = workdir
+        self.process, self.url = _start_server(executable, workdir)
+        self.port = int(self.url.rsplit(":", 1)[1].split("/")[0])
+
+    def restart(self) -> None:
+        """Stop the server and start a new one on the same port: every key is gone."""
+        _stop_server(self.process)
+        self.process, _ = _start_server(self.executable, self.workdir, port=self.port)
+
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP): connections stay open, nothing answers."""
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.kill(self.process.pid, signal.SIGCONT)
+
+    def stop(self) -> None:
+        self.resume()
+        _stop_server(self.process)
+
+
+@pytest.fixture
+def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateRedis]:
+    """A `PrivateRedis` for this test, stopped after it."""
+    server = PrivateRedis(_executable(), tmp_path_factory.mktemp("private-redis"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The URL of a real Redis server for this test session (see the module docstring)."""
@@ -105,12 +157,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if configured:
         yield configured
         return
-    executable = shutil.which("redis-server")
-    if executable is None:
-        if os.environ.get("OPENRTC_REQUIRE_REDIS") == "1":
-            pytest.fail(MISSING, pytrace=False)
-        pytest.skip(MISSING)
-    process, url = _start_server(executable, tmp_path_factory.mktemp("redis"))
+    process, url = _start_server(_executable(), tmp_path_factory.mktemp("redis"))
     try:
         yield url
     finally:

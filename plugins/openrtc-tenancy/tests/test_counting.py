@@ -16,7 +16,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from openrtc_tenancy import counting
-from openrtc_tenancy.counting import FleetSlots, LocalSlots
+from openrtc_tenancy.counting import FleetSlots, LocalSlots, Renewal
 
 TENANT = "acme"
 OTHER = "globex"
@@ -181,7 +181,7 @@ async def test_a_shorter_lease_never_shortens_the_keys_life(redis_client: aiored
     hasty = FleetSlots(redis_client, lease_s=0.2)
     assert await patient.take(TENANT, "long", None)
     assert await hasty.take(TENANT, "short", None)
-    assert await hasty.renew({"short": TENANT}) == set()
+    assert (await hasty.renew({"short": TENANT})).retaken == {}
     assert await redis_client.pttl(patient.key(TENANT)) > 5000
     await asyncio.sleep(0.5)
     assert await patient.live(TENANT) == 1
@@ -208,22 +208,29 @@ async def test_renewer_keeps_leases_alive_while_an_unrenewed_one_expires(
         await slots.stop()
     assert renewals >= 3
     assert await redis_client.zscore(slots.key(TENANT), "kept") is not None
-    assert await slots.renew({"kept": TENANT, "dropped": TENANT}) == {"dropped"}
     assert await slots.live(TENANT) == 1
 
 
-async def test_renew_does_not_resurrect_an_expired_lease(redis_client: aioredis.Redis) -> None:
+async def test_renew_takes_back_a_lost_lease_even_past_the_cap(
+    redis_client: aioredis.Redis,
+) -> None:
     slots = FleetSlots(redis_client, lease_s=0.3)
     assert await slots.take(TENANT, "late", 1)
     assert await slots.take(OTHER, "on-time", 1)
-    await asyncio.sleep(0.4)
+    await asyncio.sleep(0.4)  # an outage longer than the lease: both ran out
     assert await slots.live(TENANT) == 0
-    # Nothing has swept the expired member yet: a blind ZADD would bring it back.
-    assert await redis_client.zscore(slots.key(TENANT), "late") is not None
-    assert await slots.renew({"late": TENANT, "on-time": OTHER}) == {"late", "on-time"}
-    assert await redis_client.zscore(slots.key(TENANT), "late") is None
-    assert await slots.live(TENANT) == 0
-    assert await slots.renew({}) == set()
+    # Meanwhile another worker took the tenant's only slot.
+    assert await slots.take(TENANT, "newcomer", 1)
+    renewal = await slots.renew({"late": TENANT, "on-time": OTHER})
+    # The calls are live: they count again, the tenant over its cap, and take refuses.
+    assert renewal.retaken == {"late": TENANT, "on-time": OTHER}
+    assert renewal.live == {TENANT: 2, OTHER: 1}
+    assert not await slots.take(TENANT, "one-more", 1)
+    assert (await slots.renew({"late": TENANT})).retaken == {}
+    await redis_client.flushdb()  # Redis restarted without its data
+    assert (await slots.renew({"late": TENANT})).retaken == {"late": TENANT}
+    assert await slots.live(TENANT) == 1
+    assert await slots.renew({}) == Renewal(live={}, retaken={})
 
 
 async def test_renew_covers_many_tenants_in_one_call(redis_client: aioredis.Redis) -> None:
@@ -232,7 +239,8 @@ async def test_renew_covers_many_tenants_in_one_call(redis_client: aioredis.Redi
     for job_id, tenant in held.items():
         assert await slots.take(tenant, job_id, None)
     await asyncio.sleep(0.3)
-    assert await slots.renew(held) == set()
+    renewal = await slots.renew(held)
+    assert renewal.retaken == {} and renewal.live == {f"tenant-{n}": 3 for n in range(4)}
     await asyncio.sleep(0.3)  # past the first lease, within the renewed one
     assert [await slots.live(f"tenant-{n}") for n in range(4)] == [3, 3, 3, 3]
 

@@ -9,7 +9,10 @@ tenant already has ``cap`` live jobs. A cap of ``None`` means unlimited, but the
 
 `FleetSlots` counts across every worker that shares one Redis. Each held slot is a lease that
 the holder renews; a worker that dies stops renewing, and its slots come back when their leases
-run out (``lease_s`` after the last renewal), never before. All lease arithmetic happens inside
+run out (``lease_s`` after the last renewal), never before. A live call whose lease is gone
+anyway (Redis restarted without its data, or an outage outlasted ``lease_s``) takes it back at
+its next renewal, even if that puts its tenant over the cap: `take` then refuses until the
+tenant is back under. All lease arithmetic happens inside
 Lua scripts on the Redis server's clock (``TIME``), so the workers' own clocks do not matter.
 
 Key layout in Redis (``prefix`` defaults to ``openrtc:tenancy``)::
@@ -34,11 +37,13 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
+import attrs
+
 if TYPE_CHECKING:
     # redis is the optional extra ``openrtc-tenancy[redis]``: LocalSlots works without it.
     import redis.asyncio as aioredis
 
-__all__ = ["FleetSlots", "LocalSlots"]
+__all__ = ["FleetSlots", "LocalSlots", "Renewal"]
 
 logger = logging.getLogger("openrtc.tenancy")
 
@@ -142,30 +147,28 @@ return 1
 """
 )
 
-# KEYS[1] the tenant's key; ARGV[1] lease ms, ARGV[2..] job ids. Extends the leases that are
-# still live; a lease that has already run out stays gone (renewing it would count a job the
-# tenant's cap may since have given to another). Returns the job ids that no longer hold a slot.
+# KEYS[1] the tenant's key; ARGV[1] lease ms, ARGV[2..] job ids, all of them live calls. Extends
+# each lease, and takes back one that is gone (Redis restarted without its data, or an outage
+# outlasted the lease): the call is live, so it counts, even if that puts the tenant over its
+# cap (`take` then refuses until it is back under). Returns the tenant's live leases after the
+# renewal, then the job ids whose lease had to be taken back.
 _RENEW = (
     _NOW_MS
     + """
 local lease = tonumber(ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-local lost = {}
-local renewed = false
+local reply = {0}
 for i = 2, #ARGV do
-    if redis.call('ZSCORE', KEYS[1], ARGV[i]) then
-        redis.call('ZADD', KEYS[1], 'XX', now + lease, ARGV[i])
-        renewed = true
-    else
-        lost[#lost + 1] = ARGV[i]
+    if not redis.call('ZSCORE', KEYS[1], ARGV[i]) then
+        reply[#reply + 1] = ARGV[i]
     end
+    redis.call('ZADD', KEYS[1], now + lease, ARGV[i])
 end
-if renewed then
 """
     + _KEEP_KEY
     + """
-end
-return lost
+reply[1] = redis.call('ZCARD', KEYS[1])
+return reply
 """
 )
 
@@ -176,6 +179,16 @@ _LIVE = (
 return redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')
 """
 )
+
+
+@attrs.frozen(kw_only=True)
+class Renewal:
+    """What one renewal found: each tenant's live leases after it, and the leases taken back."""
+
+    live: Mapping[str, int]
+    """Tenant -> unexpired leases across the fleet, for the tenants renewed."""
+    retaken: Mapping[str, str]
+    """Job id -> tenant, for the live calls whose lease was gone and was taken back."""
 
 
 def _text(value: object) -> str:
@@ -211,7 +224,6 @@ class FleetSlots:
         self._live = client.register_script(_LIVE)
         self._renewer: asyncio.Task[None] | None = None
         self._errors_logged: set[str] = set()
-        self._lost_logged: set[str] = set()
 
     @classmethod
     def from_url(
@@ -225,14 +237,24 @@ class FleetSlots:
         """Slots on a client of their own for ``url`` (``redis://[:password@]host:port/db``).
 
         ``client_options`` go to `redis.asyncio.Redis.from_url`. `aclose` closes this client.
-        Needs the ``redis`` extra: ``pip install 'openrtc-tenancy[redis]'``.
+        Unless they say otherwise, a command on a connection Redis has closed (it restarted) is
+        sent once more on a new one; every command here may be sent twice. Needs the ``redis``
+        extra: ``pip install 'openrtc-tenancy[redis]'``.
         """
         try:
             import redis.asyncio as aioredis
+            from redis.asyncio.retry import Retry
+            from redis.backoff import NoBackoff
+            from redis.exceptions import ConnectionError as RedisConnectionError
         except ImportError as exc:
             raise ImportError(
                 "fleet-wide session caps need redis-py: pip install 'openrtc-tenancy[redis]'"
             ) from exc
+        if "retry" not in client_options:
+            client_options["retry"] = Retry(
+                NoBackoff(), 1, supported_errors=(RedisConnectionError,)
+            )
+            client_options["retry_on_error"] = [RedisConnectionError]
         slots = cls(aioredis.Redis.from_url(url, **client_options), lease_s=lease_s, prefix=prefix)
         slots._owns_client = True
         return slots
@@ -258,17 +280,18 @@ class FleetSlots:
         """Free the slot ``job_id`` holds for ``tenant`` (nothing happens if it holds none)."""
         await self.client.zrem(self.key(tenant), job_id)
 
-    async def renew(self, held: Mapping[str, str]) -> set[str]:
+    async def renew(self, held: Mapping[str, str]) -> Renewal:
         """Extend every lease in ``held`` (job id -> tenant) by ``lease_s``, in one round trip.
 
-        Only leases that are still live are extended. Returns the job ids that no longer hold a
-        slot (their lease ran out or they were released); they are not taken again.
+        ``held`` names live calls: a lease that is gone (Redis lost it, or it ran out during an
+        outage) is taken back, even past the tenant's cap. Returns each tenant's live leases
+        after the renewal and the job ids taken back.
         """
         by_tenant: dict[str, list[str]] = {}
         for job_id, tenant in held.items():
             by_tenant.setdefault(tenant, []).append(job_id)
         if not by_tenant:
-            return set()
+            return Renewal(live={}, retaken={})
         # One script call per tenant key (so each touches one key, as Cluster needs), all sent
         # in one pipeline. Not a transaction: each script is atomic on its own.
         async with self.client.pipeline(transaction=False) as pipe:
@@ -277,22 +300,33 @@ class FleetSlots:
                     keys=[self.key(tenant)], args=[self._lease_ms, *job_ids], client=pipe
                 )
             replies = await pipe.execute()
-        return {_text(job_id) for reply in replies for job_id in reply}
+        live: dict[str, int] = {}
+        retaken: dict[str, str] = {}
+        for tenant, (count, *job_ids) in zip(by_tenant, replies, strict=True):
+            live[tenant] = int(count)
+            retaken.update((_text(job_id), tenant) for job_id in job_ids)
+        return Renewal(live=live, retaken=retaken)
 
     async def live(self, tenant: str) -> int:
         """How many unexpired leases ``tenant`` holds across the fleet."""
         return int(await self._live(keys=[self.key(tenant)]))
 
-    def start(self, held: Callable[[], Mapping[str, str]]) -> None:
+    def start(
+        self,
+        held: Callable[[], Mapping[str, str]],
+        renewed: Callable[[Renewal], None] | None = None,
+    ) -> None:
         """Renew the leases ``held()`` names (job id -> tenant) every ``lease_s / 3`` seconds.
 
-        Runs as an asyncio task on the running loop until `stop`. A failed renewal is logged as a
-        warning (once per distinct error until a renewal succeeds again) and retried next tick.
+        Runs as an asyncio task on the running loop until `stop`; ``renewed`` is told each
+        successful renewal. A failed renewal is logged as a warning (once per distinct error
+        until a renewal succeeds again) and retried next tick. A lease taken back is logged
+        once; one taken back for a job that ended meanwhile is released again.
         """
         if self._renewer is not None and not self._renewer.done():
             raise RuntimeError("the lease renewer is already running")
         self._renewer = asyncio.get_running_loop().create_task(
-            self._renew_forever(held), name="openrtc-tenancy-lease-renewer"
+            self._renew_forever(held, renewed), name="openrtc-tenancy-lease-renewer"
         )
 
     async def stop(self) -> None:
@@ -317,7 +351,11 @@ class FleetSlots:
         if self._owns_client:
             await self.client.aclose()
 
-    async def _renew_forever(self, held: Callable[[], Mapping[str, str]]) -> None:
+    async def _renew_forever(
+        self,
+        held: Callable[[], Mapping[str, str]],
+        renewed: Callable[[Renewal], None] | None,
+    ) -> None:
         loop = asyncio.get_running_loop()
         interval = self.lease_s / 3
         deadline = loop.time()
@@ -329,7 +367,13 @@ class FleetSlots:
             try:
                 # A renewal still hanging by the next tick is as good as failed: retry then.
                 async with asyncio.timeout(interval):
-                    lost = await self.renew(held())
+                    renewal = await self.renew(held())
+                    # A job that ended while its lease was being taken back: its release may
+                    # have reached Redis first. Release it again, or it counts for a lease.
+                    still = held()
+                    for job_id, tenant in renewal.retaken.items():
+                        if job_id not in still:
+                            await self.release(tenant, job_id)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -338,15 +382,17 @@ class FleetSlots:
             if self._errors_logged:
                 logger.info("tenancy: lease renewal works again")
                 self._errors_logged.clear()
-            # A lost job id comes back every tick while the caller still holds it: say it once.
-            for job_id in sorted(lost - self._lost_logged):
+            if renewal.retaken:
                 logger.warning(
-                    "tenancy: job %s no longer holds its slot lease (it ran out before a renewal"
-                    " reached Redis, or it was released); it does not count against its tenant's"
-                    " cap",
-                    job_id,
+                    "tenancy: took back the slot leases of %d live call(s) that Redis no longer"
+                    " held (it restarted without its data, or an outage outlasted lease_s=%g):"
+                    " %s",
+                    len(renewal.retaken),
+                    self.lease_s,
+                    ", ".join(sorted(renewal.retaken)),
                 )
-            self._lost_logged = lost
+            if renewed is not None:
+                renewed(renewal)
 
     def _log_failure(self, exc: Exception) -> None:
         message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
