@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 from livekit.protocol import agent
+from redis_server import PrivateRedis
 
 from openrtc_tenancy.counting import FleetSlots
 from openrtc_testing import LoopbackDispatchServer
@@ -127,6 +128,18 @@ def fleet(
         yield workers
     finally:
         workers.kill_all()
+
+
+async def long_calls(dispatch: LoopbackDispatchServer, count: int, hold_s: float) -> list[Dispatch]:
+    """`count` calls of acme, one after the other, each accepted and held `hold_s` seconds."""
+    calls = [
+        await dispatch_until_accepted(
+            dispatch, f"acme-long-{i}", job_metadata=acme_call(hold_s=hold_s)
+        )
+        for i in range(count)
+    ]
+    assert all(d.accepted for d in calls), calls
+    return calls
 
 
 async def until_live(slots: FleetSlots, wanted: int, within_s: float) -> int:
@@ -265,13 +278,7 @@ async def test_a_killed_worker_keeps_its_slots_until_their_leases_run_out(
     with fleet(openrtc_dispatch, path, redis_url, tmp_path) as workers:
         workers.start(1)
         await workers.registered()
-        calls = [
-            await dispatch_until_accepted(
-                openrtc_dispatch, f"acme-long-{i}", job_metadata=acme_call(hold_s=30)
-            )
-            for i in range(3)
-        ]
-        assert all(d.accepted for d in calls), calls
+        await long_calls(openrtc_dispatch, 3, hold_s=30)
         assert await slots.live("acme") == 3
         # The live worker renews its leases: they outlast lease_s.
         await asyncio.sleep(lease_s + 0.5)
@@ -291,3 +298,184 @@ async def test_a_killed_worker_keeps_its_slots_until_their_leases_run_out(
     assert live_after_kill == 3
     # ... until their leases, no longer renewed, run out.
     assert live_later == 0, f"still {live_later} live {freed_after_s:.2f} s after the kill"
+
+
+def worker_logs(workers: Fleet) -> list[str]:
+    return [
+        (workers.logs / f"worker-{n}.log").read_text(errors="replace")
+        for n in range(len(workers.processes))
+    ]
+
+
+async def until_logged(workers: Fleet, text: str, within_s: float) -> list[int]:
+    """Poll the workers' logs until each has `text` or `within_s` passed: how often each has it."""
+    deadline = time.monotonic() + within_s
+    counts = [log.count(text) for log in worker_logs(workers)]
+    while not all(counts) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        counts = [log.count(text) for log in worker_logs(workers)]
+    return counts
+
+
+OVER_CAP = "calls live across the fleet against fleet_max_sessions=4"
+
+
+@pytest.mark.parametrize("fault", ["restart", "outage"])
+async def test_live_calls_take_back_the_leases_redis_lost(
+    fault: str,
+    tmp_path: Path,
+    private_redis: PrivateRedis,
+    openrtc_dispatch: LoopbackDispatchServer,
+) -> None:
+    """Redis restarted without its data, or frozen for longer than lease_s: the workers' live
+    calls count again at their next renewal, and new calls beyond the cap are refused."""
+    lease_s = 1.5
+    path = tenants_file(
+        tmp_path,
+        f"""
+        lease_s = {lease_s}
+        [tenants.acme]
+        fleet_max_sessions = 4
+        """,
+    )
+    slots = FleetSlots.from_url(private_redis.url, lease_s=60)
+    try:
+        with fleet(openrtc_dispatch, path, private_redis.url, tmp_path) as workers:
+            workers.start(2)
+            await workers.registered()
+            calls = await long_calls(openrtc_dispatch, 4, hold_s=120)
+            assert {d.worker_id for d in calls} == {w.worker_id for w in openrtc_dispatch.workers}
+            assert await slots.live("acme") == 4
+            during: Dispatch | None = None
+            if fault == "restart":
+                private_redis.restart()
+                live_after_fault = await slots.live("acme")
+            else:
+                private_redis.pause()
+                paused_at = time.monotonic()
+                # Offered while Redis does not answer: refused, never admitted uncounted.
+                during = await openrtc_dispatch.dispatch(
+                    "acme-during-outage", job_metadata=acme_call(hold_s=0)
+                )
+                await asyncio.sleep(max(0.0, paused_at + lease_s + 0.5 - time.monotonic()))
+                private_redis.resume()
+                live_after_fault = await slots.live("acme")
+            # Before the workers' next renewal, another worker admits two calls against the
+            # empty count (the test takes their slots as that worker would).
+            for name in ("meanwhile-1", "meanwhile-2"):
+                assert await slots.take("acme", name, None)
+            # Each worker renews its two calls within lease_s / 3, taking their leases back.
+            live_after_renewal = await until_live(slots, 6, within_s=10 * lease_s)
+            over_cap_said = await until_logged(workers, OVER_CAP, within_s=10 * lease_s)
+            refused = await openrtc_dispatch.dispatch(
+                "acme-over-cap", job_metadata=acme_call(hold_s=0)
+            )
+            # The two calls of the window end: back within the cap, said once as well.
+            for name in ("meanwhile-1", "meanwhile-2"):
+                await slots.release("acme", name)
+            back_said = await until_logged(workers, "back within", within_s=10 * lease_s)
+            at_cap = await openrtc_dispatch.dispatch(
+                "acme-at-cap", job_metadata=acme_call(hold_s=0)
+            )
+            live_at_end = await slots.live("acme")
+            logs = worker_logs(workers)
+            assert all(p.poll() is None for p in workers.processes), workers.log_tails()
+    finally:
+        await slots.aclose()
+
+    if fault == "restart":
+        assert live_after_fault == 0  # the leases were gone
+        # (After an outage the renewals Redis held unanswered may already have taken them back.)
+        assert sum(log.count("took back the slot leases of 2 live call(s)") for log in logs) == 2
+    assert live_after_renewal == 6, logs
+    assert over_cap_said == [1, 1], logs
+    assert back_said == [1, 1], logs
+    assert not refused.accepted and refused.terminate, refused.rejected_by
+    assert not at_cap.accepted and at_cap.terminate
+    assert live_at_end == 4
+    assert sum(log.count("is at fleet_max_sessions=4") for log in logs) == 2
+    if during is not None:
+        # Fail closed: each worker refused it for another, none admitted it.
+        assert not during.accepted and not during.terminate, during.rejected_by
+        assert len(during.rejected_by) == 2
+
+
+async def test_a_breaker_opened_on_one_worker_refuses_the_tenant_on_every_worker(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    redis_url: str,
+    redis_client: aioredis.Redis,
+    openrtc_dispatch: LoopbackDispatchServer,
+) -> None:
+    monkeypatch.setenv("FLEET_ACME_KEY", "sk-fleet-acme-0123456789")
+    path = tenants_file(
+        tmp_path,
+        """
+        [tenants.acme.providers.llm]
+        class = "tenancy_fixtures:KeyedLLM"
+        api_key_env = "FLEET_ACME_KEY"
+        fail = true
+        [tenants.acme.breaker]
+        window_s = 120
+        min_calls = 3
+        failure_ratio = 0.5
+        cooldown_s = 120
+        [tenants.globex]
+        """,
+    )
+    key = "openrtc:tenancy:breaker:acme"
+    with fleet(openrtc_dispatch, path, redis_url, tmp_path) as workers:
+        workers.start(2)
+        await workers.registered()
+        failed: list[Dispatch] = []
+        # Offers go round-robin: the failures spread over both workers until one of them has
+        # counted enough to open the tenant's breaker.
+        while not await redis_client.exists(key) and len(failed) < 20:
+            d = await dispatch_until_accepted(
+                openrtc_dispatch, f"acme-{len(failed)}", job_metadata=acme_call(hold_s=0)
+            )
+            if not d.accepted:
+                break
+            failed.append(d)
+            await openrtc_dispatch.wait_for_report(d.job_id, timeout=30)
+            # The worker counts the call for its breaker as the job closes, just after: give
+            # it time, or the next call would go on to fail on a worker whose breaker is
+            # about to open anyway.
+            await until_key(redis_client, key, within_s=2.0)
+        opened = await until_key(redis_client, key, within_s=10)
+        refused = [
+            await openrtc_dispatch.dispatch(f"acme-refused-{i}", job_metadata=acme_call(hold_s=0))
+            for i in range(4)
+        ]
+        other = await dispatch_until_accepted(
+            openrtc_dispatch,
+            "globex-0",
+            job_metadata=simulated_call_metadata(
+                "support", turns=["hi"], extra={"tenant": "globex"}
+            ),
+        )
+        other_report = await openrtc_dispatch.wait_for_report(other.job_id, timeout=30)
+        logs = worker_logs(workers)
+
+    assert opened, logs
+    assert 3 <= len(failed) <= 6, failed
+    openers = [n for n, log in enumerate(logs) if "breaker closed -> open" in log]
+    assert len(openers) == 1, logs
+    (bystander,) = {0, 1} - set(openers)
+    # Every refusal ends the dispatch: no worker is offered a call another has refused.
+    assert all(not d.accepted and d.terminate and len(d.rejected_by) == 1 for d in refused)
+    deciders = {d.rejected_by[0][0] for d in refused}
+    assert len(deciders) == 2, refused
+    # The worker that never saw the failures refused them, naming the breaker and the tenant.
+    assert logs[bystander].count("'acme': its breaker is open across the fleet") >= 1
+    assert "opened by worker" in logs[bystander]
+    assert other.accepted and other_report["outcome"] == "completed"
+
+
+async def until_key(client: aioredis.Redis, key: str, within_s: float) -> bool:
+    deadline = time.monotonic() + within_s
+    while not await client.exists(key):
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True

@@ -14,6 +14,8 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import redis.asyncio as aioredis
+
 ROOT = Path(__file__).resolve().parents[3]
 SECRET = "sk-simulate-acme-0123456789-SECRET"
 PROVIDER_MODULE = '''
@@ -45,17 +47,19 @@ def tenants_file(tmp_path: Path, text: str = TENANTS) -> Path:
     return path
 
 
-def simulate(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], str]:
-    """``openrtc simulate examples/pool.py ARGS --json OUT``: the run, and OUT's text ("" when
-    it was not written). The tenants file comes only from the arguments, never this
-    process's environment."""
+def simulate(
+    tmp_path: Path, *args: str, target: str = "examples/pool.py"
+) -> tuple[subprocess.CompletedProcess[str], str]:
+    """``openrtc simulate TARGET ARGS --json OUT``: the run, and OUT's text ("" when it was
+    not written). The tenants file comes only from the arguments, never this process's
+    environment; modules in `tmp_path` are importable."""
     out = tmp_path / "figures.json"
     out.unlink(missing_ok=True)
     (tmp_path / "simulate_acme_llm.py").write_text(PROVIDER_MODULE)
     env = {key: value for key, value in os.environ.items() if key != "OPENRTC_TENANTS"}
     env["SIMULATE_ACME_KEY"] = SECRET
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tmp_path), env.get("PYTHONPATH")]))
-    command = [sys.executable, "-m", "openrtc_core", "simulate", "examples/pool.py", *args]
+    command = [sys.executable, "-m", "openrtc_core", "simulate", target, *args]
     done = subprocess.run(
         [*command, "--json", str(out)],
         cwd=ROOT,
@@ -170,3 +174,81 @@ def test_a_secret_written_in_the_file_is_refused_without_being_shown(tmp_path: P
     assert lines[0].startswith("error: ")
     assert "api_key_env" in lines[0]
     assert SECRET not in done.stdout + done.stderr
+
+
+# A pool whose own LLM is already scripted, so simulate swaps nothing and acme's provider serves.
+SCRIPTED_POOL = """
+from livekit.agents import Agent
+
+from openrtc_core import AgentPool
+from openrtc_testing import ScriptedLLM
+
+
+class Support(Agent):
+    def __init__(self) -> None:
+        super().__init__(instructions="Support.")
+
+
+pool = AgentPool(llm=ScriptedLLM(default_reply="pool reply"), isolation="coroutine")
+pool.add("support", Support, default=True)
+"""
+REVOKED_PROVIDER = """
+from typing import ClassVar
+
+from openrtc_testing import ScriptedLLM
+
+
+class RevokedLLM(ScriptedLLM):
+    \"\"\"Builds when the worker checks the tenants file at start, then never again: the
+    tenant's key was revoked after start, and each of its calls fails.\"\"\"
+
+    built: ClassVar[int] = 0
+
+    def __init__(self, *, api_key: str, model: str = "acme") -> None:
+        RevokedLLM.built += 1
+        if RevokedLLM.built > 1:
+            raise ValueError("the provider refused the key")
+        super().__init__(name=model)
+"""
+
+
+def test_a_failing_tenants_breaker_ends_its_calls_across_the_fleet(
+    tmp_path: Path, redis_url: str, redis_client: aioredis.Redis
+) -> None:
+    """Two workers share one Redis: acme's breaker, opened by one worker's failures, refuses
+    its calls on both with terminate=True, so none is offered from worker to worker, and the
+    summary names the breaker."""
+    (tmp_path / "scripted_pool.py").write_text(SCRIPTED_POOL)
+    (tmp_path / "revoked_llm.py").write_text(REVOKED_PROVIDER)
+    path = tenants_file(
+        tmp_path,
+        f"""
+        redis_url = "{redis_url}"
+        [tenants.acme.providers.llm]
+        class = "revoked_llm:RevokedLLM"
+        api_key_env = "SIMULATE_ACME_KEY"
+        [tenants.acme.breaker]
+        window_s = 60
+        min_calls = 4
+        failure_ratio = 0.5
+        cooldown_s = 300
+        [tenants.globex]
+        """,
+    )
+    done, text = simulate(
+        tmp_path,
+        *("--workers", "2", "--tenants", str(path), "--calls", "40", "--turns", "1"),
+        target=str(tmp_path / "scripted_pool.py"),
+    )
+    assert done.returncode == 1, done.stdout + done.stderr  # acme's calls failed
+    figures: dict[str, Any] = json.loads(text)
+    acme, globex = figures["tenants"]["acme"], figures["tenants"]["globex"]
+    assert (globex["admitted"], globex["failed"]) == (20, 0)
+    refused = [c for c in figures["calls"] if c["tenant"] == "acme" and "rejected" in c["error"]]
+    assert refused and acme["failed"] >= 4, acme  # min_calls failures open the breaker
+    assert all("breaker" in reason for reason in acme["rejected"]), acme
+    # Ended by the first worker asked: no worker was offered a call another had refused.
+    assert all("terminate=True" in c["error"] for c in refused), refused
+    summary = " ".join(done.stdout.split())
+    assert f"calls refused by their tenant's breaker: acme {len(refused)}" in summary
+    assert "run more workers" not in summary

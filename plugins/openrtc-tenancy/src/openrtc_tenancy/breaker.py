@@ -5,6 +5,10 @@ Closed, it counts session outcomes over a sliding window; once the window holds 
 refuses the tenant's new calls for ``cooldown_s``; then it is half-open: one call (the
 probe) is let through at a time. A probe that completes closes the breaker (and clears the
 window); one that fails opens it for another cooldown.
+
+With Redis, `FleetBreakers` shares a breaker that opens with the whole fleet: the other
+workers refuse the tenant's calls until the cooldown ends, so no call is offered from worker to
+worker while each opens its own.
 """
 
 from __future__ import annotations
@@ -13,10 +17,14 @@ import collections
 import enum
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import attrs
 
 from .config import BreakerConfig
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
 
 
 class BreakerState(enum.Enum):
@@ -110,3 +118,50 @@ class Breaker:
                 f"(threshold {self.config.failure_ratio:.0%})",
             )
         return None
+
+
+@attrs.frozen(kw_only=True)
+class FleetOpen:
+    """A tenant's breaker, open for the whole fleet: who opened it, why, for how long more."""
+
+    opened_by: str
+    reason: str
+    left_s: float
+
+
+class FleetBreakers:
+    """Tenants' breakers shared by every worker on one Redis.
+
+    Each worker still counts its own calls (`Breaker`); when one opens its tenant's breaker it
+    publishes that here, a key that lives for the cooldown, and every worker's admission reads
+    it. Key layout: ``{prefix}:breaker:{tenant}``, a string ``"{worker}\\n{reason}"`` whose
+    TTL is what is left of the cooldown. The worker that opened it closes it early (deletes
+    the key) when its probe call completes.
+    """
+
+    def __init__(self, client: aioredis.Redis, *, prefix: str, worker: str) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.worker = worker
+
+    def key(self, tenant_id: str) -> str:
+        return f"{self.prefix}:breaker:{tenant_id}"
+
+    async def open(self, tenant_id: str, reason: str, cooldown_s: float) -> None:
+        ms = max(1, round(cooldown_s * 1000))
+        await self.client.set(self.key(tenant_id), f"{self.worker}\n{reason}", px=ms)
+
+    async def close(self, tenant_id: str) -> None:
+        await self.client.delete(self.key(tenant_id))
+
+    async def state(self, tenant_id: str) -> FleetOpen | None:
+        """The tenant's breaker if some worker has it open now, else None (one round trip)."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.get(self.key(tenant_id))
+            pipe.pttl(self.key(tenant_id))
+            value, ttl_ms = await pipe.execute()
+        if value is None:
+            return None
+        text = value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+        opened_by, _, reason = text.partition("\n")
+        return FleetOpen(opened_by=opened_by, reason=reason, left_s=max(0, int(ttl_ms)) / 1000)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
@@ -30,10 +31,10 @@ from openrtc_core import (
 )
 
 from . import commands
-from .breaker import Breaker, BreakerState, Transition
+from .breaker import Breaker, BreakerState, FleetBreakers, Transition
 from .checks import check_usable
 from .config import ConfigFile, TenancyConfig
-from .counting import FleetSlots, LocalSlots
+from .counting import FleetSlots, LocalSlots, Renewal
 from .ids import TenancyError, check_tenant_id
 from .providers import tenant_providers
 from .signing import SIGNATURE_KEY, verify
@@ -43,6 +44,8 @@ logger = logging.getLogger("openrtc.tenancy")
 TENANT_KEY = "tenant"
 """The job-metadata key naming the tenant."""
 TENANTS_ENV = "OPENRTC_TENANTS"
+REDIS_TIMEOUT_S = 2.0
+"""How long a Redis command may take before the call it decides is refused (fail closed)."""
 
 
 class Tenancy:
@@ -65,7 +68,11 @@ class Tenancy:
         self.breakers: dict[str, Breaker] = {}
         self.listeners: list[Callable[[Transition], None]] = []
         self._fleet: FleetSlots | None = None
+        self._fleet_breakers: FleetBreakers | None = None
         self._fleet_held: dict[str, str] = {}
+        self._over_cap: dict[str, int] = {}
+        """Tenants whose fleet count a renewal found above their cap, with that count."""
+        self._breaker_errors: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         config = self.file.current
         if config.fleet_needs_redis and config.redis_url_from(environ) is None:
@@ -144,7 +151,13 @@ class Tenancy:
             refusal, moved = breaker.admit(job.job_id)
             self._announce(moved)
             if refusal is not None:
-                return Verdict.refuse(f"tenant {tenant_id!r}: {refusal}")
+                # Open, it is open for the fleet too when Redis shares it: no worker would
+                # take the call. A half-open breaker's probe is this worker's own business.
+                shared = breaker.state is BreakerState.OPEN and self.shares_breakers()
+                return Verdict.refuse(
+                    f"tenant {tenant_id!r}: {refusal}" + (" (across the fleet)" if shared else ""),
+                    terminate=shared,
+                )
         cap = tenant.max_sessions if tenant is not None else None
         if not self.local.take(tenant_id, job.job_id, cap):
             if breaker is not None:
@@ -155,31 +168,116 @@ class Tenancy:
             )
         return None
 
+    def shares_breakers(self) -> bool:
+        """Redis is configured: breakers open and close for the whole fleet."""
+        config = self.config
+        return config.redis_url is not None or config.redis_url_env is not None
+
     def fleet(self) -> FleetSlots | None:
         if self._fleet is None:
             url = self.config.redis_url_from(self.environ)
             if url is None:
                 return None
-            self._fleet = FleetSlots.from_url(url, lease_s=self.config.lease_s)
-            self._fleet.start(self._held)
+            # A Redis that hangs refuses the calls it would decide, rather than holding them.
+            self._fleet = FleetSlots.from_url(
+                url,
+                lease_s=self.config.lease_s,
+                socket_timeout=REDIS_TIMEOUT_S,
+                socket_connect_timeout=REDIS_TIMEOUT_S,
+            )
+            self._fleet_breakers = FleetBreakers(
+                self._fleet.client,
+                prefix=self._fleet.prefix,
+                worker=f"{socket.gethostname()}:{os.getpid()}",
+            )
+            self._fleet.start(self._held, self._renewed)
         return self._fleet
 
     def _held(self) -> Mapping[str, str]:
         return dict(self._fleet_held)
 
+    def _renewed(self, renewal: Renewal) -> None:
+        """Say once when a tenant's fleet count is over its cap (leases taken back after a
+        Redis outage), and once when it is back within it; `take` refuses meanwhile."""
+        for tenant_id, live in renewal.live.items():
+            config = self.config.tenant(tenant_id)
+            cap = config.fleet_max_sessions if config is not None else None
+            if cap is not None and live > cap:
+                if tenant_id not in self._over_cap:
+                    logger.warning(
+                        "tenant %s: %d calls live across the fleet against fleet_max_sessions=%d"
+                        " (leases taken back after Redis lost them); refusing its new calls"
+                        " until fewer than %d are live",
+                        tenant_id,
+                        live,
+                        cap,
+                        cap,
+                    )
+                self._over_cap[tenant_id] = live
+            elif self._over_cap.pop(tenant_id, None) is not None:
+                logger.info(
+                    "tenant %s: %d calls live across the fleet, back within fleet_max_sessions=%s",
+                    tenant_id,
+                    live,
+                    cap,
+                )
+
+    async def _fleet_breaker_open(self, tenant_id: str) -> Verdict | None:
+        """A refusal if another worker opened the tenant's breaker for the fleet.
+
+        Redis failing here falls back to this worker's own breaker (said once per error): a
+        breaker protects a tenant's provider, it decides no keys and no cap.
+        """
+        if self._fleet_breakers is None:
+            return None
+        try:
+            opened = await self._fleet_breakers.state(tenant_id)
+        except Exception as exc:
+            message = f"{type(exc).__name__}: {exc}"
+            if message not in self._breaker_errors:
+                self._breaker_errors.add(message)
+                logger.warning(
+                    "tenant %s: reading the fleet's breaker failed, only this worker's counts: %s",
+                    tenant_id,
+                    message,
+                )
+            return None
+        self._breaker_errors.clear()
+        if opened is None:
+            return None
+        return Verdict.refuse(
+            f"tenant {tenant_id!r}: its breaker is open across the fleet for {opened.left_s:.0f} s"
+            f" more (opened by worker {opened.opened_by}: {opened.reason})",
+            terminate=True,
+        )
+
     async def claim(self, job: JobView, tenant: TenantContext | None) -> Verdict | None:
         if tenant is None:
             return None
         config = self.config.tenant(tenant.tenant_id)
-        cap = config.fleet_max_sessions if config is not None else None
-        if cap is None:
+        if config is None:
+            return None
+        cap = config.fleet_max_sessions
+        if cap is None and config.breaker is None:
             return None
         fleet = self.fleet()
         if fleet is None:
             return None  # said at start: the per-worker count stands in
+        if config.breaker is not None:
+            refusal = await self._fleet_breaker_open(tenant.tenant_id)
+            if refusal is not None:
+                return refusal
+        if cap is None:
+            return None
         if not await fleet.take(tenant.tenant_id, job.job_id, cap):
+            over = self._over_cap.get(tenant.tenant_id)
+            why = (
+                f" ({over} live: leases taken back after Redis lost them)"
+                if over is not None
+                else ""
+            )
             return Verdict.refuse(
-                f"tenant {tenant.tenant_id!r} is at fleet_max_sessions={cap}", terminate=True
+                f"tenant {tenant.tenant_id!r} is at fleet_max_sessions={cap}{why}", terminate=True
             )
         self._fleet_held[job.job_id] = tenant.tenant_id
         return None
@@ -202,15 +300,16 @@ class Tenancy:
             failed = outcome.outcome is Outcome.FAILED or outcome.provider_errors > 0
             self._announce(breaker.record(job.job_id, failed))
 
-    def _spawn(self, work: Any) -> None:
+    def _spawn(self, work: Any, name: str = "releasing a fleet slot") -> None:
         task = asyncio.ensure_future(work)
+        task.set_name(name)
         self._tasks.add(task)
         task.add_done_callback(self._done)
 
     def _done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            logger.warning("releasing a fleet slot failed: %s", task.exception())
+            logger.warning("%s failed: %s", task.get_name(), task.exception())
 
     def _announce(self, transition: Transition | None) -> None:
         if transition is None:
@@ -223,8 +322,26 @@ class Tenancy:
             transition.after.value,
             transition.reason,
         )
+        self._publish(transition)
         for listener in list(self.listeners):
             listener(transition)
+
+    def _publish(self, transition: Transition) -> None:
+        """Open or close the tenant's breaker for the fleet, when Redis shares it."""
+        tenant = self.config.tenant(transition.tenant_id)
+        if tenant is None or tenant.breaker is None or not self.shares_breakers():
+            return
+        if self.fleet() is None or self._fleet_breakers is None:
+            return
+        if transition.after is BreakerState.OPEN:
+            work = self._fleet_breakers.open(
+                transition.tenant_id, transition.reason, tenant.breaker.cooldown_s
+            )
+        elif transition.after is BreakerState.CLOSED:
+            work = self._fleet_breakers.close(transition.tenant_id)
+        else:
+            return  # half-open: the key ran out with the cooldown
+        self._spawn(work, f"publishing tenant {transition.tenant_id}'s breaker")
 
     # -- sessions ---------------------------------------------------------------------------
 

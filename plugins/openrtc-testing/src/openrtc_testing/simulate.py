@@ -732,6 +732,17 @@ def render(result: SimulationResult, console: Console) -> None:
         served = ", ".join(f"{escape(version)} {count}" for version, count in deploys.items())
         console.print(f"calls per deploy version ({len(deploys)} versions): {served}")
     admission = result.admission()
+    # Calls a tenant's breaker refused: no worker or max_sessions would have taken them.
+    broken = Counter(
+        c.tenant or "" for c in result.calls if not c.accepted and "breaker" in c.refusal
+    )
+    if broken:
+        refused = ", ".join(f"{escape(tenant)} {count}" for tenant, count in broken.items())
+        console.print(
+            f"calls refused by their tenant's breaker: {refused}. The tenant's calls were "
+            "failing (errors below): fix what fails them; more workers or a higher "
+            "max_sessions would not help."
+        )
     if admission["re_offers"]:
         full = (
             f"{admission['offered_while_full']} while every worker reported itself full; "
@@ -744,9 +755,14 @@ def render(result: SimulationResult, console: Console) -> None:
             f"calls waited for a slot: {admission['re_offers']} re-offers "
             f"({admission['refused_by_worker']} refused by "
             f"{'a' if result.supervised else 'the'} worker, which logs why; "
-            f"{full}). More concurrent callers than max_sessions queue: raise it, or run "
-            "more workers."
-            + (" A tenant's own max_sessions queues its calls too." if result.tenants else "")
+            f"{full})."
+            + (
+                ""
+                if broken
+                else " More concurrent callers than max_sessions queue: raise it, or run more "
+                "workers."
+                + (" A tenant's own max_sessions queues its calls too." if result.tenants else "")
+            )
         )
     lost = [c for c in result.calls if c.lost]
     if lost:
