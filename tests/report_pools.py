@@ -3,6 +3,8 @@ isolation) can import the same pools."""
 
 from __future__ import annotations
 
+import os
+
 from livekit.agents import Agent
 
 from openrtc_core import AgentPool
@@ -32,3 +34,15 @@ MEMORY_POOL = AgentPool(
     job_memory_limit_mb=MEMORY_LIMIT_MB,
 )
 MEMORY_POOL.add("hog", MemoryHog, default=True)
+
+
+class ExitsHard(Agent):
+    def __init__(self) -> None:
+        super().__init__(instructions="Ends its process as the call starts.")
+
+    async def on_enter(self) -> None:
+        os._exit(3)  # no cleanup, no report: only the job's exit status says what happened
+
+
+EXIT_POOL = AgentPool(llm=ScriptedLLM(default_reply="ok"), vad=None, isolation="process")
+EXIT_POOL.add("exits", ExitsHard, default=True)

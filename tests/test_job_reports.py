@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from livekit.protocol import agent
-from report_pools import MEMORY_LIMIT_MB, MEMORY_POOL
+from report_pools import EXIT_POOL, MEMORY_LIMIT_MB, MEMORY_POOL
 
 from openrtc_testing.dispatch import LoopbackDispatchServer
 from openrtc_testing.worker import dispatch_until_accepted, running_worker, simulated_call_metadata
@@ -58,6 +58,17 @@ async def test_a_job_killed_for_its_memory_is_reported_failed_with_limit_and_siz
     assert reached_mb(d.error) > MEMORY_LIMIT_MB
     assert kills.at, "livekit never said it killed the job process"
     print(f"livekit's kill decision to job status: {reported_at - kills.at[-1]:.2f} s")
+
+
+async def test_a_job_process_that_exits_on_its_own_is_reported_with_its_exit_status() -> None:
+    # Before: JS_FAILED with error "", and no report of the call.
+    async with LoopbackDispatchServer() as lk, running_worker(EXIT_POOL, lk):
+        metadata = simulated_call_metadata("exits", turns=["hi"])
+        d = await dispatch_until_accepted(lk, "exit-room", job_metadata=metadata)
+        assert d.accepted, d
+        assert await d.wait_for_status(timeout=90) == agent.JS_FAILED
+        assert await lk.wait_for_end(d.job_id, timeout=30) is None  # no report came
+    assert d.error == "job process exited with status 3"
 
 
 def test_simulate_reports_a_call_killed_for_its_memory(tmp_path: Path) -> None:

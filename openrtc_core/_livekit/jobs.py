@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import signal
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -249,8 +250,19 @@ def _fixed_process_runner(livekit_runner: type[Any]) -> type[Any]:
 
 
 def job_error(runner: Any) -> str:
-    """Why a job's runner ended its job, when livekit killed it for memory; "" otherwise."""
-    return runner.killed_for if isinstance(runner, _SaysWhyKilled) else ""
+    """Why a job process ended its job early: livekit killed it for its memory, or it exited
+    on its own with a failure status or a signal (``os._exit``, a crash); "" otherwise."""
+    if not isinstance(runner, _SaysWhyKilled):
+        return ""
+    code = runner.exitcode  # type: ignore[attr-defined]
+    if runner.killed_for or not code:
+        return runner.killed_for
+    if code > 0:
+        return f"job process exited with status {code}"
+    try:
+        return f"job process killed by {signal.Signals(-code).name}"
+    except ValueError:
+        return f"job process killed by signal {-code}"
 
 
 def report_job_errors(server: Any) -> None:
