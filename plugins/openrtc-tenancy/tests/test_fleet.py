@@ -349,7 +349,6 @@ async def test_live_calls_take_back_the_leases_redis_lost(
             during: Dispatch | None = None
             if fault == "restart":
                 private_redis.restart()
-                live_after_fault = await slots.live("acme")
             else:
                 private_redis.pause()
                 paused_at = time.monotonic()
@@ -359,7 +358,6 @@ async def test_live_calls_take_back_the_leases_redis_lost(
                 )
                 await asyncio.sleep(max(0.0, paused_at + lease_s + 0.5 - time.monotonic()))
                 private_redis.resume()
-                live_after_fault = await slots.live("acme")
             # Before the workers' next renewal, another worker admits two calls against the
             # empty count (the test takes their slots as that worker would).
             for name in ("meanwhile-1", "meanwhile-2"):
@@ -384,8 +382,8 @@ async def test_live_calls_take_back_the_leases_redis_lost(
         await slots.aclose()
 
     if fault == "restart":
-        assert live_after_fault == 0  # the leases were gone
-        # (After an outage the renewals Redis held unanswered may already have taken them back.)
+        # Each worker's two leases were gone, and came back. (After an outage, the renewals
+        # Redis held unanswered may have taken them back as it woke, their replies lost.)
         assert sum(log.count("took back the slot leases of 2 live call(s)") for log in logs) == 2
     assert live_after_renewal == 6, logs
     assert over_cap_said == [1, 1], logs
