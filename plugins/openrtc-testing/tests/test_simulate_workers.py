@@ -172,6 +172,7 @@ def test_per_worker_figures_name_every_worker_and_its_pids() -> None:
         "calls": 0,
         "completed": 0,
         "failed": 0,
+        "lost": 0,
         "turns": 0,
         "turn_latency_p50_s": None,
         "turn_latency_p95_s": None,
