@@ -48,6 +48,7 @@ from .supervision import (
     Supervisor,
     SupervisorContext,
     WorkerPlan,
+    drain_when_parent_dies,
     prewarm_before_fork,
     supervisor_name,
 )
@@ -106,6 +107,7 @@ __all__ = [
     "deploy_version",
     "contract_of",
     "discover_agents",
+    "drain_when_parent_dies",
     "generation",
     "hookimpl",
     "job_view",

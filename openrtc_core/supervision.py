@@ -16,6 +16,8 @@ The supervisor never builds a server or connects to LiveKit itself.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import gc
 import logging
 import os
@@ -62,6 +64,7 @@ MEMORY_FLAG: Final = "--max-worker-memory"
 SESSIONS_FLAG: Final = "--max-worker-sessions"
 CONTROL_FLAG: Final = "--control"
 _FLAGS: Final = (WORKERS_FLAG, MEMORY_FLAG, SESSIONS_FLAG, CONTROL_FLAG)
+_PR_SET_PDEATHSIG: Final = 1
 _N = TypeVar("_N", int, float)
 
 
@@ -348,6 +351,18 @@ def worker_port(configured: int | None, port_slot: int) -> int:
     livekit's production default) plus the slot; 0 stays 0 (each picks a free one)."""
     base = _livekit.production_port() if configured is None else configured
     return 0 if base == 0 else base + port_slot
+
+
+def drain_when_parent_dies(parent: int | None = None) -> None:
+    """Ask the kernel to send this process SIGTERM (a drain) when its parent dies (Linux's
+    parent-death signal; elsewhere nothing is asked). With `parent`, the pid of the process
+    that started this one: if that one is no longer the parent, it died before the signal
+    was asked for, and SIGTERM comes now."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    if parent is not None and os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def become_worker(index: int, count: int) -> None:

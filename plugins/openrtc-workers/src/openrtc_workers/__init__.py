@@ -11,6 +11,8 @@ docs/workers.md.
 
 from __future__ import annotations
 
+from openrtc_core import drain_when_parent_dies
+
 from .policy import RestartPolicy
 from .reports import (
     CUT,
@@ -26,7 +28,7 @@ from .reports import (
     UNHEALTHY,
     ReportReader,
 )
-from .signals import SignalInbox, drain_when_parent_dies
+from .signals import SignalInbox
 from .supervisor import PORT_OFFSET_ENV, WorkerSupervisor, exit_reason
 
 __all__ = [

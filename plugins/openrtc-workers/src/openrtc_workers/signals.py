@@ -1,17 +1,13 @@
-"""Signals for a one-thread selector loop (the workers' supervisor, a deploy controller), and
-the parent-death signal their children ask for."""
+"""Signals for a one-thread selector loop (the workers' supervisor, a deploy controller)."""
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import selectors
 import signal
 from collections.abc import Iterator
-from typing import Any, Final
-
-_PR_SET_PDEATHSIG: Final = 1
+from typing import Any
 
 
 class SignalInbox:
@@ -54,10 +50,3 @@ class SignalInbox:
         """The signals that came since the last call, in order."""
         pending, self._pending = self._pending, []
         return pending
-
-
-def drain_when_parent_dies() -> None:
-    """Ask the kernel to send this process SIGTERM (a drain) when its parent dies."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)

@@ -23,7 +23,7 @@ from typing import Any, Final
 
 import attrs
 
-from openrtc_core import SupervisorContext, WorkerPlan
+from openrtc_core import SupervisorContext, WorkerPlan, drain_when_parent_dies
 
 from .memory import pss_mib
 from .policy import RestartPolicy
@@ -40,7 +40,7 @@ from .reports import (
     ReportReader,
     status_writer,
 )
-from .signals import SignalInbox, drain_when_parent_dies
+from .signals import SignalInbox
 
 logger = logging.getLogger("openrtc.workers")
 
@@ -239,9 +239,7 @@ class WorkerSupervisor:
         os.close(self._inbox.write_fd)
         if self._controller is not None:
             os.close(self._controller.fd)
-        drain_when_parent_dies()
-        if os.getppid() != supervisor:  # it died before the signal was asked for
-            os.kill(os.getpid(), signal.SIGTERM)
+        drain_when_parent_dies(supervisor)
 
     # -- reports -------------------------------------------------------------------------------
 
