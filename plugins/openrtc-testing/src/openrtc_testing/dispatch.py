@@ -108,8 +108,12 @@ class _Signal:
                 raise TimeoutError(describe())
             fut: asyncio.Future[None] = loop.create_future()
             self._waiters.add(fut)
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for returns, dropping a
+            # cancellation, when the future is done as it is cancelled (fire() sets every
+            # waiter's), and a cut call would wait on for its report.
             try:
-                await asyncio.wait_for(fut, remaining)
+                async with asyncio.timeout(remaining):
+                    await fut
             except TimeoutError:
                 pass
             finally:
@@ -584,7 +588,8 @@ class LoopbackDispatchServer:
                 await worker.send(
                     agent.ServerMessage(availability=agent.AvailabilityRequest(job=job))
                 )
-                resp = await asyncio.wait_for(fut, remaining)
+                async with asyncio.timeout(remaining):  # see _Signal.wait_until
+                    resp = await fut
             except TimeoutError:
                 d.error = (
                     f"worker {worker.worker_id} did not answer the availability request "
