@@ -34,11 +34,20 @@ ROOT = Path(__file__).resolve().parents[3]
 HAS_SUPERVISOR = importlib.util.find_spec("openrtc_workers") is not None
 
 
+def simulate_command(*args: str) -> list[str]:
+    """``openrtc simulate examples/pool.py ARGS``, run from the repository's root."""
+    return [sys.executable, "-m", "openrtc_core", "simulate", "examples/pool.py", *args]
+
+
+def simulate_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    return {**os.environ, "COLUMNS": "80", **(env or {})}
+
+
 def simulate(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "openrtc_core", "simulate", "examples/pool.py", *args],
+        simulate_command(*args),
         cwd=ROOT,
-        env={**os.environ, "COLUMNS": "80", **(env or {})},
+        env=simulate_env(env),
         capture_output=True,
         text=True,
         timeout=180,

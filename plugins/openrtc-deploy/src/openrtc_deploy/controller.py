@@ -663,7 +663,8 @@ class DeployController:
                 self._forced = True
                 logger.warning("%s again: stopping every generation at once", why)
                 for generation in self._live():
-                    generation.signal(signal.SIGTERM)  # its second signal: kill its workers
+                    # SIGINT, not SIGTERM again: two pending SIGTERMs merge into one.
+                    generation.signal(signal.SIGINT)  # its second signal: kill its workers
                 for pid in [pid for g in self.orphaned for pid in g.orphans]:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGINT)  # our children until reaped: safe

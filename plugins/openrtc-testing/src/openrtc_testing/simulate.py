@@ -22,6 +22,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import tempfile
 import time
 import tomllib
@@ -44,6 +45,7 @@ from openrtc_core import AgentPool, OpenRTCError, load_pool, supervisor_name
 from . import offline, voice_figures
 from .caller import MAX_SCRIPT_S
 from .dispatch import Dispatch, LoopbackDispatchServer
+from .interruption import STOP_SIGNALS, CutCall, SimulationInterrupted, StopSignals, exit_status
 from .measure import LoopLagMonitor, PeakMemory, percentile
 from .supervising import (
     LogRefusals,
@@ -161,6 +163,12 @@ class SimulationResult:
     supervisor_error: str | None = None
     """What went wrong when the supervisor stopped (a non-zero exit); None when it drained
     and exited 0, or with one worker."""
+    interrupted: signal.Signals | None = None
+    """The stop signal that ended the run early; None when every call was placed and ended."""
+    cut: list[CutCall] = attrs.field(factory=list)
+    """With `interrupted`: the calls in flight then, which ``calls`` (what finished) omits."""
+    not_placed: int = 0
+    """With `interrupted`: the calls not placed yet (waiting for a slot under --concurrency)."""
 
     @property
     def supervised(self) -> bool:
@@ -266,8 +274,18 @@ class SimulationResult:
             if self.supervised
             else {}
         )
+        interrupted = (
+            None
+            if self.interrupted is None
+            else {
+                "signal": self.interrupted.name,
+                "cut": [call.as_dict() for call in self.cut],
+                "not_placed": self.not_placed,
+            }
+        )
         return {
             "isolation": self.isolation,
+            "interrupted": interrupted,
             "call_count": len(self.calls),
             "failures": sum(not c.ok for c in self.calls),
             "wall_s": self.wall_s,
@@ -435,6 +453,7 @@ async def run_simulation(
     supervisor: SupervisorSpec | None = None,
     supervisor_log: Path | None = None,
     voice: VoiceSettings | None = None,
+    stop_signals: Sequence[signal.Signals] = (),
 ) -> SimulationResult:
     """Dispatch `calls` simulated calls, `concurrency` at a time, round-robin over agents.
 
@@ -447,18 +466,27 @@ async def run_simulation(
     (None: the terminal). :raises SupervisorFailed: its workers did not all register, or it
     exited while the calls ran; a non-zero exit after the calls is the result's
     ``supervisor_error``.
+
+    One of `stop_signals` ends the run early: the calls in flight are cut, the worker or
+    supervisor (and its workers) stopped at once, and the result holds what finished, the
+    cut calls and the signal. :raises SimulationInterrupted: it came before the calls began.
     """
     agents = list(pool.agents)
     tenants = list(tenants)
     lines = list(script) if script else list(CALLER_LINES)
     script = [lines[i % len(lines)] for i in range(turns)]
-    if voice is not None:
-        # Spoken once here, before any worker starts: the workers read the clips' cache.
-        await asyncio.to_thread(prepare, script, sample_rate=voice.sample_rate)
     lag = LoopLagMonitor()
     results: list[CallResult] = []
+    in_flight: dict[int, tuple[str, str, str | None]] = {}
+    """Calls placed and not ended, by index: agent, room, tenant."""
     fleet: SupervisedWorkers | None = None
-    with watching_refusals() as in_process:
+    memory: PeakMemory | None = None
+    wall = full_s = 0.0
+    stop = StopSignals(stop_signals)
+    with watching_refusals() as in_process, stop.installed(), stop.cutting():
+        if voice is not None:
+            # Spoken once here, before any worker starts: the workers read the clips' cache.
+            await asyncio.to_thread(prepare, script, sample_rate=voice.sample_rate)
         async with contextlib.AsyncExitStack() as stack:
             lk = await stack.enter_async_context(LoopbackDispatchServer())
             refusals: Refusals | None = in_process
@@ -488,6 +516,7 @@ async def run_simulation(
                 tenant = tenants[index % len(tenants)] if tenants else None
                 room = f"sim-{index}"
                 async with gate:
+                    in_flight[index] = (agent, room, tenant)
                     result = await _call(
                         lk,
                         agent,
@@ -501,14 +530,20 @@ async def run_simulation(
                         refusals=refusals,
                         voice=voice,
                     )
+                del in_flight[index]
                 results.append(result)
                 if on_call_done is not None:
                     on_call_done(result)
 
             placed = asyncio.gather(*(one(i) for i in range(calls)))
-            await (placed if fleet is None else fleet.while_running(placed))
-            wall = time.monotonic() - started
-            full_s = sum(w.seconds_in(agent_pb.WS_FULL, since=started) for w in lk.workers)
+            try:
+                await (placed if fleet is None else fleet.while_running(placed))
+            finally:  # also when a signal cut the calls
+                wall = time.monotonic() - started
+                full_s = sum(w.seconds_in(agent_pb.WS_FULL, since=started) for w in lk.workers)
+    if memory is None:  # a stop signal came before the calls began
+        assert stop.received is not None
+        raise SimulationInterrupted(stop.received)
     return SimulationResult(
         calls=results,
         wall_s=wall,
@@ -521,6 +556,9 @@ async def run_simulation(
         tenants=tenants,
         workers=1 if supervisor is None else supervisor.workers,
         supervisor_error=None if fleet is None else fleet.failure(),
+        interrupted=stop.received,
+        cut=[CutCall.found(lk, *in_flight[index]) for index in sorted(in_flight)],
+        not_placed=calls - len(results) - len(in_flight),
     )
 
 
@@ -783,6 +821,14 @@ def render(result: SimulationResult, console: Console) -> None:
     for agent, f in result.per_agent().items():
         for error in f["errors"]:
             console.print(f"[red]{agent}[/red]: {escape(error)}")
+    if result.interrupted is not None:
+        console.print(
+            f"[bold red]interrupted by {result.interrupted.name}[/bold red]: "
+            f"{len(result.calls)} call(s) finished, {len(result.cut)} cut, "
+            f"{result.not_placed} not placed"
+        )
+        for call in result.cut:
+            console.print(f"  cut: {escape(call.describe())}")
 
 
 def _print_error(message: str) -> None:
@@ -1093,6 +1139,9 @@ def simulate_command(
             console.print(f"figures written to {json_path}")
         if result.supervisor_error is not None:
             keep_log = _supervisor_failed(result.supervisor_error, log_dir)
+        if result.interrupted is not None:
+            raise typer.Exit(exit_status(result.interrupted))
+        if result.supervisor_error is not None:
             raise typer.Exit(1)
     except SupervisorFailed as exc:
         keep_log = _supervisor_failed(str(exc), log_dir)
@@ -1154,8 +1203,12 @@ def _run(
                     supervisor=supervisor,
                     supervisor_log=None if log_dir is None else log_dir / SUPERVISOR_LOG,
                     voice=voice,
+                    stop_signals=STOP_SIGNALS,
                 )
             )
+        except SimulationInterrupted as exc:
+            Console(stderr=True, soft_wrap=True).print(f"[bold red]{escape(str(exc))}[/bold red]")
+            raise typer.Exit(exit_status(exc.signal)) from None
         except (OpenRTCError, VoiceUnavailable) as exc:
             # The worker would not start: reload with no strategy, a bad tenants file; or
             # the callers cannot speak (no espeak-ng).

@@ -20,9 +20,10 @@ from collections.abc import Sequence
 
 import attrs
 
-from openrtc_core import OpenRTCError, load_pool
+from openrtc_core import OpenRTCError, drain_when_parent_dies, load_pool
 
 from .simulation import Simulation
+from .supervising import PARENT_ENV
 
 URL_ENV = "LIVEKIT_URL"
 USAGE = (
@@ -71,6 +72,10 @@ def split_options(args: Sequence[str]) -> Loading:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    # Taken out: what this process starts has a parent of its own.
+    parent = os.environ.pop(PARENT_ENV, "")
+    if parent.isdecimal():
+        drain_when_parent_dies(int(parent))
     args = list(sys.argv[1:] if argv is None else argv)
     url = os.environ.get(URL_ENV, "")
     if not args or not url:

@@ -30,6 +30,9 @@ from openrtc_core import CONTROL_ENV, SUPERVISOR_ENV
 from .dispatch import Dispatch, LoopbackDispatchServer
 
 SUPERVISED_MODULE: Final = "openrtc_testing.supervised"
+PARENT_ENV: Final = "OPENRTC_SIMULATE_PARENT"
+"""The pid of the process that started the supervisor: it drains (SIGTERM) when that one
+dies, however it died, so no supervisor outlives a killed ``openrtc simulate``."""
 REGISTER_TIMEOUT_S: Final = 120.0
 """How long the workers have to register: the supervisor imports the pool, prewarms, forks."""
 DRAIN_TIMEOUT_S: Final = 60.0
@@ -105,7 +108,9 @@ class SupervisedWorkers:
         """Where its output goes; None: to this process's terminal."""
         self.process: asyncio.subprocess.Process | None = None
         self.forced = False
-        """Whether it had to be stopped at once (it did not drain in time)."""
+        """Whether it had to be stopped harder than asked (it did not exit in time)."""
+        self.cut = False
+        """Whether it was asked to stop at once, cutting its workers' calls."""
 
     @property
     def pid(self) -> int:
@@ -125,6 +130,7 @@ class SupervisedWorkers:
             env[CONTROL_ENV] = self.spec.control
         if self.spec.supervisor is not None:
             env[SUPERVISOR_ENV] = self.spec.supervisor
+        env[PARENT_ENV] = str(os.getpid())
         return env
 
     async def start(self) -> None:
@@ -166,36 +172,46 @@ class SupervisedWorkers:
 
     async def while_running(self, work: Awaitable[T]) -> T:
         """Await `work`; if the supervisor exits before it is done, cancel it and raise
-        :class:`SupervisorFailed`."""
+        :class:`SupervisorFailed`. Cancelled, this cancels `work` too."""
         assert self.process is not None
         task = asyncio.ensure_future(work)
         exited = asyncio.ensure_future(self.process.wait())
         try:
             await asyncio.wait({task, exited}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            await _cancelled(task)
+            raise
         finally:
             exited.cancel()
         if task.done():
             return task.result()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await _cancelled(task)
         raise SupervisorFailed(
             f"{self.failure() or self.spec.describe() + ' exited'} while the calls ran"
         )
 
-    async def stop(self) -> None:
-        """SIGTERM (drain every worker) and wait; if it does not exit in time, SIGTERM again
-        (it stops its workers at once), then SIGKILL."""
+    async def stop(self, *, at_once: bool = False) -> None:
+        """SIGTERM (drain every worker) and wait; if it does not exit in time, a second stop
+        signal (it stops its workers at once), then SIGKILL.
+
+        `at_once` sends the second stop signal right away: the calls are cut. It is SIGINT,
+        not SIGTERM again: two pending SIGTERMs would merge into one.
+        """
         process = self.process
         if process is None or process.returncode is not None:
             return
-        for sig, timeout in (
-            (signal.SIGTERM, DRAIN_TIMEOUT_S),
-            (signal.SIGTERM, KILL_TIMEOUT_S),
-            (signal.SIGKILL, KILL_TIMEOUT_S),
-        ):
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(sig)
+        self.cut = self.cut or at_once
+        steps: list[tuple[tuple[signal.Signals, ...], float]] = [
+            ((signal.SIGTERM,), DRAIN_TIMEOUT_S),
+            ((signal.SIGINT,), KILL_TIMEOUT_S),
+            ((signal.SIGKILL,), KILL_TIMEOUT_S),
+        ]
+        if at_once:
+            steps[:2] = [((signal.SIGTERM, signal.SIGINT), KILL_TIMEOUT_S)]
+        for signals, timeout in steps:
+            for sig in signals:
+                with contextlib.suppress(ProcessLookupError):
+                    process.send_signal(sig)
             try:
                 await asyncio.wait_for(process.wait(), timeout)
                 return
@@ -205,17 +221,26 @@ class SupervisedWorkers:
     def failure(self) -> str | None:
         """What went wrong, in one line; None while it runs or when it drained and exited 0."""
         status = self.status
-        if status is None or (status == 0 and not self.forced):
+        # Stopped at once as asked, it exits 1 (calls were cut): that is no failure.
+        if status is None or ((status == 0 or self.cut) and not self.forced):
             return None
         said = error_line(self.log_path) if self.log_path is not None else None
         if said:
             return f"{said} (supervisor {exit_reason(status)})"
         if self.forced:
-            return (
-                f"{self.spec.describe()} did not exit within {DRAIN_TIMEOUT_S:g} s of SIGTERM "
-                f"and was stopped at once; it {exit_reason(status)}"
+            asked = (
+                f"{KILL_TIMEOUT_S:g} s of being told to stop at once"
+                if self.cut
+                else f"{DRAIN_TIMEOUT_S:g} s of SIGTERM and was stopped at once"
             )
+            return f"{self.spec.describe()} did not exit within {asked}; it {exit_reason(status)}"
         return f"{self.spec.describe()} {exit_reason(status)}"
+
+
+async def _cancelled(task: asyncio.Future[Any]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 @contextlib.asynccontextmanager
@@ -228,13 +253,17 @@ async def supervised_workers(
     register_timeout: float = REGISTER_TIMEOUT_S,
 ) -> AsyncIterator[SupervisedWorkers]:
     """Start the supervisor against `dispatch` and wait until its workers registered; on exit
-    stop it (a drain) and wait for it. Its exit status is then ``.status``, and
-    ``.failure()`` says what went wrong, if anything."""
+    stop it (a drain) and wait for it. Left with an exception (a signal cut the calls), stop
+    it at once: no caller waits for its calls any more. Its exit status is then
+    ``.status``, and ``.failure()`` says what went wrong, if anything."""
     run = SupervisedWorkers(spec, dispatch, agent_name=agent_name, log_path=log_path)
     await run.start()
     try:
         await run.wait_registered(register_timeout)
         yield run
+    except BaseException:
+        await run.stop(at_once=True)
+        raise
     finally:
         await run.stop()
 
