@@ -114,6 +114,13 @@ async def _killed(run: Deployed, pids: list[int]) -> float:
     return time.monotonic()
 
 
+async def _first_serving(run: Deployed) -> dict[str, Any]:
+    """Generation 1 once the controller has promoted it (its workers may register first)."""
+    status = await run.until_status(_serving(1), 60, "generation 1 serving")
+    first: dict[str, Any] = status["generations"][0]
+    return first
+
+
 def _serving(number: int) -> Any:
     return lambda s: any(
         g["generation"] == number and g["state"] == "serving" for g in s["generations"]
@@ -129,7 +136,7 @@ async def test_a_killed_generation_is_replaced_by_the_last_good_code(
     async with deployed(tmp_path, "--workers", "1") as run:
         await run.until(lambda: run.live_workers() >= 1, 120, "generation 1's worker")
         held = await run.call("held", hold_s=20.0)
-        first = (await run.status_now())["generations"][0]
+        first = await _first_serving(run)
         workers = [w["pid"] for w in first["workers"]]
         killed = await _killed(run, [first["pid"], *(workers if kill == "generation" else [])])
         gone = await run.until_status(
@@ -181,10 +188,10 @@ async def test_generations_that_keep_dying_are_restarted_with_growing_delays(
 ) -> None:
     async with deployed(tmp_path, "--workers", "1") as run:
         await run.until(lambda: run.live_workers() >= 1, 120, "generation 1's worker")
-        first = (await run.status_now())["generations"][0]
+        first = await _first_serving(run)
         run.set_code(broken="import")  # every replacement dies as it starts
         await _killed(run, [first["pid"]])
-        status = await run.until_status(lambda s: s["restarts"] >= 5, 180, "five restarts")
+        status = await run.until_status(lambda s: s.get("restarts", 0) >= 5, 180, "five restarts")
         restarts = status["last_restarts"][:5]
         assert [r["delay_s"] for r in restarts] == [0.0, 0.5, 1.0, 2.0, 4.0], restarts
         started = {g["generation"]: g["started_at"] for g in status["generations"]}
@@ -208,7 +215,7 @@ async def test_a_deploy_s_starting_generation_takes_over_when_the_serving_one_di
     when ready, and no third generation starts beside it."""
     async with deployed(tmp_path, "--workers", "1") as run:
         await run.until(lambda: run.live_workers() >= 1, 120, "generation 1's worker")
-        first = (await run.status_now())["generations"][0]
+        first = await _first_serving(run)
         run.set_code(reply="v2")
         (run.state / "prewarm_s").write_text("6")
         (run.state / "prewarm_for").write_text("v2")

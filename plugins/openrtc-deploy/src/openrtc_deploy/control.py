@@ -195,8 +195,9 @@ class Client:
     """Its request line came: nothing more is read from it."""
     ended: bool = False
     """The peer closed (or the connection broke)."""
+    connected_at: float = attrs.field(factory=time.monotonic)
     active_at: float = attrs.field(factory=time.monotonic)
-    """When it last sent a byte or took one of ours."""
+    """When it last took bytes of ours."""
 
     def receive(self) -> Request | None:
         """Read what the peer sent now (one read); its request once the line is complete.
@@ -213,7 +214,6 @@ class Client:
         if not data:
             self.ended = True
             return None
-        self.active_at = time.monotonic()
         if self.asked or self.closing:
             return None
         self.inbox += data
@@ -237,11 +237,15 @@ class Client:
         self.inbox = b""
         self.answer(ok=False, message=message)
 
-    def idle(self, now: float) -> bool:
-        """Whether it has kept the controller waiting too long: no request line yet, or
-        answers it does not read."""
-        waiting_on_peer = not self.asked or bool(self.outbox)
-        return waiting_on_peer and now - self.active_at > IDLE_TIMEOUT_S
+    def expires_at(self) -> float | None:
+        """When it will have kept the controller waiting too long: its request line not
+        complete :data:`IDLE_TIMEOUT_S` after it connected (however slowly it trickles in),
+        or answers it has not read for that long; None while it waits on the controller."""
+        if not self.asked:
+            return self.connected_at + IDLE_TIMEOUT_S
+        if self.outbox:
+            return self.active_at + IDLE_TIMEOUT_S
+        return None
 
     def progress(self, text: str) -> None:
         self._send({"progress": text})

@@ -222,9 +222,7 @@ class DeployController:
         deadlines = [g.started_at + self._ready_timeout(g) for g in self._in(State.STARTING)]
         if self.pending is not None and self.pending.not_before:
             deadlines.append(self.pending.not_before)
-        deadlines += [
-            c.active_at + IDLE_TIMEOUT_S for c in self._clients.values() if not c.asked or c.outbox
-        ]
+        deadlines += [at for c in self._clients.values() if (at := c.expires_at()) is not None]
         timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
         for key, mask in self._selector.select(timeout):
             data = key.data
@@ -517,9 +515,9 @@ class DeployController:
         generation.exited(status, died=died)
         name, reason = generation.name(), generation.exit
         cut = _calls(generation.cut)
+        if generation.orphans:  # killed while its workers lived: they drain on their own
+            self.orphaned.append(generation)
         if died:
-            if generation.orphans:
-                self.orphaned.append(generation)
             logger.error(
                 "%s exited unexpectedly (%s)%s%s",
                 name,
@@ -763,7 +761,8 @@ class DeployController:
     def _expire_clients(self) -> None:
         now = time.monotonic()
         for client in list(self._clients.values()):
-            if not client.idle(now):
+            expires = client.expires_at()
+            if expires is None or now < expires:
                 continue
             if client.asked:
                 self._close(client)  # it does not read its answers

@@ -165,15 +165,14 @@ class Generation:
                 os.kill(self.process.pid, sig)
 
     def exited(self, status: int, *, died: bool = False) -> None:
-        """Its supervisor exited with `status`. `died`: unexpectedly, so its workers still
-        running are kept as :attr:`orphans` with their calls, and the calls of those gone
-        are lost; else the calls still live were cut (named by id)."""
+        """Its supervisor exited with `status`. Its workers still running (it was killed) are
+        kept as :attr:`orphans` with their calls. The calls of workers gone are lost when it
+        `died` (unexpectedly), else its drain cut them (named by id)."""
         self.read_status()
         self.log.read()
         self.exited_at = time.monotonic()
         self.exit = exit_reason(status)
-        if died:
-            self.orphans = {w.pid: w.index for w in self.workers.values() if is_child(w.pid)}
+        self.orphans = {w.pid: w.index for w in self.workers.values() if is_child(w.pid)}
         for job in [j for j in self.calls if self.call_pids.get(j) not in self.orphans]:
             (self.lost if died else self.cut)[job] = self.calls.pop(job)
             self.call_pids.pop(job, None)
