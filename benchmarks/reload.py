@@ -20,8 +20,8 @@ few ms the reloader spends listing modules before it loads are not in it); each 
 "during a swap" when its start..end overlaps a save..last-switch window; the worker's loop lag
 (how late a task sleeping 10 ms wakes) is cut the same way. ``start-up`` is from creating the
 worker to the reloader having read the pool's code. ``--unrelated-files N`` puts a virtualenv
-of N tiny files inside the project folder (nothing imports them), as a project that keeps its
-venv beside its code does. Nothing is asserted on
+of N tiny files (nothing imports them) in the folder of the agent's module, as a flat project
+that keeps its venv beside its code has it. Nothing is asserted on
 time: the run fails (exit 1) only on a dropped call (not accepted, or not completed), a call
 whose versions went backwards, or a save never applied.
 """
@@ -189,7 +189,7 @@ async def drive(a: argparse.Namespace, root: Path) -> dict[str, Any]:
     """The run: the worker, the calls, the saves. Raw stamps, saves and reports out."""
     app, support = write_project(root / "project", a.isolation, a.calls + 10)
     if a.unrelated_files:
-        virtualenv_like(root / "project", a.unrelated_files)
+        virtualenv_like(support.parent, a.unrelated_files)
     os.environ[STAMPS_ENV] = str(root / "stamps.jsonl")  # outside the watched project
     stamps, me = StampFile(root / "stamps.jsonl"), os.getpid()
     pool = load_pool(str(app))
@@ -229,7 +229,7 @@ async def drive(a: argparse.Namespace, root: Path) -> dict[str, Any]:
     shift = time.monotonic() - time.time()
     lags = [[t + shift, s] for t, s in zip(lag.times, lag.samples, strict=True)]
     raw = dict(pid=me, versions=versions, saves=saves, calls=results)
-    raw.update(startup_s=startup_s, loop_lag=lags)
+    raw.update(startup_s=startup_s, startup_end=began + startup_s, loop_lag=lags)
     return {**raw, "stamps": stamps.read()}
 
 
@@ -291,7 +291,7 @@ def analyse(raw: dict[str, Any]) -> dict[str, Any]:
         "turn_ms_during_swaps": spread(during),
         "turn_ms_otherwise": spread(other),
         "startup_ms": spread([raw["startup_s"] * 1000]),
-        **loop_lag(raw["loop_lag"], windows),
+        **loop_lag(raw["loop_lag"], windows, raw["startup_end"]),
         "calls_dropped": len(dropped),
         "calls_with_versions_backwards": [c["job_id"] for c in calls if c["backwards"]],
         "turns_without_stamps": sum(c["unstamped"] for c in calls),
@@ -301,15 +301,21 @@ def analyse(raw: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def loop_lag(samples: list[list[float]], windows: list[tuple[float, float]]) -> dict[str, Any]:
-    """The loop's lag (ms) in the samples taken during a save..last-switch window, and in
-    the others."""
-    during, other = list[float](), list[float]()
+def loop_lag(
+    samples: list[list[float]], windows: list[tuple[float, float]], startup_end: float
+) -> dict[str, Any]:
+    """The loop's lag (ms) in the samples taken while the worker started, during a
+    save..last-switch window, and in the others."""
+    startup, during, other = list[float](), list[float](), list[float]()
     for t, lag in samples:
         # A sample taken at t measured the sleep that ended then.
         swap = any(start <= t <= end + LAG_INTERVAL_S + lag for start, end in windows)
-        (during if swap else other).append(lag * 1000)
-    return {"loop_lag_ms_during_swaps": spread(during), "loop_lag_ms_otherwise": spread(other)}
+        (startup if t <= startup_end + lag else during if swap else other).append(lag * 1000)
+    return {
+        "loop_lag_ms_in_startup": spread(startup),
+        "loop_lag_ms_during_swaps": spread(during),
+        "loop_lag_ms_otherwise": spread(other),
+    }
 
 
 def ms(value: float | None) -> str:
@@ -326,6 +332,7 @@ OVERALL: Final = (
     ("switched", "switched_ms", "sessions"),
     ("turn during swaps", "turn_ms_during_swaps", "turns"),
     ("turn otherwise", "turn_ms_otherwise", "turns"),
+    ("loop lag in start-up", "loop_lag_ms_in_startup", "samples"),
     ("loop lag in swaps", "loop_lag_ms_during_swaps", "samples"),
     ("loop lag otherwise", "loop_lag_ms_otherwise", "samples"),
     ("start-up", "startup_ms", "start"),
@@ -362,7 +369,7 @@ OPTIONS: Final = (
     ("--pause", float, 0.05, 0.5, "mean seconds before each line (0.5x-1.5x: out of step)"),
     ("--saves", int, 1, 5, "saves of support.py, each with a new reply tag"),
     ("--interval", float, MIN_INTERVAL_S, 3.0, "seconds from one save to the next"),
-    ("--unrelated-files", int, 0, 0, "files of a virtualenv inside the project folder"),
+    ("--unrelated-files", int, 0, 0, "files of a virtualenv beside the agent's module"),
 )
 
 
