@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import inspect
 import os
 import time
@@ -459,3 +460,92 @@ def test_job_status_goes_out_through_update_job_status_and_the_message_queue() -
     for said in ("proc.running_job", "proc.status", "await self._queue_msg(msg)", 'error=""'):
         assert said in update, _fail(f"AgentServer._update_job_status ({said})")
     assert inspect.iscoroutinefunction(AgentServer._queue_msg), _fail("AgentServer._queue_msg")
+
+
+class _Session:
+    """Stands in for an AgentSession whose ``run`` a test drives: what ``run_turn`` reads."""
+
+    def __init__(self, run: Any = None, raises: bool = False) -> None:
+        self._global_run_state: Any = None
+        self._run = run
+        self._raises = raises
+
+    def run(self, *, user_input: str) -> Any:
+        self._global_run_state = self._run
+        if self._raises:
+            raise RuntimeError("AgentSession isn't running")
+        return self._run
+
+
+async def test_a_run_the_session_registers_then_refuses_is_given_up() -> None:
+    from livekit.agents import AgentSession
+
+    session: AgentSession[None] = AgentSession()
+    with pytest.raises(RuntimeError, match="isn't running"):
+        session.run(user_input="hi")  # livekit's own: registered, then refused
+    assert session._global_run_state is not None, _fail("AgentSession.run's run state")
+    assert not session._global_run_state.done()
+    closing: AgentSession[None] = AgentSession()
+    with pytest.raises(RuntimeError, match="isn't running"):
+        await _livekit.run_turn(closing, "hi")
+    assert closing._global_run_state is not None and closing._global_run_state.done()
+
+
+@pytest.mark.parametrize("cut_first", [True, False], ids=["cut-first", "cut-as-it-fails"])
+async def test_a_cut_wait_for_a_run_leaves_no_error_behind(cut_first: bool) -> None:
+    from livekit.agents.voice.run_result import RunResult
+
+    loop = asyncio.get_running_loop()
+    lost: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _, context: lost.append(context))
+    try:
+        run: RunResult[None] = RunResult(output_type=None)
+        assert isinstance(getattr(run, "_done_fut", None), asyncio.Future), _fail(
+            "RunResult._done_fut (the future a session fails a run through)"
+        )
+        waiting = asyncio.ensure_future(_livekit.run_turn(_Session(run), "hi"))  # type: ignore[arg-type]
+        await asyncio.sleep(0)
+        if cut_first:  # the caller's turn is cut, then the session closes (as it does)
+            waiting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiting
+            assert run.done()
+            if not run._done_fut.done():
+                run._done_fut.set_exception(RuntimeError("session closed"))
+        else:  # the session fails the run, and the turn is cut before the caller sees it
+            run._done_fut.set_exception(RuntimeError("session closed"))
+            await asyncio.sleep(0)
+            waiting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiting
+        del run, waiting
+        await asyncio.sleep(0)  # the cancelled wait lets go of the run
+        gc.collect()
+    finally:
+        loop.set_exception_handler(None)
+    assert not lost, lost
+
+
+def test_a_closing_session_fails_only_a_run_not_done() -> None:
+    from livekit.agents.voice import agent_session
+
+    source = inspect.getsource(agent_session)
+    guarded = (
+        "if self._global_run_state and not self._global_run_state.done():\n"
+        "                    self._global_run_state._done_fut.set_exception("
+    )
+    assert guarded in source, _fail(
+        "how a closing session fails its run (it must skip a run already done)"
+    )
+
+
+async def test_a_run_waited_for_gives_its_end_or_its_error() -> None:
+    from livekit.agents.voice.run_result import RunResult
+
+    ended: RunResult[None] = RunResult(output_type=None)
+    ended._done_fut.set_result(None)
+    assert await _livekit.run_turn(_Session(ended), "hi") is ended  # type: ignore[arg-type]
+    failed: RunResult[None] = RunResult(output_type=None)
+    failed._done_fut.set_exception(RuntimeError("session closed"))
+    with pytest.raises(RuntimeError, match="session closed"):
+        await _livekit.run_turn(_Session(failed), "hi")  # type: ignore[arg-type]

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     import typer
     from livekit.agents import AgentServer, AgentSession, JobContext
     from livekit.agents.job import RunningJobInfo
+    from livekit.agents.voice.run_result import RunResult
 
 
 def running_job_info(ctx: JobContext) -> RunningJobInfo:
@@ -279,3 +280,38 @@ def setup_production_logging(level: str) -> None:
     from livekit.agents.cli import log
 
     log.setup_logging(level, devmode=False, console=False)
+
+
+async def run_turn(session: AgentSession[Any], user_input: str) -> RunResult[Any]:
+    """``await session.run(user_input=...)``, except that a turn cut short leaves no error
+    behind to be logged as a future exception never retrieved ("session closed").
+
+    Two ways livekit leaves one (voice/agent_session.py, voice/run_result.py): ``run``
+    registers its ``RunResult`` as the session's ``_global_run_state`` and then raises when
+    the session is closing (``generate_reply``: "AgentSession isn't running"), so nobody
+    holds the run the session fails as it closes; and ``await run`` waits through
+    asyncio.shield, which lets go of the run's future when the await is cancelled. Here an
+    abandoned run's future is cancelled: a closing session fails only a run not yet done.
+    """
+    before = session._global_run_state
+    try:
+        run: RunResult[Any] = session.run(user_input=user_input)
+    except BaseException:
+        orphan = session._global_run_state
+        if orphan is not None and orphan is not before:
+            orphan._done_fut.cancel()
+        raise
+    done = run._done_fut
+    done.add_done_callback(_retrieve)  # failed as the wait is cancelled: taken all the same
+    try:
+        await asyncio.wait({done})
+    except asyncio.CancelledError:
+        done.cancel()
+        raise
+    done.result()
+    return run
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()

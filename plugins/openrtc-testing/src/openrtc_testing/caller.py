@@ -30,10 +30,10 @@ import aiohttp
 import attrs
 from livekit.agents import AgentSession, JobContext, llm
 
-from openrtc_core import SessionInfo, worker_identity
+from openrtc_core import SessionInfo, _livekit, worker_identity
 
 if TYPE_CHECKING:
-    from livekit.agents.voice.run_result import RunEvent, RunResult
+    from livekit.agents.voice.run_result import RunEvent
 
 logger = logging.getLogger("openrtc.simulation")
 
@@ -240,13 +240,9 @@ class SimulatedCall:
         started = time.monotonic()
         seen = len(self.session.history.items)
         error = ""
-        run: RunResult[None] = self.session.run(user_input=text)
         try:
-            result = await run
+            result = await _livekit.run_turn(self.session, text)
             events = _event_dicts(result.events)
-        except asyncio.CancelledError:
-            _let_go(run)
-            raise
         except Exception as exc:
             if self.failure():
                 raise  # the session failed: so does the call
@@ -305,23 +301,6 @@ class SimulatedCall:
                 await self._finish("failed", self.failure())
             else:
                 await self._finish("ended", f"the job ended first: {reason}")
-
-
-_LET_GO: set[asyncio.Task[None]] = set()
-
-
-async def _quietly(run: RunResult[None]) -> None:
-    with contextlib.suppress(Exception):
-        await run
-
-
-def _let_go(run: RunResult[None]) -> None:
-    """A turn cut while the agent answers (the job shuts down): the session fails its run as
-    it closes ("session closed"), and livekit's own await of it was cancelled with ours, so
-    that error would be logged as never retrieved; it is taken here instead."""
-    task = asyncio.get_running_loop().create_task(_quietly(run))
-    _LET_GO.add(task)
-    task.add_done_callback(_LET_GO.discard)
 
 
 def new_report(info: SessionInfo, *, outcome: str, error: str = "") -> dict[str, Any]:
