@@ -201,8 +201,8 @@ def test_a_stop_signal_ends_the_tree_and_reports_what_finished_and_what_was_cut(
     output = run.output()
     said = f"simulate said:\n{output[-3000:]}"
     assert status == 128 + sig, said
-    assert "exception was never retrieved" not in output
-    assert "Traceback" not in output
+    assert "exception was never retrieved" not in output, said
+    assert "Traceback" not in output, said
     assert run.json.exists(), said
     figures = json.loads(run.json.read_text())
     interrupted = figures["interrupted"]
