@@ -13,11 +13,12 @@ own with ``process`` isolation.
 
 Failures, declared per hook: each spec declares, once and beside itself, what its
 implementations may return and what a failing one does (:func:`spec`, :class:`OnFailure`);
-containment and the hook reference page read that declaration. A failure is an implementation that raises, or returns a value of the
-wrong type. ``SKIP`` (most hooks) logs it once per plugin and hook, then counts it, and treats
-it as ``None``. ``FAIL_CLOSED`` (every hook that decides whose call it is, whether it may run or
-which keys it uses) fails what the hook was deciding for and names the plugin: never a
-fallback to what would have happened without it. ``RAISE`` leaves the exception to the caller.
+containment and the hook reference page read that declaration. A failure is an
+implementation that raises, or returns a value of the wrong type. ``SKIP`` (most hooks)
+logs it once per plugin and hook, then counts it, and treats it as ``None``. ``FAIL_CLOSED``
+(every hook that decides whose call it is, whether it may run or which keys it uses) fails
+what the hook was deciding for and names the plugin: never a fallback to what would have
+happened without it. ``RAISE`` leaves the exception to the caller.
 """
 
 from __future__ import annotations

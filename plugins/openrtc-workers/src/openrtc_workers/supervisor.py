@@ -267,11 +267,11 @@ class WorkerSupervisor:
                 limit = self.plan.max_sessions
                 if limit is not None and worker.taken >= limit:
                     self._recycle(worker, f"it has taken {worker.taken} calls (limit {limit})")
+            elif kind == RELEASED and job:
+                worker.calls.pop(job, None)
             elif kind == UNHEALTHY:
                 worker.unhealthy = True
                 self._recycle(worker, f"it cannot recover by itself: {event.get('reason', '')}")
-            elif kind == RELEASED and job:
-                worker.calls.pop(job, None)
 
     def _check_ready(self) -> None:
         """Tell the controller, once, when every slot has a worker registered with LiveKit."""
