@@ -25,7 +25,7 @@ from .entrypoint import PoolEntrypoint, PoolPrewarm, register_worker_plugins
 from .errors import PoolConfigError
 from .identity import install_worker_log_fields
 from .isolation import IsolationBackend, WorkerSpec
-from .leftovers import stop_leftover_tasks
+from .isolation.coroutine.leftovers import stop_leftover_tasks
 from .models import AGENT_ATTRIBUTE
 from .options import SERVER_KEYWORDS_OWNED
 from .reloading import close_reloader, ensure_reloader, reload_factory
@@ -60,7 +60,7 @@ class PoolServer(AgentServer):
         self.owns_loop = False
         """The worker's event loop is its own (``openrtc start``): at close, every task left
         in it is cancelled, and the process exits rather than wait for one that will not
-        stop (see :mod:`.leftovers`)."""
+        stop (see :mod:`.isolation.coroutine.leftovers`)."""
 
     def start_reloading(self) -> None:
         """Start this process's reloader (in the worker's loop, from ``worker_started``)."""

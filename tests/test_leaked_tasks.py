@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from openrtc_core.leftovers import STUCK_EXIT_STATUS, UNATTRIBUTED
+from openrtc_core.isolation.coroutine.leftovers import STUCK_EXIT_STATUS, UNATTRIBUTED
 from openrtc_testing import LoopbackDispatchServer
 from openrtc_testing.worker import simulate_call
 

@@ -21,10 +21,10 @@ from livekit.agents.ipc.job_executor import JobStatus
 from ... import _livekit
 from ..._livekit import cycles as livekit_cycles
 from ..._livekit import jobs as livekit_jobs
-from ...leftovers import STOP_GRACE_S, describe
 from ...models import AGENT_ATTRIBUTE
 from ...registry import CURRENT_SESSION, SessionTag
 from ..base import failed_reason, is_failed_reason
+from .leftovers import STOP_GRACE_S, describe
 from .watchdog import forget_job, module_of, tag_of, tasks_of
 
 if TYPE_CHECKING:
@@ -73,7 +73,7 @@ def cancel_leftover_tasks(
 ) -> None:
     """Cancel the tasks the job's code left running after its call ended, and say so once.
 
-    One still running :data:`~openrtc_core.leftovers.STOP_GRACE_S` later catches
+    One still running :data:`~openrtc_core.isolation.coroutine.leftovers.STOP_GRACE_S` later catches
     ``CancelledError`` and goes on: nothing in this worker can stop it, so it is named and
     the worker is told it is `unhealthy` (a supervisor replaces it).
     """

@@ -24,8 +24,8 @@ from collections.abc import Collection
 from types import CoroutineType, FrameType, GeneratorType
 from typing import Any, Final
 
-from .isolation.coroutine.watchdog import tag_of
-from .logfields import bounded
+from ...logfields import bounded
+from .watchdog import tag_of
 
 logger = logging.getLogger("openrtc.leftovers")
 
