@@ -1,5 +1,6 @@
 """OpenRTC core: many livekit Agents in one worker, extended through pluggy hooks."""
 
+from ._livekit import run_turn
 from ._version import __version__
 from .builtin.prewarm import VAD_KEY as SHARED_VAD_KEY
 from .deployment import (
@@ -16,6 +17,7 @@ from .errors import HookFailedError, OpenRTCError, PluginLoadError, PoolConfigEr
 from .hookspecs import HookContract, OnFailure, contract_of, hookimpl
 from .identity import WorkerIdentity, worker_identity
 from .isolation import BackendTraits, IsolationBackend, JobPoolFactory, WorkerSpec
+from .logfields import REASON_LIMIT, bounded
 from .models import (
     AGENT_ATTRIBUTE,
     DEPLOY_ATTRIBUTE,
@@ -59,6 +61,7 @@ __all__ = [
     "CONTROL_ENV",
     "DEPLOY_ATTRIBUTE",
     "GENERATION_ENV",
+    "REASON_LIMIT",
     "SHARED_VAD_KEY",
     "SUPERVISOR_ENV",
     "VERSION_ATTRIBUTE",
@@ -102,6 +105,7 @@ __all__ = [
     "WorkerSpec",
     "__version__",
     "agent",
+    "bounded",
     "build_agent",
     "build_server",
     "contract_of",
@@ -119,6 +123,7 @@ __all__ = [
     "prewarm_before_fork",
     "resolve_deploy_version",
     "resolve_reference",
+    "run_turn",
     "supervisor_name",
     "worker_identity",
 ]

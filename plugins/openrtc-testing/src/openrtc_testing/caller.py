@@ -30,7 +30,7 @@ import aiohttp
 import attrs
 from livekit.agents import AgentSession, JobContext, llm
 
-from openrtc_core import SessionInfo, _livekit, worker_identity
+from openrtc_core import SessionInfo, run_turn, worker_identity
 
 if TYPE_CHECKING:
     from livekit.agents.voice.run_result import RunEvent
@@ -241,7 +241,7 @@ class SimulatedCall:
         seen = len(self.session.history.items)
         error = ""
         try:
-            result = await _livekit.run_turn(self.session, text)
+            result = await run_turn(self.session, text)
             events = _event_dicts(result.events)
         except Exception as exc:
             if self.failure():

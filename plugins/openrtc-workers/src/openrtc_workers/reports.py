@@ -22,15 +22,16 @@ from typing import Any, Final
 import attrs
 
 from openrtc_core import (
+    REASON_LIMIT,
     JobView,
     PoolView,
     RouteDecision,
     SessionOutcome,
     TenantContext,
     Verdict,
+    bounded,
     hookimpl,
 )
-from openrtc_core.logfields import REASON_LIMIT, bounded
 
 logger = logging.getLogger("openrtc.workers")
 
