@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -110,15 +111,23 @@ class Deployed:
     async def ask(self, data: bytes, timeout: float = 60.0) -> list[dict[str, Any]]:
         """Send `data` as it is on one control connection: every line the controller sends
         back until it closes the connection."""
-        reader, writer = await asyncio.open_unix_connection(str(self.control))
-        try:
-            writer.write(data)
-            with contextlib.suppress(ConnectionError):  # it may close before taking it all
-                await writer.drain()
-            raw = await asyncio.wait_for(reader.read(), timeout)
-        finally:
-            writer.close()
+        raw = await asyncio.to_thread(self._exchange, data, timeout)
         return [json.loads(line) for line in raw.splitlines()]
+
+    def _exchange(self, data: bytes, timeout: float) -> bytes:
+        # A plain socket: the controller may answer and close before taking all of `data`
+        # (a connection over the cap is answered at once). asyncio would treat the failed
+        # write as fatal and drop the answer already received; here it is still read.
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(str(self.control))
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                sock.sendall(data)
+            chunks: list[bytes] = []
+            with contextlib.suppress(ConnectionResetError):
+                while chunk := sock.recv(65536):
+                    chunks.append(chunk)
+            return b"".join(chunks)
 
     async def status_now(self) -> dict[str, Any]:
         """The controller's status, over the socket directly (no ``openrtc`` to start)."""
