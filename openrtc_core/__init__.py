@@ -4,12 +4,10 @@ from ._livekit import run_turn
 from ._version import __version__
 from .builtin.prewarm import VAD_KEY as SHARED_VAD_KEY
 from .deployment import (
-    GENERATION_ENV,
     VERSION_ENV,
     VERSION_FLAG,
     DeployVersion,
     deploy_version,
-    generation,
     pool_source_dir,
     resolve_deploy_version,
 )
@@ -39,31 +37,21 @@ from .models import (
 from .options import merge_options
 from .origins import resolve as resolve_reference
 from .pool import AgentPool, AgentSpec, PoolChange, PoolState
+from .processes import child_pids, exit_reason, process_tree, pss_mib, smaps_rollup, tree_pss_mib
 from .registry import LiveSession
 from .reloading import ReloadContext, Reloader
 from .routing import job_view
+from .runoptions import RunContext, RunOption, RunOptions
 from .server import build_server
 from .session import build_agent
-from .supervision import (
-    CONTROL_ENV,
-    SUPERVISOR_ENV,
-    Supervisor,
-    SupervisorContext,
-    WorkerPlan,
-    drain_when_parent_dies,
-    prewarm_before_fork,
-    supervisor_name,
-)
+from .supervision import drain_when_parent_dies, prewarm_before_fork
 from .targets import agent, discover_agents, load_pool, load_pool_again, load_target
 
 __all__ = [
     "AGENT_ATTRIBUTE",
-    "CONTROL_ENV",
     "DEPLOY_ATTRIBUTE",
-    "GENERATION_ENV",
     "REASON_LIMIT",
     "SHARED_VAD_KEY",
-    "SUPERVISOR_ENV",
     "VERSION_ATTRIBUTE",
     "VERSION_ENV",
     "VERSION_FLAG",
@@ -92,27 +80,28 @@ __all__ = [
     "ReloadKind",
     "Reloader",
     "RouteDecision",
+    "RunContext",
+    "RunOption",
+    "RunOptions",
     "SessionInfo",
     "SessionLaunch",
     "SessionOutcome",
-    "Supervisor",
-    "SupervisorContext",
     "TargetError",
     "TenantContext",
     "Verdict",
     "WorkerIdentity",
-    "WorkerPlan",
     "WorkerSpec",
     "__version__",
     "agent",
     "bounded",
     "build_agent",
     "build_server",
+    "child_pids",
     "contract_of",
     "deploy_version",
     "discover_agents",
     "drain_when_parent_dies",
-    "generation",
+    "exit_reason",
     "hookimpl",
     "job_view",
     "load_pool",
@@ -121,9 +110,12 @@ __all__ = [
     "merge_options",
     "pool_source_dir",
     "prewarm_before_fork",
+    "process_tree",
+    "pss_mib",
     "resolve_deploy_version",
     "resolve_reference",
     "run_turn",
-    "supervisor_name",
+    "smaps_rollup",
+    "tree_pss_mib",
     "worker_identity",
 ]
