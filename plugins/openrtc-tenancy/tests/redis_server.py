@@ -4,8 +4,11 @@
 
 * ``OPENRTC_TEST_REDIS_URL`` when it is set (CI starts a server and sets it). The database it
   names is flushed before every test that uses ``redis_client``: point it at a throwaway one.
+  Under pytest-xdist each worker process takes a database of its own on that server (worker
+  ``gwN`` the one N + 1 above the URL's), so one worker's flush never wipes another's keys; the
+  URL's own database stays to tests that only touch keys of their own (the tenancy benchmark);
 * a private ``redis-server`` this fixture starts on a free loopback port, with no persistence,
-  in a temporary directory, and stops at the end of the session;
+  in a temporary directory, and stops at the end of the session (one per xdist worker);
 * otherwise the test is skipped, unless ``OPENRTC_REQUIRE_REDIS=1`` (CI sets it), when it fails:
   CI must never skip these tests silently.
 
@@ -27,6 +30,7 @@ import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis
@@ -36,6 +40,26 @@ __all__ = ["PrivateRedis", "private_redis", "redis_client", "redis_url"]
 
 MISSING = "redis-server is not installed: apt install redis-server (CI installs it)"
 START_TIMEOUT_S = 10.0
+DATABASES = 16
+"""redis-server's default number of databases (``databases`` in its config)."""
+
+
+def worker_database(url: str, worker: str | None) -> str:
+    """`url` on the database of pytest-xdist worker `worker` (``gwN``): N + 1 above the one
+    `url` names; `url` itself outside xdist (`worker` None)."""
+    if not worker:
+        return url
+    parts = urlsplit(url)
+    base = parts.path.strip("/") or "0"
+    if not worker.removeprefix("gw").isdecimal() or not base.isdecimal():
+        raise ValueError(f"cannot pick a database for xdist worker {worker!r} on {url!r}")
+    database = int(base) + 1 + int(worker.removeprefix("gw"))
+    if database >= DATABASES:
+        raise ValueError(
+            f"xdist worker {worker} would need Redis database {database}, past the server's "
+            f"{DATABASES}: run fewer workers (-n) or name a lower database in the URL"
+        )
+    return urlunsplit(parts._replace(path=f"/{database}"))
 
 
 def _free_loopback_port() -> int:
@@ -155,7 +179,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The URL of a real Redis server for this test session (see the module docstring)."""
     configured = os.environ.get("OPENRTC_TEST_REDIS_URL")
     if configured:
-        yield configured
+        yield worker_database(configured, os.environ.get("PYTEST_XDIST_WORKER"))
         return
     process, url = _start_server(_executable(), tmp_path_factory.mktemp("redis"))
     try:
