@@ -11,11 +11,10 @@ import asyncio
 import contextlib
 import os
 import signal
-import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -26,11 +25,10 @@ from redis_server import PrivateRedis
 from openrtc_tenancy.counting import FleetSlots
 from openrtc_testing import LoopbackDispatchServer
 from openrtc_testing.dispatch import Dispatch
+from openrtc_testing.fleet import Fleet, started_fleet
 from openrtc_testing.worker import dispatch_until_accepted, simulated_call_metadata
 
 WORKER_SCRIPT = Path(__file__).with_name("fleet_worker.py")
-REGISTER_TIMEOUT_S = 45.0
-"""Starting a worker imports livekit and loads the VAD model: seconds, more on a busy box."""
 REDIS_URL_ENV = "OPENRTC_FLEET_TEST_REDIS_URL"
 RELEASE_WITHIN_S = 2.0
 """A closed job's slot goes back to Redis as the job closes; allow this long for it."""
@@ -47,87 +45,32 @@ def acme_call(hold_s: float) -> str:
     return simulated_call_metadata("support", turns=["hi"], hold_s=hold_s, extra={"tenant": "acme"})
 
 
-class Fleet:
-    """Worker processes started for one test, each in a process group of its own."""
+def worker_command(dispatch: LoopbackDispatchServer, tenants: str) -> list[str]:
+    return [
+        sys.executable,
+        str(WORKER_SCRIPT),
+        "--url",
+        dispatch.url,
+        "--api-key",
+        dispatch.api_key,
+        "--api-secret",
+        dispatch.api_secret,
+        "--tenants",
+        tenants,
+    ]
 
-    def __init__(
-        self, dispatch: LoopbackDispatchServer, tenants: str, redis_url: str, logs: Path
-    ) -> None:
-        self.dispatch = dispatch
-        self.tenants = tenants
-        self.redis_url = redis_url
-        self.logs = logs
-        self.processes: list[subprocess.Popen[bytes]] = []
 
-    def start(self, count: int) -> None:
-        env = {k: v for k, v in os.environ.items() if k != "OPENRTC_TENANTS"}
-        env.update(PYTHONUNBUFFERED="1", **{REDIS_URL_ENV: self.redis_url})
+@contextlib.asynccontextmanager
+async def fleet(
+    dispatch: LoopbackDispatchServer, tenants: str, redis_url: str, logs: Path, count: int
+) -> AsyncIterator[Fleet]:
+    """`count` worker processes (logs ``worker-N.log``), each registered; killed at the end."""
+    env = {"OPENRTC_TENANTS": None, REDIS_URL_ENV: redis_url}
+    async with started_fleet(dispatch, logs, env=env) as workers:
         for _ in range(count):
-            log = self.logs / f"worker-{len(self.processes)}.log"
-            with log.open("wb") as out:
-                self.processes.append(
-                    subprocess.Popen(
-                        [
-                            sys.executable,
-                            str(WORKER_SCRIPT),
-                            "--url",
-                            self.dispatch.url,
-                            "--api-key",
-                            self.dispatch.api_key,
-                            "--api-secret",
-                            self.dispatch.api_secret,
-                            "--tenants",
-                            self.tenants,
-                        ],
-                        cwd=WORKER_SCRIPT.parent,
-                        env=env,
-                        stdin=subprocess.PIPE,  # closed when this process ends: it exits too
-                        stdout=out,
-                        stderr=subprocess.STDOUT,
-                        start_new_session=True,  # its own group: nothing it starts outlives it
-                    )
-                )
-
-    def log_tails(self) -> str:
-        tails = []
-        for n, process in enumerate(self.processes):
-            text = (self.logs / f"worker-{n}.log").read_text(errors="replace")
-            tails.append(f"--- worker {n} (pid {process.pid}, exit {process.poll()}) ---")
-            tails.append(text[-3000:])
-        return "\n".join(tails)
-
-    async def registered(self) -> None:
-        """Wait until every started worker is registered with the dispatch server."""
-        deadline = time.monotonic() + REGISTER_TIMEOUT_S
-        while len([w for w in self.dispatch.workers if not w.closed]) < len(self.processes):
-            stopped = [p.pid for p in self.processes if p.poll() is not None]
-            if stopped:
-                pytest.fail(f"worker(s) {stopped} exited before registering\n{self.log_tails()}")
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"{len(self.dispatch.workers)} of {len(self.processes)} workers registered "
-                    f"within {REGISTER_TIMEOUT_S:g} s\n{self.log_tails()}"
-                )
-            await asyncio.sleep(0.05)
-
-    def kill_all(self) -> None:
-        for process in self.processes:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
-            if process.stdin is not None:
-                process.stdin.close()
-
-
-@contextlib.contextmanager
-def fleet(
-    dispatch: LoopbackDispatchServer, tenants: str, redis_url: str, logs: Path
-) -> Iterator[Fleet]:
-    workers = Fleet(dispatch, tenants, redis_url, logs)
-    try:
+            await workers.start(*worker_command(dispatch, tenants), cwd=WORKER_SCRIPT.parent)
+        await workers.registered()
         yield workers
-    finally:
-        workers.kill_all()
 
 
 async def long_calls(dispatch: LoopbackDispatchServer, count: int, hold_s: float) -> list[Dispatch]:
@@ -187,9 +130,7 @@ async def test_three_worker_processes_never_exceed_the_fleet_cap_together(
             samples.append((await slots.live("acme"), running()))
             await asyncio.sleep(0.01)
 
-    with fleet(openrtc_dispatch, path, redis_url, tmp_path) as workers:
-        workers.start(3)
-        await workers.registered()
+    async with fleet(openrtc_dispatch, path, redis_url, tmp_path, 3) as workers:
         worker_ids = {w.worker_id for w in openrtc_dispatch.workers}
         # One short call per worker first (offers go round-robin), so each has its Redis
         # connection and scripts ready: the burst's claims then race across processes.
@@ -228,7 +169,7 @@ async def test_three_worker_processes_never_exceed_the_fleet_cap_together(
             openrtc_dispatch, "acme-again", job_metadata=acme_call(hold_s=0)
         )
         again_report = await openrtc_dispatch.wait_for_report(again.job_id, timeout=30)
-        assert all(p.poll() is None for p in workers.processes), workers.log_tails()
+        assert all(p.returncode is None for p in workers.processes), workers.tails()
 
     assert all(d.accepted for d in warm) and live_after_warm_up == 0, warm
     refused = [d for d in burst if not d.accepted]
@@ -275,9 +216,7 @@ async def test_a_killed_worker_keeps_its_slots_until_their_leases_run_out(
         """,
     )
     slots = FleetSlots(redis_client)
-    with fleet(openrtc_dispatch, path, redis_url, tmp_path) as workers:
-        workers.start(1)
-        await workers.registered()
+    async with fleet(openrtc_dispatch, path, redis_url, tmp_path, 1) as workers:
         await long_calls(openrtc_dispatch, 3, hold_s=30)
         assert await slots.live("acme") == 3
         # The live worker renews its leases: they outlast lease_s.
@@ -287,7 +226,7 @@ async def test_a_killed_worker_keeps_its_slots_until_their_leases_run_out(
         (process,) = workers.processes
         os.kill(process.pid, signal.SIGKILL)
         killed_at = time.monotonic()
-        process.wait(timeout=10)
+        await asyncio.wait_for(process.wait(), 10)
         await asyncio.sleep(max(0.0, killed_at + 0.5 - time.monotonic()))
         live_after_kill = await slots.live("acme")
         live_later = await until_live(slots, 0, killed_at + lease_s + 1.5 - time.monotonic())
@@ -301,10 +240,7 @@ async def test_a_killed_worker_keeps_its_slots_until_their_leases_run_out(
 
 
 def worker_logs(workers: Fleet) -> list[str]:
-    return [
-        (workers.logs / f"worker-{n}.log").read_text(errors="replace")
-        for n in range(len(workers.processes))
-    ]
+    return [workers.output(n) for n in range(len(workers.processes))]
 
 
 async def until_logged(workers: Fleet, text: str, within_s: float) -> list[int]:
@@ -340,9 +276,7 @@ async def test_live_calls_take_back_the_leases_redis_lost(
     )
     slots = FleetSlots.from_url(private_redis.url, lease_s=60)
     try:
-        with fleet(openrtc_dispatch, path, private_redis.url, tmp_path) as workers:
-            workers.start(2)
-            await workers.registered()
+        async with fleet(openrtc_dispatch, path, private_redis.url, tmp_path, 2) as workers:
             calls = await long_calls(openrtc_dispatch, 4, hold_s=120)
             assert {d.worker_id for d in calls} == {w.worker_id for w in openrtc_dispatch.workers}
             assert await slots.live("acme") == 4
@@ -377,7 +311,7 @@ async def test_live_calls_take_back_the_leases_redis_lost(
             )
             live_at_end = await slots.live("acme")
             logs = worker_logs(workers)
-            assert all(p.poll() is None for p in workers.processes), workers.log_tails()
+            assert all(p.returncode is None for p in workers.processes), workers.tails()
     finally:
         await slots.aclose()
 
@@ -422,9 +356,7 @@ async def test_a_breaker_opened_on_one_worker_refuses_the_tenant_on_every_worker
         """,
     )
     key = "openrtc:tenancy:breaker:acme"
-    with fleet(openrtc_dispatch, path, redis_url, tmp_path) as workers:
-        workers.start(2)
-        await workers.registered()
+    async with fleet(openrtc_dispatch, path, redis_url, tmp_path, 2) as workers:
         failed: list[Dispatch] = []
         # Offers go round-robin: the failures spread over both workers until one of them has
         # counted enough to open the tenant's breaker.
