@@ -10,7 +10,9 @@ from typing import Any, Final
 
 import attrs
 
+from .figures import VARIANT_COLORS, dress, figure, threshold
 from .sampling import PSS_FLOOR_MB
+from .tables import DASH, duration, markdown, mib, number, ratio, terminal
 from .variants import VARIANTS
 
 ADDED_PSS: Final = "added_pss_per_session_mb"
@@ -64,13 +66,6 @@ WORKER_METRICS: Final = (
 ANALYSIS: Final = Path(__file__).with_name("analysis.md")
 """Hand-written reading of the current results, included in the page under "Analysis"."""
 
-PLOT_COLORS: Final = {
-    "A": "#d62728",
-    "B": "#ff7f0e",
-    "C": "#1f77b4",
-    "D": "#2ca02c",
-    "E": "#9467bd",
-}
 HEADLINE_PREFERRED_N: Final = 100
 
 
@@ -259,12 +254,12 @@ def _partial(run: dict[str, Any]) -> str:
     """A run that stopped early: how far it got (its figures cover only the calls that ran)."""
     parts = [f"{run.get('completed', 0)} of {run['calls']} calls completed"]
     if run.get("start_p50_s") is not None:
-        parts.append(f"start latency p50 of the calls that started {_ms(run['start_p50_s'])}")
+        parts.append(f"start latency p50 of the calls that started {duration(run['start_p50_s'])}")
     if run.get("max_live_sessions"):
         parts.append(f"at most {run['max_live_sessions']} sessions live at once")
     lag = (run.get("loop_lag") or {}).get("p99_s")
     if lag is not None:
-        parts.append(f"loop lag p99 {_ms(lag)}")
+        parts.append(f"loop lag p99 {duration(lag)}")
     return f"{run['status']} ({run.get('note', '')}): " + ", ".join(parts)
 
 
@@ -292,55 +287,30 @@ class Table:
         cell = self.cell(variant, calls)
         return cell.shown(metric) if cell is not None and cell.ok else None
 
-    def headline_size(self) -> int | None:
-        """The N the headline compares at: 100 when A and C both ran there, else the largest
-        N where both did, else the largest N where C did."""
-        both = [n for n in self.sizes if self.value("A", n, "start_p50_s") is not None]
-        both = [n for n in both if self.value("C", n, "start_p50_s") is not None]
-        if HEADLINE_PREFERRED_N in both:
-            return HEADLINE_PREFERRED_N
+    def compare_size(self, metric: str, preferred: int | None = None) -> int | None:
+        """The N at which a headline sets C beside A on `metric`: `preferred` when both have
+        the figure there, else the largest N where both do, else the largest where C does."""
+        with_c = [n for n in self.sizes if self.value("C", n, metric) is not None]
+        both = [n for n in with_c if self.value("A", n, metric) is not None]
+        if preferred in both:
+            return preferred
         if both:
             return max(both)
-        with_c = [n for n in self.sizes if self.value("C", n, "start_p50_s") is not None]
         return max(with_c) if with_c else None
 
 
 # -- formatting ----------------------------------------------------------------------------
 
 
-def _ms(value: float | None) -> str:
-    if value is None:
-        return "—"
-    ms = value * 1000
-    if ms >= 10000:
-        return f"{value:.1f} s"
-    return f"{ms:.0f} ms" if ms >= 10 else f"{ms:.1f} ms"
-
-
-def _mib(value: float | None) -> str:
-    if value is None:
-        return "—"
-    return f"{value:.1f} MiB" if abs(value) >= 10 else f"{value:.2f} MiB"
-
-
 def _cpu(value: float | None) -> str:
-    return "—" if value is None else f"{value * 1000:.0f} ms"
+    return number(None if value is None else value * 1000, "{:.0f} ms")
 
 
-def _ratio(value: float | None, reference: float | None) -> str:
-    if value is None or reference is None or reference <= 0:
-        return "—"
-    ratio = value / reference
-    if ratio >= 10:
-        return f"{ratio:.0f}×"
-    return f"{ratio:.2f}×" if ratio >= 0.1 else f"1/{1 / ratio:.0f}" if ratio > 0 else "0"
-
-
-def _with_spread(cell: Cell, metric: str, fmt: Callable[[float | None], str]) -> str:
+def with_spread(cell: Cell, metric: str, fmt: Callable[[float | None], str]) -> str:
     """The median, with the min–max over the repeats when there were several."""
     spread = cell.figures.get(metric)
     if spread is None:
-        return "—"
+        return DASH
     if spread.count < 2:
         return fmt(spread.median)
     low, high = fmt(spread.low), fmt(spread.high)
@@ -350,18 +320,18 @@ def _with_spread(cell: Cell, metric: str, fmt: Callable[[float | None], str]) ->
     return f"{fmt(spread.median)} ({low}–{high})"
 
 
-def _added_pss(cell: Cell, *, spread: bool = True) -> str:
+def added_pss(cell: Cell, *, spread: bool = True) -> str:
     """The added PSS per session; "< resolution (r)" where the run could not resolve it."""
     if cell.pss_unresolved:
         if cell.pss_resolution_mb is None:
             return UNRESOLVED
-        return f"{UNRESOLVED} ({_mib(cell.pss_resolution_mb)})"
+        return f"{UNRESOLVED} ({mib(cell.pss_resolution_mb)})"
     if spread:
-        return _with_spread(cell, ADDED_PSS, _mib)
-    return _mib(cell.get(ADDED_PSS))
+        return with_spread(cell, ADDED_PSS, mib)
+    return mib(cell.get(ADDED_PSS))
 
 
-def _status(cell: Cell) -> str:
+def cell_status(cell: Cell) -> str:
     if cell.runs == 0:
         return "skipped"
     bad = [s for s in cell.statuses if s not in ("ok", "skipped")]
@@ -370,56 +340,61 @@ def _status(cell: Cell) -> str:
     return f"{cell.good_runs}/{cell.runs} ok; " + ", ".join(dict.fromkeys(bad))
 
 
+def median_of(metric: str, fmt: Callable[[float | None], str] = duration) -> Callable[[Cell], str]:
+    """A column's text for a cell: the median of `metric` over its good runs, as `fmt` puts it."""
+    return lambda cell: fmt(cell.get(metric))
+
+
+def spread_of(metric: str, fmt: Callable[[float | None], str] = duration) -> Callable[[Cell], str]:
+    """A column's text for a cell: :func:`with_spread` of `metric`."""
+    return lambda cell: with_spread(cell, metric, fmt)
+
+
 # -- console ---------------------------------------------------------------------------------
 
-ConsoleColumn = tuple[str, int, Callable[[Cell], str]]
-"""A terminal table's column: its heading, its width, its text for a cell."""
+Column = tuple[str, Callable[[Cell], str]]
+"""A table's column: its heading, and its text for a cell."""
 
 
-def console_rows(table: Table, status_width: int, columns: Sequence[ConsoleColumn]) -> list[str]:
-    """The terminal's table: a line per variant and N, its name, N and status, then `columns`."""
-    width = max((len(c.name) for c in table.cells), default=7) + 2
-    header = f"{'variant':<{width}}{'N':>5}  {'status':<{status_width}}"
-    header += "".join(f"{heading:>{size}}" for heading, size, _ in columns)
-    lines = [header, "-" * len(header)]
-    for calls in table.sizes:
-        for variant in table.variants:
-            cell = table.cell(variant, calls)
-            if cell is None:
-                continue
-            status = _status(cell)[: status_width - 1]
-            line = f"{cell.name:<{width}}{calls:>5}  {status:<{status_width}}"
-            line += "".join(f"{text(cell)[: size - 1]:>{size}}" for _, size, text in columns)
-            lines.append(line)
-    return lines
+def console_rows(table: Table, status_width: int, columns: Sequence[Column]) -> list[str]:
+    """The terminal's table: a row per variant and N, its name, N and status (cut to
+    `status_width`), then `columns`."""
+    rows = [
+        [cell.name, str(calls), cell_status(cell)[:status_width], *(t(cell) for _, t in columns)]
+        for calls in table.sizes
+        for variant in table.variants
+        if (cell := table.cell(variant, calls)) is not None
+    ]
+    headers = ["variant", "N", "status", *(heading for heading, _ in columns)]
+    return terminal(headers, rows, "<><" + ">" * len(columns))
 
 
-def _console_added(cell: Cell) -> str:
-    return UNRESOLVED if cell.pss_unresolved else _mib(cell.get(ADDED_PSS))
+def console_added(cell: Cell) -> str:
+    return UNRESOLVED if cell.pss_unresolved else mib(cell.get(ADDED_PSS))
 
 
-TEXT_CONSOLE_COLUMNS: Final[tuple[ConsoleColumn, ...]] = (
-    ("+PSS/session", 14, _console_added),
-    ("start p50", 11, lambda c: _ms(c.get("start_p50_s"))),
-    ("start p99", 11, lambda c: _ms(c.get("start_p99_s"))),
-    ("turn p95", 10, lambda c: _ms(c.get("turn_p95_s"))),
-    ("lag p99", 10, lambda c: _ms(c.get("lag_p99_s"))),
-    ("all live", 10, lambda c: _ms(c.get("lag_all_live_p99_s"))),
-    ("CPU/turn", 10, lambda c: _cpu(c.get("cpu_per_turn_s"))),
-    ("fail", 6, lambda c: str(c.failures)),
+TEXT_CONSOLE_COLUMNS: Final[tuple[Column, ...]] = (
+    ("+PSS/session", console_added),
+    ("start p50", median_of("start_p50_s")),
+    ("start p99", median_of("start_p99_s")),
+    ("turn p95", median_of("turn_p95_s")),
+    ("lag p99", median_of("lag_p99_s")),
+    ("all live", median_of("lag_all_live_p99_s")),
+    ("CPU/turn", median_of("cpu_per_turn_s", _cpu)),
+    ("fail", lambda c: str(c.failures)),
 )
 
 
 def render_console(data: dict[str, Any]) -> str:
     table = Table(summarize(data["runs"]))
-    lines = console_rows(table, 18, TEXT_CONSOLE_COLUMNS)
+    lines = console_rows(table, 17, TEXT_CONSOLE_COLUMNS)
     unresolved = [c for c in table.cells if c.ok and c.pss_unresolved]
     unresolved.sort(key=lambda c: (c.calls, table.variants.index(c.variant)))
     if unresolved:
         lines += ["", f"{UNRESOLVED}: the added PSS per session is within the PSS sampler's noise:"]
         lines += [
-            f"  {c.name} N={c.calls}: measured {_mib(c.get(ADDED_PSS))}, resolution "
-            f"{_mib(c.pss_resolution_mb)}"
+            f"  {c.name} N={c.calls}: measured {mib(c.get(ADDED_PSS))}, resolution "
+            f"{mib(c.pss_resolution_mb)}"
             for c in unresolved
         ]
     throughput = _throughput_lines(table)
@@ -429,11 +404,11 @@ def render_console(data: dict[str, Any]) -> str:
     for cell in table.cells:
         if cell.workers and cell.ok:
             lines += ["", *_worker_lines(cell)]
-    noisy = _noisy_runs(data["runs"])
+    noisy = noisy_runs(data["runs"])
     if noisy:
         lines += ["", noisy]
     if data.get("complete") is False:
-        lines += ["", _interrupted(data)]
+        lines += ["", interrupted(data)]
     return "\n".join(lines)
 
 
@@ -448,7 +423,7 @@ def _throughput_lines(table: Table) -> list[str]:
         ratios = []
         if "E" in rates:
             ratios = [
-                f"E/{ref} {_ratio(rates['E'], rates[ref])}" for ref in ("C", "A") if ref in rates
+                f"E/{ref} {ratio(rates['E'], rates[ref])}" for ref in ("C", "A") if ref in rates
             ]
         lines.append(f"N={calls}: " + ", ".join(parts + ratios))
     return lines
@@ -459,12 +434,12 @@ def _worker_texts(worker: WorkerCell) -> tuple[str, ...]:
     idle and live, added PSS per session."""
     calls = worker.get("calls")
     return (
-        "—" if calls is None else f"{calls:.0f}",
-        _ms(worker.get("turn_p95_s")),
-        _ms(worker.get("lag_p99_s")),
-        _ms(worker.get("lag_all_live_p99_s")),
-        _mib(worker.get("idle_pss_mb")),
-        _mib(worker.get("live_pss_mb")),
+        number(calls, "{:.0f}"),
+        duration(worker.get("turn_p95_s")),
+        duration(worker.get("lag_p99_s")),
+        duration(worker.get("lag_all_live_p99_s")),
+        mib(worker.get("idle_pss_mb")),
+        mib(worker.get("live_pss_mb")),
         _signed_mib(worker.get("added_pss_per_session_mb")),
     )
 
@@ -473,8 +448,8 @@ def _worker_lines(cell: Cell) -> list[str]:
     """A supervised variant at one N: the supervisor's PSS, then each worker's figures."""
     lines = [
         f"{cell.name} N={cell.calls}, per worker (its loop-lag columns above are the worst "
-        f"worker's): supervisor PSS {_mib(cell.get('supervisor_idle_pss_mb'))} idle, "
-        f"{_mib(cell.get('supervisor_live_pss_mb'))} with all calls live"
+        f"worker's): supervisor PSS {mib(cell.get('supervisor_idle_pss_mb'))} idle, "
+        f"{mib(cell.get('supervisor_live_pss_mb'))} with all calls live"
     ]
     for worker in cell.workers:
         calls, turn, lag, all_live, idle, live, added = _worker_texts(worker)
@@ -486,18 +461,18 @@ def _worker_lines(cell: Cell) -> list[str]:
 
 
 def _rate(value: float | None) -> str:
-    return "—" if value is None else f"{value:.1f}/s" if value < 100 else f"{value:.0f}/s"
+    return number(value, "{:.1f}/s" if value is not None and value < 100 else "{:.0f}/s")
 
 
 def _signed_mib(value: float | None) -> str:
-    return "—" if value is None else f"{value:+.2f} MiB"
+    return number(value, "{:+.2f} MiB")
 
 
 NOISY_PSS_MB: Final = 1.0
 """An idle tree whose PSS moves more than this within its 2 s of samples is on a busy machine."""
 
 
-def _noisy_runs(runs: Sequence[dict[str, Any]]) -> str:
+def noisy_runs(runs: Sequence[dict[str, Any]]) -> str:
     """A warning when idle workers' PSS moved by more than a quiet machine's would."""
     spreads = [
         max(samples) - min(samples) for run in runs if (samples := run.get("idle_pss_samples_mb"))
@@ -513,7 +488,7 @@ def _noisy_runs(runs: Sequence[dict[str, Any]]) -> str:
     )
 
 
-def _interrupted(data: dict[str, Any]) -> str:
+def interrupted(data: dict[str, Any]) -> str:
     finished = len([r for r in data["runs"] if r.get("status") != "skipped"])
     return (
         f"The sweep did not finish: these are its {finished} finished run(s), written as "
@@ -580,67 +555,51 @@ PLOTS: Final = (
 def write_plots(
     table: Table, img_dir: Path, plots: Sequence[Plot] = PLOTS
 ) -> list[tuple[Plot, Path]]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """One plot per `plots` under `img_dir`: each variant's median over N (log), with the
+    min–max of its repeats as error bars."""
     img_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for plot in plots:
-        fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
-        drawn = False
-        for variant in table.variants:
-            xs, ys, lows, highs = [], [], [], []
-            for calls in table.sizes:
-                cell = table.cell(variant, calls)
-                spread = cell.figures.get(plot.metric) if cell is not None and cell.ok else None
-                if spread is None or (plot.log_y and spread.median <= 0):
-                    continue
-                if plot.metric == ADDED_PSS and cell is not None and cell.pss_unresolved:
-                    continue
-                xs.append(calls)
-                ys.append(spread.median * plot.scale)
-                lows.append((spread.median - spread.low) * plot.scale)
-                highs.append((spread.high - spread.median) * plot.scale)
-            if not xs:
-                continue
-            label = f"{variant}: {table.label(variant)}"
-            ax.errorbar(
-                xs,
-                ys,
-                yerr=[lows, highs],
-                marker="o",
-                capsize=3,
-                label=label,
-                color=PLOT_COLORS.get(variant),
-            )
-            drawn = True
-        if plot.target is not None:
-            ax.axhline(plot.target, color="grey", linestyle="--", linewidth=1)
-            ax.annotate(
-                plot.target_label,
-                (min(table.sizes), plot.target),
-                textcoords="offset points",
-                xytext=(2, 4),
-                fontsize=8,
-                color="grey",
-            )
-        ax.set_xscale("log")
-        if plot.log_y:
-            ax.set_yscale("log")
-        ax.set_xticks(table.sizes)
-        ax.set_xticklabels([str(n) for n in table.sizes])
-        ax.set_xlabel("concurrent calls N")
-        ax.set_ylabel(plot.ylabel)
-        ax.set_title(plot.title)
-        ax.grid(True, which="both", alpha=0.3)
-        if drawn:
-            ax.legend(fontsize=8)
-        fig.tight_layout()
         path = img_dir / plot.name
-        fig.savefig(path)
-        plt.close(fig)
+        with figure(path, size=(7, 4.2)) as (_, ax):
+            drawn = False
+            for variant in table.variants:
+                xs, ys, lows, highs = [], [], [], []
+                for calls in table.sizes:
+                    cell = table.cell(variant, calls)
+                    spread = cell.figures.get(plot.metric) if cell is not None and cell.ok else None
+                    if spread is None or (plot.log_y and spread.median <= 0):
+                        continue
+                    if plot.metric == ADDED_PSS and cell is not None and cell.pss_unresolved:
+                        continue
+                    xs.append(calls)
+                    ys.append(spread.median * plot.scale)
+                    lows.append((spread.median - spread.low) * plot.scale)
+                    highs.append((spread.high - spread.median) * plot.scale)
+                if not xs:
+                    continue
+                ax.errorbar(
+                    xs,
+                    ys,
+                    yerr=[lows, highs],
+                    marker="o",
+                    capsize=3,
+                    label=f"{variant}: {table.label(variant)}",
+                    color=VARIANT_COLORS.get(variant),
+                )
+                drawn = True
+            if plot.target is not None:
+                threshold(ax, plot.target, label=plot.target_label, label_x=min(table.sizes))
+            ax.set_xscale("log")
+            if plot.log_y:
+                ax.set_yscale("log")
+            ax.set_xticks(table.sizes)
+            ax.set_xticklabels([str(n) for n in table.sizes])
+            dress(
+                ax, xlabel="concurrent calls N", ylabel=plot.ylabel, title=plot.title, grid="both"
+            )
+            if drawn:
+                ax.legend(fontsize=8)
         written.append((plot, path))
     return written
 
@@ -648,7 +607,12 @@ def write_plots(
 # -- Markdown ------------------------------------------------------------------------------
 
 
-def _target_rows(table: Table, headline_n: int | None) -> list[str]:
+def met(ok: bool) -> str:
+    """A target's verdict cell."""
+    return "met" if ok else "not met"
+
+
+def _target_rows(table: Table, headline_n: int | None) -> list[list[str]]:
     rows = []
     largest_c = max((n for n in table.sizes if table.cell("C", n)), default=None)
     if headline_n is not None:
@@ -657,16 +621,18 @@ def _target_rows(table: Table, headline_n: int | None) -> list[str]:
         c_start = table.value("C", headline_n, "start_p50_s")
         a_reply = table.value("A", headline_n, "first_reply_p50_s")
         c_reply = table.value("C", headline_n, "first_reply_p50_s")
-        met = all(
+        faster = all(
             c is not None and a is not None and c <= a / 5
             for c, a in ((c_start, a_start), (c_reply, a_reply))
         )
         rows.append(
-            f"| C start latency p50 ≤ 1/5 of A (N={headline_n}) "
-            f"| to the session started: C {_ms(c_start)}, A {_ms(a_start)} "
-            f"({_ratio(c_start, a_start)}); to the first reply: C {_ms(c_reply)}, "
-            f"A {_ms(a_reply)} ({_ratio(c_reply, a_reply)}) "
-            f"| {'met' if met else 'not met'} |"
+            [
+                f"C start latency p50 ≤ 1/5 of A (N={headline_n})",
+                f"to the session started: C {duration(c_start)}, A {duration(a_start)} "
+                f"({ratio(c_start, a_start)}); to the first reply: C {duration(c_reply)}, "
+                f"A {duration(a_reply)} ({ratio(c_reply, a_reply)})",
+                met(faster),
+            ]
         )
     if largest_c is not None:
         cell = table.cell("C", largest_c)
@@ -675,28 +641,33 @@ def _target_rows(table: Table, headline_n: int | None) -> list[str]:
         turn = table.value("C", largest_c, "turn_p95_s")
         held = cell.ok and cell.failures == 0
         rows.append(
-            f"| C holds {largest_c} concurrent sessions | {_status(cell)}, "
-            f"{cell.failures} failed calls, {cell.max_live} live at once "
-            f"| {'met' if held and cell.max_live == largest_c else 'not met'} |"
+            [
+                f"C holds {largest_c} concurrent sessions",
+                f"{cell_status(cell)}, {cell.failures} failed calls, {cell.max_live} live at once",
+                met(held and cell.max_live == largest_c),
+            ]
         )
-        met = turn is not None and base is not None and turn <= 1.5 * base
         rows.append(
-            f"| C turn p95 at N={largest_c} within 1.5× of N={min(table.sizes)} "
-            f"| {_ms(turn)} vs {_ms(base)} ({_ratio(turn, base)}) "
-            f"| {'met' if met else 'not met'} |"
+            [
+                f"C turn p95 at N={largest_c} within 1.5× of N={min(table.sizes)}",
+                f"{duration(turn)} vs {duration(base)} ({ratio(turn, base)})",
+                met(turn is not None and base is not None and turn <= 1.5 * base),
+            ]
         )
         all_live = table.value("C", largest_c, "lag_all_live_p99_s")
         whole = table.value("C", largest_c, "lag_p99_s")
-        met = all_live is not None and all_live < 0.05
         rows.append(
-            f"| C loop lag p99 < 50 ms while holding N={largest_c} | {_ms(all_live)} while all "
-            f"{largest_c} are live; {_ms(whole)} over the whole run, start-up burst included "
-            f"| {'met' if met else 'not met'} |"
+            [
+                f"C loop lag p99 < 50 ms while holding N={largest_c}",
+                f"{duration(all_live)} while all {largest_c} are live; {duration(whole)} over "
+                "the whole run, start-up burst included",
+                met(all_live is not None and all_live < 0.05),
+            ]
         )
     return rows + _worker_target_rows(table)
 
 
-def _worker_target_rows(table: Table) -> list[str]:
+def _worker_target_rows(table: Table) -> list[list[str]]:
     """E's targets at its largest N: turn p95 held, loop lag p99 < 50 ms in every worker."""
     largest = max((n for n in table.sizes if table.value("E", n, "turn_p95_s")), default=None)
     cell = table.cell("E", largest) if largest is not None else None
@@ -704,95 +675,108 @@ def _worker_target_rows(table: Table) -> list[str]:
         return []
     base = table.value("E", min(table.sizes), "turn_p95_s")
     turn = table.value("E", largest, "turn_p95_s")
-    met = turn is not None and base is not None and turn <= 1.5 * base
-    rows = [
-        f"| E turn p95 at N={largest} within 1.5× of N={min(table.sizes)} "
-        f"| {_ms(turn)} vs {_ms(base)} ({_ratio(turn, base)}) "
-        f"| {'met' if met else 'not met'} |"
-    ]
     lags = [(w.index, w.get("lag_all_live_p99_s"), w.get("lag_p99_s")) for w in cell.workers]
-    met = bool(lags) and all(held is not None and held < 0.05 for _, held, _ in lags)
     each = "; ".join(
-        f"worker {index}: {_ms(held)} while all {largest} are live, {_ms(whole)} over the run"
+        f"worker {index}: {duration(held)} while all {largest} are live, {duration(whole)} "
+        "over the run"
         for index, held, whole in lags
     )
-    rows.append(
-        f"| E loop lag p99 < 50 ms in every worker while holding N={largest} "
-        f"| {each or 'no worker measured'} | {'met' if met else 'not met'} |"
-    )
-    return rows
+    return [
+        [
+            f"E turn p95 at N={largest} within 1.5× of N={min(table.sizes)}",
+            f"{duration(turn)} vs {duration(base)} ({ratio(turn, base)})",
+            met(turn is not None and base is not None and turn <= 1.5 * base),
+        ],
+        [
+            f"E loop lag p99 < 50 ms in every worker while holding N={largest}",
+            each or "no worker measured",
+            met(bool(lags) and all(held is not None and held < 0.05 for _, held, _ in lags)),
+        ],
+    ]
 
 
-def _memory_target(table: Table, calls: int) -> str:
+def _memory_target(table: Table, calls: int) -> list[str]:
     """The memory target's row. C below the resolution is judged by the resolution, an upper
     bound on its figure; A below it cannot be compared with."""
     a_cell, c_cell = table.cell("A", calls), table.cell("C", calls)
-    a_mem = a_cell.shown(ADDED_PSS) if a_cell is not None and a_cell.ok else None
+    a_mem = table.shown("A", calls, ADDED_PSS)
     c_mem = table.value("C", calls, ADDED_PSS)
-    a_text = _added_pss(a_cell, spread=False) if a_cell is not None and a_cell.ok else "—"
-    c_text = _mib(c_mem)
-    ratio = _ratio(c_mem, a_mem)
+    a_text = added_pss(a_cell, spread=False) if a_cell is not None and a_cell.ok else DASH
+    c_text = mib(c_mem)
+    against = ratio(c_mem, a_mem)
     if c_cell is not None and c_cell.ok and c_cell.pss_unresolved:
         c_mem = c_cell.pss_resolution_mb
-        c_text = _added_pss(c_cell, spread=False)
-        ratio = f"< {_ratio(c_mem, a_mem)}" if c_mem is not None and a_mem is not None else "—"
-    met = c_mem is not None and a_mem is not None and c_mem <= a_mem / 20 and c_mem < 1.0
-    return (
-        f"| C added PSS per session ≤ 1/20 of A and < 1 MB (N={calls}) "
-        f"| C {c_text}, A {a_text} ({ratio}) "
-        f"| {'met' if met else 'not met'} |"
-    )
+        c_text = added_pss(c_cell, spread=False)
+        against = f"< {ratio(c_mem, a_mem)}" if c_mem is not None and a_mem is not None else DASH
+    return [
+        f"C added PSS per session ≤ 1/20 of A and < 1 MB (N={calls})",
+        f"C {c_text}, A {a_text} ({against})",
+        met(c_mem is not None and a_mem is not None and c_mem <= a_mem / 20 and c_mem < 1.0),
+    ]
+
+
+TARGET_HEADERS: Final = ("target", "measured", "")
+
+
+HEADLINE_HEADERS: Final = (
+    "variant",
+    "added PSS / session",
+    "vs A",
+    "start p50",
+    "vs A",
+    "start p99",
+    "first reply p50",
+    "turn p95",
+    "loop lag p99 (all live)",
+    "CPU / turn",
+    "failed calls",
+)
 
 
 def _headline(table: Table, calls: int) -> list[str]:
-    lines = [
-        "| variant | added PSS / session | vs A | start p50 | vs A | start p99 "
-        "| first reply p50 | turn p95 | loop lag p99 (all live) | CPU / turn | failed calls |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
+    """Every variant at N = `calls`, with its memory and start latency against A's."""
+    rows = []
     for variant in table.variants:
         cell = table.cell(variant, calls)
         if cell is None:
             continue
         if not cell.ok:
-            lines.append(f"| {cell.name} | {_status(cell)} |  |  |  |  |  |  |  |  |  |")
+            rows.append([cell.name, cell_status(cell), *[""] * (len(HEADLINE_HEADERS) - 2)])
             continue
-        mem = cell.shown(ADDED_PSS)
-        a_cell = table.cell("A", calls)
-        a_mem = a_cell.shown(ADDED_PSS) if a_cell is not None and a_cell.ok else None
         start = cell.get("start_p50_s")
-        lines.append(
-            f"| {cell.name} | {_added_pss(cell, spread=False)} "
-            f"| {_ratio(mem, a_mem)} "
-            f"| {_ms(start)} | {_ratio(start, table.value('A', calls, 'start_p50_s'))} "
-            f"| {_ms(cell.get('start_p99_s'))} | {_ms(cell.get('first_reply_p50_s'))} "
-            f"| {_ms(cell.get('turn_p95_s'))} | {_ms(cell.get('lag_all_live_p99_s'))} "
-            f"| {_cpu(cell.get('cpu_per_turn_s'))} | {cell.failures} |"
+        rows.append(
+            [
+                cell.name,
+                added_pss(cell, spread=False),
+                ratio(cell.shown(ADDED_PSS), table.shown("A", calls, ADDED_PSS)),
+                duration(start),
+                ratio(start, table.value("A", calls, "start_p50_s")),
+                duration(cell.get("start_p99_s")),
+                duration(cell.get("first_reply_p50_s")),
+                duration(cell.get("turn_p95_s")),
+                duration(cell.get("lag_all_live_p99_s")),
+                _cpu(cell.get("cpu_per_turn_s")),
+                str(cell.failures),
+            ]
         )
-    return lines
-
-
-Column = tuple[str, Callable[[Cell], str]]
-"""A per-N table's column: its heading, and its text for a cell whose runs went well."""
+    return markdown(HEADLINE_HEADERS, rows, "<" + ">" * (len(HEADLINE_HEADERS) - 1))
 
 
 def per_n_rows(table: Table, calls: int, columns: Sequence[Column]) -> list[str]:
-    """A table of every variant at N = `calls`: its name and runs, then `columns`."""
-    lines = [
-        "| variant | runs | " + " | ".join(heading for heading, _ in columns) + " |",
-        "| --- | --- |" + " ---: |" * len(columns),
-    ]
+    """A table of every variant at N = `calls`: its name and runs, then `columns` (a dash in
+    each for a variant none of whose runs went well)."""
+    rows = []
     for variant in table.variants:
         cell = table.cell(variant, calls)
         if cell is None:
             continue
         if not cell.ok:
-            lines.append(f"| {cell.name} | {_status(cell)} |" + " — |" * len(columns))
+            rows.append([cell.name, cell_status(cell), *[DASH] * len(columns)])
             continue
         live = "" if cell.max_live >= calls else f" (max {cell.max_live} live at once)"
-        texts = " | ".join(text(cell) for _, text in columns)
-        lines.append(f"| {cell.name} | {_status(cell)}{live} | {texts} |")
-    return lines
+        rows.append([cell.name, cell_status(cell) + live, *(text(cell) for _, text in columns)])
+    headers = ["variant", "runs", *(heading for heading, _ in columns)]
+    return markdown(headers, rows, "<<" + ">" * len(columns))
 
 
 def cell_notes(cell: Cell) -> list[str]:
@@ -802,18 +786,18 @@ def cell_notes(cell: Cell) -> list[str]:
 
 
 TEXT_COLUMNS: Final[tuple[Column, ...]] = (
-    ("added PSS / session", _added_pss),
-    ("idle PSS", lambda c: _mib(c.get("idle_pss_mb"))),
-    ("start p50", lambda c: _with_spread(c, "start_p50_s", _ms)),
-    ("start p95", lambda c: _ms(c.get("start_p95_s"))),
-    ("start p99", lambda c: _ms(c.get("start_p99_s"))),
-    ("first reply p50", lambda c: _ms(c.get("first_reply_p50_s"))),
-    ("turn p50", lambda c: _ms(c.get("turn_p50_s"))),
-    ("turn p95", lambda c: _with_spread(c, "turn_p95_s", _ms)),
-    ("turn p99", lambda c: _ms(c.get("turn_p99_s"))),
-    ("loop lag p99", lambda c: _with_spread(c, "lag_p99_s", _ms)),
-    ("loop lag p99 (all live)", lambda c: _with_spread(c, "lag_all_live_p99_s", _ms)),
-    ("CPU / turn", lambda c: _cpu(c.get("cpu_per_turn_s"))),
+    ("added PSS / session", added_pss),
+    ("idle PSS", median_of("idle_pss_mb", mib)),
+    ("start p50", spread_of("start_p50_s")),
+    ("start p95", median_of("start_p95_s")),
+    ("start p99", median_of("start_p99_s")),
+    ("first reply p50", median_of("first_reply_p50_s")),
+    ("turn p50", median_of("turn_p50_s")),
+    ("turn p95", spread_of("turn_p95_s")),
+    ("turn p99", median_of("turn_p99_s")),
+    ("loop lag p99", spread_of("lag_p99_s")),
+    ("loop lag p99 (all live)", spread_of("lag_all_live_p99_s")),
+    ("CPU / turn", median_of("cpu_per_turn_s", _cpu)),
     ("failed calls", lambda c: str(c.failures)),
 )
 
@@ -828,7 +812,7 @@ def _per_n(table: Table, calls: int) -> list[str]:
         init = cell.get("process_init_p50_s")
         if init is not None:
             notes.append(
-                f"- {variant}: its job processes took {_ms(init)} (p50) from start to ready "
+                f"- {variant}: its job processes took {duration(init)} (p50) from start to ready "
                 '(livekit\'s "process initialized"; it starts min(cores, 4) at a time).'
             )
         if cell.redispatches:
@@ -847,9 +831,9 @@ WIN_MARGIN: Final = 0.95
 def _where_plain_wins(table: Table) -> list[str]:
     """Every N and metric at which plain livekit (A or B) beat OpenRTC's coroutine pool (C)."""
     checks = (
-        ("added_pss_per_session_mb", "added PSS per session", _mib),
-        ("start_p50_s", "start latency p50", _ms),
-        ("turn_p95_s", "turn latency p95", _ms),
+        ("added_pss_per_session_mb", "added PSS per session", mib),
+        ("start_p50_s", "start latency p50", duration),
+        ("turn_p95_s", "turn latency p95", duration),
         ("cpu_per_turn_s", "CPU per turn", _cpu),
     )
     found = []
@@ -866,6 +850,29 @@ def _where_plain_wins(table: Table) -> list[str]:
                         f"({fmt(value)} against {fmt(c)})."
                     )
     return found
+
+
+def hand_written(path: Path) -> str:
+    """The hand-written reading in `path` to include in a page ("" without the file), less
+    the note to its editors (an HTML comment at its top, which stays in the source file)."""
+    text = path.read_text(encoding="utf-8").strip() if path.is_file() else ""
+    if text.startswith("<!--"):
+        text = text.split("-->", 1)[1].strip()
+    return text
+
+
+def image_lines(images: Sequence[tuple[Plot, Path]], page: Path) -> list[str]:
+    """Markdown lines showing each plot, by its path relative to the page."""
+    lines = []
+    for plot, path in images:
+        lines += [f"![{plot.title}]({path.relative_to(page.parent).as_posix()})", ""]
+    return lines
+
+
+def noisy_bullet(runs: Sequence[dict[str, Any]]) -> list[str]:
+    """The :func:`noisy_runs` warning as a bullet of a page's method list, if there is one."""
+    noisy = noisy_runs(runs)
+    return [f"- {noisy[0].upper()}{noisy[1:]}"] if noisy else []
 
 
 def _resolution_method(runs: Sequence[dict[str, Any]]) -> str:
@@ -921,7 +928,7 @@ def render_markdown(data: dict[str, Any], images: Sequence[tuple[Plot, Path]], o
     machine = data["machine"]
     settings = data["settings"]
     workload = data["workload"]
-    headline_n = table.headline_size()
+    headline_n = table.compare_size("start_p50_s", HEADLINE_PREFERRED_N)
     when = datetime.datetime.fromtimestamp(data["started_at"], tz=datetime.UTC)
     lines = [
         "# Benchmarks: session density",
@@ -938,7 +945,7 @@ def render_markdown(data: dict[str, Any], images: Sequence[tuple[Plot, Path]], o
     for key, label in data["variants"].items():
         lines.append(f"- **{key}**: {label}")
     if data.get("complete") is False:
-        lines += ["", f"**{_interrupted(data)}**"]
+        lines += ["", f"**{interrupted(data)}**"]
     lines += [
         "",
         "How each worker is built and what each figure means is under [Method](#method); "
@@ -980,21 +987,14 @@ def render_markdown(data: dict[str, Any], images: Sequence[tuple[Plot, Path]], o
         "",
         "What the team wants to see; reported, not asserted.",
         "",
-        "| target | measured | |",
-        "| --- | --- | --- |",
-        *_target_rows(table, headline_n),
+        *markdown(TARGET_HEADERS, _target_rows(table, headline_n)),
         "",
     ]
-    analysis = ANALYSIS.read_text(encoding="utf-8").strip() if ANALYSIS.is_file() else ""
-    if analysis.startswith("<!--"):  # the note to editors stays in the source file
-        analysis = analysis.split("-->", 1)[1].strip()
+    analysis = hand_written(ANALYSIS)
     if analysis:
         lines += ["## Analysis", "", analysis, ""]
     if images:
-        lines += ["## Plots", ""]
-        for plot, path in images:
-            rel = path.relative_to(out.parent).as_posix()
-            lines += [f"![{plot.title}]({rel})", ""]
+        lines += ["## Plots", "", *image_lines(images, out)]
     lines += ["## Per N", ""]
     for calls in table.sizes:
         lines += [*_per_n(table, calls), ""]
@@ -1108,7 +1108,7 @@ def render_markdown(data: dict[str, Any], images: Sequence[tuple[Plot, Path]], o
         f"- Run on {when:%Y-%m-%d %H:%M} UTC, {data['duration_s'] / 60:.0f} minutes: sizes "
         f"{', '.join(str(n) for n in settings['sizes'])}; {_repeats(settings)}; each call "
         f"holds {settings['hold_s']:g} s.",
-        *([f"- {noisy[0].upper()}{noisy[1:]}"] if (noisy := _noisy_runs(data["runs"])) else []),
+        *noisy_bullet(data["runs"]),
         "",
         "Reproduce:",
         "",
@@ -1131,33 +1131,47 @@ def _throughput_table(table: Table) -> list[str]:
     ]
     if not sizes:
         return []
-    ratios = [ref for ref in ("C", "A") if "E" in table.variants and ref in table.variants]
-    lines = [
-        "| N | " + " | ".join(table.variants) + "".join(f" | E / {ref}" for ref in ratios) + " |",
-        "| ---: |" + " ---: |" * (len(table.variants) + len(ratios)),
-    ]
+    refs = [ref for ref in ("C", "A") if "E" in table.variants and ref in table.variants]
+    rows = []
     for calls in sizes:
-        rates = [table.value(v, calls, "turns_per_s") for v in table.variants]
         e_rate = table.value("E", calls, "turns_per_s")
-        cells = [_rate(rate) for rate in rates]
-        cells += [_ratio(e_rate, table.value(ref, calls, "turns_per_s")) for ref in ratios]
-        lines.append(f"| {calls} | " + " | ".join(cells) + " |")
-    return lines
+        rows.append(
+            [
+                str(calls),
+                *(_rate(table.value(v, calls, "turns_per_s")) for v in table.variants),
+                *(ratio(e_rate, table.value(ref, calls, "turns_per_s")) for ref in refs),
+            ]
+        )
+    headers = ["N", *table.variants, *(f"E / {ref}" for ref in refs)]
+    return markdown(headers, rows, ">" * len(headers))
+
+
+PER_WORKER_HEADERS: Final = (
+    "process",
+    "calls",
+    "turn p95",
+    "loop lag p99",
+    "loop lag p99 (all live)",
+    "PSS idle",
+    "PSS, all live",
+    "added PSS / session",
+)
 
 
 def _per_worker(cell: Cell) -> list[str]:
-    lines = [
+    supervisor = [
+        "supervisor",
+        *[DASH] * 4,
+        mib(cell.get("supervisor_idle_pss_mb")),
+        mib(cell.get("supervisor_live_pss_mb")),
+        DASH,
+    ]
+    rows = [supervisor, *([f"worker {w.index}", *_worker_texts(w)] for w in cell.workers)]
+    return [
         f"### {cell.name}, N = {cell.calls}",
         "",
-        "| process | calls | turn p95 | loop lag p99 | loop lag p99 (all live) | PSS idle "
-        "| PSS, all live | added PSS / session |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-        f"| supervisor | — | — | — | — | {_mib(cell.get('supervisor_idle_pss_mb'))} "
-        f"| {_mib(cell.get('supervisor_live_pss_mb'))} | — |",
+        *markdown(PER_WORKER_HEADERS, rows, "<" + ">" * (len(PER_WORKER_HEADERS) - 1)),
     ]
-    for worker in cell.workers:
-        lines.append(f"| worker {worker.index} | " + " | ".join(_worker_texts(worker)) + " |")
-    return lines
 
 
 def _supervised_method(data: dict[str, Any]) -> list[str]:

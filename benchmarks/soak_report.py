@@ -6,6 +6,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
+from .figures import dress, figure, threshold
+from .tables import markdown, number, terminal
+
 MIB: Final = 2**20
 WAVE_ROWS_MAX: Final = 25
 """The report's per-wave table keeps at most this many rows per run (evenly spaced, last kept)."""
@@ -139,7 +142,7 @@ def summarize(run: dict[str, Any], warmup: int, target_pct: float = TARGET_PCT) 
 
 
 def _num(value: float | None, fmt: str = "{:.1f}") -> str:
-    return "–" if value is None else fmt.format(value)
+    return number(value, fmt, missing="–")
 
 
 SUMMARY_HEADERS: Final = (
@@ -278,22 +281,6 @@ def release_rows(data: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
-def _table_text(headers: Sequence[str], rows: list[list[str]]) -> str:
-    widths = [
-        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
-    ]
-    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
-    out = [line, "  ".join("-" * w for w in widths)]
-    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    return "\n".join(out)
-
-
-def _table_md(headers: Sequence[str], rows: list[list[str]]) -> str:
-    out = ["| " + " | ".join(headers) + " |", "| " + " | ".join("---" for _ in headers) + " |"]
-    out += ["| " + " | ".join(cell.replace("|", "\\|") for cell in r) + " |" for r in rows]
-    return "\n".join(out)
-
-
 FULL_GC_HEADERS: Final = (
     "run",
     "full collections",
@@ -364,13 +351,13 @@ def render_console(data: dict[str, Any]) -> str:
     return "\n\n".join(
         [
             head,
-            _table_text(SUMMARY_HEADERS, summary_rows(data)),
+            "\n".join(terminal(SUMMARY_HEADERS, summary_rows(data))),
             "inside the worker (MiB unless counted)",
-            _table_text(INTERNAL_HEADERS, internal_rows(data)),
+            "\n".join(terminal(INTERNAL_HEADERS, internal_rows(data))),
             "given back at the end (MiB)",
-            _table_text(RELEASE_HEADERS, release_rows(data)),
+            "\n".join(terminal(RELEASE_HEADERS, release_rows(data))),
             "full garbage collections (the loop waits for each; CPU: the loop thread's own)",
-            _table_text(FULL_GC_HEADERS, full_gc_rows(data)),
+            "\n".join(terminal(FULL_GC_HEADERS, full_gc_rows(data))),
         ]
     )
 
@@ -437,45 +424,32 @@ def _series(run: dict[str, Any], key: str) -> tuple[list[float], list[float]]:
 
 def plot(data: dict[str, Any], path: Path) -> None:
     """Idle PSS (top) and its anonymous part (bottom) after each wave, one line per run."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     warmup = int(data["settings"]["warmup"])
     wave_size = int(data["settings"]["wave"])
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 7.5), dpi=110, sharex=True)
-    panels = (
-        (top, "pss_mb", "idle PSS, no call live (MiB)"),
-        (bottom, "pss_anon_mb", "its anonymous part, Pss_Anon (MiB)"),
-    )
-    for ax, key, ylabel in panels:
-        for run in data["runs"]:
-            xs, ys = _series(run, key)
-            if not xs:
-                continue
-            (line,) = ax.plot(xs, ys, marker="o", markersize=3, label=run_label(run))
-            waves = run.get("waves") or []
-            if len(waves) > warmup and key in waves[warmup]:
-                ax.axhline(
-                    waves[warmup][key] * (1 + TARGET_PCT / 100),
-                    color=line.get_color(),
-                    linestyle=":",
-                    linewidth=1,
-                )
-        if warmup:
-            ax.axvspan(0, warmup * wave_size, color="0.9", label=f"warm-up ({warmup} waves)")
-        ax.set_ylabel(ylabel)
-        ax.grid(True, alpha=0.3)
-    top.legend(fontsize=8)
-    bottom.set_xlabel("calls served")
-    top.set_title(
-        f"Worker memory after each wave of {wave_size} calls "
-        f"(dotted: +{TARGET_PCT:g}% over the first post-warm-up wave)"
-    )
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    with figure(path, size=(9, 7.5), rows=2, sharex=True) as (_, (top, bottom)):
+        panels = (
+            (top, "pss_mb", "idle PSS, no call live (MiB)"),
+            (bottom, "pss_anon_mb", "its anonymous part, Pss_Anon (MiB)"),
+        )
+        for ax, key, ylabel in panels:
+            for run in data["runs"]:
+                xs, ys = _series(run, key)
+                if not xs:
+                    continue
+                (line,) = ax.plot(xs, ys, marker="o", markersize=3, label=run_label(run))
+                waves = run.get("waves") or []
+                if len(waves) > warmup and key in waves[warmup]:
+                    limit = waves[warmup][key] * (1 + TARGET_PCT / 100)
+                    threshold(ax, limit, color=line.get_color(), linestyle=":")
+            if warmup:
+                ax.axvspan(0, warmup * wave_size, color="0.9", label=f"warm-up ({warmup} waves)")
+            dress(ax, ylabel=ylabel)
+        top.legend(fontsize=8)
+        bottom.set_xlabel("calls served")
+        top.set_title(
+            f"Worker memory after each wave of {wave_size} calls "
+            f"(dotted: +{TARGET_PCT:g}% over the first post-warm-up wave)"
+        )
 
 
 def render_markdown(data: dict[str, Any], image: str) -> str:
@@ -506,7 +480,7 @@ def render_markdown(data: dict[str, Any], image: str) -> str:
         "for `Pss_Anon` alone (the worker's private anonymous memory: its heaps), which other "
         "processes mapping the same libraries do not move, unlike the file-backed part of PSS.",
         "",
-        _table_md(SUMMARY_HEADERS, summary_rows(data)),
+        "\n".join(markdown(SUMMARY_HEADERS, summary_rows(data))),
         "",
         f"![idle PSS after each wave]({image})",
         "",
@@ -516,7 +490,7 @@ def render_markdown(data: dict[str, Any], image: str) -> str:
         "far, pymalloc's arenas and the bytes in use in them, glibc's heap (`mallinfo2`: "
         "`arena`, `uordblks` in use, `fordblks` free but kept, `hblkhd` mmapped).",
         "",
-        _table_md(INTERNAL_HEADERS, internal_rows(data)),
+        "\n".join(markdown(INTERNAL_HEADERS, internal_rows(data))),
     ]
     full = full_gc_rows(data)
     if full:
@@ -530,7 +504,7 @@ def render_markdown(data: dict[str, Any], image: str) -> str:
             "waves whose longest full collection took longer; *all collections*: young ones "
             "included, wall time.",
             "",
-            _table_md(FULL_GC_HEADERS, full),
+            "\n".join(markdown(FULL_GC_HEADERS, full)),
         ]
     released = release_rows(data)
     if released:
@@ -541,7 +515,7 @@ def render_markdown(data: dict[str, Any], image: str) -> str:
             "After the last wave the worker is asked for a full `gc.collect()`, then glibc's "
             "`malloc_trim(0)`; the idle PSS after each (the verdict above is measured before).",
             "",
-            _table_md(RELEASE_HEADERS, released),
+            "\n".join(markdown(RELEASE_HEADERS, released)),
         ]
     for run in data["runs"]:
         if not run.get("waves"):
@@ -553,7 +527,7 @@ def render_markdown(data: dict[str, Any], image: str) -> str:
             f"`{run.get('config', '')}`; status {run.get('status')}"
             + (f": {run['note']}" if run.get("note") else ""),
             "",
-            _table_md(WAVE_HEADERS, _wave_rows(run)),
+            "\n".join(markdown(WAVE_HEADERS, _wave_rows(run))),
         ]
     return "\n".join(parts) + "\n"
 

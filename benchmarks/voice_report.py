@@ -18,27 +18,31 @@ import attrs
 
 from .report import (
     ADDED_PSS,
+    TARGET_HEADERS,
     VOICE_BEGIN,
     VOICE_END,
     Column,
-    ConsoleColumn,
     Plot,
     Table,
-    _added_pss,
-    _interrupted,
-    _mib,
-    _ms,
-    _noisy_runs,
-    _ratio,
-    _status,
-    _with_spread,
+    added_pss,
     cell_notes,
+    cell_status,
+    console_added,
     console_rows,
+    hand_written,
+    image_lines,
+    interrupted,
+    median_of,
+    met,
+    noisy_bullet,
+    noisy_runs,
     per_n_rows,
     splice,
+    spread_of,
     summarize,
     write_plots,
 )
+from .tables import DASH, duration, markdown, mib, number, ratio
 
 HELD_FACTOR: Final = 1.5
 """A variant holds N voice calls while their caller-heard latency p95 stays within this
@@ -116,11 +120,11 @@ def held(table: Table, variant: str) -> Held | None:
         if not cell.runs:
             why = f"not run at N={calls}: {'; '.join(cell.notes)}"
         elif not cell.ok or cell.failures:
-            why = f"N={calls}: {_status(cell)}, {cell.failures} failed call(s)"
+            why = f"N={calls}: {cell_status(cell)}, {cell.failures} failed call(s)"
         elif heard is None or heard > HELD_FACTOR * reference:
             why = (
-                f"N={calls}: detector-ended heard p95 {_ms(heard)}, "
-                f"{_ratio(heard, reference)} of N={sizes[0]}"
+                f"N={calls}: detector-ended heard p95 {duration(heard)}, "
+                f"{ratio(heard, reference)} of N={sizes[0]}"
             )
         else:
             largest = calls
@@ -138,7 +142,7 @@ def held(table: Table, variant: str) -> Held | None:
 
 def _held_text(found: Held | None) -> str:
     if found is None:
-        return "—"
+        return DASH
     if found.broke_at is None:
         return f"≥ {found.calls} (every N run)"
     return str(found.calls)
@@ -149,33 +153,33 @@ def _cores(data: dict[str, Any]) -> int:
 
 
 def _per_s(value: float | None) -> str:
-    return "—" if value is None else f"{value:.3f}"
+    return number(value, "{:.3f}")
 
 
 def _count(value: float | None) -> str:
-    return "—" if value is None else f"{value:.0f}"
+    return number(value, "{:.0f}")
 
 
 # -- terminal ----------------------------------------------------------------------------------
 
-VOICE_CONSOLE_COLUMNS: Final[tuple[ConsoleColumn, ...]] = (
-    ("+PSS/call", 14, lambda c: _added_pss(c, spread=False)),
-    ("start p50", 11, lambda c: _ms(c.get("start_p50_s"))),
-    ("heard p50", 11, lambda c: _ms(c.get("heard_p50_s"))),
-    ("heard p95", 11, lambda c: _ms(c.get("heard_p95_s"))),
-    ("ended p95", 11, lambda c: _ms(c.get(HELD_METRIC))),
-    ("heard max", 11, lambda c: _ms(c.get("heard_max_s"))),
-    ("waited", 8, lambda c: _count(c.get("turns_waited_out"))),
-    ("CPU/call-s", 12, lambda c: _per_s(c.get("cpu_per_call_s"))),
-    ("all live", 10, lambda c: _ms(c.get("lag_all_live_p99_s"))),
-    ("dropped", 9, lambda c: _count(c.get("frames_dropped"))),
-    ("fail", 6, lambda c: str(c.failures)),
+VOICE_CONSOLE_COLUMNS: Final[tuple[Column, ...]] = (
+    ("+PSS/call", console_added),
+    ("start p50", median_of("start_p50_s")),
+    ("heard p50", median_of("heard_p50_s")),
+    ("heard p95", median_of("heard_p95_s")),
+    ("ended p95", median_of(HELD_METRIC)),
+    ("heard max", median_of("heard_max_s")),
+    ("waited", median_of("turns_waited_out", _count)),
+    ("CPU/call-s", median_of("cpu_per_call_s", _per_s)),
+    ("all live", median_of("lag_all_live_p99_s")),
+    ("dropped", median_of("frames_dropped", _count)),
+    ("fail", lambda c: str(c.failures)),
 )
 
 
 def render_voice_console(data: dict[str, Any]) -> str:
     table = Table(summarize(data["runs"]))
-    lines = console_rows(table, 14, VOICE_CONSOLE_COLUMNS)
+    lines = console_rows(table, 13, VOICE_CONSOLE_COLUMNS)
     lines += [
         "",
         f"held (heard p95 of the turns the detector ended within {HELD_FACTOR:g}x of the "
@@ -189,68 +193,72 @@ def render_voice_console(data: dict[str, Any]) -> str:
             continue
         lines.append(
             f"  {name}: {_held_text(found)} calls, {found.calls / _cores(data):g} per core"
-            f" (reference {_ms(found.reference_s)} at N={found.reference_n})"
+            f" (reference {duration(found.reference_s)} at N={found.reference_n})"
             + (f"; {found.why}" if found.why else "")
         )
-    noisy = _noisy_runs(data["runs"])
+    noisy = noisy_runs(data["runs"])
     if noisy:
         lines += ["", noisy]
     if data.get("complete") is False:
-        lines += ["", _interrupted(data)]
+        lines += ["", interrupted(data)]
     return "\n".join(lines)
 
 
 # -- Markdown ----------------------------------------------------------------------------------
 
 
-def _compare_size(table: Table) -> int | None:
-    """The N the section's headline compares at: the largest N at which A and C both ran
-    well, else the largest at which C did."""
-    both = [
-        n
-        for n in table.sizes
-        if table.value("A", n, "heard_p95_s") is not None
-        and table.value("C", n, "heard_p95_s") is not None
-    ]
-    if both:
-        return max(both)
-    with_c = [n for n in table.sizes if table.value("C", n, "heard_p95_s") is not None]
-    return max(with_c) if with_c else None
+HEADLINE_HEADERS: Final = (
+    "variant",
+    "added PSS / call",
+    "vs A",
+    "start p50",
+    "heard p50",
+    "heard p95",
+    "detector-ended p95",
+    "waited out",
+    "CPU per call-second",
+    "vs A",
+    "holds (calls)",
+    "per core",
+)
 
 
 def _headline(table: Table, calls: int, data: dict[str, Any]) -> list[str]:
-    lines = [
-        "| variant | added PSS / call | vs A | start p50 | heard p50 | heard p95 "
-        "| detector-ended p95 | waited out | CPU per call-second | vs A | holds (calls) "
-        "| per core |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
+    """Every variant at N = `calls`, its memory and CPU against A's, and what it holds."""
     a_mem = table.shown("A", calls, ADDED_PSS)
     a_cpu = table.value("A", calls, "cpu_per_call_s")
+    rows = []
     for variant in table.variants:
         cell = table.cell(variant, calls)
         found = held(table, variant)
         holds = _held_text(found)
-        per_core = f"{found.calls / _cores(data):g}" if found is not None else "—"
+        per_core = f"{found.calls / _cores(data):g}" if found is not None else DASH
         if cell is None or not cell.ok:
-            status = _status(cell) if cell is not None else "not run"
-            lines.append(f"| {variant} | {status} |  |  |  |  |  |  | {holds} | {per_core} |")
+            status = cell_status(cell) if cell is not None else "not run"
+            rows.append([variant, status, *[""] * 8, holds, per_core])
             continue
         cpu = cell.get("cpu_per_call_s")
-        lines.append(
-            f"| {cell.name} | {_added_pss(cell, spread=False)} "
-            f"| {_ratio(cell.shown(ADDED_PSS), a_mem)} "
-            f"| {_ms(cell.get('start_p50_s'))} | {_ms(cell.get('heard_p50_s'))} "
-            f"| {_ms(cell.get('heard_p95_s'))} | {_ms(cell.get(HELD_METRIC))} "
-            f"| {_count(cell.get('turns_waited_out'))} of {3 * calls} "
-            f"| {_per_s(cpu)} | {_ratio(cpu, a_cpu)} "
-            f"| {holds} | {per_core} |"
+        rows.append(
+            [
+                cell.name,
+                added_pss(cell, spread=False),
+                ratio(cell.shown(ADDED_PSS), a_mem),
+                duration(cell.get("start_p50_s")),
+                duration(cell.get("heard_p50_s")),
+                duration(cell.get("heard_p95_s")),
+                duration(cell.get(HELD_METRIC)),
+                f"{_count(cell.get('turns_waited_out'))} of {3 * calls}",
+                _per_s(cpu),
+                ratio(cpu, a_cpu),
+                holds,
+                per_core,
+            ]
         )
-    return lines
+    return markdown(HEADLINE_HEADERS, rows, "<" + ">" * (len(HEADLINE_HEADERS) - 1))
 
 
 def _targets(table: Table, calls: int | None) -> list[str]:
-    rows = ["| target | measured | |", "| --- | --- | --- |"]
+    rows = []
     a_held = held(table, "A")
     for variant in ("C", "E"):
         if variant not in table.variants:
@@ -261,35 +269,40 @@ def _targets(table: Table, calls: int | None) -> list[str]:
             if cell is not None and cell.ok and cell.pss_unresolved:
                 mine = cell.pss_resolution_mb
             a_mem = table.shown("A", calls, ADDED_PSS)
-            met = mine is not None and a_mem is not None and mine <= a_mem / 20
             rows.append(
-                f"| {variant} added PSS per call ≤ 1/20 of A (N={calls}) "
-                f"| {variant} {_mib(mine)}, A {_mib(a_mem)} ({_ratio(mine, a_mem)}) "
-                f"| {'met' if met else 'not met'} |"
+                [
+                    f"{variant} added PSS per call ≤ 1/20 of A (N={calls})",
+                    f"{variant} {mib(mine)}, A {mib(a_mem)} ({ratio(mine, a_mem)})",
+                    met(mine is not None and a_mem is not None and mine <= a_mem / 20),
+                ]
             )
         mine_held = held(table, variant)
-        met = mine_held is not None and a_held is not None and mine_held.calls >= a_held.calls
         rows.append(
-            f"| {variant} holds at least as many voice calls as A, detector-ended heard p95 "
-            f"within {HELD_FACTOR:g}× of one call | {variant} {_held_text(mine_held)}, A "
-            f"{_held_text(a_held)} | {'met' if met else 'not met'} |"
+            [
+                f"{variant} holds at least as many voice calls as A, detector-ended heard p95 "
+                f"within {HELD_FACTOR:g}× of one call",
+                f"{variant} {_held_text(mine_held)}, A {_held_text(a_held)}",
+                met(
+                    mine_held is not None and a_held is not None and mine_held.calls >= a_held.calls
+                ),
+            ]
         )
-    return rows
+    return markdown(TARGET_HEADERS, rows)
 
 
 VOICE_COLUMNS: Final[tuple[Column, ...]] = (
-    ("added PSS / call", _added_pss),
-    ("idle PSS", lambda c: _mib(c.get("idle_pss_mb"))),
-    ("start p50", lambda c: _with_spread(c, "start_p50_s", _ms)),
-    ("heard p50", lambda c: _ms(c.get("heard_p50_s"))),
-    ("heard p95", lambda c: _with_spread(c, "heard_p95_s", _ms)),
-    ("heard p99", lambda c: _ms(c.get("heard_p99_s"))),
-    ("heard max", lambda c: _ms(c.get("heard_max_s"))),
-    ("detector-ended p95", lambda c: _ms(c.get("heard_detected_p95_s"))),
+    ("added PSS / call", added_pss),
+    ("idle PSS", median_of("idle_pss_mb", mib)),
+    ("start p50", spread_of("start_p50_s")),
+    ("heard p50", median_of("heard_p50_s")),
+    ("heard p95", spread_of("heard_p95_s")),
+    ("heard p99", median_of("heard_p99_s")),
+    ("heard max", median_of("heard_max_s")),
+    ("detector-ended p95", median_of("heard_detected_p95_s")),
     ("waited out", lambda c: f"{_count(c.get('turns_waited_out'))} of {3 * c.calls}"),
-    ("CPU per call-second", lambda c: _per_s(c.get("cpu_per_call_s"))),
-    ("VAD wall time per call-second", lambda c: _per_s(c.get("vad_inference_per_call_s"))),
-    ("loop lag p99 (all live)", lambda c: _ms(c.get("lag_all_live_p99_s"))),
+    ("CPU per call-second", median_of("cpu_per_call_s", _per_s)),
+    ("VAD wall time per call-second", median_of("vad_inference_per_call_s", _per_s)),
+    ("loop lag p99 (all live)", median_of("lag_all_live_p99_s")),
     (
         "input frames late / dropped",
         lambda c: f"{_count(c.get('frames_late'))} / {_count(c.get('frames_dropped'))}",
@@ -309,7 +322,7 @@ def render_voice_section(
 ) -> str:
     table = Table(summarize(data["runs"]))
     machine, settings, workload = data["machine"], data["settings"], data["workload"]
-    compare = _compare_size(table)
+    compare = table.compare_size("heard_p95_s")
     when = datetime.datetime.fromtimestamp(data["started_at"], tz=datetime.UTC)
     low, high = settings.get("pause_s") or (0.0, 0.0)
     lines = [
@@ -337,7 +350,7 @@ def render_voice_section(
         "",
     ]
     if data.get("complete") is False:
-        lines += [f"**{_interrupted(data)}**", ""]
+        lines += [f"**{interrupted(data)}**", ""]
     if compare is not None:
         lines += [
             f"At N = {compare} (the largest N at which A and C both completed every call; "
@@ -352,17 +365,11 @@ def render_voice_section(
         *_targets(table, compare),
         "",
     ]
-    analysis = (
-        VOICE_ANALYSIS.read_text(encoding="utf-8").strip() if VOICE_ANALYSIS.is_file() else ""
-    )
-    if analysis.startswith("<!--"):
-        analysis = analysis.split("-->", 1)[1].strip()
+    analysis = hand_written(VOICE_ANALYSIS)
     if analysis:
         lines += ["### Voice analysis", "", analysis, ""]
     if images:
-        lines += ["### Voice plots", ""]
-        for plot, path in images:
-            lines += [f"![{plot.title}]({path.relative_to(out.parent).as_posix()})", ""]
+        lines += ["### Voice plots", "", *image_lines(images, out)]
     lines += ["### Voice, per N", ""]
     for calls in table.sizes:
         lines += [*_per_n(table, calls), ""]
@@ -400,7 +407,7 @@ def render_voice_section(
         + (f", source {machine['revision']}" if machine.get("revision") else "")
         + f": sizes {', '.join(str(n) for n in settings['sizes'])}, "
         f"{settings['repeats']} run(s) per variant and N.",
-        *([f"- {noisy[0].upper()}{noisy[1:]}"] if (noisy := _noisy_runs(data["runs"])) else []),
+        *noisy_bullet(data["runs"]),
         "",
         "```sh",
         data["command"],
