@@ -56,11 +56,11 @@ from typing import Any, Final
 import attrs
 from livekit.protocol import agent
 
-from openrtc_core import DEPLOY_ATTRIBUTE
+from openrtc_core import DEPLOY_ATTRIBUTE, process_tree
 from openrtc_deploy.client import ControlError, final
 from openrtc_testing import LoopbackDispatchServer
 from openrtc_testing.dispatch import WorkerConnection
-from openrtc_testing.measure import LoopLagMonitor, percentile, process_tree
+from openrtc_testing.measure import LoopLagMonitor, percentile
 from openrtc_testing.worker import dispatch_until_accepted, simulated_call_metadata
 
 from .arguments import OneLineParser, add_numeric_options

@@ -12,7 +12,7 @@ from typing import Final
 
 import attrs
 
-from openrtc_testing.measure import children, process_tree, pss_mb
+from openrtc_core import child_pids, process_tree, pss_mib
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -122,13 +122,12 @@ class TreeSampler:
     def sample(self) -> PssSample:
         if not self.parts:
             tree = process_tree(self.pid)
-            total = sum(pss_mb(p) for p in tree)
-            return PssSample(at=time.time(), pss_mb=total, processes=len(tree))
-        parts = {self.pid: pss_mb(self.pid)}
+            return PssSample(at=time.time(), pss_mb=_pss_mb(tree), processes=len(tree))
+        parts = {self.pid: _pss_mb([self.pid])}
         processes = 1
-        for child in children(self.pid):
+        for child in child_pids(self.pid):
             subtree = process_tree(child)
-            parts[child] = sum(pss_mb(p) for p in subtree)
+            parts[child] = _pss_mb(subtree)
             processes += len(subtree)
         return PssSample(
             at=time.time(), pss_mb=sum(parts.values()), processes=processes, parts=parts
@@ -143,3 +142,8 @@ class TreeSampler:
                 if self.on_out_of_memory is not None:
                     self.on_out_of_memory()
             self._stop.wait(max(0.0, self.interval_s - (time.monotonic() - started)))
+
+
+def _pss_mb(pids: list[int]) -> float:
+    """The PSS of these processes together, in MiB; those gone since they were listed add 0."""
+    return sum(pss_mib(pid) or 0.0 for pid in pids)

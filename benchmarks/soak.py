@@ -398,30 +398,17 @@ def worker_main(argv: Sequence[str]) -> int:
 # -- the driver: PSS from /proc ---------------------------------------------------------------
 
 
-def smaps_rollup(pid: int) -> dict[str, float]:
-    """Rss, Pss, Pss_Anon, Pss_File, Pss_Shmem of one process, in MiB (0 when it is gone)."""
-    found = dict.fromkeys(SMAPS_FIELDS, 0.0)
-    try:
-        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
-    except OSError:
-        return found
-    for line in text.splitlines():
-        name, _, rest = line.partition(":")
-        if name in found:
-            with contextlib.suppress(ValueError, IndexError):
-                found[name] = int(rest.split()[0]) / 1024
-    return found
-
-
 def tree_memory(pid: int) -> dict[str, float]:
-    """:func:`smaps_rollup` summed over a process and its descendants, with their count."""
-    from openrtc_testing.measure import process_tree
+    """The :data:`SMAPS_FIELDS` of a process and its descendants summed, in MiB, with their
+    count; one gone since it was listed adds 0."""
+    from openrtc_core import process_tree, smaps_rollup
 
     tree = process_tree(pid)
     total = dict.fromkeys(SMAPS_FIELDS, 0.0)
     for member in tree:
-        for name, value in smaps_rollup(member).items():
-            total[name] += value
+        rollup = smaps_rollup(member) or {}
+        for name in SMAPS_FIELDS:
+            total[name] += rollup.get(name, 0.0)
     return {**total, "processes": float(len(tree))}
 
 

@@ -41,8 +41,8 @@ import numpy as np
 from livekit import rtc
 from livekit.agents import AgentSession, inference
 
+from openrtc_core import pss_mib
 from openrtc_core.builtin.prewarm import shared_vad
-from openrtc_testing.measure import pss_mb
 from openrtc_testing.providers import ScriptedSTT, ScriptedTTS
 from openrtc_testing.voice_caller import VoiceCaller
 from openrtc_testing.voice_clips import prepare
@@ -71,7 +71,7 @@ async def _session(vad: Any, detector: Any) -> tuple[AgentSession[None], VoiceCa
 
 def _settled_pss() -> float:
     gc.collect()
-    return pss_mb(os.getpid())
+    return pss_mib(os.getpid()) or 0.0
 
 
 async def measure(calls: int, shared_executor: bool) -> dict[str, Any]:

@@ -10,11 +10,9 @@ import sys
 
 import pytest
 
-from openrtc_core import PoolConfigError
-from openrtc_workers.memory import descendants, pss_mib
+from openrtc_core import PoolConfigError, exit_reason, process_tree, tree_pss_mib
 from openrtc_workers.policy import RESTART_DELAY_ENV, RestartPolicy
 from openrtc_workers.reports import Reporter, ReportReader
-from openrtc_workers.supervisor import exit_reason
 
 
 def test_backoff_doubles_per_crash_in_a_row_up_to_its_ceiling() -> None:
@@ -34,9 +32,10 @@ def test_the_first_delay_comes_from_the_environment(monkeypatch: pytest.MonkeyPa
 def test_exit_statuses_in_words() -> None:
     exited = subprocess.run([sys.executable, "-c", "raise SystemExit(3)"], check=False)
     assert exited.returncode == 3
-    assert exit_reason(3 << 8) == "exit status 3"
-    assert exit_reason(signal.SIGKILL) == "killed by SIGKILL"
-    assert exit_reason(0) == "exit status 0"
+    # The supervisor reads wait statuses (os.waitpid): the exit code in them says it.
+    assert exit_reason(os.waitstatus_to_exitcode(3 << 8)) == "exit status 3"
+    assert exit_reason(os.waitstatus_to_exitcode(signal.SIGKILL)) == "killed by SIGKILL"
+    assert exit_reason(os.waitstatus_to_exitcode(0)) == "exit status 0"
 
 
 def test_reports_cross_the_pipe_as_whole_events_even_when_split() -> None:
@@ -72,14 +71,14 @@ def test_memory_is_the_pss_of_a_process_and_its_descendants() -> None:
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout is not None and child.stdout.readline() == "up\n"
-        own = pss_mib(child.pid)
+        own = tree_pss_mib(child.pid)
         assert own is not None and own > 1  # an interpreter is a few MiB at least
-        assert child.pid in descendants(os.getpid())
-        assert (pss_mib(os.getpid()) or 0) > own
+        assert child.pid in process_tree(os.getpid())[1:]
+        assert (tree_pss_mib(os.getpid()) or 0) > own
     finally:
         child.kill()
         child.wait()
-    assert pss_mib(child.pid) is None
+    assert tree_pss_mib(child.pid) is None
 
 
 def test_openrtc_plugins_says_start_runs_one_worker_per_core() -> None:
