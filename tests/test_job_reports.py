@@ -68,7 +68,7 @@ async def test_a_job_process_that_exits_on_its_own_is_reported_with_its_exit_sta
         assert d.accepted, d
         assert await d.wait_for_status(timeout=90) == agent.JS_FAILED
         assert await lk.wait_for_end(d.job_id, timeout=30) is None  # no report came
-    assert d.error == "job process exited with status 3"
+    assert d.error == "job process ended (exit status 3)"
 
 
 def test_simulate_reports_a_call_killed_for_its_memory(tmp_path: Path) -> None:

@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import signal
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from livekit.agents import JobExecutorType
+
+from ..processes import exit_reason
 
 if TYPE_CHECKING:
     from livekit.agents import JobContext, JobProcess
@@ -257,12 +258,7 @@ def job_error(runner: Any) -> str:
     code = runner.exitcode  # type: ignore[attr-defined]
     if runner.killed_for or not code:
         return runner.killed_for
-    if code > 0:
-        return f"job process exited with status {code}"
-    try:
-        return f"job process killed by {signal.Signals(-code).name}"
-    except ValueError:
-        return f"job process killed by signal {-code}"
+    return f"job process ended ({exit_reason(code)})"
 
 
 def report_job_errors(server: Any) -> None:
