@@ -49,7 +49,7 @@ class Sales(Agent):
         super().__init__(instructions="Sales.")
 
 
-def make_pool(tenants: str, **settings: Any) -> AgentPool:
+def make_pool(tenants: str | None, **settings: Any) -> AgentPool:
     pool = AgentPool(llm=ScriptedLLM(default_reply="pool default"), tenants=tenants, **settings)
     pool.add("support", Support, default=True)
     pool.add("sales", Sales)
@@ -78,6 +78,10 @@ api_key_env = "TENANCY_TEST_GLOBEX_KEY"
 """
 )
 PROCESS_POOL = make_pool(str(PROCESS_TENANTS), isolation="process", max_sessions=20)
+# The same pool with no tenants file of its own: the run gives it (create_server(tenants=...),
+# OPENRTC_TENANTS in the worker's environment), one pool per way so each resolves its own.
+PROCESS_POOL_TENANTS_IN_CODE = make_pool(None, isolation="process", max_sessions=20)
+PROCESS_POOL_TENANTS_FROM_ENV = make_pool(None, isolation="process", max_sessions=20)
 
 
 class FlakyLLM(KeyedLLM):

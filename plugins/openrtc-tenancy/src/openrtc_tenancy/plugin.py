@@ -1,10 +1,11 @@
 """openrtc-tenancy's hooks: which tenant a job is, whether it may start, with which keys.
 
-One :class:`Tenancy` per process and tenants file, configured from the pool's ``tenants``
-(``AgentPool(tenants=...)``, ``--tenants``, ``OPENRTC_TENANTS``). Without a tenants file the
-plugin does nothing. In the worker it resolves tenants, admits jobs (allowed agents, breaker,
-per-worker cap, counted before accept with requests in flight) and claims fleet-wide slots
-in Redis; where sessions run it builds each tenant's providers with its keys.
+One :class:`Tenancy` per process and tenants file, configured from the run option ``tenants``
+this plugin adds (``--tenants``, ``pool.run(tenants=...)``, ``AgentPool(tenants=...)``,
+``OPENRTC_TENANTS``). Without a tenants file the plugin does nothing. In the worker it
+resolves tenants, admits jobs (allowed agents, breaker, per-worker cap, counted before accept
+with requests in flight) and claims fleet-wide slots in Redis; where sessions run it builds
+each tenant's providers with its keys.
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ import typer
 from livekit.agents import AgentServer, JobProcess
 
 from openrtc_core import (
+    AddRunOption,
     JobView,
     Outcome,
     PoolView,
     RouteDecision,
+    RunOption,
     SessionOutcome,
     TenantContext,
     Verdict,
@@ -43,7 +46,15 @@ logger = logging.getLogger("openrtc.tenancy")
 
 TENANT_KEY = "tenant"
 """The job-metadata key naming the tenant."""
-TENANTS_ENV = "OPENRTC_TENANTS"
+TENANTS = RunOption(
+    name="tenants",
+    flag="--tenants",
+    env="OPENRTC_TENANTS",
+    pool_keyword=True,
+    metavar="FILE",
+    help="The tenants file (keys, caps, breakers per tenant).",
+)
+"""The tenants file, for every run verb, ``pool.run(tenants=...)`` and ``AgentPool(...)``."""
 REDIS_TIMEOUT_S = 2.0
 """How long a Redis command may take before the call it decides is refused (fail closed)."""
 
@@ -381,16 +392,27 @@ def tenancy_for(path: str, agents: Collection[str] | None = None) -> Tenancy:
 
 
 def current() -> Tenancy | None:
-    """The tenancy of this process: the pool's file, else ``OPENRTC_TENANTS``, else none."""
-    if _PATH:
-        return _TENANCIES[_PATH[0]]
-    path = os.environ.get(TENANTS_ENV, "")
-    return tenancy_for(path) if path else None
+    """The tenancy of this process: that of the last pool seen with a tenants file, else
+    none. Every process that runs jobs sees its pool first (the worker checks it, a job
+    process prewarms it)."""
+    return _TENANCIES[_PATH[0]] if _PATH else None
+
+
+def tenants_file(pool: PoolView) -> str:
+    """The pool's tenants file for this run ("" for none)."""
+    value = pool.run_options.get(TENANTS.name)
+    return "" if value is None else str(value)
 
 
 def _configure(pool: PoolView) -> None:
-    if pool.tenants:
-        tenancy_for(pool.tenants, pool.agents)
+    path = tenants_file(pool)
+    if path:
+        tenancy_for(path, pool.agents)
+
+
+@hookimpl
+def openrtc_add_run_options(add: AddRunOption) -> None:
+    add(TENANTS)
 
 
 @hookimpl
