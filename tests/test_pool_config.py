@@ -8,6 +8,7 @@ import pytest
 from livekit.agents import Agent
 
 from openrtc_core import AgentContext, AgentPool, PoolConfigError
+from openrtc_core.discovery import DISABLE_ENV
 from openrtc_core.origins import restore_pool
 
 
@@ -70,6 +71,23 @@ def test_unknown_session_option_names_the_closest_keyword() -> None:
     pool = AgentPool(load_plugins=False)
     with pytest.raises(PoolConfigError, match=r"pool.add\('x', ...\): unknown session option"):
         pool.add("x", SupportAgent, llm_model="gpt")
+
+
+def test_a_keyword_of_a_plugin_that_is_not_here_names_the_plugin(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Disabled where the plugin is installed, missing where it is not: either way the error
+    # says which distribution gives the keyword, not that it is a misspelt session option.
+    monkeypatch.setenv(DISABLE_ENV, "tenancy")
+    with pytest.raises(PoolConfigError) as caught:
+        AgentPool(tenants="tenants.toml")
+    message = str(caught.value)
+    assert message.startswith("AgentPool(tenants=) is provided by openrtc-tenancy ("), message
+    assert message.endswith(("which is not installed", "or --disable-plugins")), message
+    assert "session option" not in message and "did you mean" not in message
+    # A keyword no plugin of ours gives is still a session option, misspelt.
+    with pytest.raises(PoolConfigError, match=r"unknown option 'tenats' \(did you mean"):
+        AgentPool(tenats="tenants.toml")
 
 
 def test_two_defaults_are_refused() -> None:

@@ -18,9 +18,10 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def simulate(*args: str) -> subprocess.CompletedProcess[str]:
+def simulate(*args: str, **extra_env: str) -> subprocess.CompletedProcess[str]:
     # No tenants file but the one the arguments name.
     env = {key: value for key, value in os.environ.items() if key != "OPENRTC_TENANTS"}
+    env.update(extra_env)
     return subprocess.run(
         [sys.executable, "-m", "openrtc_core", "simulate", "examples/pool.py", *args],
         cwd=ROOT,
@@ -88,3 +89,20 @@ def test_without_tenants_the_figures_are_as_before(tmp_path: Path) -> None:
     assert "tenants" not in figures
     assert all("tenant" not in call for call in figures["calls"])
     assert "per tenant" not in done.stdout
+
+
+def test_with_no_plugin_taking_the_tenants_file_it_is_said_and_the_calls_still_run(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "tenants.toml"
+    path.write_text("[tenants.acme]\nmax_sessions = 1\nagents = ['nobody']\n")
+    out = tmp_path / "figures.json"
+    done = simulate(
+        *("--tenants", str(path), "--calls", "2", "--turns", "1", "--json", str(out)),
+        OPENRTC_DISABLE_PLUGINS="tenancy",
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "no installed plugin takes a tenants file (--tenants)" in " ".join(done.stdout.split())
+    # Nothing enforced the file (its only tenant may use no agent of the pool).
+    acme = json.loads(out.read_text())["tenants"]["acme"]
+    assert (acme["calls"], acme["admitted"], acme["rejected"]) == (2, 2, {})

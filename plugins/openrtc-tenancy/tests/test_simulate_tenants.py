@@ -14,6 +14,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis.asyncio as aioredis
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -252,3 +253,26 @@ def test_a_failing_tenants_breaker_ends_its_calls_across_the_fleet(
     summary = " ".join(done.stdout.split())
     assert f"calls refused by their tenant's breaker: acme {len(refused)}" in summary
     assert "run more workers" not in summary
+
+
+@pytest.mark.parametrize("workers", [[], ["--workers", "2"]], ids=["one-worker", "supervised"])
+def test_the_tenants_file_reaches_the_job_processes(tmp_path: Path, workers: list[str]) -> None:
+    """Process isolation: each call runs in a job process, which builds acme's provider with
+    acme's key from the same tenants file: given to the worker in this process, or to the
+    supervisor's ``start --tenants`` and so to its workers and their job processes."""
+    (tmp_path / "process_pool.py").write_text(
+        SCRIPTED_POOL.replace('isolation="coroutine"', 'isolation="process"')
+    )
+    path = tenants_file(tmp_path)
+    done, text = simulate(
+        tmp_path,
+        *workers,
+        *("--tenants", str(path), "--calls", "4", "--concurrency", "2", "--turns", "1"),
+        target=str(tmp_path / "process_pool.py"),
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "AgentPool[process]" in done.stdout
+    figures: dict[str, Any] = json.loads(text)
+    replies = {(c["tenant"], c["turns"][0]["reply"]) for c in figures["calls"]}
+    assert replies == {("acme", "acme here"), ("globex", "pool reply")}
+    assert SECRET not in done.stdout + done.stderr + text
