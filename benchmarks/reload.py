@@ -52,6 +52,7 @@ from openrtc_testing.worker import dispatch_until_accepted, running_worker, simu
 
 from .arguments import OneLineParser, add_numeric_options
 from .provenance import package_version, source_revision, uncreatable_dir, unwritable_file
+from .tables import number, percentiles, terminal
 
 RESULTS_DIR: Final = Path(tempfile.gettempdir()) / "openrtc-bench"
 STAMPS_ENV: Final = "OPENRTC_BENCH_RELOAD_STAMPS"
@@ -247,9 +248,7 @@ def turn_spans(rows: list[dict[str, Any]]) -> dict[str, list[tuple[float, float]
 
 def spread(values: Sequence[float]) -> dict[str, Any]:
     """n, p50, p99 (nearest rank) and max of `values`, in their unit; None where empty."""
-    s = sorted(values)
-    at = {q: s[max(0, math.ceil(q * len(s)) - 1)] if s else None for q in (0.5, 0.99)}
-    return {"n": len(s), "p50": at[0.5], "p99": at[0.99], "max": s[-1] if s else None}
+    return percentiles(values, (50, 99))
 
 
 def analyse(raw: dict[str, Any]) -> dict[str, Any]:
@@ -319,11 +318,12 @@ def loop_lag(
 
 
 def ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.0f}"
+    return number(value, "{:.0f}", missing="-")
 
 
-def trio(f: dict[str, Any]) -> str:
-    return f"{ms(f['p50']):>7} {ms(f['p99']):>7} {ms(f['max']):>7}"
+def trio(f: dict[str, Any]) -> list[str]:
+    """The p50, p99 and max cells of a :func:`spread`."""
+    return [ms(f["p50"]), ms(f["p99"]), ms(f["max"])]
 
 
 OVERALL: Final = (
@@ -339,28 +339,49 @@ OVERALL: Final = (
 )
 
 
+SAVE_HEADERS: Final = (
+    "save",
+    "version",
+    "applied",
+    "reload",
+    "sw p50",
+    "sw p99",
+    "sw max",
+    "switched",
+    "job procs applied max",
+)
+
+
 def render(summary: dict[str, Any], a: argparse.Namespace) -> str:
     """The table: one row per save, then the figures over all saves."""
-    lines = [
-        f"hot reload: {a.calls} calls, {a.isolation} isolation, {a.unrelated_files} unrelated "
-        "files in the project; ms after each save "
-        "(reload: loading the code to applied, in the worker; switched: sessions/live)",
-        "save  version   applied  reload  sw p50  sw p99  sw max  switched  job procs applied max",
+    saves = [
+        [
+            str(i),
+            s["version"],
+            ms(s["applied_ms"]),
+            ms(s["reload_ms"]),
+            *trio(s["switched"]),
+            f"{s['switched']['n']}/{s['live_sessions']}",
+            ms(max(s["job_procs_applied_ms"], default=None)),
+        ]
+        for i, s in enumerate(summary["saves"], 1)
     ]
-    for i, s in enumerate(summary["saves"], 1):
-        jobs = max(s["job_procs_applied_ms"], default=None)
-        lines.append(
-            f"{i:>4}  {s['version']:<8} {ms(s['applied_ms']):>8} {ms(s['reload_ms']):>7} "
-            f"{trio(s['switched'])} {s['switched']['n']:>4}/{s['live_sessions']:<4} {ms(jobs):>22}"
-        )
-    lines += ["", f"{'all saves, ms':<20} {'p50':>7} {'p99':>7} {'max':>7}"]
-    for label, key, unit in OVERALL:
-        f = summary[key]
-        lines.append(f"{label:<20} {trio(f)}  ({f['n']} {unit})")
+    overall = [
+        [label, *trio(summary[key]), f"{summary[key]['n']} {unit}"] for label, key, unit in OVERALL
+    ]
     backwards = len(summary["calls_with_versions_backwards"])
-    lines.append(f"{'calls dropped':<20} {summary['calls_dropped']} (must be 0)")
-    lines.append(f"{'versions backwards':<20} {backwards} call(s) (must be 0)")
-    return "\n".join(lines)
+    return "\n".join(
+        [
+            f"hot reload: {a.calls} calls, {a.isolation} isolation, {a.unrelated_files} unrelated "
+            "files in the project; ms after each save "
+            "(reload: loading the code to applied, in the worker; switched: sessions/live)",
+            *terminal(SAVE_HEADERS, saves, "><>>>>>>>"),
+            "",
+            *terminal(["all saves, ms", "p50", "p99", "max", "n"], overall, "<>>>"),
+            f"calls dropped: {summary['calls_dropped']} (must be 0)",
+            f"versions backwards: {backwards} call(s) (must be 0)",
+        ]
+    )
 
 
 OPTIONS: Final = (

@@ -48,7 +48,6 @@ import contextlib
 import importlib.metadata
 import json
 import logging
-import math
 import os
 import platform
 import re
@@ -78,6 +77,7 @@ from openrtc_testing.worker import running_worker, simulated_call_metadata
 
 from .arguments import OneLineParser, add_numeric_options
 from .provenance import package_version, source_revision, uncreatable_dir, unwritable_file
+from .tables import number, percentiles, terminal
 
 RESULTS_DIR: Final = Path(tempfile.gettempdir()) / "openrtc-bench"
 REDIS_URL_ENV: Final = "OPENRTC_BENCH_REDIS_URL"
@@ -250,9 +250,7 @@ class Refusals(logging.Filter):
 
 def spread(values: Sequence[float]) -> dict[str, Any]:
     """n, p50, p99 (nearest rank) and max of `values`, in their unit; None where empty."""
-    s = sorted(values)
-    at = {q: s[max(0, math.ceil(q * len(s)) - 1)] if s else None for q in (0.5, 0.99)}
-    return {"n": len(s), "p50": at[0.5], "p99": at[0.99], "max": s[-1] if s else None}
+    return percentiles(values, (50, 99))
 
 
 def turns(i: int, labels: Sequence[str]) -> list[str]:
@@ -506,42 +504,48 @@ def analyse(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
+    return number(value, "{:.3f}", missing="-")
 
 
-def row(label: str, f: dict[str, Any], note: str = "") -> str:
-    return f"  {label:<26} {ms(f['p50']):>9} {ms(f['p99']):>9} {ms(f['max']):>9} {f['n']:>6}{note}"
+def _indented(lines: Sequence[str]) -> list[str]:
+    return [f"  {line}" for line in lines]
 
 
 def render(summary: dict[str, Any], a: argparse.Namespace, redis_note: str) -> str:
+    def row(label: str, f: dict[str, Any]) -> list[str]:
+        return [label, ms(f["p50"]), ms(f["p99"]), ms(f["max"]), str(f["n"])]
+
+    headers = ["ms per request", "p50", "p99", "max", "n"]
+    direct = [row(label, f) for label, f in summary["direct"].items()]
+    added = summary["end_to_end_p50_added_ms"]
+    end_to_end = [
+        [*row(label, f), "" if label not in added else f"{added[label]:+.3f}"]
+        for label, f in summary["end_to_end"].items()
+    ]
+    caps = [
+        [
+            c["through"],
+            str(c["admitted"]),
+            str(c["expected"]),
+            str(c["refused"]),
+            number(c.get("refused_by_openrtc"), "{}", missing="-"),
+            number(c.get("refused_terminate"), "{}", missing="-"),
+            f"{c['burst_ms']:.1f}",
+        ]
+        for c in summary["exact_caps"]
+    ]
+    cap_headers = ["through", "admitted", "expected", "refused", "by openrtc", "terminate"]
     lines = [
         f"tenancy admission: {a.requests} direct requests and {a.calls} calls end to end per "
         f"configuration (after {a.warmup} warm-up); Redis: {redis_note}",
         "",
-        f"{'ms per request':<28} {'p50':>9} {'p99':>9} {'max':>9} {'n':>6}",
         "direct: resolve + admit + claim on a real Tenancy",
-    ]
-    for label, f in summary["direct"].items():
-        lines.append(row(label, f))
-    lines.append("end to end: offer -> the worker's answer (accept + assignment)")
-    for label, f in summary["end_to_end"].items():
-        added = summary["end_to_end_p50_added_ms"].get(label)
-        note = "" if added is None else f"   p50 {added:+.3f} vs no tenancy"
-        lines.append(row(label, f, note))
-    lines += [
+        *_indented(terminal(headers, direct, "<>>>>")),
+        "end to end: offer -> the worker's answer (accept + assignment)",
+        *_indented(terminal([*headers, "p50 vs no tenancy"], end_to_end, "<>>>>>")),
         "",
         f"exact caps: {a.burst} simultaneous requests, cap {a.cap}",
-        f"  {'through':<28} {'admitted':>8} {'expected':>8} {'refused':>8} {'by openrtc':>10}"
-        f" {'terminate':>9} {'burst ms':>9}",
-    ]
-    for c in summary["exact_caps"]:
-        terminate, by_openrtc = c.get("refused_terminate"), c.get("refused_by_openrtc")
-        lines.append(
-            f"  {c['through']:<28} {c['admitted']:>8} {c['expected']:>8} {c['refused']:>8} "
-            f"{'-' if by_openrtc is None else by_openrtc:>10} "
-            f"{'-' if terminate is None else terminate:>9} {c['burst_ms']:>9.1f}"
-        )
-    lines += [
+        *_indented(terminal([*cap_headers, "burst ms"], caps, "<>>>>>>")),
         "  (by openrtc: refusals OpenRTC's admission logged, here tenancy's; any others came",
         "  from livekit's own availability check)",
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
@@ -123,3 +124,18 @@ def test_a_figure_that_fails_is_closed_and_not_written(tmp_path: Path) -> None:
         raise RuntimeError("no data")
     assert not path.exists()
     assert plt.get_fignums() == []
+
+
+def test_each_percentile_is_the_smallest_value_with_that_share_at_or_below_it() -> None:
+    rng = random.Random(24)
+    for count in (1, 2, 7, 100, 101, 997):
+        values = [rng.expovariate(20.0) for _ in range(count)]
+        summary = tables.percentiles(values, (50, 95, 99))
+        for q in (50, 95, 99):
+            found = summary[f"p{q}"]
+            assert found in values
+            at_or_below = sum(1 for v in values if v <= found)
+            below = sum(1 for v in values if v < found)
+            assert at_or_below * 100 >= q * count, (count, q)  # covers q% of the values
+            assert below * 100 < q * count, (count, q)  # and no smaller value does
+        assert summary["max"] == max(values) and summary["n"] == count
