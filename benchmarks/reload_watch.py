@@ -29,8 +29,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from openrtc_core import ReloadContext, load_pool
-from openrtc_reload.reloader import WatchReloader
+from openrtc_core import load_pool
+from openrtc_reload import ReloadContext, WatchReloader
 from openrtc_testing.measure import LoopLagMonitor
 from openrtc_testing.trees import virtualenv_like
 

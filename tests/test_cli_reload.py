@@ -1,52 +1,66 @@
-"""Whether a verb reloads code: ``dev`` when a reload strategy is installed, others when asked."""
+"""Reloading is a plugin's run option: without one, the core never reloads, ``dev`` still
+turns livekit's own reload notice off, and asking for ``--reload`` names the package.
+
+With openrtc-reload installed, its tests check the option itself
+(plugins/openrtc-reload/tests/test_reload_cli.py)."""
 
 from __future__ import annotations
-
-from collections.abc import Callable
-from typing import Any
 
 import pytest
 from e2e_pools import SupportAgent
 
-from openrtc_core import AgentPool, ReloadContext, hookimpl
-from openrtc_core.cli.verbs import reload_choice
+from openrtc_core import AgentPool, PoolConfigError
+from openrtc_testing.runs import TakenRuns
+
+CREDENTIALS = ["--url", "ws://127.0.0.1:9", "--api-key", "k", "--api-secret", "s"]
 
 
-class Strategy:
-    @hookimpl
-    def openrtc_register_reload_strategies(
-        self, register: Callable[[str, Callable[[ReloadContext], Any]], None]
-    ) -> None:
-        register("watch", lambda context: None)
-
-
-def pool(installed: bool) -> AgentPool:
-    built = AgentPool(load_plugins=False, plugins=[Strategy()] if installed else [])
+def pool(*plugins: object) -> AgentPool:
+    built = AgentPool(load_plugins=False, plugins=list(plugins))
     built.add("support", SupportAgent)
     return built
 
 
 @pytest.mark.parametrize(
-    ("verb", "args", "installed", "expected"),
+    ("verb", "args", "appended"),
     [
-        ("dev", [], True, (True, ["--no-reload"])),
-        ("dev", [], False, (False, ["--no-reload"])),
-        ("dev", ["--no-reload", "--url", "x"], True, (False, ["--url", "x", "--no-reload"])),
-        ("dev", ["--reload"], False, (True, ["--no-reload"])),
-        ("start", [], True, (False, [])),
-        ("start", ["--reload"], True, (True, [])),
-        ("start", ["--reload", "--no-reload"], True, (False, [])),
-        ("console", ["--reload"], True, (False, ["--reload"])),
+        ("dev", [], ["--no-reload"]),
+        ("start", [], []),
+        # livekit's console has no reload of ours to take: its own flags pass through.
+        ("console", ["--reload"], []),
     ],
 )
-def test_reload_is_on_for_dev_when_installed_and_asked_for_otherwise(
-    verb: str, args: list[str], installed: bool, expected: tuple[bool, list[str]]
+def test_without_a_reload_plugin_no_run_reloads_and_dev_quiets_livekits_reload(
+    verb: str, args: list[str], appended: list[str]
 ) -> None:
-    assert reload_choice(pool(installed), verb, list(args)) == expected
+    taker = TakenRuns()
+    with pytest.raises(SystemExit) as exited:
+        pool(taker).run([verb, *args, *CREDENTIALS])
+    assert exited.value.code == 0
+    (run,) = taker.runs
+    assert "reload" not in run.options
+    assert list(run.args) == [verb, *args, *CREDENTIALS, *appended]
 
 
-def test_asking_for_reload_with_no_strategy_installed_says_what_to_install() -> None:
-    from openrtc_core import PoolConfigError
+@pytest.mark.parametrize("verb", ["dev", "start"])
+def test_reload_with_no_reload_plugin_names_the_package_and_runs_nothing(
+    verb: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    taker = TakenRuns()
+    with pytest.raises(SystemExit) as exited:
+        pool(taker).run([verb, "--reload", *CREDENTIALS])
+    assert exited.value.code == 1
+    assert taker.runs == []
+    err = capsys.readouterr().err
+    assert "--reload is provided by openrtc-reload" in err, err
+    assert "Traceback" not in err
 
-    with pytest.raises(PoolConfigError, match="pip install openrtc-reload"):
-        pool(installed=False).create_server(reload=True)
+
+def test_asking_for_reload_in_code_with_no_reload_plugin_names_the_package() -> None:
+    with pytest.raises(
+        PoolConfigError, match=r"create_server\(reload=\) is provided by openrtc-reload"
+    ):
+        pool().create_server(reload=True)
+    with pytest.raises(SystemExit) as exited:
+        pool().run(["start", *CREDENTIALS], reload=True)
+    assert exited.value.code == 1

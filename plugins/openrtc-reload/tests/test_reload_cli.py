@@ -1,17 +1,110 @@
-"""Reloading from the command line: ``openrtc simulate --reload``, ``dev`` and ``start``."""
+"""Reloading from the command line: ``openrtc simulate --reload``, ``dev`` and ``start``, and
+``--reload``/``--no-reload`` as openrtc-reload's run option."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import sys
 from pathlib import Path
 
 import pytest
+from livekit.agents import Agent
 from reload_project import make_project, wait_until
 
-from openrtc_core import PoolConfigError
+from openrtc_core import AgentPool, OpenRTCError, RunContext
+from openrtc_reload import plugin as reload_plugin
+from openrtc_testing.runs import TakenRuns
+
+CREDENTIALS = ["--url", "ws://127.0.0.1:9", "--api-key", "k", "--api-secret", "s"]
+
+
+class Quiet(Agent):
+    def __init__(self) -> None:
+        super().__init__(instructions="Say nothing.")
+
+
+def pool(*plugins: object) -> AgentPool:
+    built = AgentPool(load_plugins=False, plugins=[reload_plugin, *plugins])
+    built.add("support", Quiet)
+    return built
+
+
+def run(argv: list[str], reload: bool | None = None) -> RunContext:
+    """The run `argv` (and ``pool.run(reload=...)`` when given) would start."""
+    taker = TakenRuns()
+    built = pool(taker)
+    start = functools.partial(built.run, [*argv, *CREDENTIALS])
+    if reload is not None:
+        start = functools.partial(start, reload=reload)
+    with pytest.raises(SystemExit) as exited:
+        start()
+    assert exited.value.code == 0
+    (taken,) = taker.runs
+    return taken
+
+
+@pytest.mark.parametrize(
+    ("verb", "args", "reloads", "appended"),
+    [
+        ("dev", [], True, ["--no-reload"]),
+        ("dev", ["--reload"], True, ["--no-reload"]),
+        ("dev", ["--no-reload"], False, ["--no-reload"]),
+        ("start", [], False, []),
+        ("start", ["--reload"], True, []),
+        ("start", ["--reload", "--no-reload"], False, []),
+        ("start", ["--no-reload", "--reload"], True, []),
+    ],
+)
+def test_reload_is_on_for_dev_and_when_asked_for_and_livekit_never_sees_the_flag(
+    verb: str, args: list[str], reloads: bool, appended: list[str]
+) -> None:
+    taken = run([verb, *args])
+    assert taken.options["reload"] is reloads
+    # livekit's own dev reload (a notice since livekit removed it) is always off.
+    assert list(taken.args) == [verb, *CREDENTIALS, *appended]
+
+
+def test_code_asks_for_reload_below_the_command_line() -> None:
+    taken = run(["start"], reload=True)
+    assert taken.options["reload"] is True
+    assert taken.options.source("reload") == "pool.run(reload=)"
+    assert run(["dev", "--no-reload"], reload=True).options["reload"] is False
+
+
+def test_a_server_built_in_code_reloads_only_when_asked() -> None:
+    assert pool().run_options["reload"] is False
+    asked = pool()
+    asked.create_server(reload=True)
+    assert asked.run_options["reload"] is True
+    assert asked.view().run_options["reload"] is True
+
+
+def test_reload_is_not_for_console(capsys: pytest.CaptureFixture[str]) -> None:
+    taker = TakenRuns()
+    with pytest.raises(SystemExit) as exited:
+        pool(taker).run(["console", "--reload"])
+    assert exited.value.code == 1
+    assert taker.runs == []
+    err = capsys.readouterr().err
+    assert "--reload is for dev and start, not console" in err, err
+
+
+@pytest.mark.parametrize("argv", [["dev"], ["start", "--reload"]])
+def test_a_reloading_run_with_an_unknown_strategy_stops_before_any_worker(
+    argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("OPENRTC_RELOAD", "nonesuch")
+    taker = TakenRuns()
+    with pytest.raises(SystemExit) as exited:
+        pool(taker).run([*argv, *CREDENTIALS])
+    assert exited.value.code == 1
+    assert taker.runs == []
+    err = capsys.readouterr().err
+    assert "no reload strategy 'nonesuch'" in err and "watch" in err, err
+    assert "Traceback" not in err
 
 
 async def test_simulate_reload_reports_which_code_answered_each_turn(
@@ -74,5 +167,7 @@ def test_reload_without_a_strategy_is_one_clear_error(
 ) -> None:
     pool = make_project(tmp_path).load()
     monkeypatch.setenv("OPENRTC_RELOAD", "nonesuch")
-    with pytest.raises(PoolConfigError, match=r"no reload strategy 'nonesuch'.*watch"):
+    with pytest.raises(OpenRTCError, match=r"no reload strategy 'nonesuch'.*watch"):
         pool.create_server(reload=True)
+    # Reloading off, the strategy is never looked for.
+    pool.create_server(reload=False)

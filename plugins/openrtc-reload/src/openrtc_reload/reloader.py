@@ -2,7 +2,7 @@
 in, and each live session of a changed agent switches at its next turn boundary.
 
 One :class:`WatchReloader` runs in every process that hosts the pool (see
-:mod:`openrtc_core.reloading`): the worker, and with ``process`` isolation each job process,
+:mod:`.running`): the worker, and with ``process`` isolation each job process,
 which switches its own session. Rollback is per process: the process where new code raised
 on a session's first turn puts the previous code back for all of its sessions and new calls.
 """
@@ -26,7 +26,6 @@ from openrtc_core import (
     AgentSpec,
     PoolChange,
     PoolState,
-    ReloadContext,
     ReloadEvent,
     ReloadKind,
 )
@@ -34,6 +33,7 @@ from openrtc_core import (
 from . import loader
 from .code import digest, ignored, library_packages
 from .loader import CheckFailed, Load
+from .running import ReloadContext
 from .switch import LiveCode
 
 logger = logging.getLogger("openrtc.reload")
