@@ -5,17 +5,15 @@ which cancels every task left at close and waited for them without a limit)."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 
 import pytest
 
 from openrtc_core.isolation.coroutine.leftovers import STUCK_EXIT_STATUS, UNATTRIBUTED
 from openrtc_testing import LoopbackDispatchServer
+from openrtc_testing.fleet import started_fleet
 from openrtc_testing.worker import simulate_call
 
 pytestmark = pytest.mark.asyncio
@@ -26,61 +24,34 @@ EXIT_TIMEOUT_S = 120.0
 call live); without the fix it never exits."""
 
 
-@asynccontextmanager
-async def plain_worker(
-    lk: LoopbackDispatchServer, log: Path
-) -> AsyncIterator[asyncio.subprocess.Process]:
-    """``openrtc start leak_pools:pool`` with simulation on, as one worker, no supervisor."""
-    env = {
-        **os.environ,
-        **lk.worker_env(),
-        "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
-        # No supervisor of either kind: the worker is the process itself.
-        "OPENRTC_DISABLE_PLUGINS": "deploy,workers",
-        "OPENRTC_SUPERVISOR": "",
-    }
-    with log.open("wb") as out:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "openrtc_testing.supervised",
-            "leak_pools:pool",
-            env=env,
-            stdout=out,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-    try:
-        yield proc
-    finally:
-        if proc.returncode is None:
-            with suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
+NO_SUPERVISOR = {
+    # No supervisor of either kind: the worker is the process itself.
+    "OPENRTC_DISABLE_PLUGINS": "deploy,workers",
+    "OPENRTC_SUPERVISOR": "",
+}
 
 
 def logged(log: Path) -> str:
     return log.read_text(errors="replace")
 
 
-async def until_logged(log: Path, text: str, timeout: float = 60) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while text not in logged(log):
-        if loop.time() > deadline:
-            raise AssertionError(f"{text!r} not logged within {timeout} s:\n{logged(log)}")
-        await asyncio.sleep(0.1)
-
-
 async def test_close_names_tasks_that_will_not_stop_and_does_not_hang(tmp_path: Path) -> None:
     log = tmp_path / "worker.log"
-    async with LoopbackDispatchServer() as lk, plain_worker(lk, log) as proc:
-        await lk.wait_for_worker(timeout=120)
+    async with (
+        LoopbackDispatchServer() as lk,
+        started_fleet(lk, tmp_path, env=NO_SUPERVISOR, pythonpath=[TESTS]) as worker,
+    ):
+        # ``openrtc start leak_pools:pool`` with simulation on, as one worker.
+        proc = await worker.start(
+            sys.executable, "-m", "openrtc_testing.supervised", "leak_pools:pool", log=log
+        )
+        await worker.registered(timeout=120)
         swallower, report = await simulate_call(lk, "swallower-1", turns=["hi"])
         assert report["outcome"] == "completed"
         ghost, report = await simulate_call(lk, "ghost-1", turns=["hi"])
         assert report["outcome"] == "completed"
         # The session's own leftover is cancelled after its call, and named when it goes on.
-        await until_logged(log, "swallows-cancel")
+        await worker.until(lambda: "swallows-cancel" in logged(log), 60, "swallows-cancel logged")
         proc.send_signal(signal.SIGTERM)
         status = await asyncio.wait_for(proc.wait(), EXIT_TIMEOUT_S)
     output = logged(log)

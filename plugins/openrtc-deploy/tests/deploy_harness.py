@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import signal
 import socket
 import sys
@@ -19,11 +18,13 @@ import attrs
 
 from openrtc_testing import LoopbackDispatchServer
 from openrtc_testing.dispatch import Dispatch
+from openrtc_testing.fleet import Fleet, started_fleet
 from openrtc_testing.worker import dispatch_until_accepted, simulated_call_metadata
 
 TESTS = Path(__file__).resolve().parent
 TARGET = "deploy_pools:pool"
 START_TIMEOUT_S = 120.0
+TAIL_CHARS = 6000
 
 
 @attrs.define
@@ -36,6 +37,7 @@ class Deployed:
     state: Path
     control: Path
     env: dict[str, str]
+    fleet: Fleet
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -60,16 +62,10 @@ class Deployed:
         return sum(1 for w in self.lk.workers if not w.closed)
 
     async def until(self, condition: Any, timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while not condition():
-            if self.proc.returncode is not None:
-                raise AssertionError(f"the controller exited waiting for {what}:\n{self.tail()}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no {what} within {timeout} s:\n{self.tail()}")
-            await asyncio.sleep(0.05)
+        await self.fleet.until(condition, timeout, what, chars=TAIL_CHARS)
 
     def tail(self) -> str:
-        return self.output()[-6000:]
+        return self.output()[-TAIL_CHARS:]
 
     async def call(
         self, room: str, *, hold_s: float = 0.0, turns: Sequence[str] = ("hello",)
@@ -174,52 +170,27 @@ async def deployed(
     state = tmp_path / "state"
     state.mkdir(exist_ok=True)
     control = tmp_path / "run" / "control.sock"
-    async with LoopbackDispatchServer() as lk:
-        log = tmp_path / "controller.log"
-        full_env = {
-            **os.environ,
-            **lk.worker_env(),
-            "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
-            "PYTHONUNBUFFERED": "1",
-            "DEPLOY_TEST_STATE": str(state),
-            "OPENRTC_VERSION": version,
-            **(env or {}),
-        }
-        full_env.pop("OPENRTC_SUPERVISOR", None)
-        with log.open("wb") as out:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "openrtc_testing.supervised",
-                TARGET,
-                "--control",
-                str(control),
-                *args,
-                env=full_env,
-                stdout=out,
-                stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,
-            )
-        handle = Deployed(lk=lk, proc=proc, log=log, state=state, control=control, env=full_env)
-        try:
-            yield handle
-        finally:
-            if proc.returncode is None:
-                # The generations and their workers are in process groups of their own.
-                for pid in [proc.pid, *_descendants(proc.pid)]:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
-                await proc.wait()
-
-
-def _descendants(pid: int) -> list[int]:
-    found: list[int] = []
-    frontier = [pid]
-    while frontier:
-        parent = frontier.pop()
-        path = Path(f"/proc/{parent}/task/{parent}/children")
-        with contextlib.suppress(OSError):
-            kids = [int(p) for p in path.read_text().split()]
-            found += kids
-            frontier += kids
-    return found
+    log = tmp_path / "controller.log"
+    overrides: dict[str, str | None] = {
+        "DEPLOY_TEST_STATE": str(state),
+        "OPENRTC_VERSION": version,
+        **(env or {}),
+        "OPENRTC_SUPERVISOR": None,
+    }
+    async with (
+        LoopbackDispatchServer() as lk,
+        started_fleet(lk, tmp_path, env=overrides, pythonpath=[TESTS]) as fleet,
+    ):
+        proc = await fleet.start(
+            sys.executable,
+            "-m",
+            "openrtc_testing.supervised",
+            TARGET,
+            "--control",
+            str(control),
+            *args,
+            log=log,
+        )
+        yield Deployed(
+            lk=lk, proc=proc, log=log, state=state, control=control, env=fleet.env, fleet=fleet
+        )
