@@ -90,6 +90,16 @@ SEE_ALSO: Final[dict[str, tuple[tuple[str, str], ...]]] = {
         ("Choosing a backend", "isolation.md#choosing-a-backend"),
     ),
     "openrtc_register_commands": (("Adding commands", "cli.md#adding-commands"),),
+    "openrtc_add_run_options": (
+        ("Adding options to the verbs", "plugins.md#adding-options-to-the-verbs"),
+    ),
+    "openrtc_take_over_run": (
+        ("Taking over a run", "plugins.md#taking-over-a-run"),
+        ("Several workers", "architecture.md#several-workers"),
+        ("Workers", "workers.md"),
+    ),
+    "openrtc_describe_run": (("Taking over a run", "plugins.md#taking-over-a-run"),),
+    "openrtc_log_fields": (("Deployment version", "cli.md#deployment-version"),),
 }
 """Hand-kept links under each hook to the pages that explain it in context."""
 
@@ -228,8 +238,10 @@ def aliases(source: str) -> dict[str, str]:
             and isinstance(node.value, ast.Subscript)
         ):
             segment = ast.get_source_segment(source, node.value) or ""
-            # A forward reference in quotes reads as the type it names.
-            found[node.targets[0].id] = segment.replace('"', "")
+            # A forward reference in quotes reads as the type it names; a Literal's strings
+            # keep theirs.
+            literal = segment.startswith("Literal[")
+            found[node.targets[0].id] = segment if literal else segment.replace('"', "")
     return found
 
 
