@@ -18,6 +18,8 @@ import kubernetes_validate  # type: ignore[import-untyped]  # the package ships 
 import pytest
 import yaml
 
+from openrtc_core.deployment import VERSION_ENV
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "kubernetes"
 # kubernetes-validate bundles the schemas of several versions (so this runs offline); pinned so
@@ -330,13 +332,13 @@ def version_follows_the_image(objects: list[Manifest]) -> list[str]:
     if labels.get("app.kubernetes.io/version") != tag:
         problems.append(f"the label app.kubernetes.io/version should be the image tag {tag}")
     version: Manifest = next(
-        (var for var in container.get("env", []) if var["name"] == "OPENRTC_VERSION"), {}
+        (var for var in container.get("env", []) if var["name"] == VERSION_ENV), {}
     )
     from_label = "metadata.labels['app.kubernetes.io/version']"
     if version.get("value") != tag and (
         version.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") != from_label
     ):
-        problems.append(f"OPENRTC_VERSION should be the image tag {tag} or read {from_label}")
+        problems.append(f"{VERSION_ENV} should be the image tag {tag} or read {from_label}")
     return problems
 
 
