@@ -3,11 +3,13 @@
     python docs/gen_cli.py            rewrite docs/cli-reference.md
     python docs/gen_cli.py --check    exit 1 when docs/cli-reference.md is not what this renders
 
-Every command comes from ``openrtc_core.cli.build_app()`` with the commands of the plugins
-this repository ships (``openrtc_core.cli.PLUGIN_COMMANDS``: ``simulate`` from
-openrtc-testing, which must be installed), so a plugin installed only on one machine does not
+Every command comes from ``openrtc_core.cli.build_app(host)`` with the commands and the run
+options of the plugins this repository ships (``openrtc_core.cli.PLUGIN_COMMANDS``, such as
+``simulate`` from openrtc-testing; the run options of the core and of the distributions in
+``plugins/``; all must be installed), so a plugin installed only on one machine does not
 change the page. Each command's usage line, arguments and options are read from its click
-command; the livekit verbs also list the options livekit's own CLI takes, read from the
+command; the livekit verbs also list the run options plugins add (``openrtc_add_run_options``),
+with the plugin that adds each, and the options livekit's own CLI takes, read from the
 installed livekit-agents (``openrtc_core.cli.livekit_options``), which ``openrtc`` passes
 through unchanged. To change the page, change the help texts in the code and run this script.
 """
@@ -24,8 +26,10 @@ import typer
 from generated_page import write_or_check
 from rich.text import Text
 
-from openrtc_core import cli
+from openrtc_core import cli, hints
+from openrtc_core.cli.livekit_help import CORE_DISTRIBUTION, run_option_params
 from openrtc_core.plugins import PluginHost
+from openrtc_core.runoptions import Declared
 
 DOCS: Final = Path(__file__).resolve().parent
 PAGE: Final = DOCS / "cli-reference.md"
@@ -33,16 +37,32 @@ COMMAND: Final = "python docs/gen_cli.py"
 PROG: Final = "openrtc"
 
 HEADER: Final = ("Option", "Type", "Default", "Environment", "Description")
+RUN_OPTION_HEADER: Final = (
+    "Option",
+    "Value",
+    "Default",
+    "Environment",
+    "Keyword",
+    "Added by",
+    "Description",
+)
+SHIPPED: Final = frozenset(
+    {CORE_DISTRIBUTION, *(p.name for p in (DOCS.parent / "plugins").glob("openrtc-*"))}
+)
+"""The distributions whose run options the page lists: the core and this repository's
+plugins."""
 
 
 # -- reading the app --------------------------------------------------------------------------
 
 
 def openrtc_group() -> Any:
-    """The ``openrtc`` click group: built-in commands and those of this repository's plugins."""
-    app = cli.build_app()
+    """The ``openrtc`` click group: built-in commands and those of this repository's plugins,
+    its verbs with the run options of the core and of this repository's plugins."""
     host = PluginHost(strict=False, disabled=frozenset())
     host.load_entry_points()
+    check_run_options(host.run_options())
+    app = cli.build_app(host)
     host.register_commands(app)
     group: Any = typer.main.get_command(app)
     known = set(cli.command_names(cli.build_app())) | set(cli.PLUGIN_COMMANDS)
@@ -56,6 +76,21 @@ def openrtc_group() -> Any:
         if name not in known:
             del group.commands[name]
     return group
+
+
+def check_run_options(declared: dict[str, Declared]) -> None:
+    """Stop when a flag this repository's plugins add is missing: the page would lack it."""
+    flags = {flag for d in declared.values() for flag in d.option.flags}
+    missing = sorted(
+        {hint.distribution for hint in hints.HINTS for flag in hint.flags if flag not in flags}
+    )
+    if missing:
+        raise SystemExit(f"run options missing: install {', '.join(missing)}")
+
+
+def shipped(declared: Sequence[Declared]) -> list[Declared]:
+    """The run options of the core and of this repository's plugins, in declaration order."""
+    return [d for d in declared if d.distribution in SHIPPED]
 
 
 def context(command: Any, name: str, parent: Any = None) -> Any:
@@ -128,24 +163,58 @@ def envvar_of(param: Any) -> str:
     return ", ".join(code(e) for e in ([envvar] if isinstance(envvar, str) else envvar))
 
 
-def option_rows(params: Sequence[Any], ctx: Any) -> list[str]:
-    table = [
-        (
-            names(param),
-            type_of(param, ctx),
-            default_of(param, ctx),
-            envvar_of(param),
-            plain(param.help),
-        )
-        for param in params
-    ]
+def option_cells(param: Any, ctx: Any) -> tuple[str, str, str, str]:
+    """Option, Type, Default and Environment of `param`."""
+    return names(param), type_of(param, ctx), default_of(param, ctx), envvar_of(param)
+
+
+def table(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
     # No Environment column when no option of the table reads one.
     keep = [
-        i for i, title in enumerate(HEADER) if title != "Environment" or any(r[i] for r in table)
+        i for i, title in enumerate(header) if title != "Environment" or any(r[i] for r in body)
     ]
-    rows = [[HEADER[i] for i in keep], ["---"] * len(keep)]
-    rows += [[cell(row[i]) for i in keep] for row in table]
+    rows = [[header[i] for i in keep], ["---"] * len(keep)]
+    rows += [[cell(row[i]) for i in keep] for row in body]
     return [f"| {' | '.join(row)} |" for row in rows]
+
+
+def option_rows(params: Sequence[Any], ctx: Any) -> list[str]:
+    return table(HEADER, [(*option_cells(p, ctx), plain(p.help)) for p in params])
+
+
+def added_by(item: Declared) -> str:
+    plugin = f"plugin {code(item.plugin)}"
+    return f"{code(item.distribution)} ({plugin})" if item.distribution else plugin
+
+
+def run_option_default(item: Declared, verb: str) -> str:
+    """The option's default for `verb` (a default may depend on the verb)."""
+    option = item.option
+    value = option.default_for(verb)
+    if option.switch:
+        return code(option.flags[0] if value else option.flags[1])
+    return "" if value is None else code(str(value))
+
+
+def run_option_rows(declared: Sequence[Declared], verb: str) -> list[str]:
+    """One row per run option: its flags, its value's placeholder, its default for `verb`,
+    its variable, its ``pool.run(...)`` keyword and who adds it."""
+    body = []
+    for item in declared:
+        (param,) = run_option_params((item,))
+        option = item.option
+        body.append(
+            (
+                names(param),
+                "flag" if option.switch else option.metavar,
+                run_option_default(item, verb),
+                envvar_of(param),
+                code(f"{option.name}="),
+                added_by(item),
+                plain(option.help),
+            )
+        )
+    return table(RUN_OPTION_HEADER, body)
 
 
 def argument_rows(params: Sequence[Any], ctx: Any) -> list[str]:
@@ -167,10 +236,12 @@ def visible(params: Sequence[Any], kind: str) -> list[Any]:
     ]
 
 
-def render_command(name: str, command: Any, parent: Any) -> list[str]:
+def render_command(name: str, command: Any, parent: Any, level: int = 2) -> list[str]:
+    """`command`'s section (``## openrtc NAME``), then one for each of its subcommands."""
     ctx = context(command, name, parent)
-    blocks = [f"## openrtc {name}", f"```text\n{usage(command, ctx)}\n```", plain(command.help)]
-    if name in cli.PLUGIN_COMMANDS:
+    title = f"{'#' * level} {ctx.command_path}"
+    blocks = [title, f"```text\n{usage(command, ctx)}\n```", plain(command.help)]
+    if level == 2 and name in cli.PLUGIN_COMMANDS:
         known = cli.PLUGIN_COMMANDS[name]
         blocks.append(
             f"Added by the `{known.distribution}` distribution (plugin `{known.entry_point}`); "
@@ -183,6 +254,14 @@ def render_command(name: str, command: Any, parent: Any) -> list[str]:
     if options:
         blocks.append("\n".join(option_rows(options, ctx)))
     if isinstance(command, cli.VerbCommand):
+        declared = shipped(command.run_options)
+        if declared:
+            blocks.append(
+                f"Run options `{command.verb}` takes, added by plugins (the core's own "
+                "included); each is also a keyword of `pool.run(...)`. See "
+                "[Adding options to the verbs](plugins.md#adding-options-to-the-verbs)."
+            )
+            blocks.append("\n".join(run_option_rows(declared, command.verb)))
         passed = list(cli.livekit_options(command.verb))
         if passed:
             blocks.append(
@@ -192,6 +271,8 @@ def render_command(name: str, command: Any, parent: Any) -> list[str]:
             blocks.append("\n".join(option_rows(passed, ctx)))
     if command.epilog:
         blocks.append(plain(command.epilog))
+    for sub in getattr(command, "list_commands", lambda _: [])(ctx):
+        blocks += render_command(sub, command.commands[sub], ctx, level + 1)
     return blocks
 
 
