@@ -38,7 +38,6 @@ import asyncio
 import contextlib
 import itertools
 import json
-import math
 import os
 import platform
 import random
@@ -65,6 +64,8 @@ from openrtc_testing.worker import dispatch_until_accepted, simulated_call_metad
 
 from .arguments import OneLineParser, add_numeric_options
 from .provenance import package_version, source_revision, uncreatable_dir
+from .tables import markdown as markdown_table
+from .tables import number, percentiles
 
 DEFAULT_OUT: Final = Path("benchmarks/results/deploy")
 POOL_MODULE: Final = "deploybench_pool"
@@ -493,12 +494,7 @@ async def drive(a: argparse.Namespace, root: Path) -> dict[str, Any]:
 
 def spread(values: Sequence[float]) -> dict[str, Any]:
     """n, p50, p95 (nearest rank) and max of `values`, rounded; None where empty."""
-    s = sorted(values)
-
-    def at(q: float) -> float | None:
-        return round(s[max(0, math.ceil(q * len(s)) - 1)], 3) if s else None
-
-    return {"n": len(s), "p50": at(0.5), "p95": at(0.95), "max": round(s[-1], 3) if s else None}
+    return percentiles(values, (50, 95), digits=3)
 
 
 def live_version(t: float, deploys: Sequence[Deploy]) -> int:
@@ -637,7 +633,7 @@ def analyse(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def sec(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
+    return number(value, "{:.2f}", missing="-")
 
 
 SUMMARY: Final = (
@@ -649,33 +645,54 @@ SUMMARY: Final = (
 )
 
 
+DEPLOY_HEADERS: Final = (
+    "deploy",
+    "version",
+    "live calls",
+    "started s",
+    "ready s",
+    "first call on new s",
+    "returned s",
+    "new full s",
+    "no taker ms",
+    "max offers",
+    "drain s (calls)",
+    "cut",
+)
+
+
 def render(summary: dict[str, Any], settings: dict[str, Any]) -> str:
     """The table: one row per deploy, then the figures over every deploy."""
+    deploys = [
+        [
+            str(d["deploy"]),
+            d["version"] + ("" if d["ok"] else " FAILED"),
+            str(d["live_calls_at_deploy"]),
+            sec(d["reached_controller_s"]),
+            sec(d["controller_ready_s"]),
+            sec(d["first_call_on_new_s"]),
+            sec(d["returned_s"]),
+            sec(d["new_workers_full_s"]),
+            f"{d['longest_no_taker_ms']:.0f}",
+            str(d["max_offers"]),
+            f"{sec(d['drain_s'])} ({d['drained_calls'] if d['drain_s'] else '-'})",
+            str(len(d["cut"]) + len(d["lost"])),
+        ]
+        for d in summary["deploys"]
+    ]
+    overall = [
+        [label, sec(summary[key]["p50"]), sec(summary[key]["p95"]), sec(summary[key]["max"])]
+        for label, key in SUMMARY
+    ]
+    live = summary["live_calls_while_deploying"]
     lines = [
         f"{settings['deploys']} deploys under {settings['calls']} live calls, "
         f"{settings['workers']} worker(s) per generation, calls held ~{settings['hold']:g} s; "
         "seconds after `openrtc deploy` started",
         "",
-        "| deploy | version | live calls | started s | ready s | first call on new s "
-        "| returned s | new full s | no taker ms | max offers | drain s (calls) | cut |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for d in summary["deploys"]:
-        drained = f"{sec(d['drain_s'])} ({d['drained_calls'] if d['drain_s'] else '-'})"
-        lines.append(
-            f"| {d['deploy']} | {d['version']}{'' if d['ok'] else ' FAILED'} "
-            f"| {d['live_calls_at_deploy']} | {sec(d['reached_controller_s'])} "
-            f"| {sec(d['controller_ready_s'])} | {sec(d['first_call_on_new_s'])} "
-            f"| {sec(d['returned_s'])} | {sec(d['new_workers_full_s'])} "
-            f"| {d['longest_no_taker_ms']:.0f} | {d['max_offers']} | {drained} "
-            f"| {len(d['cut']) + len(d['lost'])} |"
-        )
-    lines += ["", "| over every deploy, s | p50 | p95 | max |", "|---|---:|---:|---:|"]
-    for label, key in SUMMARY:
-        f = summary[key]
-        lines.append(f"| {label} | {sec(f['p50'])} | {sec(f['p95'])} | {sec(f['max'])} |")
-    live = summary["live_calls_while_deploying"]
-    lines += [
+        *markdown_table(DEPLOY_HEADERS, deploys, "><" + ">" * (len(DEPLOY_HEADERS) - 2)),
+        "",
+        *markdown_table(["over every deploy, s", "p50", "p95", "max"], overall, "<>>>"),
         "",
         f"- longest stretch with no worker available: {summary['longest_no_taker_ms']:.0f} ms "
         f"in a deploy's window, {summary['longest_no_taker_ms_whole_run']:.0f} ms over the run",
