@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import os
@@ -16,6 +17,7 @@ from reload_project import make_project, wait_until
 
 from openrtc_core import AgentPool, OpenRTCError, RunContext
 from openrtc_reload import plugin as reload_plugin
+from openrtc_testing import LoopbackDispatchServer
 from openrtc_testing.runs import TakenRuns
 
 CREDENTIALS = ["--url", "ws://127.0.0.1:9", "--api-key", "k", "--api-secret", "s"]
@@ -171,3 +173,57 @@ def test_reload_without_a_strategy_is_one_clear_error(
         pool.create_server(reload=True)
     # Reloading off, the strategy is never looked for.
     pool.create_server(reload=False)
+
+
+async def _collect(proc: asyncio.subprocess.Process, lines: list[str]) -> None:
+    assert proc.stdout is not None
+    async for raw in proc.stdout:
+        lines.append(raw.decode(errors="replace").rstrip())
+
+
+@pytest.mark.parametrize("argv", [["dev"], ["start", "--reload"]])
+async def test_the_openrtc_command_reloads_for_dev_and_for_start_reload(
+    argv: list[str], tmp_path: Path
+) -> None:
+    project = make_project(tmp_path)
+    lines: list[str] = []
+
+    def applied() -> bool:
+        return any("reload applied" in line for line in lines)
+
+    async with LoopbackDispatchServer() as dispatch:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "openrtc_core",
+            argv[0],
+            str(project.app),
+            *argv[1:],
+            "--url",
+            dispatch.url,
+            "--api-key",
+            dispatch.api_key,
+            "--api-secret",
+            dispatch.api_secret,
+            env={**os.environ, "COLUMNS": "300", "OPENRTC_HTTP_PORT": "0"},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        reader = asyncio.create_task(_collect(proc, lines))
+        try:
+            await dispatch.wait_for_worker(timeout=60)
+            # A save made before the worker's watcher is set up is not seen: save again (a new
+            # version each time) until one applies.
+            for version in range(2, 40):
+                project.edit(
+                    "support.py",
+                    lambda s, v=version: s.replace(f'TAG = "v{v - 1}"', f'TAG = "v{v}"'),
+                )
+                with contextlib.suppress(AssertionError):
+                    await wait_until(applied, timeout=3, what="a reload")
+                    break
+        finally:
+            proc.terminate()
+            await asyncio.wait_for(proc.wait(), 60)
+            await reader
+    assert applied(), "\n".join(lines)
