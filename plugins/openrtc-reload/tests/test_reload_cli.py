@@ -181,6 +181,10 @@ async def _collect(proc: asyncio.subprocess.Process, lines: list[str]) -> None:
         lines.append(raw.decode(errors="replace").rstrip())
 
 
+def _bump_tag(source: str, *, version: int) -> str:
+    return source.replace(f'TAG = "v{version - 1}"', f'TAG = "v{version}"')
+
+
 @pytest.mark.parametrize("argv", [["dev"], ["start", "--reload"]])
 async def test_the_openrtc_command_reloads_for_dev_and_for_start_reload(
     argv: list[str], tmp_path: Path
@@ -215,10 +219,8 @@ async def test_the_openrtc_command_reloads_for_dev_and_for_start_reload(
             # A save made before the worker's watcher is set up is not seen: save again (a new
             # version each time) until one applies.
             for version in range(2, 40):
-                project.edit(
-                    "support.py",
-                    lambda s, v=version: s.replace(f'TAG = "v{v - 1}"', f'TAG = "v{v}"'),
-                )
+                bump = functools.partial(_bump_tag, version=version)
+                project.edit("support.py", bump)
                 with contextlib.suppress(AssertionError):
                     await wait_until(applied, timeout=3, what="a reload")
                     break
