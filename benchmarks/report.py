@@ -278,6 +278,10 @@ class Table:
     def cell(self, variant: str, calls: int) -> Cell | None:
         return self._by_key.get((variant, calls))
 
+    def at(self, calls: int) -> list[Cell]:
+        """The cells at N = `calls`, in the variants' order."""
+        return [cell for v in self.variants if (cell := self.cell(v, calls)) is not None]
+
     def value(self, variant: str, calls: int, metric: str) -> float | None:
         cell = self.cell(variant, calls)
         return cell.get(metric) if cell is not None and cell.ok else None
@@ -350,6 +354,11 @@ def spread_of(metric: str, fmt: Callable[[float | None], str] = duration) -> Cal
     return lambda cell: with_spread(cell, metric, fmt)
 
 
+def failed_calls(cell: Cell) -> str:
+    """A column's text for a cell: how many of its calls failed."""
+    return str(cell.failures)
+
+
 # -- console ---------------------------------------------------------------------------------
 
 Column = tuple[str, Callable[[Cell], str]]
@@ -362,8 +371,7 @@ def console_rows(table: Table, status_width: int, columns: Sequence[Column]) -> 
     rows = [
         [cell.name, str(calls), cell_status(cell)[:status_width], *(t(cell) for _, t in columns)]
         for calls in table.sizes
-        for variant in table.variants
-        if (cell := table.cell(variant, calls)) is not None
+        for cell in table.at(calls)
     ]
     headers = ["variant", "N", "status", *(heading for heading, _ in columns)]
     return terminal(headers, rows, "<><" + ">" * len(columns))
@@ -381,7 +389,7 @@ TEXT_CONSOLE_COLUMNS: Final[tuple[Column, ...]] = (
     ("lag p99", median_of("lag_p99_s")),
     ("all live", median_of("lag_all_live_p99_s")),
     ("CPU/turn", median_of("cpu_per_turn_s", _cpu)),
-    ("fail", lambda c: str(c.failures)),
+    ("fail", failed_calls),
 )
 
 
@@ -736,10 +744,7 @@ HEADLINE_HEADERS: Final = (
 def _headline(table: Table, calls: int) -> list[str]:
     """Every variant at N = `calls`, with its memory and start latency against A's."""
     rows = []
-    for variant in table.variants:
-        cell = table.cell(variant, calls)
-        if cell is None:
-            continue
+    for cell in table.at(calls):
         if not cell.ok:
             rows.append([cell.name, cell_status(cell), *[""] * (len(HEADLINE_HEADERS) - 2)])
             continue
@@ -766,10 +771,7 @@ def per_n_rows(table: Table, calls: int, columns: Sequence[Column]) -> list[str]
     """A table of every variant at N = `calls`: its name and runs, then `columns` (a dash in
     each for a variant none of whose runs went well)."""
     rows = []
-    for variant in table.variants:
-        cell = table.cell(variant, calls)
-        if cell is None:
-            continue
+    for cell in table.at(calls):
         if not cell.ok:
             rows.append([cell.name, cell_status(cell), *[DASH] * len(columns)])
             continue
@@ -798,16 +800,14 @@ TEXT_COLUMNS: Final[tuple[Column, ...]] = (
     ("loop lag p99", spread_of("lag_p99_s")),
     ("loop lag p99 (all live)", spread_of("lag_all_live_p99_s")),
     ("CPU / turn", median_of("cpu_per_turn_s", _cpu)),
-    ("failed calls", lambda c: str(c.failures)),
+    ("failed calls", failed_calls),
 )
 
 
 def _per_n(table: Table, calls: int) -> list[str]:
     notes = []
-    for variant in table.variants:
-        cell = table.cell(variant, calls)
-        if cell is None:
-            continue
+    for cell in table.at(calls):
+        variant = cell.variant
         notes += cell_notes(cell)
         init = cell.get("process_init_p50_s")
         if init is not None:

@@ -29,6 +29,7 @@ from .report import (
     cell_status,
     console_added,
     console_rows,
+    failed_calls,
     hand_written,
     image_lines,
     interrupted,
@@ -173,7 +174,7 @@ VOICE_CONSOLE_COLUMNS: Final[tuple[Column, ...]] = (
     ("CPU/call-s", median_of("cpu_per_call_s", _per_s)),
     ("all live", median_of("lag_all_live_p99_s")),
     ("dropped", median_of("frames_dropped", _count)),
-    ("fail", lambda c: str(c.failures)),
+    ("fail", failed_calls),
 )
 
 
@@ -307,13 +308,12 @@ VOICE_COLUMNS: Final[tuple[Column, ...]] = (
         "input frames late / dropped",
         lambda c: f"{_count(c.get('frames_late'))} / {_count(c.get('frames_dropped'))}",
     ),
-    ("failed calls", lambda c: str(c.failures)),
+    ("failed calls", failed_calls),
 )
 
 
 def _per_n(table: Table, calls: int) -> list[str]:
-    cells = [cell for v in table.variants if (cell := table.cell(v, calls)) is not None]
-    notes = [note for cell in cells for note in cell_notes(cell)]
+    notes = [note for cell in table.at(calls) for note in cell_notes(cell)]
     return [f"#### N = {calls}", "", *per_n_rows(table, calls, VOICE_COLUMNS), "", *notes]
 
 
