@@ -17,9 +17,24 @@ from openrtc_core import AgentPool
 from openrtc_core.runoptions import RUN_VERBS
 from openrtc_tenancy import plugin as tenancy_plugin
 from openrtc_testing import LoopbackDispatchServer
+from openrtc_testing.fleet import started_fleet
 from openrtc_testing.worker import simulated_call_metadata
 
 ROOT = Path(__file__).resolve().parents[3]
+TESTS = Path(__file__).resolve().parent
+RUN_DEV = """
+import os
+import sys
+
+from openrtc_core import load_pool
+from openrtc_testing.simulation import Simulation
+
+if __name__ == "__main__":
+    pool = load_pool(sys.argv[1])
+    simulation = Simulation(os.environ["LIVEKIT_URL"])
+    pool.run(["dev", *sys.argv[2:]], prog_name="openrtc", plugins=[simulation])
+"""
+"""``openrtc dev TARGET ARGS`` with the simulation plugin, so it runs simulated calls."""
 
 
 @pytest.fixture(autouse=True)
@@ -170,3 +185,22 @@ async def test_without_a_tenants_file_the_plugin_does_nothing(
     assert d.accepted
     assert report["turns"][0]["events"][-1]["text"] == "pool default"
     assert tenancy_plugin.current() is None
+
+
+async def test_the_flag_of_a_run_verb_reaches_the_job_processes(tmp_path: Path) -> None:
+    # dev, not start: a start worker with process isolation reports itself full by CPU load.
+    (tmp_path / "run_dev.py").write_text(RUN_DEV)
+    target = "tenancy_fixtures:PROCESS_POOL_TENANTS_IN_CODE"
+    args = [target, "--tenants", str(PROCESS_TENANTS)]
+    if "reload" in AgentPool().plugins.run_options():
+        args.append("--no-reload")  # no file watching in the worker and its job processes
+    async with (
+        LoopbackDispatchServer() as lk,
+        started_fleet(lk, tmp_path, pythonpath=[TESTS], env={"OPENRTC_TENANTS": None}) as fleet,
+    ):
+        await fleet.start(sys.executable, str(tmp_path / "run_dev.py"), *args, cwd=tmp_path)
+        await fleet.registered(1)
+        reports = await keyed_replies(lk)
+        worker = fleet.processes[0].pid
+    assert worker not in (reports["acme"]["pid"], reports["globex"]["pid"])
+    assert_keyed_in_job_processes(reports)
