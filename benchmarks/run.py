@@ -34,9 +34,9 @@ from typing import Any, Final, TypeVar
 
 import attrs
 
-from openrtc_core import SUPERVISOR_ENV
+from openrtc_core import process_tree
 from openrtc_testing import LoopbackDispatchServer
-from openrtc_testing.measure import percentile, process_tree
+from openrtc_testing.measure import percentile
 from openrtc_testing.worker import dispatch_until_accepted
 
 from .runner import LAG_PREFIX
@@ -502,7 +502,7 @@ async def _run_once(plan: RunPlan, lag_dir: Path | None) -> dict[str, Any]:
         if lag_dir is not None:
             env[LAG_DIR_ENV] = str(lag_dir)
             # E is openrtc-workers' supervisor itself, also where openrtc-deploy is installed.
-            env[SUPERVISOR_ENV] = "workers"
+            env["OPENRTC_DISABLE_PLUGINS"] = "deploy"
             args += ["--workers", str(workers)]
         with log_path.open("wb") as log:
             spawned = time.monotonic()

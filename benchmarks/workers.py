@@ -27,10 +27,9 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from openrtc_core import SUPERVISOR_ENV
+from openrtc_core import child_pids, pss_mib
 from openrtc_testing import LoopbackDispatchServer
 from openrtc_testing.measure import percentile
-from openrtc_workers.memory import children, own_pss_mib
 
 from .arguments import OneLineParser, add_numeric_options
 from .provenance import package_version, source_revision, uncreatable_dir
@@ -43,7 +42,7 @@ DEFAULT_OUT: Final = Path("benchmarks/results/workers")
 
 
 def _pss_mib(pid: int) -> float:
-    used = own_pss_mib(pid)
+    used = pss_mib(pid)
     if used is None:
         raise RuntimeError(f"process {pid} is gone")
     return used
@@ -78,7 +77,7 @@ async def fleet(workers: int, log: Path) -> AsyncIterator[Fleet]:
             **os.environ,
             **lk.worker_env(),
             "LIVEKIT_LOG_LEVEL": "warn",
-            SUPERVISOR_ENV: "workers",  # not openrtc-deploy's controller, where installed
+            "OPENRTC_DISABLE_PLUGINS": "deploy",  # not openrtc-deploy's controller, where installed
         }
         with log.open("ab") as out:
             proc = await asyncio.create_subprocess_exec(
@@ -109,7 +108,7 @@ async def memory(workers: int, log: Path) -> dict[str, Any]:
             worker_pss = [_pss_mib(running.proc.pid)]
             supervisor = 0.0
         else:
-            worker_pss = [_pss_mib(pid) for pid in children(running.proc.pid)]
+            worker_pss = [_pss_mib(pid) for pid in child_pids(running.proc.pid)]
             supervisor = _pss_mib(running.proc.pid)
         running.proc.send_signal(signal.SIGTERM)
         await running.proc.wait()
@@ -126,7 +125,7 @@ async def restarts(kills: int, log: Path) -> dict[str, Any]:
     async with fleet(2, log) as running:
         for _ in range(kills):
             await asyncio.sleep(QUICK_CRASH_S)
-            victim = children(running.proc.pid)[0]
+            victim = child_pids(running.proc.pid)[0]
             os.kill(victim, signal.SIGKILL)
             killed = time.monotonic()
             await running.until(lambda: running.live() == 1, 30, "the dead worker's leave")

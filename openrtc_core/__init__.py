@@ -3,6 +3,7 @@
 from ._livekit import run_turn
 from ._version import __version__
 from .builtin.prewarm import VAD_KEY as SHARED_VAD_KEY
+from .cores import usable_cores
 from .deployment import (
     VERSION_ENV,
     VERSION_FLAG,
@@ -12,7 +13,14 @@ from .deployment import (
     resolve_deploy_version,
 )
 from .errors import HookFailedError, OpenRTCError, PluginLoadError, PoolConfigError, TargetError
-from .hookspecs import HookContract, OnFailure, contract_of, hookimpl
+from .hookspecs import (
+    AddRunOption,
+    HookContract,
+    OnFailure,
+    ProcessRole,
+    contract_of,
+    hookimpl,
+)
 from .identity import WorkerIdentity, worker_identity
 from .isolation import BackendTraits, IsolationBackend, JobPoolFactory, WorkerSpec
 from .logfields import REASON_LIMIT, bounded
@@ -39,7 +47,6 @@ from .origins import resolve as resolve_reference
 from .pool import AgentPool, AgentSpec, PoolChange, PoolState
 from .processes import child_pids, exit_reason, process_tree, pss_mib, smaps_rollup, tree_pss_mib
 from .registry import LiveSession
-from .reloading import ReloadContext, Reloader
 from .routing import job_view
 from .runoptions import RunContext, RunOption, RunOptions
 from .server import build_server
@@ -55,6 +62,7 @@ __all__ = [
     "VERSION_ATTRIBUTE",
     "VERSION_ENV",
     "VERSION_FLAG",
+    "AddRunOption",
     "AgentContext",
     "AgentPool",
     "AgentSpec",
@@ -75,10 +83,9 @@ __all__ = [
     "PoolSettings",
     "PoolState",
     "PoolView",
-    "ReloadContext",
+    "ProcessRole",
     "ReloadEvent",
     "ReloadKind",
-    "Reloader",
     "RouteDecision",
     "RunContext",
     "RunOption",
@@ -117,5 +124,6 @@ __all__ = [
     "run_turn",
     "smaps_rollup",
     "tree_pss_mib",
+    "usable_cores",
     "worker_identity",
 ]

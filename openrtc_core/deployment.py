@@ -1,15 +1,18 @@
 """Which deployment of the code a worker is: its deployment version.
 
-The *deployment version* names what was shipped: ``--version V`` on a run verb, else
-``OPENRTC_VERSION``, else the git commit of the pool's source folder (``-dirty`` when that
-folder has uncommitted changes), else a hash of the Python files in it. A deploy controller
-runs a generation of workers per version. It is not the *code version* (``AgentPool(version=)``,
-or the content hash a reload strategy stamps on an agent), which changes inside one running
-deployment whenever code reloads.
+The *deployment version* names what was shipped: ``--deploy-version V`` on a run verb
+(``pool.run(deploy_version=...)``), else ``OPENRTC_DEPLOY_VERSION``, else the git commit of
+the pool's source folder (``-dirty`` when that folder has uncommitted changes), else a hash
+of the Python files in it. A deploy controller runs a generation of workers per version.
+It is neither the *installed version* (``openrtc version``: which openrtc-core and
+livekit-agents are installed) nor the *code version* (``AgentPool(code_version=)``, or the
+content hash a reload strategy stamps on an agent), which changes inside one running
+deployment whenever code reloads. The former spellings (``--version`` on a run verb,
+``OPENRTC_VERSION``, ``pool.run(version=)``) still work, with a note.
 
-The command line resolves it once and exports it as ``OPENRTC_VERSION``, so forked workers,
-job processes and child processes all report the same value; a worker built some other way
-(``pool.create_server()`` in a test) resolves it from its pool on first use.
+The command line resolves it once and exports it as ``OPENRTC_DEPLOY_VERSION``, so forked
+workers, job processes and child processes all report the same value; a worker built some
+other way (``pool.create_server()`` in a test) resolves it from its pool on first use.
 """
 
 from __future__ import annotations
@@ -20,34 +23,36 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import Any, Final, Protocol
 
 import attrs
 
 from .errors import PoolConfigError
-from .origins import CallOrigin, ModuleOrigin
-
-if TYPE_CHECKING:
-    from .pool import AgentPool
+from .origins import CallOrigin, ModuleOrigin, Origin
 
 logger = logging.getLogger("openrtc.deploy")
 
-VERSION_ENV: Final = "OPENRTC_VERSION"
+VERSION_ENV: Final = "OPENRTC_DEPLOY_VERSION"
 """The deployment version, set by the command line (and inherited by every process it
 starts) or by whoever runs the worker."""
-VERSION_FLAG: Final = "--version"
+OLD_VERSION_ENV: Final = "OPENRTC_VERSION"
+"""The former name of :data:`VERSION_ENV`, still read."""
+VERSION_FLAG: Final = "--deploy-version"
 """The run verbs' flag that names the deployment version."""
-GENERATION_ENV: Final = "OPENRTC_GENERATION"
-"""Set by a deploy controller in each generation of workers it runs: 1, 2, ..."""
+OLD_VERSION_FLAG: Final = "--version"
+VERSION_OPTION: Final = "deploy_version"
+"""Its run option (:mod:`.runoptions`; ``pool.run(deploy_version=...)``)."""
 
-RUN_VERBS: Final = ("start", "dev", "console", "connect")
-"""The verbs that run a worker, and so take ``--version``."""
 SOURCES: Final = ("flag", "env", "git", "content")
 """Where a deployment version can come from, highest precedence first."""
 
 VERSION_PATTERN: Final = re.compile(r"[A-Za-z0-9._+:@/-]{1,128}")
+VERSION_RULE: Final = (
+    "a deployment version is 1 to 128 letters, digits and . _ + : @ / - (a release tag, a "
+    "build number or a commit, e.g. v1.4.2 or build-812)"
+)
 GIT_TIMEOUT_S: Final = 5.0
 CONTENT_PREFIX: Final = "sha-"
 HASH_CHARS: Final = 12
@@ -79,14 +84,25 @@ def check_version(raw: str, source: str) -> DeployVersion:
     it and saying what a version may hold."""
     if not VERSION_PATTERN.fullmatch(raw):
         given = f"{VERSION_FLAG} {raw!r}" if source == "flag" else f"{VERSION_ENV}={raw!r}"
-        raise PoolConfigError(
-            f"{given}: a deployment version is 1 to 128 letters, digits and . _ + : @ / - "
-            "(a release tag, a build number or a commit, e.g. v1.4.2 or build-812)"
-        )
+        raise PoolConfigError(f"{given}: {VERSION_RULE}")
     return DeployVersion(raw, source)
 
 
-def pool_source_dir(pool: AgentPool) -> Path | None:
+def checked_version(raw: str) -> str:
+    """`raw` when it is a usable deployment version (the run option's parser)."""
+    if not VERSION_PATTERN.fullmatch(raw):
+        raise ValueError(VERSION_RULE)
+    return raw
+
+
+class Located(Protocol):
+    """What a deployment version is read from: a pool, which knows where it came from."""
+
+    @property
+    def origin(self) -> Origin: ...
+
+
+def pool_source_dir(pool: Located) -> Path | None:
     """The folder the pool's code lives in: a directory target's own folder, else the folder
     of the file that built the pool (a module, a script, the module of a function that built
     it); None when no file is known (a pool built in an interactive session)."""
@@ -108,7 +124,7 @@ def _module_file(module: str) -> str:
 
 
 def resolve_deploy_version(
-    pool: AgentPool, explicit: str | None = None, *, use_env: bool = True
+    pool: Located, explicit: str | None = None, *, use_env: bool = True
 ) -> DeployVersion:
     """The deployment version of `pool`'s code: `explicit` (``--version``), else
     ``OPENRTC_VERSION`` (unless `use_env` is false: a deploy controller resolving the code
@@ -120,7 +136,7 @@ def resolve_deploy_version(
     """
     if explicit is not None:
         return check_version(explicit, "flag")
-    raw = os.environ.get(VERSION_ENV, "").strip() if use_env else ""
+    raw = exported() if use_env else ""
     if raw:
         return check_version(raw, "env")
     folder = pool_source_dir(pool) or Path.cwd()
@@ -207,13 +223,13 @@ _unannounced: tuple[DeployVersion, int] | None = None
 worker says it once in its log (a worker forked from it does not say it again)."""
 
 
-def deploy_version(pool: AgentPool | None = None) -> str:
+def deploy_version(pool: Located | None = None) -> str:
     """This process's deployment version: ``OPENRTC_VERSION`` (the command line exported
     it), else resolved from `pool` on first use and kept; "" with neither.
 
     :raises PoolConfigError: ``OPENRTC_VERSION`` is set to something that is not a version.
     """
-    raw = os.environ.get(VERSION_ENV, "").strip()
+    raw = exported()
     if raw:
         return check_version(raw, "env").value
     if pool is None:
@@ -224,16 +240,19 @@ def deploy_version(pool: AgentPool | None = None) -> str:
     return _RESOLVED[folder].value
 
 
-def generation() -> int | None:
-    """The generation a deploy controller runs this worker in (``OPENRTC_GENERATION``);
-    None when none does, or the value is not a positive number."""
-    raw = os.environ.get(GENERATION_ENV, "").strip()
-    return int(raw) if raw.isdecimal() and int(raw) > 0 else None
+def exported() -> str:
+    """The deployment version the environment gives (:data:`VERSION_ENV`, else its former
+    name), stripped; "" when neither is set."""
+    for name in (VERSION_ENV, OLD_VERSION_ENV):
+        raw = os.environ.get(name, "").strip()
+        if raw:
+            return raw
+    return ""
 
 
 def export_deploy_version(version: DeployVersion) -> Callable[[], None]:
     """Make `version` this process's deployment version, and that of every process it starts
-    from now on (``OPENRTC_VERSION``); the worker names it once in its log. Returns what puts
+    from now on (``OPENRTC_DEPLOY_VERSION``); the worker names it once in its log. Returns what puts
     things back as they were (for a worker that did not start after all)."""
     global _unannounced
     previous = os.environ.get(VERSION_ENV)
@@ -251,51 +270,32 @@ def export_deploy_version(version: DeployVersion) -> Callable[[], None]:
     return withdraw
 
 
-def take_version_flag(verb: str, args: Sequence[str]) -> tuple[str | None, list[str]]:
-    """The value of a run verb's ``--version V`` (or ``--version=V``; the last one wins) in
-    `args`, and `args` without it; other verbs' `args` are left as they are."""
-    if verb not in RUN_VERBS:
-        return None, list(args)
-    explicit: str | None = None
-    rest: list[str] = []
-    items = iter(args)
-    for arg in items:
-        flag, eq, value = arg.partition("=")
-        if flag != VERSION_FLAG:
-            rest.append(arg)
-            continue
-        explicit = value if eq else next(items, "")
-    return explicit, rest
-
-
 # -- the logs --------------------------------------------------------------------------------
 
 
 class DeployLogFields(logging.Filter):
-    """Names the deployment on every log record: ``deploy``, and ``generation`` when a deploy
-    controller runs the worker. A field the record already has is kept."""
+    """Names the deployment on every log record (``deploy``), with the fields plugins add
+    (``openrtc_log_fields``). A field the record already has is kept."""
 
-    def __init__(self, deploy: str, generation: int | None = None) -> None:
+    def __init__(self, deploy: str, fields: Mapping[str, Any] | None = None) -> None:
         super().__init__()
-        self.deploy = deploy
-        self.generation = generation
+        self.fields = {"deploy": deploy, **(fields or {})}
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not hasattr(record, "deploy"):
-            record.deploy = self.deploy
-        if self.generation is not None and not hasattr(record, "generation"):
-            record.generation = self.generation
+        for name, value in self.fields.items():
+            if not hasattr(record, name):
+                setattr(record, name, value)
         return True
 
 
-def install_deploy_log_fields(deploy: str) -> None:
-    """In a worker, name its deployment on every record its log handlers write, and say the
-    version once (:func:`announce_deploy_version`)."""
-    fields = DeployLogFields(deploy, generation())
+def install_deploy_log_fields(deploy: str, fields: Mapping[str, Any] | None = None) -> None:
+    """In a worker, name its deployment (and `fields`) on every record its log handlers
+    write, and say the version once (:func:`announce_deploy_version`)."""
+    log_filter = DeployLogFields(deploy, fields)
     for handler in logging.getLogger().handlers:
         for old in [f for f in handler.filters if isinstance(f, DeployLogFields)]:
             handler.removeFilter(old)
-        handler.addFilter(fields)
+        handler.addFilter(log_filter)
     announce_deploy_version()
 
 

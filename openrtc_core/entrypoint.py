@@ -35,11 +35,12 @@ from .models import (
     TenantContext,
 )
 from .registry import CURRENT_SESSION, SessionTag
-from .reloading import ensure_reloader
 from .routing import Router, job_view
+from .runoptions import RunOptions
 from .session import build_agent, build_session, session_options
 
 if TYPE_CHECKING:
+    from .hookspecs import ProcessRole
     from .pool import AgentPool, AgentSpec
 
 logger = logging.getLogger("openrtc.worker")
@@ -73,12 +74,10 @@ class PoolEntrypoint:
         plugins: Sequence[object] = (),
         *,
         ledger: JobLedger | None = None,
-        reload: bool = False,
         deploy: str = "",
     ) -> None:
         self.pool = pool
         self.worker_plugins = tuple(plugins)
-        self.reload = reload
         self.deploy = deploy
         """The worker's deployment version (travels with the entrypoint to job processes)."""
         self.in_job_process = False
@@ -89,17 +88,20 @@ class PoolEntrypoint:
         self.openrtc_job_pool: JobPoolFactory | None = None
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild_entrypoint, (self.pool, self.worker_plugins, self.reload, self.deploy))
+        # The run options go along: a server built in code (create_server(x=...)) exported
+        # none, and its job processes must see the worker's.
+        options = self.pool.run_options.to_env()
+        return (_rebuild_entrypoint, (self.pool, self.worker_plugins, self.deploy, options))
 
     async def __call__(self, ctx: JobContext) -> None:
-        if self.reload:
-            # A job process prewarmed before the last edit starts on the code on disk.
-            reloader = await ensure_reloader(self.pool, "job" if self.in_job_process else "worker")
-            if reloader is not None:
-                await reloader.before_job()
         # A real job passed the request handler, which warned about bad metadata already;
         # only a job with no request step (console mode, simulate_job) is read here first.
         job = job_view(ctx.job, warn=ctx.is_fake_job())
+        role: ProcessRole = "job" if self.in_job_process else "worker"
+        if self.in_job_process and id(self.pool) not in _HOSTING:
+            _HOSTING.add(id(self.pool))
+            await self.pool.plugins.process_started(self.pool, role)
+        await self.pool.plugins.before_job(self.pool, role, job)
         # livekit's job IPC (thread and process isolation) drops the accept attributes, so
         # there the routing decision is taken again, from the same job.
         routed = _livekit.accept_attributes(ctx).get(AGENT_ATTRIBUTE)
@@ -160,7 +162,7 @@ class SessionRun:
             room_name=job.room_name,
             agent=spec.name,
             tenant=tenant,
-            version=spec.version or pool.settings.version,
+            version=spec.version or pool.settings.code_version,
             deploy=deploy,
         )
         self.entry = pool.sessions.open(self.info)
@@ -354,11 +356,18 @@ class SessionRun:
             self.ctx.shutdown(reason=failed_reason(error))
 
 
+_HOSTING: set[int] = set()
+"""The pools this job process told plugins it hosts (``openrtc_process_started``)."""
+
+
 def _rebuild_entrypoint(
-    pool: AgentPool, plugins: tuple[object, ...], reload: bool = False, deploy: str = ""
+    pool: AgentPool, plugins: tuple[object, ...], deploy: str = "", options: str = ""
 ) -> PoolEntrypoint:
     register_worker_plugins(pool, plugins)
-    entrypoint = PoolEntrypoint(pool, plugins, reload=reload, deploy=deploy)
+    inherited = RunOptions.from_env(options) if options else None
+    if inherited is not None:
+        pool.use_run_options(inherited)
+    entrypoint = PoolEntrypoint(pool, plugins, deploy=deploy)
     entrypoint.in_job_process = True
     return entrypoint
 

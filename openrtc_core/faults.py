@@ -37,7 +37,7 @@ LIBRARY_ROOTS = tuple(
         *site.getsitepackages(),
     }
 )
-_FRAMEWORK = ("livekit.", "openrtc_core.", "openrtc_testing.", "asyncio.", "opentelemetry.")
+_FRAMEWORK = ("livekit.", "openrtc_", "asyncio.", "opentelemetry.")
 
 
 def _user_frames(tb: TracebackType | None, user_modules: frozenset[str]) -> bool:

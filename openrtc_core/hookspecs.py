@@ -24,7 +24,7 @@ happened without it. ``RAISE`` leaves the exception to the caller.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from .models import (
     JobView,
@@ -43,6 +43,8 @@ if TYPE_CHECKING:
     from livekit.agents import AgentServer, AgentSession, JobProcess
 
     from .isolation import IsolationBackend
+    from .pool import AgentPool
+    from .runoptions import RunContext, RunOption, RunOptions
 
 from .contracts import (
     CONTRACT_ATTRIBUTE,
@@ -73,9 +75,10 @@ def contract_of(hook: str) -> HookContract | None:
     return found if isinstance(found, HookContract) else None
 
 
+ProcessRole = Literal["worker", "job"]
+"""Which process hosts the pool: the worker process, or a job process of ``process``
+isolation (see :func:`openrtc_process_started`)."""
 RegisterBackend = Callable[[str, "Callable[[], IsolationBackend]"], None]
-RegisterReloadStrategy = Callable[[str, Callable[..., Any]], None]
-RegisterSupervisor = Callable[[str, Callable[..., Any]], None]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -266,58 +269,8 @@ def openrtc_start_session(launch: SessionLaunch) -> Awaitable[None] | None:
 
 
 # ---------------------------------------------------------------------------------------------
-# workers: several worker processes from one command
+# live code: agent code that fails in a session, or is loaded again while the worker runs
 # ---------------------------------------------------------------------------------------------
-
-
-@spec()
-def openrtc_register_supervisors(register: RegisterSupervisor) -> None:
-    """Offer supervisors by name: ``register(name, factory)``.
-
-    A factory takes a :class:`~openrtc_core.SupervisorContext` (the pool, the
-    :class:`~openrtc_core.WorkerPlan`, the core's ``prewarm()`` and ``run_worker(index,
-    count, port_slot)``, and the ``command`` that started the process) and returns a
-    :class:`~openrtc_core.Supervisor`, whose ``run()`` starts the workers, keeps them
-    running and returns the command's exit status. ``openrtc start`` uses the supervisor
-    named ``OPENRTC_SUPERVISOR``, else the first one registered (openrtc-deploy's
-    controller registers with ``tryfirst`` ahead of openrtc-workers' ``workers``). A factory
-    whose ``supervises_every_start`` attribute is true runs every ``start``, even of one
-    worker; others run only for several workers or recycling.
-
-    Called: in the ``openrtc`` process, when ``start`` decides whether and how to supervise.
-
-    Order: the first registration of a name wins; the first name registered is the default.
-
-    Failure: ``start --workers N`` with no supervisor installed stops with an error naming
-    the package to install.
-    """
-
-
-# ---------------------------------------------------------------------------------------------
-# reload: how edited agent code reaches live sessions (experimental)
-# ---------------------------------------------------------------------------------------------
-
-
-@spec()
-def openrtc_register_reload_strategies(register: RegisterReloadStrategy) -> None:
-    """Offer reload strategies by name: ``register(name, factory)``.
-
-    A factory takes a :class:`~openrtc_core.ReloadContext` (the pool of one process, and
-    whether that process is the worker or a job process) and returns a
-    :class:`~openrtc_core.Reloader`. A worker started with reloading on (``openrtc dev``,
-    ``openrtc start --reload``, ``pool.create_server(reload=True)``) builds one reloader per
-    process that hosts the pool: the worker process at start, and each job process
-    (``process`` isolation) before its first job. The strategy named ``OPENRTC_RELOAD``
-    (default ``watch``, which openrtc-reload offers) is used.
-
-    Called: in the worker process when the server is built (to check that a strategy
-    exists) and in every process that builds a reloader.
-
-    Order: the first registration of a name wins.
-
-    Failure: a worker asked to reload with no strategy stops at start with an error naming
-    the package to install.
-    """
 
 
 @spec(result=bool, firstresult=True)
@@ -364,7 +317,7 @@ def openrtc_check_pool(pool: PoolView) -> None:
     each worker process as its server is built. A plugin that follows a file while the worker
     runs checks each new version the same way and keeps the last good one.
 
-    :param pool: the pool's view: its agents, its default agent, the tenants file.
+    :param pool: the pool's view: its agents, its default agent, the run's options.
 
     Failure: any exception stops the worker from starting; an ``OpenRTCError`` is shown as
     is, anything else names the plugin.
@@ -417,8 +370,64 @@ def openrtc_worker_unhealthy(pool: PoolView, reason: str) -> None:
     worker goes on serving; only a new process frees it.
 
     Called: in the worker process, each time it finds one (coroutine isolation checks a
-    job's leftover tasks a few seconds after its call ended). openrtc-workers' supervisor
-    drains such a worker and starts its replacement.
+    job's leftover tasks a few seconds after its call ended). A supervisor of several
+    workers drains such a worker and starts its replacement.
+    """
+
+
+# ---------------------------------------------------------------------------------------------
+# process lifecycle: what a plugin runs beside the jobs, in each process hosting the pool
+# ---------------------------------------------------------------------------------------------
+
+
+@spec(awaited=True)
+def openrtc_process_started(pool: AgentPool, role: ProcessRole) -> Awaitable[None] | None:
+    """This process hosts the pool now: start what the plugin runs beside its jobs here (a
+    file watcher, a connection); return an awaitable (a coroutine) for work that waits.
+
+    :param pool: the pool itself (not a view): what a plugin that changes the pool's code
+        needs (``pool.adopt``, ``pool.stamp_versions``, ``pool.sessions``). Its
+        ``run_options`` are the run's, in a job process too.
+    :param role: ``"worker"``: the process that talks to LiveKit and routes jobs (its jobs
+        run here with ``coroutine`` and ``thread`` isolation); ``"job"``: a job process of
+        ``process`` isolation, which runs its jobs and nothing else.
+
+    Called: once in each process hosting the pool, in its event loop. In the worker process,
+    once per server, right after ``openrtc_worker_started``; the worker does not wait for
+    it, so a job may arrive while it runs (``openrtc_before_job`` is where a job waits). In
+    a job process, before its first job (awaited: the job waits).
+
+    Failure: logged, and the process goes on without what the plugin would have started.
+    """
+
+
+@spec(awaited=True)
+def openrtc_before_job(pool: AgentPool, role: ProcessRole, job: JobView) -> Awaitable[None] | None:
+    """A job is about to be built where it runs: return an awaitable for what must happen
+    before its agent is chosen and built (bring the pool's code up to date, say).
+
+    :param pool: the pool itself, as in :func:`openrtc_process_started`.
+    :param role: where the job runs: ``"worker"`` or ``"job"`` (a job process).
+    :param job: the job about to run.
+
+    Called: where the job runs, once per job, in the event loop that runs it (a job thread's
+    own loop with ``thread`` isolation), before routing falls back, tenants resolve and the
+    session is built; each implementation's awaitable is awaited in call order.
+
+    Failure: logged, and the job is built as if the plugin had returned None.
+    """
+
+
+@spec(awaited=True)
+def openrtc_worker_closing(pool: AgentPool) -> Awaitable[None] | None:
+    """The worker's server is closing, its jobs over: stop what ``openrtc_process_started``
+    started in the worker process; return an awaitable for work that waits.
+
+    Called: in the worker process, once per server, in its event loop, after livekit closed
+    the server and after the worker's ``openrtc_process_started`` finished. A job process
+    ends with its jobs and is not told.
+
+    Failure: logged; the worker closes all the same.
     """
 
 
@@ -453,4 +462,70 @@ def openrtc_register_commands(app: typer.Typer) -> None:
 
     Called: by the ``openrtc`` command, once, before it parses its arguments; historic, so a
     plugin registered later still sees the app.
+    """
+
+
+AddRunOption = Callable[["RunOption"], None]
+
+
+@spec()
+def openrtc_add_run_options(add: AddRunOption) -> None:
+    """Add options to the run verbs: ``add(RunOption(name=..., flag=..., help=..., ...))``.
+
+    Each :class:`~openrtc_core.RunOption` names its flag, the verbs that take it, its
+    environment variable, its help and how its text becomes a value; ``pool.run(name=...)``
+    takes it too, and ``AgentPool(name=...)`` with ``pool_keyword``. The core shows it in
+    each verb's help, takes it off the command line before livekit's CLI sees it, and
+    resolves one value per run (command line, then code, then the variable, then the
+    default), read as ``run.options`` (:func:`openrtc_take_over_run`) or
+    ``PoolView.run_options``. Processes the run starts see the same values.
+
+    Called: whenever the core needs the declared options: the ``openrtc`` command building
+    its verbs, a run resolving its values, ``AgentPool`` sorting its keywords.
+
+    Failure: a plugin that fails here adds no option; a flag of it given on the command line
+    is an error saying the plugin is broken. Two plugins adding the same flag, name or
+    variable stop the command, naming both.
+    """
+
+
+@spec(result=int, on_failure=OnFailure.RAISE, firstresult=True)
+def openrtc_take_over_run(run: RunContext) -> int | None:
+    """Run the verb yourself, and return the command's exit status; None to leave it to the
+    next plugin, and in the end to the core, which runs one worker in this process.
+
+    ``run`` (:class:`~openrtc_core.RunContext`) holds the pool, the verb, the resolved
+    ``options``, the arguments for livekit's CLI, and what the core offers a plugin that
+    runs workers elsewhere: ``prewarm()`` (the pool's prewarm, once, before forking) and
+    ``run_worker(index, count, port_slot)`` (one normal worker in the calling, forked
+    process), and ``command``, the command line that started this process.
+
+    Called: once per run verb, in the process the command started, after the options are
+    resolved and the pool checked.
+
+    Order: the first non-None result wins: a deploy controller (``tryfirst``) ahead of a
+    supervisor of several workers ahead of the plain worker.
+
+    Failure: not contained: an :class:`~openrtc_core.OpenRTCError` is shown as one
+    ``error:`` line and the command exits 1.
+    """
+
+
+@spec(result=str, firstresult=True)
+def openrtc_describe_run(verb: str, options: RunOptions) -> str | None:
+    """Say in one line how `verb` would run here (``openrtc plugins`` prints it for
+    ``start``), when this plugin would take it over; None otherwise.
+
+    Called: by ``openrtc plugins``, in its own process.
+
+    Order: the same as :func:`openrtc_take_over_run`; the first line wins.
+    """
+
+
+@spec(result=Mapping)
+def openrtc_log_fields() -> Mapping[str, Any] | None:
+    """Fields to put on every log record a worker writes (``{"generation": 3}``); a field a
+    record already has is kept.
+
+    Called: in each worker process, once, as its logging is set up.
     """

@@ -1,5 +1,5 @@
-"""Which of a supervisor's workers this process is (openrtc-workers), and the log fields
-that name it."""
+"""Which of a supervisor's workers this process is (set by the core's ``run_worker``), and
+the log fields that name it."""
 
 from __future__ import annotations
 

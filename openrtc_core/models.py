@@ -50,9 +50,9 @@ class PoolSettings:
     job_memory_limit_mb: float = 0
     job_memory_warn_mb: float = 1000
     server_options: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_mapping)
-    version: str = ""
-    tenants: str = ""
-    """The tenants file a tenancy plugin reads (``AgentPool(tenants=...)``, ``--tenants``)."""
+    code_version: str = ""
+    """The version of the pool's code (``AgentPool(code_version=)``) where no reload
+    strategy stamps one per agent; not the deployment version (``--deploy-version``)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -87,19 +87,19 @@ class PoolView:
     default_agent: str | None = None
     dispatch_name: str = ""
     isolation: str = "coroutine"
-    version: str = ""
+    code_version: str = ""
     options: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict, converter=_frozen_options)
     agent_versions: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_mapping)
-    tenants: str = ""
-    """The tenants file of the pool, for a tenancy plugin ("" when none is set)."""
     """Each agent's code version, where a reload strategy stamped one (see `version_of`)."""
+    run_options: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_mapping)
+    """The values of the options plugins add (``openrtc_add_run_options``) for this run."""
 
     def hosts(self, name: str) -> bool:
         return name in self.agents
 
     def version_of(self, agent: str) -> str:
         """The version a new session of `agent` runs: its code version, else the pool's."""
-        return self.agent_versions.get(agent) or self.version
+        return self.agent_versions.get(agent) or self.code_version
 
     def configured(self, agent: str) -> Mapping[str, Any]:
         """The configured session options of `agent` (empty for an agent not hosted)."""
@@ -184,12 +184,12 @@ class SessionInfo:
     tenant: TenantContext | None = None
     version: str = ""
     """The code version the session started on: the agent's content hash when a reload
-    strategy stamped one, else the pool's ``version=``. A reload may switch a live session
+    strategy stamped one, else the pool's ``code_version=``. A reload may switch a live session
     to newer code; ``pool.sessions`` holds its current info."""
     deploy: str = ""
-    """The deployment version of the worker running the session (``--version``,
-    ``OPENRTC_VERSION``, else its git commit or a content hash): it never changes during a
-    call, while `version` may."""
+    """The deployment version of the worker running the session (``--deploy-version``,
+    ``OPENRTC_DEPLOY_VERSION``, else its git commit or a content hash): it never changes
+    during a call, while `version` may."""
     started_at: float = attrs.field(factory=time.time)
 
 

@@ -24,8 +24,7 @@ POOL_SETTINGS: Final = frozenset(
         "job_memory_limit_mb",
         "job_memory_warn_mb",
         "server_options",
-        "version",
-        "tenants",
+        "code_version",
         "plugins",
         "load_plugins",
     }

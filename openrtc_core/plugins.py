@@ -9,6 +9,7 @@ instead of failing the call for every other plugin.
 from __future__ import annotations
 
 import importlib.metadata
+import inspect
 import itertools
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -33,6 +34,7 @@ from .discovery import (
     strict_message,
 )
 from .errors import PluginLoadError
+from .hints import Hint, why_missing
 from .models import (
     JobView,
     PoolView,
@@ -45,14 +47,20 @@ from .models import (
     Verdict,
 )
 from .options import merge_options
+from .runoptions import Declared, RunContext, RunOption, RunOptions, check_declared
 
 if TYPE_CHECKING:
     import typer
     from livekit.agents import AgentServer, AgentSession, JobProcess
 
+    from .hookspecs import ProcessRole
     from .isolation import IsolationBackend
+    from .pool import AgentPool
 
 logger = logging.getLogger("openrtc.plugins")
+
+VERB_FLAGS = ("--entry-points", "--help")
+"""The run verbs' own flags: no run option may take them."""
 
 
 @attrs.frozen(kw_only=True)
@@ -74,12 +82,13 @@ class PluginRecord:
 
 def _builtin_plugins() -> list[tuple[str, object]]:
     # Imported here: the built-ins import the host's models, not the other way round.
-    from .builtin import isolation, prewarm, routing
+    from .builtin import deploy, isolation, prewarm, routing
 
     return [
         *routing.STRATEGIES,
         ("openrtc.isolation", isolation),
         ("openrtc.prewarm", prewarm),
+        ("openrtc.deploy", deploy),
     ]
 
 
@@ -112,6 +121,14 @@ class PluginHost:
     @property
     def records(self) -> list[PluginRecord]:
         return list(self._records)
+
+    def failed(self) -> dict[str, str]:
+        """The plugins that failed to load, with why."""
+        return {r.name: r.error for r in self._records if r.status == "failed"}
+
+    def why_missing(self, what: str, hint: Hint) -> str:
+        """Why `what`, which `hint`'s plugin would add, is not there (see :mod:`.hints`)."""
+        return why_missing(what, hint, self.failed(), self.disabled)
 
     @property
     def manager(self) -> pluggy.PluginManager:
@@ -346,12 +363,6 @@ class PluginHost:
     def isolation_backends(self) -> dict[str, Callable[[], IsolationBackend]]:
         return self._collect_registry(self._pm.hook.openrtc_register_isolation_backends)
 
-    def reload_strategies(self) -> dict[str, Callable[..., Any]]:
-        return self._collect_registry(self._pm.hook.openrtc_register_reload_strategies)
-
-    def supervisors(self) -> dict[str, Callable[..., Any]]:
-        return self._collect_registry(self._pm.hook.openrtc_register_supervisors)
-
     def _collect_registry(self, caller: Any) -> dict[str, Any]:
         found: dict[str, Any] = {}
 
@@ -376,6 +387,15 @@ class PluginHost:
     def worker_started(self, pool: PoolView, server: AgentServer) -> None:
         self._pm.hook.openrtc_worker_started(pool=pool, server=server)
 
+    async def process_started(self, pool: AgentPool, role: ProcessRole) -> None:
+        await _each(self._pm.hook.openrtc_process_started(pool=pool, role=role))
+
+    async def before_job(self, pool: AgentPool, role: ProcessRole, job: JobView) -> None:
+        await _each(self._pm.hook.openrtc_before_job(pool=pool, role=role, job=job))
+
+    async def worker_closing(self, pool: AgentPool) -> None:
+        await _each(self._pm.hook.openrtc_worker_closing(pool=pool))
+
     def session_started(self, info: SessionInfo, session: AgentSession[Any]) -> None:
         self._pm.hook.openrtc_session_started(info=info, session=session)
 
@@ -392,8 +412,48 @@ class PluginHost:
         # Not contained: a worker without its shared models is broken, and should say so.
         self._pm.hook.openrtc_prewarm(proc=proc, pool=pool)
 
+    def run_options(self) -> dict[str, Declared]:
+        """Every run option the plugins add, by name (see :mod:`.runoptions`).
+
+        :raises PoolConfigError: two plugins add the same flag, name or variable.
+        """
+        declared: list[Declared] = []
+        distributions = {r.name: r.distribution for r in self._records}
+        for impl in reversed(self._pm.hook.openrtc_add_run_options.get_hookimpls()):
+            # Each plugin gets an `add` of its own, so a clash can name both plugins.
+            plugin = impl.plugin_name
+
+            def add(option: RunOption, plugin: str = plugin) -> None:
+                if not isinstance(option, RunOption):
+                    raise TypeError(f"add() takes a RunOption, not {type(option).__name__}")
+                declared.append(Declared(option, plugin, distributions.get(plugin, "")))
+
+            impl.function(*(add for _ in impl.argnames))  # pluggy passes arguments by position
+        return check_declared(declared, {flag: "openrtc-core" for flag in VERB_FLAGS})
+
+    def take_over_run(self, run: RunContext) -> int | None:
+        """The exit status of the plugin that ran the verb itself; None when none did."""
+        status: int | None = self._pm.hook.openrtc_take_over_run(run=run)
+        return status
+
+    def describe_run(self, verb: str, options: RunOptions) -> str | None:
+        said: str | None = self._pm.hook.openrtc_describe_run(verb=verb, options=options)
+        return said
+
+    def log_fields(self) -> dict[str, Any]:
+        """The fields plugins put on every log record (the first plugin called wins a key)."""
+        return merge_options(*reversed(self._pm.hook.openrtc_log_fields()))
+
     def register_commands(self, app: typer.Typer) -> None:
         self._pm.hook.openrtc_register_commands.call_historic(kwargs={"app": app})
+
+
+async def _each(results: Sequence[Any]) -> None:
+    """The awaitables an awaited notification returned, awaited in call order (containment
+    has made each failing one log and resolve to None)."""
+    for result in results:
+        if inspect.isawaitable(result):
+            await result
 
 
 def _plugin_name(plugin: object) -> str:

@@ -7,9 +7,9 @@ The pool is a registry. Building livekit's ``AgentServer`` from it is
 
 from __future__ import annotations
 
-import os
 import re
 import sys
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
@@ -17,11 +17,10 @@ from typing import TYPE_CHECKING, Any, Final
 import attrs
 from livekit.agents import Agent
 
-from . import origins
-from .deployment import RUN_VERBS, VERSION_FLAG
+from . import hints, origins, runoptions
 from .errors import PoolConfigError
 from .models import PoolSettings, PoolView
-from .options import check_pool_settings, check_session_options, merge_options
+from .options import check_pool_settings, check_session_options, merge_options, session_keywords
 from .plugins import PluginHost
 from .registry import SessionRegistry
 from .server import build_server
@@ -67,9 +66,6 @@ class AgentSpec:
         return pool_greeting if isinstance(self.greeting, _Unset) else self.greeting
 
 
-TENANTS_ENV: Final = "OPENRTC_TENANTS"
-"""The tenants file when the pool names none (set by ``--tenants``, so job processes see it)."""
-
 RESTART_SETTINGS: Final = (
     "agent_name",
     "isolation",
@@ -77,7 +73,6 @@ RESTART_SETTINGS: Final = (
     "job_memory_limit_mb",
     "job_memory_warn_mb",
     "server_options",
-    "tenants",
 )
 """Pool settings a running worker cannot change: they shape its registration and executors."""
 
@@ -180,13 +175,28 @@ class AgentPool:
         job_memory_limit_mb: float = 0,
         job_memory_warn_mb: float = 1000,
         server_options: Mapping[str, Any] | None = None,
-        version: str = "",
-        tenants: str | os.PathLike[str] = "",
+        code_version: str = "",
         plugins: Sequence[object] = (),
         load_plugins: bool = True,
         **session_defaults: Any,
     ) -> None:
         check_pool_settings(max_sessions=max_sessions, server_options=server_options or {})
+        if "version" in session_defaults:
+            warnings.warn(
+                "AgentPool(version=...) is now AgentPool(code_version=...): the version of "
+                "the pool's code (the deployment version is --deploy-version)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            code_version = code_version or str(session_defaults.pop("version"))
+        self._plugins = PluginHost()
+        for plugin in plugins:
+            self._plugins.register(plugin)
+        self._load_plugins = load_plugins
+        self._plugins_loaded = False
+        self._pool_keywords = self._take_pool_keywords(session_defaults)
+        """Run options given here (``AgentPool(tenants=...)``), as given."""
+        self._run_options: runoptions.RunOptions | None = None
         self._settings = PoolSettings(
             agent_name=agent_name,
             isolation=isolation,
@@ -195,8 +205,7 @@ class AgentPool:
             job_memory_limit_mb=job_memory_limit_mb,
             job_memory_warn_mb=job_memory_warn_mb,
             server_options=dict(server_options or {}),
-            version=version,
-            tenants=os.fspath(tenants),
+            code_version=code_version,
         )
         self._declared = self._settings
         """The settings as the code gave them (a command line may replace ``settings``)."""
@@ -206,11 +215,6 @@ class AgentPool:
         self._agents: dict[str, AgentSpec] = {}
         self._view: PoolView | None = None
         self.sessions = SessionRegistry()
-        self._plugins = PluginHost()
-        for plugin in plugins:
-            self._plugins.register(plugin)
-        self._load_plugins = load_plugins
-        self._plugins_loaded = False
         self.replayed: set[str] = set()
         """Origin replay steps already applied to this pool in this process."""
         self._origin: origins.Origin = origins.module_origin(sys._getframe(1).f_globals)
@@ -255,6 +259,55 @@ class AgentPool:
             self._plugins_loaded = True
             self._plugins.load_entry_points()
         return self._plugins
+
+    def _take_pool_keywords(self, keywords: dict[str, Any]) -> dict[str, Any]:
+        """Take out of `keywords` the run options plugins let ``AgentPool(...)`` set; the rest
+        are session defaults."""
+        others = set(keywords) - session_keywords()
+        if not others:
+            return {}
+        declared = self.plugins.run_options()
+        for name in sorted(others - set(declared)) if self._load_plugins else ():
+            # A keyword of a plugin that is not here (not installed, disabled): say so, rather
+            # than take it for a misspelt session option.
+            hint = hints.hint_for_keyword(name)
+            if hint is not None:
+                raise PoolConfigError(self.plugins.why_missing(f"AgentPool({name}=)", hint))
+        return {
+            name: keywords.pop(name)
+            for name in sorted(others)
+            if name in declared and declared[name].option.pool_keyword
+        }
+
+    @property
+    def run_options(self) -> runoptions.RunOptions:
+        """The values of the options plugins add (:mod:`.runoptions`) for this pool's run:
+        those the command line resolved, else (a server built in code) from the pool's own
+        keywords, the environment and the defaults."""
+        if self._run_options is None:
+            self._run_options = runoptions.inherited() or self.resolve_run_options("")
+        return self._run_options
+
+    def resolve_run_options(
+        self,
+        verb: str,
+        flags: runoptions.Given | None = None,
+        run_keywords: Mapping[str, Any] | None = None,
+    ) -> runoptions.RunOptions:
+        """The run options' values for `verb`, given `flags` (from the command line) and
+        `run_keywords` (``pool.run(...)``, ``create_server(...)``) above the pool's own."""
+        return runoptions.resolve(
+            self.plugins.run_options(),
+            verb,
+            flags=flags,
+            run_keywords=run_keywords,
+            pool_keywords=self._pool_keywords,
+        )
+
+    def use_run_options(self, options: runoptions.RunOptions) -> None:
+        """Make `options` this pool's run options (a run resolved them)."""
+        self._run_options = options
+        self._view = None
 
     # -- agents ----------------------------------------------------------------------------
 
@@ -356,6 +409,11 @@ class AgentPool:
                 key
                 for key in RESTART_SETTINGS
                 if getattr(self._declared, key) != getattr(other._declared, key)
+            )
+            + tuple(
+                key
+                for key in sorted({*self._pool_keywords, *other._pool_keywords})
+                if self._pool_keywords.get(key) != other._pool_keywords.get(key)
             ),
         )
         self._declared = other._declared
@@ -398,47 +456,47 @@ class AgentPool:
             default_agent=self.default_agent,
             dispatch_name=self.settings.agent_name,
             isolation=self.settings.isolation,
-            version=self.settings.version,
+            code_version=self.settings.code_version,
             options={name: self.configured_options(name) for name in self._agents},
             agent_versions={n: s.version for n, s in self._agents.items() if s.version},
-            tenants=self.settings.tenants or os.environ.get(TENANTS_ENV, ""),
+            run_options=dict(self.run_options),
         )
 
     # -- running ---------------------------------------------------------------------------
 
-    def create_server(self, *, plugins: Sequence[object] = (), **server_kwargs: Any) -> AgentServer:
-        """Build livekit's ``AgentServer`` for this pool (see :func:`.server.build_server`)."""
-        return build_server(self, plugins=plugins, **server_kwargs)
+    def create_server(self, *, plugins: Sequence[object] = (), **kwargs: Any) -> AgentServer:
+        """Build livekit's ``AgentServer`` for this pool (see :func:`.server.build_server`).
+
+        Keywords that name a run option a plugin adds (as they would on the command line)
+        set it for this server, above the pool's own; the others go to ``AgentServer``.
+        """
+        declared = self.plugins.run_options()
+        run_keywords = {k: kwargs.pop(k) for k in list(kwargs) if k in declared}
+        if run_keywords:
+            self.use_run_options(self.resolve_run_options("", run_keywords=run_keywords))
+        return build_server(self, plugins=plugins, **kwargs)
 
     def run(
         self,
         argv: Sequence[str] | None = None,
         *,
         prog_name: str | None = None,
-        workers: int | str | None = None,
         plugins: Sequence[object] = (),
-        version: str | None = None,
+        **options: Any,
     ) -> None:
         """Run the worker with livekit's CLI: ``python app.py dev|start|console|connect``.
 
-        `workers` is ``start``'s ``--workers`` (a number, or ``"auto"``; other verbs run one
-        process and ignore it, so ``python app.py dev`` works as ever); `plugins` are
-        registered for the worker(s) only, like ``create_server(plugins=...)``. `version` is
-        the run verbs' ``--version``, the *deployment* version (see
-        :mod:`openrtc_core.deployment`; not this pool's code ``version=``); a ``--version``
-        on the command line wins over it. Call it under ``if __name__ == "__main__":`` (job
-        processes re-import the module).
+        Keywords set the run options plugins add, as their flags would, below a flag given
+        on the command line (``deploy_version="v1.4"``, or a plugin's, by its name);
+        ``openrtc VERB --help`` lists them. `plugins` are registered for the worker(s) only,
+        like ``create_server(plugins=...)``. Call it under ``if __name__ == "__main__":``
+        (job processes re-import the module).
         """
         # The command line is the top layer, above the pool: imported when a pool runs.
         from .cli import run_livekit
 
         args = list(sys.argv[1:] if argv is None else argv)
-        if workers is not None and args[:1] == ["start"]:
-            args += ["--workers", str(workers)]
-        if version is not None and args[:1] and args[0] in RUN_VERBS:
-            # Right after the verb: a --version given on the command line comes later, and wins.
-            args[1:1] = [VERSION_FLAG, version]
-        run_livekit(self, args, prog_name=prog_name, plugins=plugins)
+        run_livekit(self, args, prog_name=prog_name, plugins=plugins, run_keywords=options)
 
     def describe(self) -> str:
         names = ", ".join(

@@ -1,6 +1,6 @@
 """Processes as Linux shows them in /proc: a process tree, its memory (PSS), why one ended.
 
-The supervisor's memory limit, ``openrtc simulate`` and the benchmarks all read these; one
+A supervisor's memory limit, the simulated calls and the benchmarks all read these; one
 reader keeps their figures comparable. Every figure is in MiB (the kernel's ``kB`` is KiB),
 never rounded here.
 """

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Final
 from livekit.agents import AgentServer
 from livekit.agents.types import NOT_GIVEN, NotGivenOr
 
-from . import _livekit
+from . import _livekit, hints
 from ._livekit import jobs as livekit_jobs
 from .admission import JobLedger, PoolRequestHandler
 from .deployment import deploy_version, install_deploy_log_fields
@@ -28,7 +28,6 @@ from .isolation import IsolationBackend, WorkerSpec
 from .isolation.coroutine.leftovers import stop_leftover_tasks
 from .models import AGENT_ATTRIBUTE
 from .options import SERVER_KEYWORDS_OWNED
-from .reloading import close_reloader, ensure_reloader, reload_factory
 from .routing import Router
 
 if TYPE_CHECKING:
@@ -43,46 +42,38 @@ PRELOADED_CORE: Final = "openrtc_core"
 
 
 class PoolServer(AgentServer):
-    """livekit's AgentServer, telling plugins when the worker starts draining, and ending the
-    calls a drain timeout cuts in the open."""
+    """livekit's AgentServer, telling plugins when the worker hosts the pool, starts draining
+    and closes, and ending the calls a drain timeout cuts in the open."""
 
-    def __init__(
-        self, pool: AgentPool, *, reload: bool = False, deploy: str = "", **options: Any
-    ) -> None:
+    def __init__(self, pool: AgentPool, *, deploy: str = "", **options: Any) -> None:
         super().__init__(**options)
         self.openrtc_pool = pool
-        self.reload = reload
         self.deploy = deploy
         """The worker's deployment version (see :mod:`.deployment`)."""
         self.cut_calls: list[tuple[str, str]] = []
         """``(job id, agent)`` of the calls the last drain's timeout cut."""
-        self._reloading: asyncio.Task[Any] | None = None
+        self._hosting: asyncio.Task[None] | None = None
         self.owns_loop = False
         """The worker's event loop is its own (``openrtc start``): at close, every task left
         in it is cancelled, and the process exits rather than wait for one that will not
         stop (see :mod:`.isolation.coroutine.leftovers`)."""
 
-    def start_reloading(self) -> None:
-        """Start this process's reloader (in the worker's loop, from ``worker_started``)."""
-
-        async def start() -> None:
-            try:
-                await ensure_reloader(self.openrtc_pool, "worker")
-            except Exception:
-                logger.exception("the reload strategy failed to start; code will not reload")
-
-        self._reloading = asyncio.ensure_future(start())
+    def start_hosting(self) -> None:
+        """Tell plugins this process hosts the pool (``openrtc_process_started``), in the
+        worker's loop, without holding up the worker."""
+        pool = self.openrtc_pool
+        self._hosting = asyncio.ensure_future(pool.plugins.process_started(pool, "worker"))
 
     async def run(self, *, devmode: bool = False, unregistered: bool = False) -> None:
         # From the first line the worker logs (livekit's CLI set up logging just before).
-        install_deploy_log_fields(self.deploy)
+        install_deploy_log_fields(self.deploy, self.openrtc_pool.plugins.log_fields())
         await super().run(devmode=devmode, unregistered=unregistered)
 
     async def aclose(self) -> None:
         await super().aclose()
-        if self._reloading is not None:
-            await asyncio.gather(self._reloading, return_exceptions=True)
-            await close_reloader(self.openrtc_pool)
+        if self._hosting is not None:
+            await asyncio.gather(self._hosting, return_exceptions=True)
+            await self.openrtc_pool.plugins.worker_closing(self.openrtc_pool)
         await stop_leftover_tasks(owns_loop=self.owns_loop)
 
     async def drain(self, timeout: NotGivenOr[int | None] = NOT_GIVEN) -> None:
@@ -169,15 +160,14 @@ def _port_from_env() -> int:
     return int(raw)
 
 
-def check_servable(pool: AgentPool, *, reload: bool = False) -> IsolationBackend:
-    """What would stop a worker of `pool` at start, raised now as a :class:`PoolConfigError`;
-    the pool's isolation backend when nothing would."""
+def check_servable(pool: AgentPool) -> IsolationBackend:
+    """What would stop a worker of `pool` at start, raised now as a :class:`PoolConfigError`
+    (or a plugin's check failing, ``openrtc_check_pool``); the pool's isolation backend when
+    nothing would."""
     if not pool.agents:
         raise PoolConfigError(
             "the pool has no agents: register at least one with pool.add(name, AgentClass)"
         )
-    if reload:
-        reload_factory(pool)  # no strategy installed: say so now, not at the first edit
     backend = isolation_backend(pool)
     pool.plugins.check_pool(pool.view())
     return backend
@@ -192,16 +182,14 @@ def build_server(
     pool: AgentPool,
     *,
     plugins: Sequence[object] = (),
-    reload: bool = False,
     **server_kwargs: Any,
 ) -> AgentServer:
     """Build livekit's ``AgentServer`` for `pool`.
 
     `plugins` are registered for this worker only and travel with the entrypoint into job
-    processes (the testing plugin's simulated callers use this). `reload` runs a reload
-    strategy (openrtc-reload) in every process hosting the pool, so edited agent code
-    reaches new and live calls (see :mod:`.reloading`). Other keyword arguments go to
-    ``AgentServer`` (``ws_url``, ``api_key``, ``port``, ``drain_timeout``, ...).
+    processes (the testing plugin's simulated callers use this), as do the pool's run
+    options. Keyword arguments go to ``AgentServer`` (``ws_url``, ``api_key``, ``port``,
+    ``drain_timeout``, ...).
 
     The worker names its deployment version (:func:`.deployment.deploy_version`) on every
     job it accepts, every session and every log line.
@@ -209,8 +197,13 @@ def build_server(
     owned = sorted(set(server_kwargs) & SERVER_KEYWORDS_OWNED)
     if owned:
         raise PoolConfigError(f"create_server: {', '.join(owned)} are set by the pool")
+    for keyword in sorted(server_kwargs):
+        hint = hints.hint_for_keyword(keyword)
+        if hint is not None:  # a run option of a plugin that is not there
+            what = f"create_server({keyword}=)"
+            raise PoolConfigError(pool.plugins.why_missing(what, hint))
     register_worker_plugins(pool, plugins)
-    backend = check_servable(pool, reload=reload)
+    backend = check_servable(pool)
     deploy = deploy_version(pool)
     ledger = JobLedger(
         shares_tenants=backend.traits.jobs_run_in_worker, released=pool.plugins.job_released
@@ -226,10 +219,8 @@ def build_server(
     if "port" not in options and os.environ.get(HTTP_PORT_ENV, "").strip():
         options["port"] = _port_from_env()
     options.update(_with_preloads(options, backend.server_options(worker)))
-    server = PoolServer(
-        pool, reload=reload, deploy=deploy, setup_fnc=PoolPrewarm(pool, plugins), **options
-    )
-    entrypoint = PoolEntrypoint(pool, plugins, ledger=ledger, reload=reload, deploy=deploy)
+    server = PoolServer(pool, deploy=deploy, setup_fnc=PoolPrewarm(pool, plugins), **options)
+    entrypoint = PoolEntrypoint(pool, plugins, ledger=ledger, deploy=deploy)
     job_pool = backend.job_pool(worker)
     if job_pool is not None:
         # The backend runs jobs itself instead of livekit's process pool (see _livekit).
@@ -254,8 +245,7 @@ def build_server(
         _livekit.on_job_closed(server, ledger.job_closed)
         install_worker_log_fields()
         pool.plugins.worker_started(pool.view(), server)
-        if reload:
-            server.start_reloading()
+        server.start_hosting()
 
     server.on("worker_started", _on_started)
     return server

@@ -31,7 +31,7 @@ from livekit.agents import Agent
 from . import origins
 from .errors import PoolConfigError, TargetError
 from .origins import CallOrigin, ModuleOrigin, with_replay
-from .pool import TENANTS_ENV, UNSET, AgentPool, Unset
+from .pool import UNSET, AgentPool, Unset
 from .server import isolation_backend
 
 logger = logging.getLogger("openrtc.targets")
@@ -268,13 +268,11 @@ def load_pool(
     *,
     entry_points: bool = False,
     isolation: str | None = None,
-    tenants: str | None = None,
 ) -> AgentPool:
     """The pool TARGET names, checked as far as possible before a worker starts.
 
     `entry_points` also registers the agents installed packages expose (``openrtc.agents``);
-    `isolation` replaces the pool's backend; `tenants` names the tenants file (a tenancy
-    plugin reads it). What would otherwise fail later raises here, as
+    `isolation` replaces the pool's backend. What would otherwise fail later raises here, as
     an :class:`~openrtc_core.errors.OpenRTCError`: anything the target's code raises while it
     is imported (a :class:`TargetError` naming file and line), a pool with no agents, plugin
     problems (strict loading, an unknown backend).
@@ -289,10 +287,6 @@ def load_pool(
         )
     if isolation:
         pool.settings = attrs.evolve(pool.settings, isolation=isolation)
-    if tenants:
-        # Job processes rebuild the pool from its module: the environment carries the file.
-        os.environ[TENANTS_ENV] = tenants
-        pool.settings = attrs.evolve(pool.settings, tenants=tenants)
     isolation_backend(pool)
     return pool
 

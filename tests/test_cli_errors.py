@@ -206,7 +206,8 @@ def test_simulate_disabled_says_which_plugin_provides_it() -> None:
 def test_a_plugin_command_of_a_missing_distribution_says_how_to_install_it(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setitem(PLUGIN_COMMANDS, "frobnicate", PluginCommand("openrtc-frob", "frob"))
+    hint = PluginCommand(distribution="openrtc-frob", entry_point="frob", commands=("frobnicate",))
+    monkeypatch.setitem(PLUGIN_COMMANDS, "frobnicate", hint)
     assert main(["frobnicate", "x"]) == 1
     assert capsys.readouterr().err.strip() == (
         "error: 'frobnicate' is provided by openrtc-frob (pip install openrtc-frob), "

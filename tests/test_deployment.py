@@ -1,4 +1,4 @@
-"""The deployment version: how it is resolved, the ``--version`` flag, and where a worker
+"""The deployment version: how it is resolved, the ``--deploy-version`` flag, and where a worker
 names it (the ``openrtc.deploy`` attribute, ``SessionInfo.deploy``, every log line)."""
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from typer.testing import CliRunner
 
 from openrtc_core import (
     DEPLOY_ATTRIBUTE,
-    GENERATION_ENV,
     VERSION_ATTRIBUTE,
     VERSION_ENV,
     AgentPool,
@@ -30,13 +29,14 @@ from openrtc_core import (
     SessionInfo,
     SessionOutcome,
     deploy_version,
-    generation,
     hookimpl,
     load_pool,
     pool_source_dir,
     resolve_deploy_version,
 )
 from openrtc_core.cli import build_app, run_livekit
+from openrtc_core.plugins import PluginHost
+from openrtc_deploy.generation import GENERATION_ENV, generation
 from openrtc_testing import LoopbackDispatchServer
 from openrtc_testing.worker import simulate_call
 
@@ -204,7 +204,7 @@ def test_a_bad_flag_value_names_the_flag(tmp_path: Path, value: str) -> None:
     pool = load_pool(str(agents_folder(tmp_path)))
     with pytest.raises(PoolConfigError) as raised:
         resolve_deploy_version(pool, value)
-    assert str(raised.value).startswith(f"--version {value!r}: ")
+    assert str(raised.value).startswith(f"--deploy-version {value!r}: ")
     assert "1 to 128" in str(raised.value)
 
 
@@ -298,49 +298,57 @@ def error_lines(done: subprocess.CompletedProcess[str]) -> list[str]:
     return [line for line in output.splitlines() if line.startswith("error: ")]
 
 
-@pytest.mark.parametrize("verb", ["start", "console"])
-def test_a_bad_version_flag_is_one_error_line(tmp_path: Path, verb: str) -> None:
+@pytest.mark.parametrize(
+    ("verb", "flag"),
+    [("start", "--deploy-version"), ("console", "--deploy-version"), ("start", "--version")],
+)
+def test_a_bad_version_flag_is_one_error_line(tmp_path: Path, verb: str, flag: str) -> None:
     folder = agents_folder(tmp_path)
-    done = run_openrtc(verb, str(folder), "--version", "bad value", *CREDENTIALS)
+    done = run_openrtc(verb, str(folder), flag, "bad value", *CREDENTIALS)
     assert done.returncode == 1, done.stdout + done.stderr
     lines = error_lines(done)
     assert len(lines) == 1, done.stdout + done.stderr
-    assert lines[0].startswith("error: --version 'bad value': a deployment version is")
+    assert lines[0].startswith(f"error: {flag} 'bad value': a deployment version is")
+    # The former spelling still works, and says what it is now.
+    renamed = "--version is now --deploy-version" in done.stdout + done.stderr
+    assert renamed == (flag == "--version")
 
 
-def test_a_bad_environment_version_is_one_error_line_naming_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", [VERSION_ENV, "OPENRTC_VERSION"])
+def test_a_bad_environment_version_is_one_error_line_naming_it(tmp_path: Path, name: str) -> None:
     folder = agents_folder(tmp_path)
-    done = run_openrtc("start", str(folder), *CREDENTIALS, env={VERSION_ENV: "bad value"})
+    done = run_openrtc("start", str(folder), *CREDENTIALS, env={name: "bad value"})
     assert done.returncode == 1, done.stdout + done.stderr
     lines = error_lines(done)
     assert len(lines) == 1, done.stdout + done.stderr
-    assert lines[0].startswith(f"error: {VERSION_ENV}='bad value': a deployment version is")
+    assert lines[0].startswith(f"error: {name}='bad value': a deployment version is")
 
 
 def test_the_top_level_version_option_still_prints_the_package_versions() -> None:
-    app = build_app()
+    app = build_app(PluginHost())
     top = CliRunner().invoke(app, ["--version"])
     assert top.exit_code == 0, top.output
     assert "openrtc-core" in top.output and "livekit-agents" in top.output
     for verb in ("start", "dev", "console", "connect"):
         shown = CliRunner().invoke(app, [verb, "--help"], terminal_width=200)
         assert shown.exit_code == 0, shown.output
-        assert "--version" in shown.output and "deployment version" in shown.output
+        assert "--deploy-version" in shown.output and "deployment version" in shown.output
 
 
+@pytest.mark.parametrize("keyword", ["deploy_version", "version"])
 def test_pool_run_takes_the_version_and_a_bad_one_is_one_line(
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], keyword: str
 ) -> None:
     pool = make_coroutine_pool()
     with pytest.raises(SystemExit) as exited:
-        pool.run(["start", *CREDENTIALS], version="bad value")
+        pool.run(["start", *CREDENTIALS], **{keyword: "bad value"})
     assert exited.value.code == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: --version 'bad value':")
-    # The command line's own --version wins over the keyword.
+    assert len(err) == 1 and err[0].startswith(f"error: pool.run({keyword}='bad value'):")
+    # The command line's own flag wins over the keyword.
     with pytest.raises(SystemExit):
-        pool.run(["start", "--version", "also bad", *CREDENTIALS], version="v1")
-    assert capsys.readouterr().err.startswith("error: --version 'also bad':")
+        pool.run(["start", "--deploy-version", "also bad", *CREDENTIALS], **{keyword: "v1"})
+    assert capsys.readouterr().err.startswith("error: --deploy-version 'also bad':")
 
 
 def test_a_worker_that_did_not_start_leaves_no_version_behind(
@@ -429,7 +437,7 @@ async def test_a_call_carries_the_deploy_version_apart_from_the_code_version(
     monkeypatch.setenv(GENERATION_ENV, "2")
     caplog.set_level(logging.INFO, logger="openrtc")
     recorder = SessionRecorder()
-    pool = make_coroutine_pool(max_sessions=20, version="code-1")
+    pool = make_coroutine_pool(max_sessions=20, code_version="code-1")
     pool.plugins.register(recorder)
     async with openrtc_worker(pool):
         d, report = await simulate_call(openrtc_dispatch, "deploy-1", agent="support", turns=["hi"])
@@ -444,7 +452,8 @@ async def test_a_call_carries_the_deploy_version_apart_from_the_code_version(
     assert [(getattr(r, "deploy", None), getattr(r, "version", None)) for r in started] == [
         ("v-e2e.1", "code-1")
     ]
-    # Every line of the worker, ours and livekit's, names the deployment and generation.
+    # Every line of the worker, ours and livekit's, names the deployment and the generation
+    # (a field openrtc-deploy adds through openrtc_log_fields).
     worker_lines = [r for r in caplog.records if r.name.startswith(("openrtc", "livekit"))]
     assert worker_lines
     assert {getattr(r, "deploy", None) for r in worker_lines} == {"v-e2e.1"}

@@ -1,5 +1,6 @@
-"""The workers contract in the core: ``--workers`` and friends, prewarm before the fork, and
-the run of one worker in a forked process (the supervisor itself is openrtc-workers')."""
+"""What the core gives a plugin that runs a verb itself: the run options it declares,
+parsed once, and ``openrtc_take_over_run`` with prewarm before the fork and one worker in a
+forked process (openrtc-workers' own plan and supervisor are tested with the plugin)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -18,38 +18,54 @@ from openrtc_core import (
     AgentPool,
     PoolConfigError,
     PoolView,
-    SupervisorContext,
-    WorkerPlan,
+    RunContext,
+    RunOption,
     hookimpl,
     worker_identity,
 )
-from openrtc_core.cores import cpu_quota, usable_cores
+from openrtc_core.cli.verbs import take_run_options
+from openrtc_core.cores import cpu_quota
+from openrtc_core.hints import Hint, why_missing
 from openrtc_core.identity import WORKER_ENV
 from openrtc_core.isolation.base import take_prewarmed
-from openrtc_core.supervision import (
-    log_level,
-    prewarm_before_fork,
-    take_worker_flags,
-    worker_port,
-)
+from openrtc_core.supervision import log_level, prewarm_before_fork, worker_port
 
 ROOT = Path(__file__).resolve().parent.parent
+CREDENTIALS = ["--url", "ws://127.0.0.1:9", "--api-key", "k", "--api-secret", "s"]
 
 
-class FakeSupervisor:
-    """Records the context it was given; runs no worker."""
+class Replicas:
+    """A plugin with a run option of its own that takes ``start`` over; runs no worker."""
 
-    contexts: ClassVar[list[SupervisorContext]] = []
+    runs: ClassVar[list[RunContext]] = []
 
     @hookimpl
-    def openrtc_register_supervisors(
-        self, register: Callable[[str, Callable[[SupervisorContext], Any]], None]
-    ) -> None:
-        register("workers", self.build)
+    def openrtc_add_run_options(self, add: Any) -> None:
+        add(
+            RunOption(
+                name="replicas",
+                flag="--replicas",
+                help="How many.",
+                parse=_positive,
+                verbs=("start",),
+                env="FAKE_REPLICAS",
+                default=1,
+            )
+        )
+        add(RunOption(name="loud", flag="--loud", help="Louder.", switch=True, default=False))
 
-    def build(self, context: SupervisorContext) -> Any:
-        self.contexts.append(context)
-        return self
+    @hookimpl
+    def openrtc_take_over_run(self, run: RunContext) -> int | None:
+        if run.verb != "start":
+            return None
+        self.runs.append(run)
+        return 7
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError("give a number, 1 or more")
+    return int(text)
 
 
 def pool(*plugins: object, isolation: str = "coroutine") -> AgentPool:
@@ -59,90 +75,136 @@ def pool(*plugins: object, isolation: str = "coroutine") -> AgentPool:
 
 
 @pytest.mark.parametrize(
-    ("verb", "args", "installed", "plan", "rest"),
+    ("verb", "args", "keywords", "env", "replicas", "rest"),
     [
-        ("start", [], True, WorkerPlan(count=usable_cores()), []),
-        ("start", [], False, WorkerPlan(count=1), []),
-        ("start", ["--workers", "3", "--url", "x"], True, WorkerPlan(count=3), ["--url", "x"]),
-        ("start", ["--workers=1"], True, WorkerPlan(count=1), []),
-        ("start", ["--workers", "auto"], False, WorkerPlan(count=usable_cores()), []),
-        (
-            "start",
-            ["--workers", "2", "--max-worker-memory", "512.5", "--max-worker-sessions=100"],
-            True,
-            WorkerPlan(count=2, max_memory_mb=512.5, max_sessions=100),
-            [],
-        ),
-        ("dev", [], True, WorkerPlan(count=1), []),
-        ("console", ["--workers", "1"], True, WorkerPlan(count=1), []),
+        ("start", [], {}, {}, 1, []),
+        ("start", ["--replicas", "3", "--url", "x"], {}, {}, 3, ["--url", "x"]),
+        ("start", ["--replicas=2", "--replicas", "4"], {}, {}, 4, []),
+        ("start", [], {"replicas": 5}, {}, 5, []),
+        ("start", ["--replicas", "2"], {"replicas": 5}, {}, 2, []),
+        ("start", [], {"replicas": 5}, {"FAKE_REPLICAS": "6"}, 5, []),
+        ("start", [], {}, {"FAKE_REPLICAS": "6"}, 6, []),
+        ("dev", [], {}, {"FAKE_REPLICAS": "6"}, 1, []),
     ],
 )
-def test_worker_flags(
-    verb: str, args: list[str], installed: bool, plan: WorkerPlan, rest: list[str]
+def test_run_options_come_from_flags_then_code_then_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+    verb: str,
+    args: list[str],
+    keywords: dict[str, Any],
+    env: dict[str, str],
+    replicas: int,
+    rest: list[str],
 ) -> None:
-    built = pool(*([FakeSupervisor()] if installed else []))
-    assert take_worker_flags(built, verb, args) == (plan, rest)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    options, left = take_run_options(pool(Replicas()), verb, args, keywords)
+    assert (options["replicas"], left) == (replicas, rest)
+    assert options.given("replicas") == bool(args or keywords or (env and verb == "start"))
 
 
-def test_workers_come_from_the_environment_unless_given(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OPENRTC_WORKERS", "4")
-    assert take_worker_flags(pool(), "start", [])[0].count == 4
-    assert take_worker_flags(pool(), "start", ["--workers", "2"])[0].count == 2
+def test_a_switch_takes_its_no_form_and_the_last_one_wins() -> None:
+    built = pool(Replicas())
+    assert take_run_options(built, "dev", ["--loud"], {})[0]["loud"] is True
+    assert take_run_options(built, "dev", ["--loud", "--no-loud"], {})[0]["loud"] is False
 
 
 @pytest.mark.parametrize(
-    ("verb", "args", "says"),
+    ("verb", "args", "keywords", "says"),
     [
-        ("start", ["--workers", "0"], "--workers '0' (or OPENRTC_WORKERS): give a number"),
-        ("start", ["--workers", "two"], "--workers 'two'"),
-        ("start", ["--max-worker-memory", "-5"], "--max-worker-memory '-5': give a size in MiB"),
-        ("start", ["--max-worker-sessions", "x"], "--max-worker-sessions 'x': give a number"),
-        ("dev", ["--workers", "2"], "are for `start`; dev runs one worker process"),
-        ("connect", ["--max-worker-sessions", "5"], "connect runs one worker process"),
+        ("start", ["--replicas", "0"], {}, "--replicas '0': give a number, 1 or more"),
+        ("start", [], {"replicas": "two"}, "pool.run(replicas='two'): give a number"),
+        ("dev", ["--replicas", "2"], {}, "--replicas is for start, not dev"),
+        ("start", ["--replicas"], {}, "--replicas: give VALUE after it"),
+        ("start", [], {"replica": 2}, "pool.run(replica=...): no run option is called that"),
+        ("dev", ["--loud=yes"], {}, "--loud takes no value"),
     ],
 )
-def test_bad_worker_flags_name_the_flag(verb: str, args: list[str], says: str) -> None:
+def test_bad_run_options_name_the_input(
+    verb: str, args: list[str], keywords: dict[str, Any], says: str
+) -> None:
     with pytest.raises(PoolConfigError) as raised:
-        take_worker_flags(pool(FakeSupervisor()), verb, args)
+        take_run_options(pool(Replicas()), verb, args, keywords)
     assert says in str(raised.value)
 
 
-def test_start_with_workers_and_no_supervisor_names_the_package(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+def test_two_plugins_adding_one_flag_are_named(capsys: pytest.CaptureFixture[str]) -> None:
+    class Again(Replicas):
+        pass
+
     with pytest.raises(SystemExit) as exited:
-        pool().run(
-            ["start", "--url", "ws://127.0.0.1:9", "--api-key", "k", "--api-secret", "s"], workers=2
-        )
+        pool(Replicas(), Again()).run(["start", *CREDENTIALS])
     assert exited.value.code == 1
     err = capsys.readouterr().err
-    assert "no supervisor 'workers' is installed" in err
-    assert "pip install openrtc-workers" in err
+    assert "both add the run option" in err and "Replicas" in err
 
 
-def test_the_installed_supervisor_gets_the_plan_and_the_core_callables() -> None:
-    fake = FakeSupervisor()
-    fake.run = lambda: 7  # type: ignore[attr-defined]
-    FakeSupervisor.contexts.clear()
+class TakesLivekitsUrl:
+    @hookimpl
+    def openrtc_add_run_options(self, add: Any) -> None:
+        add(RunOption(name="url", flag="--url", help="Mine."))
+
+
+class TakesTheVerbsHelp:
+    @hookimpl
+    def openrtc_add_run_options(self, add: Any) -> None:
+        add(RunOption(name="helpful", flag="--help", help="Mine."))
+
+
+@pytest.mark.parametrize(
+    ("plugin", "says"),
+    [
+        (TakesLivekitsUrl(), "adds the run option --url, which livekit's own start takes"),
+        (TakesTheVerbsHelp(), "both add the run option --help"),
+    ],
+)
+def test_an_option_may_not_take_a_flag_of_livekit_or_of_the_verb(plugin: object, says: str) -> None:
+    with pytest.raises(PoolConfigError) as raised:
+        take_run_options(pool(plugin), "start", [], {})
+    assert says in str(raised.value)
+
+
+def test_the_plugin_taking_over_gets_the_options_and_the_core_callables() -> None:
+    Replicas.runs.clear()
     with pytest.raises(SystemExit) as exited:
-        pool(fake).run(
-            [
-                "start",
-                "--url",
-                "ws://127.0.0.1:9",
-                "--api-key",
-                "k",
-                "--api-secret",
-                "s",
-                "--max-worker-sessions",
-                "9",
-            ],
-            workers=3,
-        )
+        pool(Replicas()).run(["start", *CREDENTIALS, "--loud"], replicas=3)
     assert exited.value.code == 7
-    (context,) = FakeSupervisor.contexts
-    assert context.plan == WorkerPlan(count=3, max_sessions=9)
-    assert callable(context.prewarm) and callable(context.run_worker)
+    (run,) = Replicas.runs
+    assert (run.verb, run.options["replicas"], run.options["loud"]) == ("start", 3, True)
+    assert run.args == ("start", *CREDENTIALS)
+    assert callable(run.prewarm) and callable(run.run_worker) and callable(run.setup_logging)
+    # Done with: the processes a later run starts do not inherit this run's values.
+    assert "OPENRTC_RUN_OPTIONS" not in os.environ or not os.environ["OPENRTC_RUN_OPTIONS"]
+
+
+def test_a_flag_of_a_plugin_that_is_not_there_names_the_distribution(tmp_path: Path) -> None:
+    app = tmp_path / "app.py"
+    app.write_text(
+        "from livekit.agents import Agent\n"
+        "from openrtc_core import AgentPool\n"
+        "pool = AgentPool()\n"
+        "pool.add('a', Agent)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "openrtc_core", "start", str(app), "--workers", "2", *CREDENTIALS],
+        env={**os.environ, "OPENRTC_DISABLE_PLUGINS": "workers,deploy"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert (
+        "error: --workers is provided by openrtc-workers (plugin 'workers'), which is disabled"
+        in done.stderr
+    )
+
+
+def test_a_hint_for_a_distribution_not_installed_says_what_to_install() -> None:
+    hint = Hint(distribution="openrtc-not-here", entry_point="nothere", flags=("--nothere",))
+    assert why_missing("--nothere", hint) == (
+        "--nothere is provided by openrtc-not-here (pip install openrtc-not-here), which is "
+        "not installed"
+    )
 
 
 class LoadsModel:
@@ -190,27 +252,13 @@ def test_a_prewarm_that_leaves_what_a_fork_breaks_is_refused(plugin: Any, says: 
         take_prewarmed()
     message = str(raised.value)
     assert says in message
-    assert "openrtc_worker_started" in message and "--workers 1" in message
+    assert "openrtc_worker_started" in message and "run one worker" in message
 
 
 def test_worker_ports_follow_the_configured_one() -> None:
     assert [worker_port(9000, n) for n in (0, 1, 2)] == [9000, 9001, 9002]
     assert worker_port(0, 2) == 0
     assert worker_port(None, 1) == 8082  # livekit's production default, 8081, plus one
-
-
-def test_other_verbs_ignore_the_workers_environment_and_pool_run_workers(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.setenv("OPENRTC_WORKERS", "4")
-    assert take_worker_flags(pool(FakeSupervisor()), "dev", []) == (WorkerPlan(count=1), [])
-    for name in ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET"):
-        monkeypatch.delenv(name, raising=False)
-    with pytest.raises(SystemExit):
-        # dev goes past the worker flags to the next check: the missing server settings.
-        pool(FakeSupervisor()).run(["dev"], workers=4)
-    err = capsys.readouterr().err
-    assert "LIVEKIT_URL" in err and "--workers" not in err
 
 
 def test_log_level_reads_livekits_option(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -252,7 +300,7 @@ def test_identity_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) 
     [
         (
             {"OPENRTC_DISABLE_PLUGINS": "workers,deploy"},
-            "start runs one worker process (pip install",
+            "start runs one worker process",
         ),
         ({WORKER_ENV: "2/4/123"}, "this process is worker 2/4 (pid 123) of a supervisor"),
     ],

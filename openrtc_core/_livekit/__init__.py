@@ -276,7 +276,8 @@ def production_port() -> int:
 
 def setup_production_logging(level: str) -> None:
     """Log like livekit's ``start`` does (JSON lines on stdout, at `level`): the supervisor
-    process of ``start --workers N`` uses it before any worker has set up its own."""
+    process of a ``start`` a plugin runs with several workers uses it before any worker has set
+    up its own."""
     from livekit.agents.cli import log
 
     log.setup_logging(level, devmode=False, console=False)

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from ..discovery import DISABLE_ENV, STRICT_ENV
-from ..errors import PluginLoadError
+from ..errors import OpenRTCError
 from ..plugins import PluginHost
 from .argv import flag_value, global_options
 from .commands import download_plugin_files, plugins_command, versions
@@ -33,7 +33,9 @@ def _set_plugin_env(strict: bool, disable: str | None) -> None:
         os.environ[DISABLE_ENV] = disable
 
 
-def build_app() -> typer.Typer:
+def build_app(host: PluginHost | None = None) -> typer.Typer:
+    """The ``openrtc`` app; its verbs' help lists the run options `host`'s plugins add."""
+    declared = host.run_options() if host is not None else {}
     app = typer.Typer(
         name="openrtc",
         help="Run many LiveKit agents in one worker. Verbs mirror livekit's CLI.",
@@ -74,7 +76,7 @@ def build_app() -> typer.Typer:
 
     for verb, summary in LIVEKIT_VERBS.items():
         if verb != "download-files":
-            add_verb(app, verb, summary)
+            add_verb(app, verb, summary, declared)
 
     @app.command("download-files")
     def download_files() -> None:
@@ -105,12 +107,12 @@ def _pre_scan(argv: Sequence[str]) -> None:
 def main(argv: Sequence[str] | None = None) -> Any:
     args = list(sys.argv[1:] if argv is None else argv)
     _pre_scan(args)
-    app = build_app()
     try:
         host = PluginHost()
         host.load_entry_points()
+        app = build_app(host)
         host.register_commands(app)
-    except PluginLoadError as exc:
+    except OpenRTCError as exc:
         print_error(str(exc))
         return 1
     _, command = global_options(args)

@@ -14,11 +14,10 @@ from rich.table import Table
 from rich.text import Text
 
 from .._version import __version__
-from ..cores import usable_cores
-from ..errors import PluginLoadError
+from ..errors import OpenRTCError
 from ..identity import worker_identity
 from ..plugins import PluginHost
-from ..supervision import WORKERS_DISTRIBUTION, supervisor_name
+from ..runoptions import resolve
 from .output import fail, print_error, print_warning
 
 
@@ -60,7 +59,8 @@ def plugins_command(
     try:
         host = PluginHost()
         host.load_entry_points()
-    except PluginLoadError as exc:
+        said = workers_line(host)
+    except OpenRTCError as exc:
         raise fail(str(exc)) from None
     records = host.records
     if as_json:
@@ -81,26 +81,17 @@ def plugins_command(
         table.add_row(name, r.status, r.distribution or r.source, r.version, style=style)
     console = Console()
     console.print(table)
-    console.print(workers_line(host), highlight=False)
+    console.print(said, highlight=False)
 
 
 def workers_line(host: PluginHost) -> str:
-    """How many workers ``start`` runs here, and under which supervisor; inside a
-    supervised worker, which one this process is."""
+    """How ``start`` runs here (a plugin that would take it over says, else one worker);
+    inside a supervised worker, which one this process is."""
     identity = worker_identity()
     if identity is not None:
         return f"this process is {identity} of a supervisor"
-    registered = host.supervisors()
-    name = supervisor_name(registered)
-    if name not in registered:
-        return (
-            f"start runs one worker process (pip install {WORKERS_DISTRIBUTION} for one per core)"
-        )
-    cores = usable_cores()
-    return (
-        f"start runs {cores} worker process(es), one per usable core, under the supervisor "
-        f"{name!r} (--workers N to choose)"
-    )
+    said = host.describe_run("start", resolve(host.run_options(), "start"))
+    return said or "start runs one worker process"
 
 
 def versions() -> str:

@@ -5,48 +5,26 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Annotated, Final
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import typer
 
-from .. import _livekit
+from .. import _livekit, hints, runoptions
 from ..deployment import (
-    RUN_VERBS,
-    VERSION_ENV,
-    VERSION_FLAG,
+    VERSION_OPTION,
     announce_deploy_version,
     export_deploy_version,
-    generation,
     resolve_deploy_version,
-    take_version_flag,
 )
-from ..errors import OpenRTCError
-from ..reloading import RELOAD_DISTRIBUTION
+from ..entrypoint import register_worker_plugins
+from ..errors import OpenRTCError, PoolConfigError
+from ..runoptions import RUN_VERBS, Declared, RunContext, RunOptions
 from ..server import PoolServer, build_server, check_servable, configured_port
-from ..supervision import (
-    CONTROL_ENV,
-    CONTROL_FLAG,
-    DEPLOY_DISTRIBUTION,
-    MEMORY_FLAG,
-    SESSIONS_FLAG,
-    SUPERVISED_VERB,
-    WORKERS_DISTRIBUTION,
-    WORKERS_ENV,
-    WORKERS_FLAG,
-    SupervisorContext,
-    WorkerPlan,
-    become_worker,
-    log_level,
-    prewarm_before_fork,
-    runs_supervised,
-    supervisor_factory,
-    take_worker_flags,
-    worker_port,
-)
+from ..supervision import become_worker, log_level, prewarm_before_fork, worker_port
 from ..targets import load_pool
 from .credentials import CONNECTING_VERBS, credentials_message, missing_credentials
-from .livekit_help import VerbCommand
+from .livekit_help import VerbCommand, livekit_options
 from .livekit_notices import quiet_livekit_notices
 from .output import fail, print_error
 
@@ -63,17 +41,9 @@ LIVEKIT_VERBS: dict[str, str] = {
     "download-files": "Download the model files the installed livekit plugins need.",
 }
 
-RELOAD_VERBS: Final = ("dev", "start")
-"""The verbs that take ``--reload/--no-reload`` (on by default for dev)."""
-VERB_NOTES: Final = {
-    "dev": (
-        "Code reloads when files change if a reload strategy is installed (pip install "
-        f"{RELOAD_DISTRIBUTION}); --no-reload turns it off. livekit's own --reload is not "
-        "passed on."
-    ),
-    "start": f"--reload reloads code when files change (needs {RELOAD_DISTRIBUTION}).",
-}
-"""What each verb's help says after the options."""
+LIVEKIT_DEV_RELOAD: Final = "--no-reload"
+"""livekit's own ``dev`` reload: it defaults to on and, since livekit removed in-process
+reloading, only prints a notice; off, it prints none. ``openrtc dev`` always passes this."""
 
 TARGET_HELP = (
     "What to run: package.module:pool, path/to/app.py[:pool], or a directory with one agent "
@@ -84,23 +54,55 @@ TARGET_HELP = (
 # -- running livekit's CLI --------------------------------------------------------------------
 
 
-def reload_choice(pool: AgentPool, verb: str, args: list[str]) -> tuple[bool, list[str]]:
-    """Whether the worker reloads code, and `args` without our ``--reload`` flags.
+def take_run_options(
+    pool: AgentPool, verb: str, args: list[str], run_keywords: Mapping[str, Any]
+) -> tuple[RunOptions, list[str]]:
+    """The run options `args` and `run_keywords` give for `verb`, resolved once (see
+    :mod:`..runoptions`), and `args` without them.
 
-    ``dev`` reloads when a reload strategy is installed, ``start`` only with ``--reload``;
-    the last flag given wins. livekit's own ``dev --reload`` is always switched off (it
-    removed in-process reloading and would only print a notice).
+    :raises PoolConfigError: an option's value cannot be used, or a flag, variable or
+        keyword belongs to a plugin that is not there (said by :mod:`..hints`).
     """
-    if verb not in RELOAD_VERBS:
-        return False, args
-    flags = [a for a in args if a in ("--reload", "--no-reload")]
-    rest = [a for a in args if a not in ("--reload", "--no-reload")]
-    if flags:
-        wanted = flags[-1] == "--reload"
-    else:
-        wanted = verb == "dev" and bool(pool.plugins.reload_strategies())
-    # livekit's reload defaults to on and only prints a notice; off, it prints none.
-    return wanted, [*rest, "--no-reload"] if verb == "dev" else rest
+    declared = pool.plugins.run_options()
+    check_livekits_flags(declared, verb)
+    flags, rest = runoptions.take_flags(declared, verb, args)
+    missing = hints.missing_flag(verb, rest)
+    if missing is not None:
+        raise PoolConfigError(pool.plugins.why_missing(*missing))
+    read = {env for d in declared.values() for env in (d.option.env, *d.option.old_env)}
+    unread = hints.missing_env(verb, os.environ, read)
+    if unread is not None:
+        raise PoolConfigError(pool.plugins.why_missing(*unread))
+    check_keywords(declared, run_keywords, pool)
+    return pool.resolve_run_options(verb, flags, run_keywords), rest
+
+
+def check_livekits_flags(declared: Mapping[str, Declared], verb: str) -> None:
+    """A :class:`PoolConfigError` naming the plugin that adds a flag livekit's own `verb`
+    takes: its option would take the flag away from livekit."""
+    livekits = {flag for param in livekit_options(verb) for flag in param.opts}
+    for item in declared.values():
+        for flag in item.option.flags:
+            if flag in livekits:
+                raise PoolConfigError(
+                    f"plugin {item.plugin} adds the run option {flag}, which livekit's own "
+                    f"{verb} takes; the plugin must name its option another way"
+                )
+
+
+def check_keywords(
+    declared: Mapping[str, Declared], keywords: Mapping[str, Any], pool: AgentPool
+) -> None:
+    """A :class:`PoolConfigError` for a keyword of ``pool.run(...)`` no run option takes."""
+    known = {name for d in declared.values() for name in (d.option.name, *d.option.old_names)}
+    for keyword in sorted(set(keywords) - known):
+        hint = hints.hint_for_keyword(keyword)
+        if hint is not None:
+            raise PoolConfigError(pool.plugins.why_missing(f"pool.run({keyword}=)", hint))
+        raise PoolConfigError(
+            f"pool.run({keyword}=...): no run option is called that; they are: "
+            f"{', '.join(sorted(declared)) or 'none'}"
+        )
 
 
 def run_livekit(
@@ -109,53 +111,62 @@ def run_livekit(
     *,
     prog_name: str | None = None,
     plugins: Sequence[object] = (),
+    run_keywords: Mapping[str, Any] | None = None,
 ) -> None:
     """Build the pool's server and run livekit's CLI on `argv`; exits like a CLI does.
 
-    What would fail once livekit runs fails here instead, as one ``error:`` line and exit
-    status 1: a pool livekit cannot serve, a verb that connects with no server URL or keys.
-    ``start`` with several workers (or worker recycling) runs the installed supervisor,
-    which runs this same worker in each of its processes. `plugins` are worker plugins
+    The run options plugins add (their flags; `run_keywords` from
+    ``pool.run(...)``) are taken off `argv` and resolved once, here, for this process and
+    every process it starts. What would fail once livekit runs fails here instead, as one
+    ``error:`` line and exit status 1: a pool livekit cannot serve, a verb that connects
+    with no server URL or keys, an option that cannot be used. A plugin may then run the
+    verb itself (``openrtc_take_over_run``: a supervisor of several workers, a deploy
+    controller); otherwise this process runs one worker. `plugins` are worker plugins
     (``create_server(plugins=...)``). ``pool.run()`` means the same as ``openrtc VERB TARGET``.
 
-    A run verb's deployment version (``--version``, else ``OPENRTC_VERSION``, the git commit
-    or a content hash) is resolved here once and exported as ``OPENRTC_VERSION``, so every
-    process the worker starts reports the same one.
+    A run verb's deployment version (``--deploy-version``, else ``OPENRTC_DEPLOY_VERSION``,
+    the git commit or a content hash) is resolved here once and exported, so every process
+    the worker starts reports the same one.
     """
     args = list(argv)
     verb = args[0] if args else ""
     prog = prog_name or os.path.basename(sys.argv[0]) or "openrtc"
     wants_help = "--help" in args
-    withdraw: Callable[[], None] | None = None
+    undo: list[Callable[[], None]] = []
+    # The run's values reach the processes it starts through the environment; once it is
+    # over they are withdrawn, so a later run in this process (a test) starts clean.
+    withdraw_options: Callable[[], None] | None = None
     try:
-        explicit, args = take_version_flag(verb, args)
-        if generation() is not None:
-            # A deploy controller runs this command line again for each generation and
-            # resolved the version of the code it loads (OPENRTC_VERSION): a --version
-            # given to the first one must not name them all.
-            explicit = None
-        reload, plan, deploy = False, WorkerPlan(count=1), None
-        if not wants_help:
-            reload, args = reload_choice(pool, verb, args)
-            plan, args = take_worker_flags(pool, verb, args)
-            if verb in RUN_VERBS:
-                deploy = resolve_deploy_version(pool, explicit)
+        register_worker_plugins(pool, plugins)  # they may add run options too
+        if verb in RUN_VERBS and not wants_help:
+            options, rest = take_run_options(pool, verb, args[1:], run_keywords or {})
+            args = [verb, *rest]
+            pool.use_run_options(options)
+            withdraw_options = runoptions.export(options)
         if verb in CONNECTING_VERBS and not wants_help:
             missing = missing_credentials(args[1:], pool)
             if missing:
                 raise OpenRTCError(credentials_message(f"{prog} {verb}", missing))
-        if deploy is not None:
+        if verb == "dev":
+            args.append(LIVEKIT_DEV_RELOAD)
+        if verb in RUN_VERBS and not wants_help:
+            explicit = pool.run_options.get(VERSION_OPTION)
+            deploy = resolve_deploy_version(pool, None if explicit is None else str(explicit))
             # Before any worker is forked or job process started: they inherit it.
-            withdraw = export_deploy_version(deploy)
-        if runs_supervised(pool, verb, plan):
-            raise SystemExit(_supervise(pool, plan, args, prog, plugins, reload))
-        server = build_server(pool, reload=reload, plugins=plugins)
+            undo.append(export_deploy_version(deploy))
+            status = _take_over(pool, verb, args, prog, plugins)
+            if status is not None:
+                raise SystemExit(status)
+        server = build_server(pool, plugins=plugins)
+        raise SystemExit(_run_app(server, args, prog))
     except OpenRTCError as exc:
-        if withdraw is not None:
-            withdraw()  # no worker ran: the process is as it was
+        for step in reversed(undo):
+            step()  # no worker ran: the process is as it was
         print_error(str(exc))
         raise SystemExit(1) from None
-    raise SystemExit(_run_app(server, args, prog))
+    finally:
+        if withdraw_options is not None:
+            withdraw_options()
 
 
 def _run_app(server: AgentServer, args: list[str], prog: str) -> str | int | None:
@@ -171,39 +182,42 @@ def _run_app(server: AgentServer, args: list[str], prog: str) -> str | int | Non
     return exit_status(server, 0)
 
 
-def _supervise(
-    pool: AgentPool,
-    plan: WorkerPlan,
-    args: list[str],
-    prog: str,
-    plugins: Sequence[object],
-    reload: bool,
-) -> int:
-    """Run `plan`'s workers under the installed supervisor; the command's exit status."""
-    factory = supervisor_factory(pool, plan)
-    check_servable(pool, reload=reload)
+def _take_over(
+    pool: AgentPool, verb: str, args: list[str], prog: str, worker_plugins: Sequence[object]
+) -> int | None:
+    """Offer the run to the plugins (``openrtc_take_over_run``); the exit status of the one
+    that ran it, None when none did."""
+    check_servable(pool)
     port = configured_port(pool)
 
-    def run_worker(index: int, count: int, port_slot: int) -> int:
+    def run_worker(
+        index: int, count: int, port_slot: int, *, plugins: Sequence[object] = ()
+    ) -> int:
         become_worker(index, count)
+        for plugin in plugins:
+            pool.plugins.register(plugin)  # this process only: job processes do not get them
         try:
-            server = build_server(
-                pool, reload=reload, plugins=plugins, port=worker_port(port, port_slot)
-            )
+            server = build_server(pool, plugins=worker_plugins, port=worker_port(port, port_slot))
         except OpenRTCError as exc:
             print_error(str(exc))
             return 1
         return status_number(_run_app(server, args, prog))
 
-    _livekit.setup_production_logging(log_level(args))
-    announce_deploy_version()
-    context = SupervisorContext(
-        pool=pool,
-        plan=plan,
-        prewarm=functools.partial(prewarm_before_fork, pool, plugins),
+    def setup_logging() -> None:
+        _livekit.setup_production_logging(log_level(args))
+        announce_deploy_version()
+
+    run = RunContext(
+        pool=pool.view(),
+        verb=verb,
+        options=pool.run_options,
+        args=tuple(args),
+        prewarm=functools.partial(prewarm_before_fork, pool, worker_plugins),
         run_worker=run_worker,
+        setup_logging=setup_logging,
+        resolve_version=functools.partial(resolve_deploy_version, pool),
     )
-    return factory(context).run()
+    return pool.plugins.take_over_run(run)
 
 
 def status_number(code: str | int | None) -> int:
@@ -229,15 +243,21 @@ def exit_status(server: AgentServer, code: str | int | None) -> str | int | None
 # -- the verbs' commands ----------------------------------------------------------------------
 
 
-def _load(target: str, *, entry_points: bool, tenants: str | None) -> AgentPool:
+def _load(target: str, *, entry_points: bool) -> AgentPool:
     try:
-        return load_pool(target, entry_points=entry_points, tenants=tenants)
+        return load_pool(target, entry_points=entry_points)
     except OpenRTCError as exc:
         raise fail(str(exc)) from None
 
 
-def add_verb(app: typer.Typer, verb: str, summary: str) -> None:
-    """Add livekit's `verb` to `app`: load the pool from TARGET, pass the rest to livekit."""
+def add_verb(
+    app: typer.Typer, verb: str, summary: str, declared: Mapping[str, Declared] | None = None
+) -> None:
+    """Add livekit's `verb` to `app`: load the pool from TARGET, pass the rest to livekit.
+
+    The run options plugins add (`declared`) show in the verb's help; they are taken from
+    the rest of the command line, like livekit's own, by :func:`run_livekit`.
+    """
 
     def command(
         ctx: typer.Context,
@@ -251,103 +271,18 @@ def add_verb(app: typer.Typer, verb: str, summary: str) -> None:
                 help="Also register agents that installed packages expose (openrtc.agents).",
             ),
         ] = False,
-        reload: bool | None = None,
-        tenants: Annotated[
-            str | None,
-            typer.Option(
-                "--tenants",
-                help="The tenants file (keys, caps, breakers per tenant; needs openrtc-tenancy).",
-                envvar="OPENRTC_TENANTS",
-                show_default=False,
-            ),
-        ] = None,
-        version: Annotated[
-            str | None,
-            typer.Option(
-                VERSION_FLAG,
-                help=(
-                    "The deployment version this worker reports (participant attribute "
-                    f"openrtc.deploy, SessionInfo.deploy, logs). Default: {VERSION_ENV}, else "
-                    "the git commit of TARGET's folder (-dirty with local changes), else a "
-                    "hash of its Python files."
-                ),
-                show_default=False,
-                metavar="VERSION",
-            ),
-        ] = None,
-        workers: str | None = None,
-        max_worker_memory: float | None = None,
-        max_worker_sessions: int | None = None,
-        control: str | None = None,
     ) -> None:
-        pool = _load(target, entry_points=entry_points, tenants=tenants)
-        flags = [] if reload is None else ["--reload" if reload else "--no-reload"]
-        if version is not None:
-            flags += [VERSION_FLAG, version]
-        for flag, value in (
-            (WORKERS_FLAG, workers),
-            (MEMORY_FLAG, max_worker_memory),
-            (SESSIONS_FLAG, max_worker_sessions),
-            (CONTROL_FLAG, control),
-        ):
-            if value is not None:
-                flags += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
-        run_livekit(pool, [verb, *ctx.args, *flags], prog_name="openrtc")
+        pool = _load(target, entry_points=entry_points)
+        run_livekit(pool, [verb, *ctx.args], prog_name="openrtc")
 
     command.__doc__ = summary
-    # Set here, not in the signature: whether the option shows depends on the verb.
-    command.__annotations__["reload"] = Annotated[
-        bool | None,
-        typer.Option(
-            "--reload/--no-reload",
-            help=(
-                "Reload agent code when its files change; live calls switch at their next "
-                f"turn (needs {RELOAD_DISTRIBUTION}). Default: on for dev, off for start."
-            ),
-            hidden=verb not in RELOAD_VERBS,
-            show_default=False,
-        ),
-    ]
-    supervised = verb == SUPERVISED_VERB
-    for name, kind, flag, text, envvar in (
-        (
-            "workers",
-            str,
-            WORKERS_FLAG,
-            "Worker processes to run, each registered with LiveKit: a number, or auto (one "
-            f"per usable core; the default when {WORKERS_DISTRIBUTION} is installed).",
-            WORKERS_ENV,
-        ),
-        (
-            "max_worker_memory",
-            float,
-            MEMORY_FLAG,
-            "Replace a worker whose memory (PSS, MiB) goes above this, once its calls end.",
-            None,
-        ),
-        (
-            "max_worker_sessions",
-            int,
-            SESSIONS_FLAG,
-            "Replace a worker once it has taken this many calls, once they end.",
-            None,
-        ),
-        (
-            "control",
-            str,
-            CONTROL_FLAG,
-            f"Where the deploy controller listens for `openrtc deploy` (needs "
-            f"{DEPLOY_DISTRIBUTION}; default {CONTROL_ENV}, else a private runtime folder).",
-            None,
-        ),
-    ):
-        command.__annotations__[name] = Annotated[
-            kind | None,
-            typer.Option(flag, help=text, envvar=envvar, hidden=not supervised, show_default=False),
-        ]
+    options = [d for d in (declared or {}).values() if verb in d.option.verbs]
     app.command(
         verb,
-        cls=type(f"{verb.title()}Command", (VerbCommand,), {"verb": verb}),
+        cls=type(
+            f"{verb.title()}Command",
+            (VerbCommand,),
+            {"verb": verb, "run_options": tuple(options)},
+        ),
         context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-        epilog=VERB_NOTES.get(verb),
     )(command)

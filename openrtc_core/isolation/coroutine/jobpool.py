@@ -77,7 +77,7 @@ class CoroutineJobPool(utils.EventEmitter[str]):
                 self._shared_proc = livekit_jobs.shared_job_process(self._http_proxy)
                 self._setup_fnc(self._shared_proc)
             else:
-                # A supervisor ran the prewarm before it forked this worker (openrtc-workers).
+                # A supervisor ran the prewarm before it forked this worker.
                 self._shared_proc = prewarmed
             _livekit.install_job_log_fields()
             livekit_cycles.install_acyclic_channels()

@@ -15,11 +15,10 @@ from typing import Any
 
 import attrs
 
-from openrtc_core import SUPERVISOR_ENV
+from openrtc_core import child_pids
 from openrtc_testing import LoopbackDispatchServer
 from openrtc_testing.dispatch import WorkerConnection
 from openrtc_testing.worker import dispatch_until_accepted, simulated_call_metadata
-from openrtc_workers.memory import children
 
 TESTS = Path(__file__).resolve().parent
 TARGET = "worker_pools:pool"
@@ -55,7 +54,7 @@ class Supervised:
 
     def worker_pids(self) -> list[int]:
         """The supervisor's worker processes (its direct children)."""
-        return children(self.proc.pid)
+        return child_pids(self.proc.pid)
 
     async def wait_for_workers(self, count: int, timeout: float = START_TIMEOUT_S) -> None:
         """Until `count` workers are registered with the loopback server."""
@@ -115,7 +114,7 @@ async def supervised(
             "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
             # openrtc-workers' own supervisor, even where openrtc-deploy's controller is
             # installed (it would run these workers as one of its generations).
-            SUPERVISOR_ENV: "workers",
+            "OPENRTC_DISABLE_PLUGINS": "deploy",
             **(env or {}),
         }
         with log.open("wb") as out:

@@ -37,9 +37,10 @@ def deploy_command(
     version: Annotated[
         str | None,
         typer.Option(
+            "--deploy-version",
             "--version",
             help="The new generation's deploy version (default: the git commit of the code, "
-            "with -dirty, else a content hash).",
+            "with -dirty, else a content hash). --version is its former spelling.",
             show_default=False,
         ),
     ] = None,
@@ -78,7 +79,9 @@ def deploy_command(
     or a drain cut calls; 2 when no controller answers.
     """
     if sum((status, drain)) > 1 or (status and (version or wait)) or (drain and version):
-        _fail("give one of: a deploy (with --version/--timeout/--wait), --status, --drain", 2)
+        _fail(
+            "give one of: a deploy (with --deploy-version/--timeout/--wait), --status, --drain", 2
+        )
     wrong = "" if timeout is None else ready_timeout_error(timeout)
     if wrong:
         _fail(f"--timeout {timeout:g}: {wrong}", 2)

@@ -4,7 +4,7 @@ registered, drains the old one call by call.
 One thread and a selector, like openrtc-workers' supervisor: the control socket and its
 clients, each generation's status pipe and stderr, a signal wake-up pipe. It never forks
 workers itself and never connects to LiveKit: each generation is the same command run
-again (:attr:`SupervisorContext.command`) as openrtc-workers' supervisor, so it loads the
+again (:attr:`RunContext.command`) as openrtc-workers' supervisor, so it loads the
 code now on disk and runs its own prewarm.
 
 At most two generations hold calls at once: a deploy asked for while an old generation
@@ -39,10 +39,10 @@ from openrtc_core import (
     DeployVersion,
     OpenRTCError,
     PoolConfigError,
-    SupervisorContext,
-    resolve_deploy_version,
+    RunContext,
+    exit_reason,
 )
-from openrtc_workers import GAVE_UP, READY, SignalInbox, exit_reason
+from openrtc_workers import GAVE_UP, READY, SignalInbox, WorkerPlan
 
 from .client import control_path, ready_timeout_error
 from .control import (
@@ -57,7 +57,7 @@ from .control import (
     remove,
     turn_away,
 )
-from .generation import GENERATION_SUPERVISOR, Generation, State, adopt_orphans, spawn
+from .generation import Generation, State, adopt_orphans, spawn
 from .restarts import RestartBackoff
 
 logger = logging.getLogger("openrtc.deploy")
@@ -129,20 +129,19 @@ class Deploy:
 
 
 class DeployController:
-    """The ``deploy`` supervisor (see the module's docstring)."""
+    """Runs every ``start`` as generations (see the module's docstring)."""
 
-    supervises_every_start: Final = True
-    """Run ``start`` even with one worker: every start gets generations."""
-
-    def __init__(self, context: SupervisorContext) -> None:
-        if GENERATION_SUPERVISOR not in context.pool.plugins.supervisors():
+    def __init__(self, context: RunContext) -> None:
+        if "workers" not in context.options:
             raise PoolConfigError(
-                f"openrtc-deploy runs each generation under openrtc-workers' supervisor "
-                f"{GENERATION_SUPERVISOR!r}, which is not loaded (is it disabled by "
-                "OPENRTC_DISABLE_PLUGINS?); enable it, or disable deploy as well"
+                "openrtc-deploy runs each generation under openrtc-workers' supervisor, "
+                "which is not loaded (is it disabled by OPENRTC_DISABLE_PLUGINS?); enable it, "
+                "or disable deploy as well"
             )
         self.context = context
-        self.path = control_path(context.plan.control)
+        self.plan = WorkerPlan.from_options(context.options)
+        control = context.options.get("control")
+        self.path = control_path(None if control is None else str(control))
         raw = os.environ.get(READY_TIMEOUT_ENV, "").strip()
         self.ready_timeout = _seconds(raw, READY_TIMEOUT_ENV) if raw else DEFAULT_READY_TIMEOUT_S
         self.generations: collections.deque[Generation] = collections.deque(maxlen=HISTORY)
@@ -343,7 +342,7 @@ class DeployController:
         if deploy.restart is not None and self.last_good is not None:
             return self._last_good_version(self.last_good)
         first = self._number == 0 and deploy.version is None
-        return resolve_deploy_version(self.context.pool, deploy.version, use_env=first)
+        return self.context.resolve_version(deploy.version, use_env=first)
 
     def _last_good_version(self, good: Generation) -> DeployVersion:
         """A restart runs the command again, so it loads the code on disk: the last good
@@ -352,7 +351,7 @@ class DeployController:
         if good.disk is None:
             return good.version  # named by flag or env: the disk's version is not known
         try:
-            now = resolve_deploy_version(self.context.pool, None, use_env=False)
+            now = self.context.resolve_version(None, use_env=False)
         except OpenRTCError:
             return good.version
         if now.value != good.disk:
@@ -368,7 +367,7 @@ class DeployController:
 
     def _port_offset(self) -> int:
         used = {g.port_offset for g in [*self._live(), *self.orphaned]}
-        block = PORT_BLOCK_WORKERS * self.context.plan.count
+        block = PORT_BLOCK_WORKERS * self.plan.count
         return next(b * block for b in range(len(used) + 1) if b * block not in used)
 
     def _read_status(self, generation: Generation) -> None:
@@ -471,7 +470,7 @@ class DeployController:
                 self._fail(
                     generation,
                     f"not ready within {timeout:g} s: {generation.registered_count()} of "
-                    f"{self.context.plan.count} worker(s) registered with LiveKit"
+                    f"{self.plan.count} worker(s) registered with LiveKit"
                     + (f"; last error: {said}" if said else ""),
                 )
 
@@ -567,7 +566,7 @@ class DeployController:
             generation.name(),
             index,
             pid,
-            exit_reason(status),
+            exit_reason(os.waitstatus_to_exitcode(status)),
             f"; calls lost: {_calls(lost)}" if lost else "; its calls ended",
         )
         if not generation.orphans:
@@ -741,7 +740,7 @@ class DeployController:
         elif op == "deploy":
             if request.version is not None:
                 try:
-                    resolve_deploy_version(self.context.pool, request.version)
+                    self.context.resolve_version(request.version)
                 except OpenRTCError as exc:
                     client.answer(ok=False, message=str(exc))
                     return
@@ -843,7 +842,7 @@ class DeployController:
             "control": str(self.path),
             "state": state,
             "ready": self.ready(),
-            "workers_per_generation": self.context.plan.count,
+            "workers_per_generation": self.plan.count,
             "generations": [g.as_dict() for g in self.generations],
             "restarts": self.restart_count,
             "last_restarts": [r.as_dict() for r in self.restarts],

@@ -19,7 +19,7 @@ from typing import Any, Final
 
 import attrs
 
-from openrtc_core import GENERATION_ENV, SUPERVISOR_ENV, VERSION_ENV, DeployVersion
+from openrtc_core import VERSION_ENV, VERSION_FLAG, DeployVersion, exit_reason
 from openrtc_workers import (
     CUT,
     EXITED,
@@ -33,11 +33,10 @@ from openrtc_workers import (
     TAKEN,
     ReportReader,
     drain_when_parent_dies,
-    exit_reason,
 )
 
-GENERATION_SUPERVISOR: Final = "workers"
-"""The supervisor each generation runs (openrtc-workers')."""
+GENERATION_ENV: Final = "OPENRTC_GENERATION"
+"""Set in each generation the controller runs: 1, 2, ..."""
 LOG_TAIL_LINES: Final = 60
 _EXCEPTION_LINE: Final = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b.*")
 _PR_SET_CHILD_SUBREAPER: Final = 36
@@ -171,7 +170,7 @@ class Generation:
         self.read_status()
         self.log.read()
         self.exited_at = time.monotonic()
-        self.exit = exit_reason(status)
+        self.exit = exit_reason(os.waitstatus_to_exitcode(status))
         self.orphans = {w.pid: w.index for w in self.workers.values() if is_child(w.pid)}
         for job in [j for j in self.calls if self.call_pids.get(j) not in self.orphans]:
             (self.lost if died else self.cut)[job] = self.calls.pop(job)
@@ -319,6 +318,13 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
+def generation() -> int | None:
+    """The generation the controller runs this process in (:data:`GENERATION_ENV`); None
+    when none does, or the value is not a positive number."""
+    raw = os.environ.get(GENERATION_ENV, "").strip()
+    return int(raw) if raw.isdecimal() and int(raw) > 0 else None
+
+
 def spawn(
     number: int,
     version: DeployVersion,
@@ -326,13 +332,13 @@ def spawn(
     *,
     port_offset: int,
 ) -> Generation:
-    """Start generation `number`: `command` again, as openrtc-workers' supervisor, with the
-    deploy version and a pipe for its status lines."""
+    """Start generation `number`: `command` again, with the deploy version last (it wins over
+    one the command gave) and a pipe for openrtc-workers' status lines (which makes its
+    supervisor run the generation, even of one worker)."""
     status_read, status_write = os.pipe()
     log_read, log_write = os.pipe()
     env = {
         **os.environ,
-        SUPERVISOR_ENV: GENERATION_SUPERVISOR,
         GENERATION_ENV: str(number),
         VERSION_ENV: version.value,
         STATUS_FD_ENV: str(status_write),
@@ -340,7 +346,7 @@ def spawn(
     }
     try:
         process = subprocess.Popen(
-            list(command),
+            [*command, VERSION_FLAG, version.value],
             env=env,
             stdin=subprocess.DEVNULL,
             stderr=log_write,

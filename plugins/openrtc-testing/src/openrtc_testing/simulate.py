@@ -27,7 +27,7 @@ import tempfile
 import time
 import tomllib
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Final, Protocol
 
@@ -40,7 +40,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from openrtc_core import AgentPool, OpenRTCError, load_pool, supervisor_name
+from openrtc_core import AgentPool, OpenRTCError, load_pool
 
 from . import offline, voice_figures
 from .caller import MAX_SCRIPT_S
@@ -59,6 +59,8 @@ from .voice_clips import SAMPLE_RATES, VoiceUnavailable, prepare
 from .voice_figures import VoiceSettings
 from .worker import Pause, dispatch_until_accepted, running_worker, simulated_call_metadata
 
+TENANTS_OPTION: Final = "tenants"
+"""The run option a tenancy plugin adds for its tenants file (``--tenants`` on the run verbs)."""
 _TURN_KEYS = ("user", "reply", "version", "error", "latency_s", *voice_figures.TURN_KEYS)
 CALLER_LINES = (
     "Hi, I need some help.",
@@ -454,12 +456,15 @@ async def run_simulation(
     supervisor_log: Path | None = None,
     voice: VoiceSettings | None = None,
     stop_signals: Sequence[signal.Signals] = (),
+    run_options: Mapping[str, Any] | None = None,
 ) -> SimulationResult:
     """Dispatch `calls` simulated calls, `concurrency` at a time, round-robin over agents.
 
     `reload` runs the worker with code reloading (openrtc-reload); `script` replaces the
     stock caller lines (`turns` of them). With `tenants`, call ``i`` names tenant
     ``tenants[i % len(tenants)]`` in its job metadata (as it names agent ``i % len(agents)``).
+    `run_options` set the options plugins add for the worker in this process, as
+    ``pool.create_server(...)`` takes them (``tenants="tenants.toml"``).
 
     With `supervisor`, its workers serve the calls instead of one in this process (`pool` is
     then only read for its agents and settings); their output goes to `supervisor_log`
@@ -491,7 +496,9 @@ async def run_simulation(
             lk = await stack.enter_async_context(LoopbackDispatchServer())
             refusals: Refusals | None = in_process
             if supervisor is None:
-                await stack.enter_async_context(running_worker(pool, lk, reload=reload))
+                await stack.enter_async_context(
+                    running_worker(pool, lk, reload=reload, **(run_options or {}))
+                )
                 lag.start()  # the worker's loop is this one
             else:
                 fleet = await stack.enter_async_context(
@@ -950,16 +957,19 @@ def call_tenants(tenants_file: Path | None, names: Sequence[str]) -> list[str]:
 
 def _control_socket(pool: AgentPool) -> str | None:
     """A control socket of this run's own for a deploy controller (openrtc-deploy), when
-    one will run the workers; None when none will."""
-    registered = pool.plugins.supervisors()
-    if not getattr(registered.get(supervisor_name(registered)), "supervises_every_start", False):
+    one will run the workers (it adds ``--control``); None when none will."""
+    if "control" not in pool.plugins.run_options():
         return None
     return str(Path(tempfile.mkdtemp(prefix="openrtc-simulate-control-")) / "control.sock")
 
 
-def _tenancy_hooked(pool: AgentPool) -> bool:
-    """Whether a plugin resolves tenants (openrtc-tenancy does), so a tenants file applies."""
-    return bool(pool.plugins.manager.hook.openrtc_resolve_tenant.get_hookimpls())
+def tenants_run_option(pool: AgentPool, tenants_file: Path | None) -> dict[str, str]:
+    """``--tenants FILE`` as the run verbs take it: the run option a tenancy plugin adds
+    (``{"tenants": FILE}``), for the worker (``create_server(tenants=...)``) or a
+    supervisor's ``start --tenants FILE``; {} without a file or without such a plugin."""
+    if tenants_file is None or TENANTS_OPTION not in pool.plugins.run_options():
+        return {}
+    return {TENANTS_OPTION: str(tenants_file)}
 
 
 def simulate_command(
@@ -1077,11 +1087,8 @@ def simulate_command(
             # What a reload did is what the user is trying out: said, not hidden.
             logging.getLogger("openrtc.reload").setLevel(logging.INFO)
     try:
-        pool = load_pool(
-            target,
-            isolation=isolation,
-            tenants=str(tenants_file) if tenants_file is not None else None,
-        )
+        pool = load_pool(target, isolation=isolation)
+        run_options = tenants_run_option(pool, tenants_file)
     except OpenRTCError as exc:
         _print_error(str(exc))
         raise typer.Exit(1) from None
@@ -1093,9 +1100,9 @@ def simulate_command(
         console.print(f"[yellow]scripted providers for {agent}[/yellow] (instead of {listed})")
     if tenants:
         console.print(f"calls for tenants: {escape(', '.join(tenants))}")
-    if tenants_file is not None and not _tenancy_hooked(pool):
+    if tenants_file is not None and not run_options:
         console.print(
-            "[yellow]no installed plugin resolves tenants[/yellow]: the tenants file is not "
+            "[yellow]no installed plugin takes a tenants file[/yellow] (--tenants): it is not "
             "applied (install openrtc-tenancy)"
         )
     supervisor: SupervisorSpec | None = None
@@ -1105,7 +1112,7 @@ def simulate_command(
             target=target,
             workers=worker_count,
             isolation=isolation,
-            tenants=str(tenants_file) if tenants_file is not None else None,
+            tenants=run_options.get(TENANTS_OPTION),
             reload=reload,
             control=_control_socket(pool),
         )
@@ -1132,6 +1139,7 @@ def simulate_command(
             supervisor=supervisor,
             log_dir=log_dir,
             voice=voice_settings,
+            run_options=run_options,
         )
         render(result, console)
         if json_path is not None:
@@ -1169,6 +1177,7 @@ def _run(
     supervisor: SupervisorSpec | None,
     log_dir: Path | None,
     voice: VoiceSettings | None = None,
+    run_options: Mapping[str, Any] | None = None,
 ) -> SimulationResult:
     """The calls, with a progress bar; :class:`SupervisorFailed` as run_simulation raises it."""
     with Progress(
@@ -1204,6 +1213,7 @@ def _run(
                     supervisor_log=None if log_dir is None else log_dir / SUPERVISOR_LOG,
                     voice=voice,
                     stop_signals=STOP_SIGNALS,
+                    run_options=run_options,
                 )
             )
         except SimulationInterrupted as exc:

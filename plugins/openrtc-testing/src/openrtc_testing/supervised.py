@@ -7,9 +7,9 @@ scripted ones as in every simulated call. ``openrtc simulate --workers N``, the 
 and the tests of openrtc-workers start their supervisor this way; a production
 ``openrtc start`` never simulates.
 
-The pool is loaded as ``openrtc simulate`` loads it: ``--isolation NAME``, ``--tenants FILE``
-and ``--entry-points`` (anywhere after TARGET) are read here; every other option goes to
-``start``.
+The pool is loaded as ``openrtc simulate`` loads it: ``--isolation NAME`` and
+``--entry-points`` (anywhere after TARGET) are read here; every other option goes to
+``start``, whose run options (``--workers``, ``--tenants``, ...) the plugins declare.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from .supervising import PARENT_ENV
 URL_ENV = "LIVEKIT_URL"
 USAGE = (
     "usage: LIVEKIT_URL=ws://127.0.0.1:PORT python -m openrtc_testing.supervised "
-    "TARGET [--isolation NAME] [--tenants FILE] [--entry-points] [openrtc start options]"
+    "TARGET [--isolation NAME] [--entry-points] [openrtc start options]"
 )
 
 
@@ -37,7 +37,6 @@ class Loading:
     """How the pool is loaded (``load_pool``'s options), and what is left for ``start``."""
 
     isolation: str | None = None
-    tenants: str | None = None
     entry_points: bool = False
     rest: tuple[str, ...] = ()
 
@@ -55,7 +54,7 @@ def split_options(args: Sequence[str]) -> Loading:
         flag, eq, value = arg.partition("=")
         if arg == "--entry-points":
             entry_points = True
-        elif flag in ("--isolation", "--tenants"):
+        elif flag == "--isolation":
             if not eq:
                 value = next(items, "")
             if not value:
@@ -65,7 +64,6 @@ def split_options(args: Sequence[str]) -> Loading:
             rest.append(arg)
     return Loading(
         isolation=values.get("--isolation"),
-        tenants=values.get("--tenants"),
         entry_points=entry_points,
         rest=tuple(rest),
     )
@@ -86,7 +84,6 @@ def main(argv: Sequence[str] | None = None) -> None:
             target,
             entry_points=loading.entry_points,
             isolation=loading.isolation,
-            tenants=loading.tenants,
         )
     except OpenRTCError as exc:
         raise SystemExit(f"error: {exc}") from None

@@ -25,7 +25,7 @@ from typing import Any, BinaryIO, Final, TypeVar
 
 import attrs
 
-from openrtc_core import CONTROL_ENV, SUPERVISOR_ENV
+from openrtc_core import exit_reason
 
 from .dispatch import Dispatch, LoopbackDispatchServer
 
@@ -61,8 +61,6 @@ class SupervisorSpec:
     reload: bool = False
     control: str | None = None
     """Where a controller (openrtc-deploy) listens, so ``openrtc deploy`` reaches it."""
-    supervisor: str | None = None
-    """The supervisor to run (``OPENRTC_SUPERVISOR``); None: the installed default."""
 
     def argv(self) -> list[str]:
         """The supervisor's command line."""
@@ -74,20 +72,12 @@ class SupervisorSpec:
         args += ["--workers", str(self.workers)]
         if self.reload:
             args.append("--reload")
+        if self.control is not None:
+            args += ["--control", self.control]
         return args
 
     def describe(self) -> str:
         return f"the supervisor (openrtc start --workers {self.workers})"
-
-
-def exit_reason(status: int) -> str:
-    """A subprocess return code in words: ``exited with status 1``, ``was killed by SIGKILL``."""
-    if status >= 0:
-        return f"exited with status {status}"
-    try:
-        return f"was killed by {signal.Signals(-status).name}"
-    except ValueError:
-        return f"was killed by signal {-status}"
 
 
 class SupervisedWorkers:
@@ -126,10 +116,6 @@ class SupervisedWorkers:
     def environment(self) -> dict[str, str]:
         # Lines reach the log as they are written.
         env = {**os.environ, **self.dispatch.worker_env(), "PYTHONUNBUFFERED": "1"}
-        if self.spec.control is not None:
-            env[CONTROL_ENV] = self.spec.control
-        if self.spec.supervisor is not None:
-            env[SUPERVISOR_ENV] = self.spec.supervisor
         env[PARENT_ENV] = str(os.getpid())
         return env
 
@@ -226,15 +212,15 @@ class SupervisedWorkers:
             return None
         said = error_line(self.log_path) if self.log_path is not None else None
         if said:
-            return f"{said} (supervisor {exit_reason(status)})"
+            return f"{said} (supervisor: {exit_reason(status)})"
         if self.forced:
             asked = (
                 f"{KILL_TIMEOUT_S:g} s of being told to stop at once"
                 if self.cut
                 else f"{DRAIN_TIMEOUT_S:g} s of SIGTERM and was stopped at once"
             )
-            return f"{self.spec.describe()} did not exit within {asked}; it {exit_reason(status)}"
-        return f"{self.spec.describe()} {exit_reason(status)}"
+            return f"{self.spec.describe()} did not exit within {asked}; {exit_reason(status)}"
+        return f"{self.spec.describe()} exited ({exit_reason(status)})"
 
 
 async def _cancelled(task: asyncio.Future[Any]) -> None:

@@ -1,6 +1,6 @@
 """openrtc-workers: one ``openrtc start`` runs a worker per core under a supervisor.
 
-Installed, it offers the ``workers`` supervisor: ``openrtc start TARGET --workers N``
+Installed, ``openrtc start`` runs under its supervisor: ``openrtc start TARGET --workers N``
 (``pool.run(workers=N)``, ``OPENRTC_WORKERS``; the default for ``start`` is one worker per
 usable core). The supervisor runs the pool's prewarm once, forks the workers (each a normal
 OpenRTC worker with its own LiveKit registration), replaces a worker that dies (exponential
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from openrtc_core import drain_when_parent_dies
 
+from .plan import WORKERS_ENV, WorkerPlan
 from .policy import RestartPolicy
 from .reports import (
     CUT,
@@ -29,7 +30,7 @@ from .reports import (
     ReportReader,
 )
 from .signals import SignalInbox
-from .supervisor import PORT_OFFSET_ENV, WorkerSupervisor, exit_reason
+from .supervisor import PORT_OFFSET_ENV, WorkerSupervisor
 
 __all__ = [
     "CUT",
@@ -44,10 +45,11 @@ __all__ = [
     "STATUS_FD_ENV",
     "TAKEN",
     "UNHEALTHY",
+    "WORKERS_ENV",
     "ReportReader",
     "RestartPolicy",
     "SignalInbox",
+    "WorkerPlan",
     "WorkerSupervisor",
     "drain_when_parent_dies",
-    "exit_reason",
 ]

@@ -23,9 +23,9 @@ from typing import Any, Final
 
 import attrs
 
-from openrtc_core import SupervisorContext, WorkerPlan, drain_when_parent_dies
+from openrtc_core import RunContext, drain_when_parent_dies, exit_reason, tree_pss_mib
 
-from .memory import pss_mib
+from .plan import WorkerPlan
 from .policy import RestartPolicy
 from .reports import (
     EXITED,
@@ -87,23 +87,14 @@ class Slot:
     given_up: bool = False
 
 
-def exit_reason(status: int) -> str:
-    """A wait status in words: ``exit status 3``, ``killed by SIGKILL``."""
-    code = os.waitstatus_to_exitcode(status)
-    if code >= 0:
-        return f"exit status {code}"
-    try:
-        return f"killed by {signal.Signals(-code).name}"
-    except ValueError:
-        return f"killed by signal {-code}"
-
-
 class WorkerSupervisor:
     """Runs ``plan.count`` workers of one ``openrtc start`` (see the module's docstring)."""
 
-    def __init__(self, context: SupervisorContext, policy: RestartPolicy | None = None) -> None:
+    def __init__(
+        self, context: RunContext, plan: WorkerPlan, policy: RestartPolicy | None = None
+    ) -> None:
         self.context = context
-        self.plan: WorkerPlan = context.plan
+        self.plan = plan
         self.policy = policy or RestartPolicy.from_env()
         self.slots = [Slot(index) for index in range(1, self.plan.count + 1)]
         self.workers: dict[int, Worker] = {}
@@ -217,8 +208,7 @@ class WorkerSupervisor:
         try:
             self._leave_supervisor()
             reporter = Reporter(report_fd)
-            self.context.pool.plugins.register(reporter, name="openrtc.workers.reports")
-            code = self.context.run_worker(index, self.plan.count, port_slot)
+            code = self.context.run_worker(index, self.plan.count, port_slot, plugins=[reporter])
             reporter.report_cut_calls()
         except BaseException:
             traceback.print_exc()
@@ -306,8 +296,9 @@ class WorkerSupervisor:
             self._selector.unregister(worker.reports.fd)
         os.close(worker.reports.fd)
         slot = self.slots[worker.index - 1]
-        name, reason = worker.describe(self.plan.count), exit_reason(status)
-        clean = os.waitstatus_to_exitcode(status) == 0
+        code = os.waitstatus_to_exitcode(status)
+        name, reason = worker.describe(self.plan.count), exit_reason(code)
+        clean = code == 0
         self._tell(
             EXITED,
             worker=worker.index,
@@ -370,7 +361,7 @@ class WorkerSupervisor:
             return
         self._next_memory_check = now + self.policy.memory_check_s
         for worker in [w for w in self.workers.values() if not w.retiring]:
-            used = pss_mib(worker.pid)
+            used = tree_pss_mib(worker.pid)
             if used is not None and used > limit:
                 self._recycle(worker, f"its memory is {used:.0f} MiB (limit {limit:g} MiB)")
 
