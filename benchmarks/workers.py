@@ -33,6 +33,7 @@ from openrtc_testing.measure import percentile
 
 from .arguments import OneLineParser, add_numeric_options
 from .provenance import package_version, source_revision, uncreatable_dir
+from .tables import number, terminal
 
 TARGET: Final = "benchmarks.openrtc_worker:pool"
 SETTLE_S: Final = 3.0
@@ -147,23 +148,36 @@ async def restarts(kills: int, log: Path) -> dict[str, Any]:
     }
 
 
+MEMORY_HEADERS: Final = (
+    "workers",
+    "supervisor",
+    "each worker (PSS MiB)",
+    "total",
+    "unshared",
+    "added/worker",
+)
+
+
 def report(figures: dict[str, Any]) -> str:
     rows = figures["memory"]
     base = next((row["total_pss_mib"] for row in rows if row["workers"] == 1), None)
-    lines = ["workers  supervisor  each worker (PSS MiB)      total  unshared  added/worker"]
+    memory = []
     for row in rows:
         count = row["workers"]
-        unshared = f"{base * count:8.1f}" if base is not None else "       -"
-        added = (
-            f"{(row['total_pss_mib'] - base) / (count - 1):12.1f}"
-            if base is not None and count > 1
-            else "           -"
+        added = None
+        if base is not None and count > 1:
+            added = (row["total_pss_mib"] - base) / (count - 1)
+        memory.append(
+            [
+                str(count),
+                f"{row['supervisor_pss_mib']:.1f}",
+                ", ".join(f"{value:.1f}" for value in row["worker_pss_mib"]),
+                f"{row['total_pss_mib']:.1f}",
+                number(None if base is None else base * count, missing="-"),
+                number(added, missing="-"),
+            ]
         )
-        each = ", ".join(f"{value:.1f}" for value in row["worker_pss_mib"])
-        lines.append(
-            f"{count:7d}  {row['supervisor_pss_mib']:10.1f}  {each:24.24}  "
-            f"{row['total_pss_mib']:6.1f}  {unshared}  {added}"
-        )
+    lines = terminal(MEMORY_HEADERS, memory, ">><>>>")
     restart = figures.get("restarts")
     if restart:
         back = restart["kill_to_registered_s"]
