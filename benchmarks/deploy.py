@@ -55,11 +55,12 @@ from typing import Any, Final
 import attrs
 from livekit.protocol import agent
 
-from openrtc_core import DEPLOY_ATTRIBUTE, process_tree
+from openrtc_core import DEPLOY_ATTRIBUTE, VERSION_ENV, process_tree
 from openrtc_deploy.client import ControlError, final
 from openrtc_testing import LoopbackDispatchServer
 from openrtc_testing.dispatch import WorkerConnection
 from openrtc_testing.measure import LoopLagMonitor, percentile
+from openrtc_testing.supervising import PARENT_ENV
 from openrtc_testing.worker import dispatch_until_accepted, simulated_call_metadata
 
 from .arguments import OneLineParser, add_numeric_options
@@ -394,9 +395,12 @@ def environment(root: Path, state: Path, lk: LoopbackDispatchServer) -> dict[str
         "PYTHONPATH": os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH")) if p),
         "PYTHONUNBUFFERED": "1",
         STATE_ENV: str(state),
-        "OPENRTC_VERSION": version_of(0),
+        VERSION_ENV: version_of(0),
+        # The controller drains when this process dies, however it dies: no controller
+        # outlives its benchmark (it would restart its workers for as long as it lives).
+        PARENT_ENV: str(os.getpid()),
     }
-    for inherited in ("OPENRTC_SUPERVISOR", "OPENRTC_CONTROL", "OPENRTC_WORKERS"):
+    for inherited in ("OPENRTC_CONTROL", "OPENRTC_WORKERS"):
         env.pop(inherited, None)
     return env
 
