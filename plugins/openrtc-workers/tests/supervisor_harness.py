@@ -18,6 +18,7 @@ import attrs
 from openrtc_core import child_pids
 from openrtc_testing import LoopbackDispatchServer
 from openrtc_testing.dispatch import WorkerConnection
+from openrtc_testing.fleet import Fleet, started_fleet
 from openrtc_testing.worker import dispatch_until_accepted, simulated_call_metadata
 
 TESTS = Path(__file__).resolve().parent
@@ -32,6 +33,7 @@ class Supervised:
     lk: LoopbackDispatchServer
     proc: asyncio.subprocess.Process
     log: Path
+    fleet: Fleet
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -58,19 +60,11 @@ class Supervised:
 
     async def wait_for_workers(self, count: int, timeout: float = START_TIMEOUT_S) -> None:
         """Until `count` workers are registered with the loopback server."""
-        await self.until(lambda: len(self.live_workers()) >= count, timeout, f"{count} workers")
+        await self.fleet.registered(count, timeout)
 
     async def until(self, condition: Any, timeout: float, what: str) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not condition():
-            if self.proc.returncode is not None:
-                raise AssertionError(
-                    f"the supervisor exited while waiting for {what}:\n{self.output()[-4000:]}"
-                )
-            if loop.time() > deadline:
-                raise AssertionError(f"no {what} within {timeout} s:\n{self.output()[-4000:]}")
-            await asyncio.sleep(0.05)
+        """Until `condition()` holds; fails with the log once the supervisor exited."""
+        await self.fleet.until(condition, timeout, what)
 
     async def call(
         self, room: str, *, hold_s: float = 0.0, turns: Sequence[str] = ("hello",)
@@ -106,35 +100,15 @@ async def supervised(
 ) -> AsyncIterator[Supervised]:
     """Start ``openrtc start TARGET ARGS`` (default: worker_pools:pool) with simulation on;
     kill it at the end if the test did not stop it."""
-    async with LoopbackDispatchServer() as lk:
-        log = tmp_path / "supervisor.log"
-        full_env = {
-            **os.environ,
-            **lk.worker_env(),
-            "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
-            # openrtc-workers' own supervisor, even where openrtc-deploy's controller is
-            # installed (it would run these workers as one of its generations).
-            "OPENRTC_DISABLE_PLUGINS": "deploy",
-            **(env or {}),
-        }
-        with log.open("wb") as out:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "openrtc_testing.supervised",
-                target,
-                *args,
-                env=full_env,
-                stdout=out,
-                stderr=asyncio.subprocess.STDOUT,
-            )
-        handle = Supervised(lk=lk, proc=proc, log=log)
-        try:
-            yield handle
-        finally:
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    for pid in handle.worker_pids():
-                        os.killpg(pid, signal.SIGKILL)
-                    proc.kill()
-                await proc.wait()
+    # openrtc-workers' own supervisor, even where openrtc-deploy's controller is installed
+    # (it would run these workers as one of its generations).
+    overrides: dict[str, str | None] = {"OPENRTC_DISABLE_PLUGINS": "deploy", **(env or {})}
+    log = tmp_path / "supervisor.log"
+    async with (
+        LoopbackDispatchServer() as lk,
+        started_fleet(lk, tmp_path, env=overrides, pythonpath=[TESTS]) as fleet,
+    ):
+        proc = await fleet.start(
+            sys.executable, "-m", "openrtc_testing.supervised", target, *args, log=log
+        )
+        yield Supervised(lk=lk, proc=proc, log=log, fleet=fleet)
