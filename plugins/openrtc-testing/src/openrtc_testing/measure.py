@@ -7,48 +7,10 @@ import contextlib
 import gc
 import os
 import time
-from pathlib import Path
 
 import attrs
 
-
-def children(pid: int) -> list[int]:
-    """The direct children of `pid` (none once it is gone)."""
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            text = (task / "children").read_text()
-        except OSError:
-            continue
-        found.extend(int(p) for p in text.split())
-    return found
-
-
-def process_tree(pid: int | None = None) -> list[int]:
-    """`pid` (default: this process) and all its descendants."""
-    root = os.getpid() if pid is None else pid
-    tree, todo = [], [root]
-    while todo:
-        current = todo.pop()
-        tree.append(current)
-        todo.extend(children(current))
-    return tree
-
-
-def pss_mb(pid: int) -> float:
-    """Proportional set size of one process in MiB (shared pages split between sharers)."""
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) / 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0.0
-
-
-def tree_pss_mb(pid: int | None = None) -> float:
-    """PSS of a process and its descendants, in MiB: what the worker really costs."""
-    return sum(pss_mb(p) for p in process_tree(pid))
+from openrtc_core import tree_pss_mib
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -137,7 +99,7 @@ class PeakMemory:
     _task: asyncio.Task[None] | None = attrs.field(default=None, init=False)
 
     def start(self) -> None:
-        self.baseline_mb = tree_pss_mb(self.pid)
+        self.baseline_mb = self._read()
         self.peak_mb = self.baseline_mb
         self._task = asyncio.get_running_loop().create_task(self._run(), name="peak-memory")
 
@@ -145,10 +107,14 @@ class PeakMemory:
         loop = asyncio.get_running_loop()
         while True:
             # Reading smaps of many processes takes milliseconds: keep it off the loop.
-            pss = await loop.run_in_executor(None, tree_pss_mb, self.pid)
+            pss = await loop.run_in_executor(None, self._read)
             self.peak_mb = max(self.peak_mb, pss)
             await asyncio.sleep(self.interval_s)
 
     async def stop(self) -> None:
         await _cancel(self._task)
-        self.peak_mb = max(self.peak_mb, tree_pss_mb(self.pid))
+        self.peak_mb = max(self.peak_mb, self._read())
+
+    def _read(self) -> float:
+        """The tree's PSS now; 0.0 once it is gone."""
+        return tree_pss_mib(os.getpid() if self.pid is None else self.pid) or 0.0
