@@ -30,7 +30,10 @@ LOG_OPTION = "hosting_log"
 
 
 def note(pool: AgentPool, **fields: Any) -> None:
-    with Path(str(pool.run_options[LOG_OPTION])).open("a") as log:
+    path = pool.run_options.get(LOG_OPTION)
+    if not path:
+        raise RuntimeError(f"the run options carry no {LOG_OPTION}: nowhere to note {fields}")
+    with Path(str(path)).open("a") as log:
         log.write(json.dumps({"pid": os.getpid(), **fields}) + "\n")
 
 
