@@ -91,15 +91,18 @@ def test_a_bad_workers_value_is_one_error_line_naming_the_option(value: str) -> 
     assert lines[0] == f"error: --workers {value!r}: give a number of worker processes, 1 or more"
 
 
-def test_without_a_supervisor_the_error_says_what_to_install() -> None:
-    # Disabled by name, the supervisor is missing as if openrtc-workers were not installed.
+def test_without_a_supervisor_the_error_says_which_plugin_provides_it() -> None:
+    # Disabled by name, the supervisor is missing: the error names the plugin and why.
     disabled = {"OPENRTC_DISABLE_PLUGINS": "workers,deploy"}
     done = simulate("--workers", "2", "--calls", "1", env=disabled)
     assert done.returncode == 1, done.stdout + done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith("error: ")
-    assert "pip install openrtc-workers" in lines[0]
+    assert (
+        "--workers is provided by openrtc-workers (plugin 'workers'), which is disabled"
+        in (lines[0])
+    )
     assert "exit status 1" in lines[0]
     assert "Traceback" not in done.stdout + done.stderr
 
