@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from stevedore import ExtensionManager, NamedExtensionManager
 from stevedore.extension import Extension
-
-from .errors import PoolConfigError
 
 ENTRY_POINT_GROUP = "openrtc.plugins"
 STRICT_ENV = "OPENRTC_STRICT_PLUGINS"
@@ -96,28 +94,3 @@ def entry_point_distributions() -> dict[tuple[str, str], dict[str, str]]:
                     "version": str(dist.version),
                 }
     return found
-
-
-def pick_registered(
-    registered: Mapping[str, Any],
-    name: str,
-    *,
-    asked_for: str,
-    kind: str,
-    env: str,
-    distribution: str,
-) -> Any:
-    """The factory registered as `name` in `registered` (a ``register(name, factory)`` hook's
-    results); a :class:`PoolConfigError` naming what to install or set when there is none."""
-    factory = registered.get(name)
-    if factory is None:
-        offered = ", ".join(sorted(registered)) or "none"
-        hint = (
-            f"install it: pip install {distribution}"
-            if not registered
-            else f"set {env} to one of: {offered}"
-        )
-        raise PoolConfigError(
-            f"{asked_for}, but no {kind} {name!r} is installed (offered: {offered}); {hint}"
-        )
-    return factory
