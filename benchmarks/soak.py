@@ -231,6 +231,115 @@ class GcClock:
 GC_CLOCK: Final = GcClock()
 
 
+LIVE_CENSUS_ENV: Final = "OPENRTC_SOAK_LIVE_CENSUS"
+"""Set (``--live-census``) for the worker to count, at full collections with calls live,
+what the collection walks (:class:`LiveCensus`). Each count walks the worker's heap inside
+the collection: it lengthens the pauses it measures."""
+LIVE_CENSUS_DETAILED: Final = 2
+"""Full collections per stats report whose objects are counted in detail."""
+
+
+def _code_of(obj: object) -> types.CodeType | None:
+    """The code of a frame, coroutine or function; None for anything else (checked by type:
+    other objects may carry an attribute of the same name)."""
+    if isinstance(obj, types.FrameType):
+        return obj.f_code
+    if isinstance(obj, types.CoroutineType):
+        return obj.cr_code
+    if isinstance(obj, types.FunctionType):
+        return obj.__code__
+    return None
+
+
+def _code_place(obj: object) -> str | None:
+    """Where a function or coroutine was defined, or a class named: what made `obj`."""
+    if isinstance(obj, type):
+        return f"class {obj.__module__}.{obj.__qualname__}"
+    code = _code_of(obj)
+    if code is None:
+        return None
+    where = code.co_filename.rsplit("/site-packages/", 1)[-1]
+    return f"{type(obj).__name__} {code.co_qualname} ({where}:{code.co_firstlineno})"
+
+
+def _top(counts: dict[str, int]) -> list[tuple[str, int]]:
+    return sorted(counts.items(), key=lambda kv: -kv[1])[:CENSUS_TOP]
+
+
+def walked_census(objects: Sequence[object]) -> dict[str, Any]:
+    """`objects` counted by type, by the module of their type, by the references each type's
+    objects hold (what a collection visits), and functions, coroutines and classes by where
+    they were made."""
+    kinds: dict[str, int] = {}
+    modules: dict[str, int] = {}
+    references: dict[str, int] = {}
+    places: dict[str, int] = {}
+    for obj in objects:
+        name = _type_name(obj)
+        kinds[name] = kinds.get(name, 0) + 1
+        module = str(type(obj).__module__ or "?")  # a descriptor on some C types
+        modules[module] = modules.get(module, 0) + 1
+        references[name] = references.get(name, 0) + len(gc.get_referents(obj))
+        place = _code_place(obj)
+        if place is not None:
+            places[place] = places.get(place, 0) + 1
+    return {
+        "tracked": len(objects),
+        "references": sum(references.values()),
+        "types": _top(kinds),
+        "modules": _top(modules),
+        "references_by_type": _top(references),
+        "made_by": _top(places),
+    }
+
+
+class LiveCensus:
+    """What full collections walk while calls are live, so the objects each live session adds
+    can be told from the worker's own (fit ``tracked`` against ``jobs``).
+
+    Every full collection with jobs live records ``(jobs, tracked objects)``; the first
+    :data:`LIVE_CENSUS_DETAILED` of each report are counted in detail (:func:`walked_census`).
+    """
+
+    def __init__(self, jobs: Callable[[], int]) -> None:
+        self._jobs = jobs
+        self._points: list[tuple[int, int]] = []
+        self._detailed: list[dict[str, Any]] = []
+
+    def start(self) -> None:
+        gc.callbacks.append(self._on_gc)
+
+    def stop(self) -> None:
+        if self._on_gc in gc.callbacks:
+            gc.callbacks.remove(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase != "start" or info["generation"] != 2:
+            return
+        jobs = self._jobs()
+        if jobs <= 0:
+            return
+        objects = gc.get_objects()  # generations 0 to 2: what a full collection walks
+        self._points.append((jobs, len(objects)))
+        if len(self._detailed) < LIVE_CENSUS_DETAILED:
+            self._detailed.append({"jobs": jobs, **walked_census(objects)})
+
+    def take(self) -> dict[str, Any]:
+        """The full collections' figures since the last take, and what is tracked now (with
+        no call live: what the calls so far left behind)."""
+        points, self._points = self._points, []
+        detailed, self._detailed = self._detailed, []
+        now: dict[str, int] = {}
+        for obj in gc.get_objects():
+            name = _type_name(obj)
+            now[name] = now.get(name, 0) + 1
+        return {"points": points, "detailed": detailed, "tracked_now": _top(now)}
+
+
+LIVE_CENSUS: Final[list[LiveCensus]] = []
+"""The worker's :class:`LiveCensus`, when :data:`LIVE_CENSUS_ENV` asks for one."""
+
+
 def worker_stats(server: Any) -> dict[str, Any]:
     """What the worker reports about itself; cheap enough for once a wave."""
     try:
@@ -251,6 +360,7 @@ def worker_stats(server: Any) -> dict[str, Any]:
         "gc_pauses": GC_CLOCK.take(),
         "mallinfo2": mallinfo2(),
         "pymalloc": pymalloc_stats(),
+        **({"live_census": LIVE_CENSUS[0].take()} if LIVE_CENSUS else {}),
     }
 
 
@@ -279,15 +389,8 @@ def garbage_census() -> dict[str, Any]:
         for obj in gc.garbage:
             name = _type_name(obj)
             counts[name] = counts.get(name, 0) + 1
-            # Frames and coroutines only: other garbage may carry an attribute of that name.
-            code = (
-                obj.f_code
-                if isinstance(obj, types.FrameType)
-                else obj.cr_code
-                if isinstance(obj, types.CoroutineType)
-                else None
-            )
-            if code is not None:
+            code = None if isinstance(obj, types.FunctionType) else _code_of(obj)
+            if code is not None:  # frames and coroutines
                 where = f"{type(obj).__name__} {code.co_qualname} ({code.co_filename})"
                 modules[where] = modules.get(where, 0) + 1
         total = len(gc.garbage)
@@ -329,6 +432,16 @@ async def serve_worker(kind: str) -> int:
 
     server = build_server(kind)
     GC_CLOCK.start()
+    if os.environ.get(LIVE_CENSUS_ENV, "").strip() not in ("", "0"):
+
+        def live_jobs() -> int:
+            try:
+                return len(server.active_jobs)
+            except AttributeError:
+                return 0
+
+        LIVE_CENSUS.append(LiveCensus(live_jobs))
+        LIVE_CENSUS[0].start()
     run_task = asyncio.create_task(server.run(devmode=True), name="soak-worker")
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -521,6 +634,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="count the cyclic garbage each wave makes: the worker's collector is disabled "
         "during the wave and the garbage counted by type after it (then freed). Changes the "
         "memory measured: for finding what makes cycles, not for a verdict",
+    )
+    parser.add_argument(
+        "--live-census",
+        action="store_true",
+        help="at each full collection with calls live, count what it walks (tracked objects "
+        "against live calls; the first two of each wave by type, module, references and "
+        "where they were made), reported in each wave's worker stats. Lengthens the pauses it "
+        "measures: for finding what a collection walks, not for a verdict",
     )
     parser.add_argument(
         "--json",
@@ -863,7 +984,13 @@ async def soak_variant(
     )
     async with (
         LoopbackDispatchServer() as lk,
-        started_worker(variant, concurrency, lk, extra_env, log_path) as worker,
+        started_worker(
+            variant,
+            concurrency,
+            lk,
+            {**extra_env, LIVE_CENSUS_ENV: "1"} if settings.get("live_census") else extra_env,
+            log_path,
+        ) as worker,
     ):
         if not await _registered(lk, worker):
             run["status"] = "crashed"
@@ -986,7 +1113,7 @@ def load_results(parser: argparse.ArgumentParser, paths: Sequence[Path]) -> dict
         if not isinstance(loaded, dict) or not isinstance(loaded.get("runs"), list):
             parser.error(f"argument --from-json: {path} is not a soak results file")
         for run in loaded["runs"]:  # how each run was made travels with it
-            for flag in ("release_probe", "census"):
+            for flag in ("release_probe", "census", "live_census"):
                 run.setdefault(flag, bool((loaded.get("settings") or {}).get(flag)))
         if merged is None:
             merged = {**loaded, "runs": list(loaded["runs"]), "commands": [loaded.get("command")]}
@@ -1031,6 +1158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "env": extra_env,
         "release_probe": args.release_probe,
         "census": args.census,
+        "live_census": args.live_census,
         "target_pct": TARGET_PCT,
     }
     began = time.time()
@@ -1067,6 +1195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "env": extra_env,
                 "release_probe": args.release_probe,
                 "census": args.census,
+                "live_census": args.live_census,
                 "status": "running",
                 "note": "",
                 "waves": [],

@@ -26,6 +26,8 @@ def run_label(run: dict[str, Any]) -> str:
         notes.append("collect+trim after every wave")
     if run.get("census"):
         notes.append("census")
+    if run.get("live_census"):
+        notes.append("live census")
     label += " (" + ", ".join(notes) + ")" if notes else ""
     status = run.get("status")
     if status not in (None, "ok", "running"):

@@ -319,3 +319,60 @@ def test_full_collections_are_counted_with_mean_longest_and_cpu() -> None:
     assert "| in 1 wave(s) | – | – |" in render_markdown(results([run]), "x.png")
     assert full_collections(_run("B", "livekit thread", [300.0])) is None
     assert "gc_pauses" not in FLAT["waves"][0]["worker"]
+
+
+class _Session:
+    """Something a live session holds: counted by type, module and where it was made."""
+
+    def __init__(self) -> None:
+        async def waiting() -> None:
+            pass
+
+        self.coroutine = waiting()
+
+    def close(self) -> None:
+        self.coroutine.close()
+
+
+def test_live_census_counts_what_full_collections_walk_with_calls_live(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(soak, "CENSUS_TOP", 100_000)  # the test process's heap is crowded
+    jobs = [0]
+    census = soak.LiveCensus(lambda: jobs[0])
+    census.start()
+    sessions = [_Session() for _ in range(300)]
+    try:
+        gc.collect()  # no job live: not counted
+        jobs[0] = 3
+        gc.collect(1)  # not a full collection: not counted
+        gc.collect()
+        gc.collect()
+        gc.collect()  # beyond the detailed ones: counted, not detailed
+        taken = census.take()
+    finally:
+        census.stop()
+        for session in sessions:
+            session.close()
+    assert census._on_gc not in gc.callbacks
+    assert [jobs for jobs, _ in taken["points"]] == [3, 3, 3]
+    assert all(tracked >= 300 for _, tracked in taken["points"])
+    assert len(taken["detailed"]) == soak.LIVE_CENSUS_DETAILED
+    detail = taken["detailed"][0]
+    assert detail["jobs"] == 3 and detail["references"] >= detail["tracked"] // 2
+    name = f"{__name__}.{_Session.__qualname__}"
+    assert dict(detail["types"]).get(name, 0) >= 300
+    assert dict(detail["modules"]).get(__name__, 0) >= 300
+    made_by = dict(detail["made_by"])
+    assert any(
+        place.startswith("coroutine _Session.__init__.<locals>.waiting") and count >= 300
+        for place, count in made_by.items()
+    ), made_by
+    json.dumps(taken)
+    assert census.take()["points"] == []
+
+
+def test_live_census_is_asked_of_the_worker_through_its_environment() -> None:
+    parser = soak.build_parser()
+    assert parser.parse_args(["--live-census"]).live_census
+    assert not parser.parse_args([]).live_census
