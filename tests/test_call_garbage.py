@@ -59,6 +59,19 @@ def cyclic_garbage() -> int:
         gc.garbage.clear()
 
 
+def call_dataclasses() -> set[int]:
+    """Dataclasses livekit declared inside a method (a reply's ``_SpeechSegment``), alive or
+    garbage: each is about 30 objects in reference cycles for full collections to walk."""
+    return {
+        id(obj)
+        for obj in gc.get_objects()
+        if isinstance(obj, type)
+        and "<locals>" in obj.__qualname__
+        and obj.__module__.startswith("livekit.")
+        and "__dataclass_fields__" in vars(obj)
+    }
+
+
 async def test_ended_calls_are_freed_without_the_garbage_collector(
     lk: LoopbackDispatchServer,
 ) -> None:
@@ -71,6 +84,7 @@ async def test_ended_calls_are_freed_without_the_garbage_collector(
     sessions: dict[str, weakref.ref[Any]] = {}
     gc.collect()
     gc.disable()
+    classes_before = call_dataclasses()
     try:
         for i in range(CALLS):
             d = await dispatch_until_accepted(lk, f"garbage-{i}", job_metadata=metadata)
@@ -94,10 +108,13 @@ async def test_ended_calls_are_freed_without_the_garbage_collector(
                 break
             await asyncio.sleep(0.05)
         alive = [job for job, ref in sessions.items() if ref() is not None]
+        declared = len(call_dataclasses() - classes_before)
         per_call = cyclic_garbage() / CALLS
     finally:
         gc.enable()
     assert not alive, f"sessions of ended calls wait for the garbage collector: {alive}"
+    # One class per local name for the worker's lifetime, not one per reply.
+    assert declared <= 1, f"{declared} dataclasses declared by {CALLS} calls' replies"
     assert per_call < GARBAGE_PER_CALL_BOUND, (
         f"{per_call:.0f} objects a call left in reference cycles"
     )

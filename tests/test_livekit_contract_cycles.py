@@ -196,3 +196,130 @@ def test_release_leaves_a_subclass_of_livekits_session_alone() -> None:
     cycles.release_ended_job(runner)
     assert vars(session) == {"mine": 1}
     assert vars(ctx) == {} and vars(runner) == {}
+
+
+def _local_dataclasses(function: Callable[..., Any]) -> list[str]:
+    """Classes declared inside `function` and decorated with the bare name ``dataclass``."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
+    return [
+        node.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ClassDef)
+        and any(isinstance(d, ast.Name) and d.id == "dataclass" for d in node.decorator_list)
+    ]
+
+
+def test_each_reply_declares_its_segment_dataclass_through_the_modules_name() -> None:
+    from livekit.agents.voice import agent_activity
+
+    reply = agent_activity.AgentActivity._pipeline_reply_task_impl
+    assert "_SpeechSegment" in _local_dataclasses(reply), _fail(
+        "AgentActivity._pipeline_reply_task_impl declares `@dataclass class _SpeechSegment`"
+    )
+    # The decorator is looked up in the module's globals on every reply: replacing the
+    # module's `dataclass` reaches it.
+    assert reply.__globals__ is vars(agent_activity)
+    assert "dataclass" in vars(agent_activity), _fail("agent_activity imports `dataclass`")
+
+
+def _declare(dataclass: Callable[..., Any], default: object = None) -> type:
+    @dataclass
+    class Segment:
+        text: str
+        tts: object = default
+
+    return Segment
+
+
+def test_a_local_dataclass_is_made_once_and_reused() -> None:
+    from dataclasses import dataclass, fields
+
+    reused = cycles.ReusedLocalDataclasses(dataclass)
+    first = _declare(reused)
+    assert _declare(reused) is first
+    assert [f.name for f in fields(first)] == ["text", "tts"]
+    assert first("hi") == first("hi", None) and first("hi").tts is None
+    assert _declare(reused, default=0) is not first  # other fields: a class of its own
+
+
+def test_classes_with_more_than_fields_go_to_the_real_dataclass() -> None:
+    from dataclasses import dataclass
+
+    reused = cycles.ReusedLocalDataclasses(dataclass)
+
+    def with_method(value: int) -> type:
+        @reused
+        class Segment:
+            text: str
+
+            def value(self) -> int:
+                return value  # closes over the call that declared it
+
+        return Segment
+
+    assert with_method(1)("a").value() == 1 and with_method(2)("a").value() == 2
+
+    def frozen() -> type:
+        @reused(frozen=True)
+        class Segment:
+            text: str
+
+        return Segment
+
+    assert frozen() is not frozen()
+
+    class TopLevel:  # not declared in a function: nothing to reuse
+        text: str
+
+    TopLevel.__qualname__ = "TopLevel"
+    assert reused(TopLevel)("a").text == "a"
+
+
+def _segment_dataclasses() -> set[int]:
+    return {
+        id(obj)
+        for obj in gc.get_objects()
+        if isinstance(obj, type)
+        and obj.__qualname__.endswith("<locals>._SpeechSegment")
+        and "__dataclass_fields__" in vars(obj)
+    }
+
+
+async def _replies(count: int) -> None:
+    from livekit.agents import Agent
+
+    from openrtc_testing import ScriptedLLM
+
+    async with AgentSession[None](llm=ScriptedLLM(default_reply="ok")) as session:
+        await session.start(Agent(instructions="Answers."))
+        for _ in range(count):
+            await session.run(user_input="hello")
+
+
+async def test_replies_share_one_segment_class_once_installed(collector_off: None) -> None:
+    from livekit.agents.voice import agent_activity
+
+    cycles.install_reused_reply_classes()
+    cycles.install_reused_reply_classes()  # idempotent
+    installed = vars(agent_activity)["dataclass"]
+    assert isinstance(installed, cycles.ReusedLocalDataclasses)
+    assert not isinstance(installed.original, cycles.ReusedLocalDataclasses)
+    before = _segment_dataclasses()
+    await _replies(4)
+    assert len(_segment_dataclasses() - before) <= 1
+
+
+async def test_livekit_makes_a_segment_class_per_reply(collector_off: None) -> None:
+    """What the reuse is for: without it every reply declares a new dataclass (about 30
+    objects in reference cycles, for a full collection to walk and free)."""
+    from livekit.agents.voice import agent_activity
+
+    module = vars(agent_activity)
+    installed = module["dataclass"]
+    module["dataclass"] = getattr(installed, "original", installed)
+    try:
+        before = _segment_dataclasses()
+        await _replies(4)
+    finally:
+        module["dataclass"] = installed
+    assert len(_segment_dataclasses() - before) >= 4

@@ -4,7 +4,8 @@ A call's objects that only reference cycles keep alive wait for a full garbage c
 and a full collection stops the worker's loop for every session it serves (docs/soak.md).
 livekit's session machinery leaves about 1,000 such objects a call. What is here breaks the
 cycles at their source (a channel's receive) or once the call has ended (the job's objects),
-so that reference counting frees them the moment the call is over.
+so that reference counting frees them the moment the call is over, and stops each reply
+from declaring a new class (:class:`ReusedLocalDataclasses`).
 
 Part of :mod:`openrtc_core._livekit`, which re-exports every name here.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -150,3 +152,72 @@ def release_ended_job(job_proc: Any) -> None:
         parts.append(ctx)
     for part in parts:
         vars(part).clear()
+
+
+_CLASS_BODY_NAMES = frozenset(
+    {"__module__", "__qualname__", "__annotations__", "__dict__", "__weakref__", "__doc__"}
+)
+
+
+def _plain_fields(cls: type) -> tuple[tuple[str, object, object], ...] | None:
+    """The fields of `cls` as ``(name, annotation, default)``, if its body declares fields
+    and nothing else (no method, nothing that could close over the enclosing call); else None.
+    """
+    body = vars(cls)
+    annotations: dict[str, object] = body.get("__annotations__", {})
+    if not set(body) <= _CLASS_BODY_NAMES | set(annotations):
+        return None
+    missing = object()
+    defaults = [body.get(name, missing) for name in annotations]
+    if any(callable(default) for default in defaults):
+        return None
+    return tuple(
+        (name, annotation, None if default is missing else ("default", default))
+        for (name, annotation), default in zip(annotations.items(), defaults, strict=True)
+    )
+
+
+class ReusedLocalDataclasses:
+    """``dataclass`` for a livekit module that declares dataclasses inside its methods.
+
+    livekit's ``AgentActivity`` declares ``@dataclass class _SpeechSegment`` inside
+    ``_pipeline_reply_task_impl`` (``_MsgOutput`` for realtime models), so every reply makes
+    a new class: a type, its three generated methods, their fields, about 30 objects in
+    reference cycles (a class refers to itself through its ``__mro__`` and descriptors) that
+    only a full collection frees, and ``typing``'s cache of ``Chan[_SpeechSegment]`` kept up
+    to 128 dead ones alive in an idle worker. Measured in ``python -m benchmarks.soak
+    --live-census``: 320 such classes, 10,000 of the 65,000 objects a full collection walked
+    with 50 calls live.
+
+    Here the first class of each local name is made a dataclass once and handed back for
+    every later declaration whose fields are the same (name, annotation, default), as long
+    as the body declares fields and nothing else: instances behave the same, only the class
+    is shared. Anything else goes to the real ``dataclass``.
+    """
+
+    def __init__(self, original: Callable[..., Any]) -> None:
+        self.original = original
+        self.made: dict[str, tuple[tuple[tuple[str, object, object], ...], type]] = {}
+
+    def __call__(self, cls: type | None = None, /, **options: Any) -> Any:
+        if cls is None or options or "<locals>" not in cls.__qualname__:
+            return self.original(cls, **options)
+        fields = _plain_fields(cls)
+        if fields is None:
+            return self.original(cls)
+        known = self.made.get(cls.__qualname__)
+        if known is not None and known[0] == fields:
+            return known[1]
+        made: type = self.original(cls)
+        self.made[cls.__qualname__] = (fields, made)
+        return made
+
+
+def install_reused_reply_classes() -> None:
+    """Make ``agent_activity``'s ``dataclass`` a :class:`ReusedLocalDataclasses` (idempotent)."""
+    from livekit.agents.voice import agent_activity
+
+    module = vars(agent_activity)
+    if isinstance(module["dataclass"], ReusedLocalDataclasses):
+        return
+    module["dataclass"] = ReusedLocalDataclasses(module["dataclass"])

@@ -81,6 +81,7 @@ class CoroutineJobPool(utils.EventEmitter[str]):
                 self._shared_proc = prewarmed
             _livekit.install_job_log_fields()
             livekit_cycles.install_acyclic_channels()
+            livekit_cycles.install_reused_reply_classes()
             gc_setup = tune_gc()
             self._collector = CallGarbage() if gc_tuned() else None
         self.watchdog.start()
