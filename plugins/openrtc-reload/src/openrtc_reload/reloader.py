@@ -41,6 +41,10 @@ T = TypeVar("T")
 
 DEBOUNCE_MS = 150
 """Changes closer together than this are one save (an editor writes, renames, touches)."""
+ARM_STEP_MS = 200
+"""How long the watcher waits before it says it watches (then checks for a stop again)."""
+ARM_TIMEOUT_S = 10.0
+"""How long a start waits for the watcher to watch before it goes on regardless."""
 
 
 def shown(path: Path) -> str:
@@ -78,6 +82,8 @@ class WatchReloader:
         self.live: dict[str, LiveCode] = {}
         self._lock = asyncio.Lock()
         self._stop = threading.Event()
+        self._armed = threading.Event()
+        """Set once the watching thread watches the files (its first wait returned)."""
         self._thread: threading.Thread | None = None
         self._checked_staleness = False
         self._sending_back: set[asyncio.Future[None]] = set()
@@ -92,10 +98,6 @@ class WatchReloader:
         # ms: not in the loop (both only read).
         await in_daemon_thread(library_packages)
         self.loaded = await in_daemon_thread(loader.current, self.pool)
-        if not self._stale():
-            # Else the files' versions are not the running code's: the catch-up reload
-            # (below for a worker, before the first job in a job process) stamps them.
-            self.pool.stamp_versions(self.loaded.code.versions)
         ACTIVE.append(self)
         self._thread = threading.Thread(
             target=self._watch,
@@ -104,6 +106,14 @@ class WatchReloader:
             daemon=True,
         )
         self._thread.start()
+        # Stamped once the files are watched: a save from then on is seen, and one made
+        # before makes the files stale, for the catch-up reload to load.
+        if not await in_daemon_thread(self._armed.wait, ARM_TIMEOUT_S):
+            logger.warning("reload: the file watcher took over %.0f s to start", ARM_TIMEOUT_S)
+        if not self._stale():
+            # Else the files' versions are not the running code's: the catch-up reload
+            # (below for a worker, before the first job in a job process) stamps them.
+            self.pool.stamp_versions(self.loaded.code.versions)
         if self.role == "worker":
             await self._catch_up()
         logger.debug(
@@ -166,6 +176,7 @@ class WatchReloader:
             watched = self.loaded.code.folders
             folders = sorted(f for f in watched if f.is_dir())
             if not folders:
+                self._armed.set()  # nothing to watch: nothing to wait for
                 return
             for changes in watchfiles.watch(
                 *folders,
@@ -175,7 +186,12 @@ class WatchReloader:
                 watch_filter=self._relevant,
                 recursive=False,
                 raise_interrupt=False,
+                yield_on_timeout=True,
+                rust_timeout=ARM_STEP_MS,
             ):
+                self._armed.set()
+                if not changes:
+                    continue  # a timeout: nothing changed
                 paths = sorted({Path(path) for _, path in changes})
                 try:
                     asyncio.run_coroutine_threadsafe(self.reload(paths), loop).result()
