@@ -48,7 +48,7 @@ from .pool import AgentPool, AgentSpec, PoolChange, PoolState
 from .processes import child_pids, exit_reason, process_tree, pss_mib, smaps_rollup, tree_pss_mib
 from .registry import LiveSession
 from .routing import job_view
-from .runoptions import RunContext, RunOption, RunOptions
+from .runoptions import RUN_VERBS, RunContext, RunOption, RunOptions
 from .server import build_server
 from .session import build_agent
 from .supervision import drain_when_parent_dies, prewarm_before_fork
@@ -58,6 +58,7 @@ __all__ = [
     "AGENT_ATTRIBUTE",
     "DEPLOY_ATTRIBUTE",
     "REASON_LIMIT",
+    "RUN_VERBS",
     "SHARED_VAD_KEY",
     "VERSION_ATTRIBUTE",
     "VERSION_ENV",

@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 from tenancy_fixtures import ACME_KEY, GLOBEX_KEY, PROCESS_TENANTS, fingerprint, make_pool
 
-from openrtc_core import AgentPool
-from openrtc_core.runoptions import RUN_VERBS
+from openrtc_core import RUN_VERBS, AgentPool
 from openrtc_tenancy import plugin as tenancy_plugin
 from openrtc_testing import LoopbackDispatchServer
 from openrtc_testing.fleet import started_fleet

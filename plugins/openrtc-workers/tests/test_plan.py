@@ -8,29 +8,48 @@ from typing import Any
 import pytest
 from livekit.agents import Agent
 
-from openrtc_core import AgentPool, PoolConfigError, usable_cores
-from openrtc_core.cli.verbs import take_run_options
+from openrtc_core import AgentPool, RunOptions, usable_cores
+from openrtc_testing.runs import TakenRuns
 from openrtc_workers import WorkerPlan
 from openrtc_workers import plugin as workers_plugin
 from openrtc_workers.plan import supervises
 
+CREDENTIALS = ("--url", "ws://127.0.0.1:9", "--api-key", "k", "--api-secret", "s")
 
-def pool() -> AgentPool:
-    built = AgentPool(load_plugins=False, plugins=[workers_plugin])
+
+def run(
+    verb: str, args: list[str], keywords: dict[str, Any] | None = None
+) -> tuple[RunOptions, tuple[str, ...]]:
+    """The options the real command-line path resolves for `verb` with the plugin loaded,
+    and what it leaves for livekit (a run taken over before any worker starts)."""
+    taken = TakenRuns()
+    built = AgentPool(load_plugins=False, plugins=[taken, workers_plugin])
     built.add("support", lambda ctx: Agent(instructions="Help."))
-    return built
+    with pytest.raises(SystemExit) as exited:
+        built.run([verb, *args, *CREDENTIALS], **(keywords or {}))
+    assert exited.value.code == 0
+    (resolved,) = taken.runs
+    return resolved.options, resolved.args[1 : -len(CREDENTIALS)]
 
 
 def plan(verb: str, args: list[str], keywords: dict[str, Any] | None = None) -> WorkerPlan:
-    options, _ = take_run_options(pool(), verb, args, keywords or {})
-    return WorkerPlan.from_options(options)
+    return WorkerPlan.from_options(run(verb, args, keywords)[0])
+
+
+def refused(verb: str, args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    built = AgentPool(load_plugins=False, plugins=[TakenRuns(), workers_plugin])
+    built.add("support", lambda ctx: Agent(instructions="Help."))
+    with pytest.raises(SystemExit) as exited:
+        built.run([verb, *args, *CREDENTIALS])
+    assert exited.value.code == 1
+    return capsys.readouterr().err.strip()
 
 
 @pytest.mark.parametrize(
     ("verb", "args", "keywords", "expected"),
     [
         ("start", [], {}, WorkerPlan(count=usable_cores())),
-        ("start", ["--workers", "3", "--url", "x"], {}, WorkerPlan(count=3)),
+        ("start", ["--workers", "3", "--log-level", "debug"], {}, WorkerPlan(count=3)),
         ("start", ["--workers=1"], {}, WorkerPlan(count=1)),
         ("start", ["--workers", "auto"], {}, WorkerPlan(count=usable_cores())),
         ("start", [], {"workers": 4}, WorkerPlan(count=4)),
@@ -70,21 +89,26 @@ def test_workers_come_from_the_environment_unless_given(monkeypatch: pytest.Monk
         ),
     ],
 )
-def test_bad_worker_flags_name_the_flag(verb: str, args: list[str], says: str) -> None:
-    with pytest.raises(PoolConfigError) as raised:
-        take_run_options(pool(), verb, args, {})
-    assert says in str(raised.value)
+def test_bad_worker_flags_name_the_flag(
+    verb: str, args: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert says in refused(verb, args, capsys)
 
 
-def test_a_bad_environment_value_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_bad_environment_value_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("OPENRTC_WORKERS", "lots")
-    with pytest.raises(PoolConfigError, match=r"^OPENRTC_WORKERS='lots': give a number"):
-        take_run_options(pool(), "start", [], {})
+    assert refused("start", [], capsys).startswith("error: OPENRTC_WORKERS='lots': give a number")
+
+
+def test_livekits_own_flags_are_left_for_it() -> None:
+    assert run("start", ["--workers", "2", "--log-level", "debug"])[1] == ("--log-level", "debug")
 
 
 def test_other_verbs_ignore_the_workers_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENRTC_WORKERS", "4")
-    options, _ = take_run_options(pool(), "dev", [], {})
+    options, _ = run("dev", [])
     assert not options.given("workers")
 
 

@@ -292,7 +292,8 @@ async def test_a_replacement_gets_its_own_port_while_its_predecessor_drains(
 
 
 async def test_a_worker_holding_a_task_that_will_not_stop_is_replaced(tmp_path: Path) -> None:
-    async with supervised(tmp_path, "--workers", "1") as handle:
+    # One worker under the supervisor: a recycling limit it never reaches makes it supervise.
+    async with supervised(tmp_path, "--workers", "1", "--max-worker-sessions", "1000") as handle:
         await handle.wait_for_workers(1)
         first = handle.worker_pids()
         # Its call ends; the task it left behind goes on after it is cancelled.
