@@ -15,6 +15,7 @@ import pytest
 from e2e_pools import SupportAgent
 
 from openrtc_core import (
+    VERSION_ENV,
     AgentPool,
     PoolConfigError,
     PoolView,
@@ -173,8 +174,10 @@ def test_the_plugin_taking_over_gets_the_options_and_the_core_callables() -> Non
     assert (run.verb, run.options["replicas"], run.options["loud"]) == ("start", 3, True)
     assert run.args == ("start", *CREDENTIALS)
     assert callable(run.prewarm) and callable(run.run_worker) and callable(run.setup_logging)
-    # Done with: the processes a later run starts do not inherit this run's values.
-    assert "OPENRTC_RUN_OPTIONS" not in os.environ or not os.environ["OPENRTC_RUN_OPTIONS"]
+    # Done with: the processes a later run starts inherit neither this run's values nor its
+    # deployment version (a stale one would win over what a later run's environment says).
+    assert "OPENRTC_RUN_OPTIONS" not in os.environ
+    assert VERSION_ENV not in os.environ
 
 
 def test_a_flag_of_a_plugin_that_is_not_there_names_the_distribution(tmp_path: Path) -> None:

@@ -132,17 +132,17 @@ def run_livekit(
     verb = args[0] if args else ""
     prog = prog_name or os.path.basename(sys.argv[0]) or "openrtc"
     wants_help = "--help" in args
+    # What the run exports (its options, its deployment version) reaches the processes it
+    # starts through the environment; once it is over, it is withdrawn, so a later run in
+    # this process (a test) starts from the environment as it was.
     undo: list[Callable[[], None]] = []
-    # The run's values reach the processes it starts through the environment; once it is
-    # over they are withdrawn, so a later run in this process (a test) starts clean.
-    withdraw_options: Callable[[], None] | None = None
     try:
         register_worker_plugins(pool, plugins)  # they may add run options too
         if verb in RUN_VERBS and not wants_help:
             options, rest = take_run_options(pool, verb, args[1:], run_keywords or {})
             args = [verb, *rest]
             pool.use_run_options(options)
-            withdraw_options = runoptions.export(options)
+            undo.append(runoptions.export(options))
         if verb in CONNECTING_VERBS and not wants_help:
             missing = missing_credentials(args[1:], pool)
             if missing:
@@ -160,13 +160,11 @@ def run_livekit(
         server = build_server(pool, plugins=plugins)
         raise SystemExit(_run_app(server, args, prog))
     except OpenRTCError as exc:
-        for step in reversed(undo):
-            step()  # no worker ran: the process is as it was
         print_error(str(exc))
         raise SystemExit(1) from None
     finally:
-        if withdraw_options is not None:
-            withdraw_options()
+        for step in reversed(undo):
+            step()
 
 
 def _run_app(server: AgentServer, args: list[str], prog: str) -> str | int | None:

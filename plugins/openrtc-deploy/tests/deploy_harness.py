@@ -16,6 +16,7 @@ from typing import Any
 
 import attrs
 
+from openrtc_core import VERSION_ENV
 from openrtc_testing import LoopbackDispatchServer
 from openrtc_testing.dispatch import Dispatch
 from openrtc_testing.fleet import Fleet, started_fleet
@@ -173,7 +174,7 @@ async def deployed(
     log = tmp_path / "controller.log"
     overrides: dict[str, str | None] = {
         "DEPLOY_TEST_STATE": str(state),
-        "OPENRTC_VERSION": version,
+        VERSION_ENV: version,
         **(env or {}),
         "OPENRTC_SUPERVISOR": None,
     }

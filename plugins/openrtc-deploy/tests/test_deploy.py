@@ -17,6 +17,7 @@ from typing import Self
 import pytest
 from deploy_harness import Deployed, deployed, reply_of
 
+from openrtc_core import VERSION_ENV
 from openrtc_testing.dispatch import Dispatch
 
 pytestmark = pytest.mark.asyncio
@@ -371,7 +372,7 @@ async def test_a_deploy_rehearsed_under_openrtc_simulate(tmp_path: Path) -> None
         "COLUMNS": "400",  # the control socket's line unwrapped
         "PYTHONPATH": os.pathsep.join([str(tests), os.environ.get("PYTHONPATH", "")]),
         "DEPLOY_TEST_STATE": str(state),
-        "OPENRTC_VERSION": "v1",
+        VERSION_ENV: "v1",
     }
     env.pop("OPENRTC_SUPERVISOR", None)
     simulate = await asyncio.create_subprocess_exec(
