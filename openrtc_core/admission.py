@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import attrs
+from livekit.agents import AssignmentTimeoutError
 
 from .errors import HookFailedError
 from .logfields import REASON_LIMIT, bounded
@@ -214,6 +215,18 @@ class PoolRequestHandler:
         self.ledger.hand_over(job.job_id, tenant)
         try:
             await req.accept(attributes=self._attributes(routed.agent))
+        except AssignmentTimeoutError:
+            # The server never assigned the accepted job (it lost it, or this worker is
+            # going away): nothing runs here, and its slot is free again.
+            self.ledger.forget(job.job_id)
+            self.ledger.release(job.job_id)
+            logger.warning(
+                "job %s in room %s: accepted, but LiveKit did not assign it in time; it does "
+                "not run here",
+                job.job_id,
+                bounded(job.room_name),
+                extra=log_fields(job, routed.agent, tenant),
+            )
         except BaseException:
             self.ledger.forget(job.job_id)
             self.ledger.release(job.job_id)

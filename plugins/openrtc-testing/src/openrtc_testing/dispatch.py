@@ -385,6 +385,9 @@ class LoopbackDispatchServer:
         """Worker frames that were dropped because they could not be understood."""
         self.availability: list[tuple[float, int]] = [(time.monotonic(), 0)]
         """``(monotonic time, workers available)`` at each change of that number."""
+        self.withhold_assignments = False
+        """Accept jobs but never assign them, as a LiveKit server does that lost a job (or a
+        worker it has stopped talking to): the worker's accept times out."""
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -640,6 +643,10 @@ class LoopbackDispatchServer:
             d.participant_metadata = resp.participant_metadata
             d.participant_attributes = attributes
             d.token = token
+            if self.withhold_assignments:
+                d.error = f"assignment withheld from worker {worker.worker_id}"
+                logger.info("job %s: %s", job.id, d.error)
+                return d
             worker.jobs.add(job.id)
             try:
                 await worker.send(
