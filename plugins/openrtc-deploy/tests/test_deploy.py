@@ -232,8 +232,10 @@ async def test_a_deploy_while_the_new_generation_starts_replaces_it(tmp_path: Pa
 async def test_a_deploy_while_the_old_generation_drains_waits_for_it(tmp_path: Path) -> None:
     async with deployed(tmp_path, "--workers", "1") as run:
         await run.until(lambda: run.live_workers() >= 1, 120, "generation 1's worker")
-        # Held well past both deploys (each `openrtc deploy` takes 2-4 s to start).
-        live = [await run.call(f"live-{i}", hold_s=25.0) for i in range(4)]
+        # Held well past both deploys: each `openrtc deploy` takes 2-4 s on a quiet machine,
+        # and over 20 s at a load of 6 (the parallel suite on 2 cores), which a 25-s hold
+        # did not outlast.
+        live = [await run.call(f"live-{i}", hold_s=60.0) for i in range(4)]
         async with Holding(run) as holding:
             run.set_code(reply="v2")
             code, out, err = await run.deploy("--version", "v2")
