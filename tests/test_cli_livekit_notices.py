@@ -33,12 +33,7 @@ async def test_dev_registers_without_pointing_at_another_tool() -> None:
             "examples/pool.py",
             # Without openrtc-reload, --reload is an error (tests/test_cli_reload.py).
             *(["--reload"] if RELOAD_INSTALLED else []),
-            "--url",
-            lk.url,
-            "--api-key",
-            lk.api_key,
-            "--api-secret",
-            lk.api_secret,
+            *lk.worker_args(),
             cwd=ROOT,
             env=env,
             stdout=asyncio.subprocess.PIPE,

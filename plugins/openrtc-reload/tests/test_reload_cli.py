@@ -203,12 +203,7 @@ async def test_the_openrtc_command_reloads_for_dev_and_for_start_reload(
             argv[0],
             str(project.app),
             *argv[1:],
-            "--url",
-            dispatch.url,
-            "--api-key",
-            dispatch.api_key,
-            "--api-secret",
-            dispatch.api_secret,
+            *dispatch.worker_args(),
             # One worker, in the process the command started (with openrtc-deploy and
             # openrtc-workers installed, start runs a generation of supervised forked workers;
             # forked workers reload too, see

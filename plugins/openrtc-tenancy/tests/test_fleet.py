@@ -49,12 +49,7 @@ def worker_command(dispatch: LoopbackDispatchServer, tenants: str) -> list[str]:
     return [
         sys.executable,
         str(WORKER_SCRIPT),
-        "--url",
-        dispatch.url,
-        "--api-key",
-        dispatch.api_key,
-        "--api-secret",
-        dispatch.api_secret,
+        *dispatch.worker_args(),
         "--tenants",
         tenants,
     ]

@@ -473,6 +473,11 @@ class LoopbackDispatchServer:
             "OPENRTC_HTTP_PORT": "0",
         }
 
+    def worker_args(self) -> list[str]:
+        """The same as command-line flags of a run verb: ``--url``, ``--api-key``,
+        ``--api-secret`` of this server."""
+        return ["--url", self.url, "--api-key", self.api_key, "--api-secret", self.api_secret]
+
     def worker_token(self) -> str:
         """A JWT a worker may register with (the same shape livekit-agents sends)."""
         return (
