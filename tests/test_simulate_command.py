@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,10 +15,13 @@ from openrtc_testing.simulate import parse_pause
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def simulate(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+def simulate(
+    *args: str, cwd: Path = ROOT, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "openrtc_core", "simulate", *args],
         cwd=cwd,
+        env={**os.environ, **(env or {})},
         capture_output=True,
         text=True,
         timeout=180,
@@ -47,6 +51,22 @@ def test_paced_calls_complete_and_report_figures(tmp_path: Path) -> None:
     assert sum(agent["turns"] for agent in figures["agents"].values()) == 12
     # Each call waits at least 0.1 s before each of its two lines.
     assert figures["wall_s"] >= 0.2
+
+
+ONLY_TESTING = {"OPENRTC_DISABLE_PLUGINS": "reload,tenancy,workers,deploy"}
+"""What the README's main command installs: the core and openrtc-testing, no other plugin."""
+
+
+def test_the_main_command_runs_with_only_the_testing_plugin(tmp_path: Path) -> None:
+    out = tmp_path / "figures.json"
+    done = simulate("examples/pool.py", "--calls", "2", "--json", str(out), env=ONLY_TESTING)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(out.read_text())["failures"] == 0
+    # Asking for what a missing plugin provides names it, in one line.
+    done = simulate("examples/pool.py", "--calls", "1", "--reload", env=ONLY_TESTING)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "create_server(reload=) is provided by openrtc-reload" in done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
 
 
 @pytest.mark.parametrize(

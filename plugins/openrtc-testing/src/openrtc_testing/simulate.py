@@ -497,7 +497,7 @@ async def run_simulation(
             refusals: Refusals | None = in_process
             if supervisor is None:
                 await stack.enter_async_context(
-                    running_worker(pool, lk, reload=reload, **(run_options or {}))
+                    running_worker(pool, lk, **_worker_options(reload, run_options))
                 )
                 lag.start()  # the worker's loop is this one
             else:
@@ -953,6 +953,13 @@ def call_tenants(tenants_file: Path | None, names: Sequence[str]) -> list[str]:
             "or default_tenant, or give --tenant NAME"
         )
     return in_file
+
+
+def _worker_options(reload: bool, run_options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The in-process worker's run options: `run_options`, and ``reload=True`` only when
+    asked for (the option is openrtc-reload's; without it installed, asking is an error
+    naming it, and not asking must work)."""
+    return {**(run_options or {}), **({"reload": True} if reload else {})}
 
 
 def _control_socket(pool: AgentPool) -> str | None:
