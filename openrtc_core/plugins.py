@@ -12,7 +12,7 @@ import importlib.metadata
 import inspect
 import itertools
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType, ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -33,8 +33,8 @@ from .discovery import (
     import_entry_points,
     strict_message,
 )
-from .errors import PluginLoadError
-from .hints import Hint, why_missing
+from .errors import PluginLoadError, PoolConfigError
+from .hints import Hint, hint_for_keyword, why_missing
 from .models import (
     JobView,
     PoolView,
@@ -129,6 +129,14 @@ class PluginHost:
     def why_missing(self, what: str, hint: Hint) -> str:
         """Why `what`, which `hint`'s plugin would add, is not there (see :mod:`.hints`)."""
         return why_missing(what, hint, self.failed(), self.disabled)
+
+    def refuse_missing(self, call: str, keywords: Iterable[str]) -> None:
+        """A :class:`PoolConfigError` for the first of `keywords` (given to `call`, such as
+        ``pool.run``) that one of our plugins would take, were it here (see :mod:`.hints`)."""
+        for keyword in sorted(keywords):
+            hint = hint_for_keyword(keyword)
+            if hint is not None:
+                raise PoolConfigError(self.why_missing(f"{call}({keyword}=)", hint))
 
     @property
     def manager(self) -> pluggy.PluginManager:

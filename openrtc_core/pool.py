@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Final
 import attrs
 from livekit.agents import Agent
 
-from . import hints, origins, runoptions
+from . import origins, runoptions
 from .errors import PoolConfigError
 from .models import PoolSettings, PoolView
 from .options import check_pool_settings, check_session_options, merge_options, session_keywords
@@ -267,12 +267,10 @@ class AgentPool:
         if not others:
             return {}
         declared = self.plugins.run_options()
-        for name in sorted(others - set(declared)) if self._load_plugins else ():
+        if self._load_plugins:
             # A keyword of a plugin that is not here (not installed, disabled): say so, rather
             # than take it for a misspelt session option.
-            hint = hints.hint_for_keyword(name)
-            if hint is not None:
-                raise PoolConfigError(self.plugins.why_missing(f"AgentPool({name}=)", hint))
+            self.plugins.refuse_missing("AgentPool", others - set(declared))
         return {
             name: keywords.pop(name)
             for name in sorted(others)

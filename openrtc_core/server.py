@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Final
 from livekit.agents import AgentServer
 from livekit.agents.types import NOT_GIVEN, NotGivenOr
 
-from . import _livekit, hints
+from . import _livekit
 from ._livekit import jobs as livekit_jobs
 from .admission import JobLedger, PoolRequestHandler
 from .deployment import deploy_version, install_deploy_log_fields
@@ -197,11 +197,7 @@ def build_server(
     owned = sorted(set(server_kwargs) & SERVER_KEYWORDS_OWNED)
     if owned:
         raise PoolConfigError(f"create_server: {', '.join(owned)} are set by the pool")
-    for keyword in sorted(server_kwargs):
-        hint = hints.hint_for_keyword(keyword)
-        if hint is not None:  # a run option of a plugin that is not there
-            what = f"create_server({keyword}=)"
-            raise PoolConfigError(pool.plugins.why_missing(what, hint))
+    pool.plugins.refuse_missing("create_server", server_kwargs)  # a missing plugin's option
     register_worker_plugins(pool, plugins)
     backend = check_servable(pool)
     deploy = deploy_version(pool)

@@ -95,12 +95,11 @@ def check_keywords(
 ) -> None:
     """A :class:`PoolConfigError` for a keyword of ``pool.run(...)`` no run option takes."""
     known = {name for d in declared.values() for name in (d.option.name, *d.option.old_names)}
-    for keyword in sorted(set(keywords) - known):
-        hint = hints.hint_for_keyword(keyword)
-        if hint is not None:
-            raise PoolConfigError(pool.plugins.why_missing(f"pool.run({keyword}=)", hint))
+    unknown = sorted(set(keywords) - known)
+    pool.plugins.refuse_missing("pool.run", unknown)
+    if unknown:
         raise PoolConfigError(
-            f"pool.run({keyword}=...): no run option is called that; they are: "
+            f"pool.run({unknown[0]}=...): no run option is called that; they are: "
             f"{', '.join(sorted(declared)) or 'none'}"
         )
 
